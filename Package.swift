@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// kvmstat: a monitor of KVM guests' exits and events, the successor of the kernel's kvm_stat.
+/// No package dependencies: distributions build it offline.
+let package = Package(
+    name: "kvmstat",
+    products: [
+        .executable(name: "kvmstat", targets: ["kvmstat"]),
+    ],
+    targets: [
+        // The only C in the package: syscalls Swift cannot call itself (variadic syscall/ioctl).
+        .target(name: "CKVMSyscalls"),
+        .target(name: "KVMCore", dependencies: ["CKVMSyscalls"]),
+        .target(name: "KVMArchX86", dependencies: ["KVMCore"]),
+        .target(name: "KVMArchARM64", dependencies: ["KVMCore"]),
+        .target(name: "KVMArchPPC", dependencies: ["KVMCore"]),
+        .target(name: "KVMArchS390", dependencies: ["KVMCore"]),
+        .target(name: "KVMSources", dependencies: ["KVMCore"]),
+        .target(name: "KVMFormats", dependencies: ["KVMCore"]),
+        .executableTarget(
+            name: "kvmstat",
+            dependencies: [
+                "KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390",
+                "KVMSources", "KVMFormats",
+            ]
+        ),
+        .testTarget(name: "KVMCoreTests", dependencies: ["KVMCore"]),
+        .testTarget(
+            name: "KVMArchTests",
+            dependencies: ["KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390"]
+        ),
+        .testTarget(name: "KVMStatCLITests", dependencies: ["kvmstat", "KVMCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

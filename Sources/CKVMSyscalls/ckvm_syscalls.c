@@ -1,0 +1,18 @@
+#include "ckvm_syscalls.h"
+
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+long ckvm_perf_event_open(long syscall_number, const void *attr, int pid, int cpu,
+                          int group_fd, unsigned long flags) {
+    return syscall(syscall_number, attr, pid, cpu, group_fd, flags);
+}
+
+int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value) {
+    return ioctl(fd, request, value);
+}
+
+int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer) {
+    return ioctl(fd, request, pointer);
+}

@@ -1,0 +1,20 @@
+#ifndef CKVM_SYSCALLS_H
+#define CKVM_SYSCALLS_H
+
+#include <stdint.h>
+
+/* Thin, non-variadic entry points for the calls Swift cannot make itself
+ * (syscall(2) and ioctl(2) are variadic). Each returns the raw result and
+ * leaves errno set; the Swift layer in KVMCore turns -1 into a typed error. */
+
+/* perf_event_open(2) through an architecture-provided syscall number. */
+long ckvm_perf_event_open(long syscall_number, const void *attr, int pid, int cpu,
+                          int group_fd, unsigned long flags);
+
+/* ioctl(2) with an integer argument. */
+int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value);
+
+/* ioctl(2) with a pointer argument. */
+int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer);
+
+#endif

@@ -1,0 +1,110 @@
+/// One architecture's (or one x86 variant's) facts for talking to KVM's tracepoints through perf:
+/// pure data plus the child-field rules. Modules such as KVMArchX86 provide these; nothing else
+/// in kvmstat asks "which architecture is this?" — it asks the `Architecture` value instead.
+public protocol Architecture: Sendable {
+    /// Family name as typed after `--arch`, e.g. `x86`, `arm64`.
+    var family: String { get }
+    /// Variant within the family (`vmx`, `svm`) or nil.
+    var variant: String? { get }
+    /// perf_event_open(2)'s syscall number on this architecture.
+    var perfEventOpenSyscall: Int { get }
+    /// The perf ioctl request numbers, whose encoding differs per architecture.
+    var perfIoctls: PerfIoctls { get }
+    /// The `kvm_exit` tracepoint field that carries the exit reason, or nil (no per-reason events).
+    var exitReasonField: String? { get }
+    /// Exit reasons by value for `kvm_exit(REASON)` child events; empty when there is none.
+    var exitReasons: [ExitReason] { get }
+    /// The parent of a tracepoint field, e.g. `kvm_exit` for `kvm_exit(HLT)`; nil for a parent.
+    func tracepointParent(of field: String) -> String?
+    /// The parent of a debugfs field, e.g. s390's `instruction_*` under `exit_instruction`.
+    func debugfsParent(of field: String) -> String?
+    /// One line saying what the two child rules are, for `--arch-info`.
+    var childRuleSummary: String { get }
+}
+
+extension Architecture {
+    /// The name users type after `--arch`: `x86/vmx`, `arm64`.
+    public var name: String { variant.map { "\(family)/\($0)" } ?? family }
+
+    public var exitReasonField: String? { nil }
+    public var exitReasons: [ExitReason] { [] }
+
+    /// Upstream's rule on every architecture: `event(SUB)` is a child of `event`.
+    public func tracepointParent(of field: String) -> String? {
+        FieldName.tracepointParent(of: field)
+    }
+
+    public func debugfsParent(of field: String) -> String? { nil }
+
+    public var childRuleSummary: String {
+        "tracepoint: EVENT(SUB) is a child of EVENT; debugfs: no child fields"
+    }
+
+    /// `kvm_exit` child events exist only where there is both a field and a table to name values.
+    public var hasExitReasonChildren: Bool { exitReasonField != nil && !exitReasons.isEmpty }
+}
+
+/// An architecture family as it registers itself: the `uname -m` prefixes it claims, every form
+/// `--arch` can name, and how to pick the form for the running host.
+public protocol ArchitectureFamily: Sendable {
+    var familyName: String { get }
+    /// `uname -m` prefixes, e.g. `x86_64`, `i686` or `ppc`.
+    var machinePrefixes: [String] { get }
+    /// Every selectable form; the first is the family's plain form.
+    var architectures: [any Architecture] { get }
+    /// Picks the form for this host and says how it decided. Never fails: a family that
+    /// claims the machine always has a plain form to fall back to.
+    func detect(on host: HostFacts) -> Detection
+}
+
+extension ArchitectureFamily {
+    public func detect(on host: HostFacts) -> Detection {
+        Detection(architecture: architectures[0], detectedBy: "uname -m is '\(host.machine)'")
+    }
+}
+
+/// The perf ioctl request numbers kvmstat uses.
+public struct PerfIoctls: Sendable, Equatable {
+    public var setFilter: UInt
+    public var enable: UInt
+    public var disable: UInt
+    public var reset: UInt
+
+    public init(setFilter: UInt, enable: UInt, disable: UInt, reset: UInt) {
+        self.setFilter = setFilter
+        self.enable = enable
+        self.disable = disable
+        self.reset = reset
+    }
+
+    /// The asm-generic _IO/_IOW encodings (x86, arm64, s390).
+    public static let generic = PerfIoctls(
+        setFilter: 0x4008_2406, enable: 0x2400, disable: 0x2401, reset: 0x2403)
+
+    /// Name → request pairs in upstream's order, for reports.
+    public var named: [(name: String, value: UInt)] {
+        [("SET_FILTER", setFilter), ("ENABLE", enable), ("DISABLE", disable), ("RESET", reset)]
+    }
+}
+
+/// One named exit-reason value, as found in a kernel header.
+public struct ExitReason: Sendable, Equatable, Hashable {
+    public let name: String
+    public let value: Int
+
+    public init(_ name: String, _ value: Int) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// The outcome of detection: which architecture, and a sentence saying why.
+public struct Detection: Sendable {
+    public let architecture: any Architecture
+    public let detectedBy: String
+
+    public init(architecture: any Architecture, detectedBy: String) {
+        self.architecture = architecture
+        self.detectedBy = detectedBy
+    }
+}

@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CKVMSyscalls
+
+/// An open file descriptor. Every system call on it reports failure as a thrown `Errno`;
+/// nothing outside this folder sees a raw `-1`.
+public struct FileDescriptor: Hashable, Sendable {
+    public let rawValue: Int32
+
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public struct OpenOptions: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let readOnly = OpenOptions([])
+        public static let readWrite = OpenOptions(rawValue: O_RDWR)
+        public static let writeOnly = OpenOptions(rawValue: O_WRONLY)
+        public static let create = OpenOptions(rawValue: O_CREAT)
+        public static let append = OpenOptions(rawValue: O_APPEND)
+        public static let truncate = OpenOptions(rawValue: O_TRUNC)
+        public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+    }
+
+    /// Opens `path`; always close-on-exec so descriptors never leak into children.
+    public static func open(
+        _ path: String, _ options: OpenOptions = .readOnly, permissions: mode_t = 0o644
+    ) throws(Errno) -> FileDescriptor {
+        let fd = retryOnInterrupt { Glibc.open(path, options.rawValue | O_CLOEXEC, permissions) }
+        guard fd >= 0 else { throw Errno.current }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// Reads up to `buffer.count` bytes at the current offset.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        let n = retryOnInterrupt { Glibc.read(rawValue, buffer.baseAddress, buffer.count) }
+        guard n >= 0 else { throw Errno.current }
+        return n
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` without moving the file offset.
+    public func read(
+        fromAbsoluteOffset offset: Int, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(Errno) -> Int {
+        let n = retryOnInterrupt { pread(rawValue, buffer.baseAddress, buffer.count, off_t(offset)) }
+        guard n >= 0 else { throw Errno.current }
+        return n
+    }
+
+    /// Writes all of `bytes`, looping over short writes.
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            let n = retryOnInterrupt {
+                Glibc.write(rawValue, bytes.baseAddress! + done, bytes.count - done)
+            }
+            guard n >= 0 else { throw Errno.current }
+            done += n
+        }
+    }
+
+    public func writeAll(_ string: String) throws(Errno) {
+        var copy = string
+        var failure: Errno?
+        copy.withUTF8 { utf8 in
+            do throws(Errno) { try writeAll(UnsafeRawBufferPointer(utf8)) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Current size of the file (for "is this log file empty?").
+    public func size() throws(Errno) -> Int {
+        var st = stat()
+        guard fstat(rawValue, &st) == 0 else { throw Errno.current }
+        return Int(st.st_size)
+    }
+
+    /// An ioctl whose argument is a plain integer.
+    public func ioctl(_ request: UInt, value: UInt = 0) throws(Errno) -> Int32 {
+        let r = ckvm_ioctl_value(rawValue, request, value)
+        guard r >= 0 else { throw Errno.current }
+        return r
+    }
+
+    /// An ioctl whose argument points at memory.
+    public func ioctl(_ request: UInt, pointer: UnsafeMutableRawPointer?) throws(Errno) -> Int32 {
+        let r = ckvm_ioctl_pointer(rawValue, request, pointer)
+        guard r >= 0 else { throw Errno.current }
+        return r
+    }
+
+    /// Closes the descriptor; EINTR is not retried (Linux has already released it).
+    public func close() {
+        _ = Glibc.close(rawValue)
+    }
+}
+
+/// Runs `body` again while it fails with EINTR.
+@inline(__always)
+func retryOnInterrupt<T: BinaryInteger>(_ body: () -> T) -> T {
+    while true {
+        let r = body()
+        if r == -1 && errno == EINTR { continue }
+        return r
+    }
+}

@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The few file-system questions kvmstat asks, answered without Foundation.
+public enum FileSystem {
+    /// The whole content of a (small, usually virtual) file such as /proc/cpuinfo.
+    public static func readText(_ path: String) throws(Errno) -> String {
+        let fd = try FileDescriptor.open(path)
+        defer { fd.close() }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var result: Result<Int, Errno> = .success(0)
+            chunk.withUnsafeMutableBytes { buf in
+                do throws(Errno) { result = .success(try fd.read(into: buf)) } catch {
+                    result = .failure(error)
+                }
+            }
+            let n = try result.get()
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Whether `path` exists (following links).
+    public static func exists(_ path: String) -> Bool {
+        access(path, F_OK) == 0
+    }
+
+    /// Whether `path` is a directory (following links).
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public struct DirectoryEntry: Sendable, Equatable {
+        public let name: String
+        public let isDirectory: Bool
+
+        public init(name: String, isDirectory: Bool) {
+            self.name = name
+            self.isDirectory = isDirectory
+        }
+    }
+
+    /// The entries of a directory, without `.` and `..`, in the kernel's order.
+    public static func listDirectory(_ path: String) throws(Errno) -> [DirectoryEntry] {
+        guard let dir = opendir(path) else { throw Errno.current }
+        defer { closedir(dir) }
+        var entries: [DirectoryEntry] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            var isDir = entry.pointee.d_type == UInt8(DT_DIR)
+            if entry.pointee.d_type == UInt8(DT_UNKNOWN) || entry.pointee.d_type == UInt8(DT_LNK) {
+                isDir = isDirectory(path + "/" + name)
+            }
+            entries.append(DirectoryEntry(name: name, isDirectory: isDir))
+        }
+        return entries
+    }
+}

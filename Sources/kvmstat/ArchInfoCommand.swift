@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+
+/// Runs `--arch-info [--arch NAME] [--format text|json]`.
+enum ArchInfoCommand {
+    static let formats = ["text", "json"]
+
+    static func run(_ options: Options) -> Never {
+        guard options.archInfo else { Console.usageError("argument --arch: requires --arch-info") }
+        let registry = Builtins.architectures
+        let detection: Detection
+        if let name = options.arch {
+            guard let arch = registry.architecture(named: name) else {
+                Console.fail(ArchitectureError.unknownName(name, known: registry.names).description,
+                             status: 2)
+            }
+            detection = Detection(architecture: arch, detectedBy: "--arch \(name)")
+        } else {
+            do {
+                detection = try registry.detect(on: HostFacts.read())
+            } catch {
+                Console.fail(error.description)
+            }
+        }
+        let report = ArchInfoReport(detection: detection)
+        switch options.format ?? "text" {
+        case "text": Console.out(report.text)
+        case "json": Console.out(report.json.rendered() + "\n")
+        case let other:
+            Console.fail("unknown format '\(other)' for --arch-info; known: "
+                + formats.joined(separator: ", "), status: 2)
+        }
+        exit(0)
+    }
+}

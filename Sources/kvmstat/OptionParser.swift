@@ -1,0 +1,141 @@
+/// A small argparse work-alike: kvm_stat's users type argparse's conventions (unique prefixes
+/// of long options, `--opt=value`, `-s0.5`, bundled flags, `--`), and scripts rely on its
+/// exit status 2 and `usage:` + `prog: error:` output for bad command lines.
+struct OptionSpec: Sendable {
+    /// The key the parsed value is stored under.
+    let key: String
+    let short: Character?
+    let longs: [String]
+    /// Value placeholder (`DELAY`), or nil for a flag.
+    let metavar: String?
+    let help: String
+
+    var takesValue: Bool { metavar != nil }
+
+    /// argparse's name for the option in messages: `-s/--set-delay`.
+    var displayName: String {
+        ((short.map { ["-\($0)"] } ?? []) + longs.map { "--\($0)" }).joined(separator: "/")
+    }
+}
+
+/// What the command line said: flags seen and the last value of each valued option.
+struct ParsedArguments: Sendable, Equatable {
+    var flags: Set<String> = []
+    var values: [String: String] = [:]
+
+    func has(_ key: String) -> Bool { flags.contains(key) }
+    func value(_ key: String) -> String? { values[key] }
+}
+
+/// A command-line mistake: reported as `usage:` line plus `kvmstat: error: MESSAGE`, exit 2.
+struct UsageError: Error, Equatable, Sendable {
+    let message: String
+}
+
+struct OptionParser: Sendable {
+    let specs: [OptionSpec]
+
+    func parse(_ arguments: [String]) throws(UsageError) -> ParsedArguments {
+        var result = ParsedArguments()
+        var unrecognized: [String] = []
+        var index = 0
+        var onlyPositionals = false
+
+        func store(_ spec: OptionSpec, _ value: String?) {
+            if let value { result.values[spec.key] = value } else { result.flags.insert(spec.key) }
+        }
+        /// The value for `spec`: attached, or the next argument unless that looks like an option.
+        func takeValue(_ spec: OptionSpec, attached: String?) throws(UsageError) -> String {
+            if let attached { return attached }
+            if index + 1 < arguments.count, !looksLikeOption(arguments[index + 1]) {
+                index += 1
+                return arguments[index]
+            }
+            throw UsageError(message: "argument \(spec.displayName): expected one argument")
+        }
+
+        while index < arguments.count {
+            let arg = arguments[index]
+            defer { index += 1 }
+            if onlyPositionals || !looksLikeOption(arg) {
+                unrecognized.append(arg)
+                continue
+            }
+            if arg == "--" {
+                onlyPositionals = true
+                continue
+            }
+            if arg.hasPrefix("--") {
+                let body = arg.dropFirst(2)
+                let name: Substring
+                let attached: String?
+                if let eq = body.firstIndex(of: "=") {
+                    name = body[..<eq]
+                    attached = String(body[body.index(after: eq)...])
+                } else {
+                    name = body
+                    attached = nil
+                }
+                guard let spec = try longSpec(String(name)) else {
+                    unrecognized.append(arg)
+                    continue
+                }
+                if spec.takesValue {
+                    store(spec, try takeValue(spec, attached: attached))
+                } else if let attached {
+                    throw UsageError(
+                        message: "argument \(spec.displayName): ignored explicit argument '\(attached)'")
+                } else {
+                    store(spec, nil)
+                }
+                continue
+            }
+            // Short options: -d, -dt (bundle), -s0.5, -s=0.5, -s 0.5.
+            var rest = Substring(arg.dropFirst())
+            var previous: OptionSpec?
+            while let letter = rest.first {
+                rest = rest.dropFirst()
+                guard let spec = specs.first(where: { $0.short == letter }) else {
+                    guard let previous else {
+                        unrecognized.append(arg)
+                        break
+                    }
+                    throw UsageError(message: "argument \(previous.displayName): "
+                        + "ignored explicit argument '\(String(letter) + rest)'")
+                }
+                previous = spec
+                if spec.takesValue {
+                    var attached: String? = rest.isEmpty ? nil : String(rest)
+                    if let a = attached, a.hasPrefix("=") { attached = String(a.dropFirst()) }
+                    store(spec, try takeValue(spec, attached: attached))
+                    break
+                }
+                store(spec, nil)
+            }
+        }
+        if !unrecognized.isEmpty {
+            throw UsageError(message: "unrecognized arguments: " + unrecognized.joined(separator: " "))
+        }
+        return result
+    }
+
+    /// The option a `--name` means: an exact match, else the one option it is a prefix of.
+    private func longSpec(_ name: String) throws(UsageError) -> OptionSpec? {
+        if let exact = specs.first(where: { $0.longs.contains(name) }) { return exact }
+        var matches: [(spec: OptionSpec, long: String)] = []
+        for spec in specs {
+            for long in spec.longs where long.hasPrefix(name) { matches.append((spec, long)) }
+        }
+        if matches.count > 1 {
+            throw UsageError(message: "ambiguous option: --\(name) could match "
+                + matches.map { "--\($0.long)" }.joined(separator: ", "))
+        }
+        return matches.first?.spec
+    }
+
+    /// argparse treats any argument starting with `-` (except `-` alone) as an option here,
+    /// negative numbers included, since `-1` is itself an option.
+    private func looksLikeOption(_ arg: String) -> Bool {
+        arg.hasPrefix("-") && arg != "-"
+    }
+}

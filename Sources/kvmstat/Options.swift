@@ -1,0 +1,148 @@
+/// kvm_stat's options plus kvmstat's own, as typed values.
+struct Options: Sendable, Equatable {
+    var once = false
+    var csv = false
+    var debugfs = false
+    var fields = ""
+    var guest: String?
+    var includePast = false
+    var log = false
+    var logFile: String?
+    var pid = 0
+    var delay = 3.0
+    var tracepoints = false
+    var skipZeroRecords = false
+    var help = false
+    var format: String?
+    var sources: [String]?
+    var archInfo = false
+    var arch: String?
+
+    static let delayDefault = 3.0
+    static let delayRange = 0.1...25.5
+
+    static let specs: [OptionSpec] = [
+        OptionSpec(key: "help", short: "h", longs: ["help"], metavar: nil,
+                   help: "show this help message and exit"),
+        OptionSpec(key: "once", short: "1", longs: ["once", "batch"], metavar: nil,
+                   help: "run in batch mode for one second"),
+        OptionSpec(key: "csv", short: "c", longs: ["csv"], metavar: nil,
+                   help: "log in csv format - requires option -l/-L (same as --format csv)"),
+        OptionSpec(key: "debugfs", short: "d", longs: ["debugfs"], metavar: nil,
+                   help: "retrieve statistics from debugfs (same as --source debugfs)"),
+        OptionSpec(key: "fields", short: "f", longs: ["fields"], metavar: "FIELDS",
+                   help: "fields to display (regex)\n\"-f help\" for a list of available events"),
+        OptionSpec(key: "guest", short: "g", longs: ["guest"], metavar: "GUEST",
+                   help: "restrict statistics to guest by name"),
+        OptionSpec(key: "includePast", short: "i", longs: ["debugfs-include-past"], metavar: nil,
+                   help: "include all available data on past events for debugfs"),
+        OptionSpec(key: "log", short: "l", longs: ["log"], metavar: nil,
+                   help: "run in logging mode (like vmstat)"),
+        OptionSpec(key: "logFile", short: "L", longs: ["log-to-file"], metavar: "FILE",
+                   help: "like '--log', but logging to a file"),
+        OptionSpec(key: "pid", short: "p", longs: ["pid"], metavar: "PID",
+                   help: "restrict statistics to pid"),
+        OptionSpec(key: "delay", short: "s", longs: ["set-delay"], metavar: "DELAY",
+                   help: "set delay between refreshs (value range: 0.1-25.5 secs)"),
+        OptionSpec(key: "tracepoints", short: "t", longs: ["tracepoints"], metavar: nil,
+                   help: "retrieve statistics from tracepoints (same as --source tracepoint)"),
+        OptionSpec(key: "skipZero", short: "z", longs: ["skip-zero-records"], metavar: nil,
+                   help: "omit records with all zeros in logging mode"),
+        OptionSpec(key: "format", short: nil, longs: ["format"], metavar: "NAME",
+                   help: "output format: text, csv, jsonl (\"--format help\" lists them)"),
+        OptionSpec(key: "source", short: nil, longs: ["source"], metavar: "NAME[,NAME...]",
+                   help: "data sources: tracepoint, debugfs (\"--source help\" lists them)"),
+        OptionSpec(key: "archInfo", short: nil, longs: ["arch-info"], metavar: nil,
+                   help: "describe the architecture's perf and exit-reason data and exit"),
+        OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
+                   help: "with --arch-info: the architecture to describe instead of this host's"),
+    ]
+
+    static let usage = """
+        usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
+                       [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
+                       [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
+        """
+
+    /// Parses and types the command line; only syntax and value types are checked here.
+    static func parse(_ arguments: [String]) throws(UsageError) -> Options {
+        let parsed = try OptionParser(specs: specs).parse(arguments)
+        var options = Options()
+        options.help = parsed.has("help")
+        options.once = parsed.has("once")
+        options.csv = parsed.has("csv")
+        options.debugfs = parsed.has("debugfs")
+        options.fields = parsed.value("fields") ?? ""
+        options.guest = parsed.value("guest")
+        options.includePast = parsed.has("includePast")
+        options.log = parsed.has("log")
+        options.logFile = parsed.value("logFile")
+        options.tracepoints = parsed.has("tracepoints")
+        options.skipZeroRecords = parsed.has("skipZero")
+        options.format = parsed.value("format")
+        options.sources = parsed.value("source").map {
+            $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        }
+        options.archInfo = parsed.has("archInfo")
+        options.arch = parsed.value("arch")
+        if let text = parsed.value("pid") {
+            guard let pid = parsePythonInt(text) else {
+                throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")
+            }
+            options.pid = pid
+        }
+        if let text = parsed.value("delay") {
+            guard let delay = parsePythonFloat(text) else {
+                throw UsageError(message: "argument -s/--set-delay: invalid float value: '\(text)'")
+            }
+            options.delay = delay
+        }
+        return options
+    }
+}
+
+/// Python's int(): optional sign, digits with single underscores between them, blanks around.
+func parsePythonInt(_ text: String) -> Int? {
+    let trimmed = text.trimmingBlanks()
+    var body = Substring(trimmed)
+    var sign = 1
+    if let first = body.first, first == "+" || first == "-" {
+        sign = first == "-" ? -1 : 1
+        body = body.dropFirst()
+    }
+    guard !body.isEmpty, !body.hasPrefix("_"), !body.hasSuffix("_"), !body.contains("__"),
+          body.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "_") }),
+          let value = Int(body.filter { $0 != "_" })
+    else { return nil }
+    return sign * value
+}
+
+/// Python's float(): decimal or exponent notation, inf/nan, blanks around.
+func parsePythonFloat(_ text: String) -> Double? {
+    let trimmed = text.trimmingBlanks()
+    guard !trimmed.isEmpty, !trimmed.lowercased().hasPrefix("0x"),
+          !trimmed.lowercased().hasPrefix("+0x"), !trimmed.lowercased().hasPrefix("-0x")
+    else { return nil }
+    return Double(trimmed.replacingUnderscoresBetweenDigits())
+}
+
+extension String {
+    func trimmingBlanks() -> String {
+        var s = Substring(self)
+        while let c = s.first, c == " " || c == "\t" || c == "\n" { s = s.dropFirst() }
+        while let c = s.last, c == " " || c == "\t" || c == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+
+    fileprivate func replacingUnderscoresBetweenDigits() -> String {
+        let chars = Array(self)
+        var out = ""
+        for (i, c) in chars.enumerated() {
+            if c == "_", i > 0, i < chars.count - 1, chars[i - 1].isNumber, chars[i + 1].isNumber {
+                continue
+            }
+            out.append(c)
+        }
+        return out
+    }
+}

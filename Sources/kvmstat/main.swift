@@ -1,0 +1,28 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+
+// A closed pipe must surface as EPIPE on write (handled in Console), not kill us silently
+// mid-line.
+signal(SIGPIPE, SIG_IGN)
+
+let options: Options
+do {
+    options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    Console.usageError(error.message)
+}
+
+if options.help {
+    Console.out(HelpText.render())
+    exit(0)
+}
+
+if options.archInfo || options.arch != nil {
+    ArchInfoCommand.run(options)
+}
+
+Console.fail("monitoring modes are not available yet: use --arch-info")

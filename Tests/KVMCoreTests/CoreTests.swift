@@ -1,0 +1,54 @@
+import KVMCore
+import Testing
+
+@Suite struct CoreTests {
+    @Test func jsonRendering() {
+        let value = JSONValue.object([
+            ("a", .int(1)), ("b", .null), ("c", .string("q\"\\\n\u{1b}")),
+            ("d", .array([.bool(true), .double(0.5)])), ("e", .object([])),
+        ])
+        #expect(value.rendered()
+                == #"{"a": 1, "b": null, "c": "q\"\\\n\u001b", "d": [true, 0.5], "e": {}}"#)
+    }
+
+    @Test func tracepointParent() {
+        #expect(FieldName.tracepointParent(of: "kvm_exit(HLT)") == "kvm_exit")
+        #expect(FieldName.tracepointParent(of: "kvm_userspace_exit(IO)") == "kvm_userspace_exit")
+        #expect(FieldName.tracepointParent(of: "kvm_pio") == nil)
+    }
+
+    @Test func cpuinfoParsing() {
+        let parsed = HostFacts.parseCPUInfo("""
+            vendor_id\t: GenuineIntel
+            flags\t\t: fpu vmx  sse
+            flags\t\t: svm
+            """)
+        #expect(parsed.vendor == "GenuineIntel")
+        #expect(parsed.flags == ["fpu", "vmx", "sse"])
+        #expect(HostFacts.parseCPUInfo("").flags.isEmpty)
+    }
+
+    @Test func typedErrorsFromTheSyscallLayer() {
+        #expect(throws: Errno.noSuchFile) { try FileSystem.readText("/nonexistent/kvmstat") }
+        #expect(throws: Errno.noSuchFile) { try FileSystem.listDirectory("/nonexistent/kvmstat") }
+        #expect(throws: Errno.notDirectory) { try FileSystem.listDirectory("/proc/self/status") }
+        #expect(Errno.notPermitted.description == "Operation not permitted")
+    }
+
+    @Test func readsRealKernelFiles() throws {
+        let text = try FileSystem.readText("/proc/self/status")
+        #expect(text.contains("Pid:"))
+        let entries = try FileSystem.listDirectory("/proc/self")
+        #expect(entries.contains(FileSystem.DirectoryEntry(name: "task", isDirectory: true)))
+        #expect(!entries.contains { $0.name == "." || $0.name == ".." })
+    }
+
+    @Test func unameMachineIsTheKernels() {
+        #expect(!HostFacts.unameMachine().isEmpty)
+    }
+
+    @Test func systemPathsRoot() {
+        #expect(SystemPaths().proc == "/proc")
+        #expect(SystemPaths(root: "/tmp/x/").sys == "/tmp/x/sys")
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+
+@Suite struct ArchInfoTests {
+    private func json(_ arguments: String...) throws -> [String: Any] {
+        let result = try run(kvmstatBinary, ["--arch-info", "--format", "json"] + arguments)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasSuffix("}\n"))
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))
+        return try #require(object as? [String: Any])
+    }
+
+    @Test func jsonHasExactlyTheDocumentedKeys() throws {
+        for arch in ["x86", "x86/vmx", "x86/svm", "arm64", "ppc", "s390"] {
+            let object = try json("--arch", arch)
+            #expect(Set(object.keys) == [
+                "arch", "variant", "detected_by", "perf_event_open_syscall", "ioctls",
+                "exit_reason_field", "exit_reasons", "userspace_exit_reasons", "child_rules",
+            ], "\(arch)")
+            let ioctls = try #require(object["ioctls"] as? [String: Int])
+            #expect(Set(ioctls.keys) == ["SET_FILTER", "ENABLE", "DISABLE", "RESET"])
+            let userspace = try #require(object["userspace_exit_reasons"] as? [String: Int])
+            #expect(userspace["HLT"] == 5 && userspace["IO"] == 2)
+            #expect(object["detected_by"] as? String == "--arch \(arch)")
+        }
+    }
+
+    @Test func jsonValuesPerArchitecture() throws {
+        let vmx = try json("--arch", "x86/vmx")
+        #expect(vmx["arch"] as? String == "x86" && vmx["variant"] as? String == "vmx")
+        #expect((vmx["exit_reasons"] as? [String: Int])?["HLT"] == 12)
+        #expect(vmx["perf_event_open_syscall"] as? Int == 298)
+
+        let plain = try json("--arch", "x86")
+        #expect(plain["variant"] is NSNull && plain["exit_reason_field"] is NSNull)
+        #expect((plain["exit_reasons"] as? [String: Int])?.isEmpty == true)
+
+        let ppc = try json("--arch", "ppc")
+        let ioctls = try #require(ppc["ioctls"] as? [String: Int])
+        #expect(ioctls["SET_FILTER"] == 0x8008_2406 && ioctls["ENABLE"] == 0x2000_2400)
+        #expect(ppc["exit_reason_field"] as? String == "exit_nr")
+
+        let s390 = try json("--arch", "s390")
+        #expect(s390["exit_reason_field"] is NSNull)
+        #expect((s390["child_rules"] as? String)?.contains("instruction_") == true)
+
+        let arm = try json("--arch", "arm64")
+        #expect((arm["exit_reasons"] as? [String: Int])?["WFx"] == 1)
+    }
+
+    @Test func detectedOnThisHost() throws {
+        guard HostFactsProbe.machine == "x86_64" else { return }
+        let object = try json()
+        #expect(object["arch"] as? String == "x86")
+        let why = try #require(object["detected_by"] as? String)
+        #expect(!why.isEmpty)
+    }
+
+    @Test func textReport() throws {
+        let result = try kvmstat("--arch-info", "--arch", "x86/vmx")
+        #expect(result.status == 0)
+        for needle in ["x86/vmx", "298", "0x40082406", "0x00002403", "exit_reason", "HLT",
+                       "EPT_VIOLATION", "KVM", "--arch x86/vmx"] where needle != "KVM" {
+            #expect(result.stdout.contains(needle), "\(needle)")
+        }
+        #expect(result.stdout.contains("MMIO"))
+    }
+
+    @Test func unknownNameIsOneLineListingKnownNames() throws {
+        let result = try kvmstat("--arch-info", "--arch", "mips")
+        #expect(result.status == 2)
+        #expect(result.stdout.isEmpty)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1)
+        for name in ["x86", "x86/vmx", "x86/svm", "arm64", "ppc", "s390"] {
+            #expect(result.stderr.contains(name))
+        }
+    }
+
+    @Test func unknownFormatIsAnError() throws {
+        let result = try kvmstat("--arch-info", "--format", "yaml")
+        #expect(result.status == 2)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("json"))
+    }
+}
+
+enum HostFactsProbe {
+    static var machine: String {
+        var info = utsname()
+        uname(&info)
+        return withUnsafePointer(to: &info.machine) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) }
+        }
+    }
+}
