@@ -25,6 +25,9 @@ let package = Package(
                 "KVMSources", "KVMFormats",
             ]
         ),
+        // Real KVM guests with exactly known exit counts, for the tests and the benchmark.
+        .target(name: "KVMWorkload", dependencies: ["KVMCore"]),
+        .executableTarget(name: "kvmstat-workload", dependencies: ["KVMWorkload"]),
         .testTarget(name: "KVMCoreTests", dependencies: ["KVMCore"]),
         .testTarget(
             name: "KVMArchTests",

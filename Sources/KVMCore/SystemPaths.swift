@@ -3,10 +3,67 @@
 public struct SystemPaths: Sendable, Equatable {
     public var proc: String
     public var sys: String
+    /// debugfs mount point (holds `kvm/`).
+    public var debugfs: String
+    /// tracefs mount point (holds `events/kvm/`); `<debugfs>/tracing` on older systems.
+    public var tracing: String
 
     public init(root: String = "/") {
         let base = root.hasSuffix("/") ? String(root.dropLast()) : root
         proc = base + "/proc"
         sys = base + "/sys"
+        debugfs = base + "/sys/kernel/debug"
+        tracing = base + "/sys/kernel/tracing"
+    }
+
+    /// debugfs's `kvm` directory.
+    public var debugfsKVM: String { debugfs + "/kvm" }
+
+    /// The kvm tracepoint directory: tracefs's, else the one under debugfs.
+    public var kvmEvents: String {
+        let primary = tracing + "/events/kvm"
+        if FileSystem.isDirectory(primary) { return primary }
+        let legacy = debugfs + "/tracing/events/kvm"
+        return FileSystem.isDirectory(legacy) ? legacy : primary
+    }
+
+    /// Finds the debugfs and tracefs mount points in /proc/mounts by filesystem type (the
+    /// third field; the first, the device, is whatever the admin typed). Nil when debugfs is
+    /// not mounted.
+    public static func mounted(proc: String = "/proc") -> SystemPaths? {
+        guard let mounts = try? FileSystem.readText(proc + "/mounts") else { return nil }
+        var paths = SystemPaths()
+        var debugfs: String?
+        var tracefs: String?
+        for line in mounts.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count >= 3 else { continue }
+            let point = unescapeMountPath(String(parts[1]))
+            if parts[2] == "debugfs" && debugfs == nil { debugfs = point }
+            if parts[2] == "tracefs" && tracefs == nil { tracefs = point }
+        }
+        guard let debugfs else { return nil }
+        paths.debugfs = debugfs
+        paths.tracing = tracefs ?? debugfs + "/tracing"
+        return paths
+    }
+
+    /// /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    static func unescapeMountPath(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let bytes = Array(s.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
+               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

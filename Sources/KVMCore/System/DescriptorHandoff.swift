@@ -1,0 +1,57 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Closing a perf event of a tracepoint makes the kernel unregister the probe and wait for an
+/// RCU grace period — about 40 ms each here, seconds for a few hundred. Whoever drops the last
+/// reference pays. kvmstat hands its descriptors to a short-lived child (`true`) that inherits
+/// them: kvmstat's own close only drops a reference and returns at once, and the child pays
+/// the cost in its exit, which nobody waits for.
+public enum DescriptorHandoff {
+    static let helpers = ["/bin/true", "/usr/bin/true"]
+
+    /// Hands `descriptors` to a detached child and closes them here. Returns the child's pid
+    /// (reap it with `reap` if kvmstat keeps running), or nil when they were closed here
+    /// because no child could be started.
+    @discardableResult
+    public static func release(_ descriptors: [FileDescriptor]) -> pid_t? {
+        guard !descriptors.isEmpty else { return nil }
+        guard let helper = helpers.first(where: { access($0, X_OK) == 0 }) else {
+            for fd in descriptors { fd.close() }
+            return nil
+        }
+        for fd in descriptors { _ = fcntl(fd.rawValue, F_SETFD, 0) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for target: Int32 in [0, 1, 2] {
+            posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Its own process group: a Ctrl-C meant for kvmstat must not cut the hand-off short.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(helper), nil]
+        defer { for arg in argv { free(arg) } }
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        let rc = argv.withUnsafeBufferPointer { args in
+            envp.withUnsafeBufferPointer { env in
+                posix_spawn(&pid, helper, &actions, &attributes, args.baseAddress!, env.baseAddress!)
+            }
+        }
+        for fd in descriptors { fd.close() }
+        return rc == 0 ? pid : nil
+    }
+
+    /// Collects an exited hand-off child without blocking; true once it is gone.
+    @discardableResult
+    public static func reap(_ pid: pid_t) -> Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) != 0
+    }
+}

@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CKVMSyscalls
+
+/// perf_event_open(2) for tracepoint counters, read as groups (PERF_FORMAT_GROUP), so one
+/// read(2) per group per sample returns every member's count.
+public enum PerfEvent {
+    static let typeTracepoint: UInt32 = 2
+    static let formatGroup: UInt64 = 1 << 3
+    static let flagFDCloexec: UInt = 1 << 3
+    /// PERF_ATTR_SIZE_VER1: the fields up to bp_len, all kvmstat sets.
+    static let attrSize = 72
+
+    /// Opens a counter for tracepoint `id`. `pid`/`cpu` follow perf_event_open(2): a thread on
+    /// any CPU (`cpu` -1) or everything on one CPU (`pid` -1). The first event of a group passes
+    /// `group` nil and becomes its leader.
+    public static func openTracepoint(
+        id: UInt64, pid: Int32, cpu: Int32, group: FileDescriptor?, syscallNumber: Int
+    ) throws(Errno) -> FileDescriptor {
+        var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
+                    UInt64(0), UInt64(0))
+        let fd = withUnsafeMutableBytes(of: &attr) { raw -> Int in
+            raw.storeBytes(of: typeTracepoint, toByteOffset: 0, as: UInt32.self)
+            raw.storeBytes(of: UInt32(attrSize), toByteOffset: 4, as: UInt32.self)
+            raw.storeBytes(of: id, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: formatGroup, toByteOffset: 32, as: UInt64.self)
+            return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, cpu,
+                                        group?.rawValue ?? -1, flagFDCloexec)
+        }
+        guard fd >= 0 else { throw Errno.current }
+        return FileDescriptor(rawValue: Int32(fd))
+    }
+
+    /// Reads a group's counters through its leader into `values` (one per member, in the order
+    /// members were opened). Returns how many the kernel reported.
+    public static func readGroup(
+        leader: FileDescriptor, into values: UnsafeMutableBufferPointer<UInt64>
+    ) throws(Errno) -> Int {
+        // struct read_format { u64 nr; u64 values[nr]; }
+        let raw = UnsafeMutableRawBufferPointer(values)
+        let n = try leader.read(into: raw)
+        guard n >= 8 else { return 0 }
+        let count = Int(values[0])
+        // Shift the values down over `nr` so values[i] is member i.
+        let available = min(count, n / 8 - 1)
+        for i in 0..<available { values[i] = values[i + 1] }
+        return available
+    }
+
+    /// Installs a tracepoint filter such as `reason==2`.
+    public static func setFilter(
+        _ fd: FileDescriptor, _ filter: String, request: UInt
+    ) throws(Errno) {
+        var bytes = Array(filter.utf8CString)
+        let result = bytes.withUnsafeMutableBytes { raw -> Int32 in
+            ckvm_ioctl_pointer(fd.rawValue, request, raw.baseAddress)
+        }
+        guard result >= 0 else { throw Errno.current }
+    }
+}

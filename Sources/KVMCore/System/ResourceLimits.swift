@@ -1,0 +1,36 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// RLIMIT_NOFILE: kvmstat needs one descriptor per (group, event).
+public enum ResourceLimits {
+    /// RLIM_INFINITY, which Swift can't import (it is `-1` cast to unsigned).
+    static let infinity = rlim_t.max
+
+    /// Ensures the soft limit is at least `needed`: the soft limit alone when the hard limit
+    /// allows, else both (which needs CAP_SYS_RESOURCE). Throws the errno when it can't.
+    public static func ensureOpenFiles(_ needed: Int) throws(Errno) {
+        var limit = rlimit()
+        guard getrlimit(resource(), &limit) == 0 else { throw Errno.current }
+        if limit.rlim_cur != Self.infinity && limit.rlim_cur >= rlim_t(needed) { return }
+        if limit.rlim_cur == Self.infinity { return }
+        var wanted = limit
+        wanted.rlim_cur = rlim_t(needed)
+        if limit.rlim_max != Self.infinity && limit.rlim_max < rlim_t(needed) {
+            wanted.rlim_max = rlim_t(needed)
+        }
+        guard setrlimit(resource(), &wanted) == 0 else { throw Errno.current }
+    }
+
+    public static func openFilesSoftLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(resource(), &limit) == 0 else { return 0 }
+        return limit.rlim_cur == Self.infinity ? Int.max : Int(limit.rlim_cur)
+    }
+
+    private static func resource() -> __rlimit_resource_t {
+        __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    }
+}

@@ -1,0 +1,64 @@
+import KVMCore
+
+/// Running guests, found from QEMU-style command lines in /proc/*/cmdline (no `ps`).
+public struct Guests: Sendable {
+    public let proc: String
+
+    public init(proc: String = "/proc") { self.proc = proc }
+
+    /// The guest name of a process from its `-name` argument, or "" when it has none.
+    public func name(of pid: Int) -> String {
+        guard let argv = arguments(of: pid) else { return "" }
+        return Guests.guestName(fromArguments: argv)
+    }
+
+    /// Every process with a `-name` argument, as (pid, guest name), by pid.
+    public func all() -> [(pid: Int, name: String)] {
+        guard let entries = try? FileSystem.listDirectory(proc) else { return [] }
+        var result: [(Int, String)] = []
+        for entry in entries {
+            guard let pid = Int(entry.name), let argv = arguments(of: pid),
+                  argv.dropFirst().contains("-name")
+            else { continue }
+            result.append((pid, Guests.guestName(fromArguments: argv)))
+        }
+        return result.sorted { $0.0 < $1.0 }
+    }
+
+    /// The pids whose guest name is exactly `name`.
+    public func pids(named name: String) -> [Int] {
+        all().filter { $0.name == name }.map(\.pid)
+    }
+
+    /// Whether the process exists.
+    public func isRunning(_ pid: Int) -> Bool {
+        FileSystem.isDirectory("\(proc)/\(pid)")
+    }
+
+    func arguments(of pid: Int) -> [String]? {
+        guard let text = try? FileSystem.readText("\(proc)/\(pid)/cmdline") else { return nil }
+        var argv = text.split(separator: "\0", omittingEmptySubsequences: false).map(String.init)
+        if argv.last == "" { argv.removeLast() }
+        return argv
+    }
+
+    /// QEMU's `-name` value: `NAME` or `guest=NAME,...`, where `,,` is an escaped comma and a
+    /// plain name wins over `guest=`. Malformed values give "".
+    public static func guestName(fromArguments argv: [String]) -> String {
+        guard let index = argv.firstIndex(of: "-name"), index + 1 < argv.count else { return "" }
+        var parts = argv[index + 1].split(separator: ",", omittingEmptySubsequences: false)
+            .map(String.init)
+        // Re-join escaped commas: "a,,b" split into ["a", "", "b"] means "a,b".
+        while let empty = parts.firstIndex(of: "") {
+            guard empty > 0, empty + 1 < parts.count else { return "" }
+            parts[empty - 1] += "," + parts[empty + 1]
+            parts.removeSubrange(empty...(empty + 1))
+        }
+        var name = ""
+        for part in parts {
+            if !part.contains("=") { return part }
+            if part.hasPrefix("guest=") { name = String(part.dropFirst(6)) }
+        }
+        return name
+    }
+}

@@ -1,0 +1,93 @@
+import KVMCore
+
+/// Merges the chosen sources into one table of `(value, delta)` per event, and carries the
+/// filters the screen and command line change (upstream's Stats).
+public final class Stats {
+    public let sources: [any StatSource]
+    public private(set) var fieldsFilter: FieldFilter?
+    public private(set) var pidFilter: Int
+    /// Whether child events (`kvm_exit(HLT)`) are shown; counting does not depend on it.
+    public var childEvents = false
+    public private(set) var values: [String: EventStat] = [:]
+
+    public init(sources: [any StatSource], pid: Int = 0, fieldsFilter: FieldFilter? = nil) {
+        self.sources = sources
+        self.pidFilter = pid
+        self.fieldsFilter = fieldsFilter
+    }
+
+    /// Builds the named sources from `registry`.
+    public static func make(
+        sourceNames: [String], registry: SourceRegistry, configuration: SourceConfiguration
+    ) throws(SourceError) -> Stats {
+        var sources: [any StatSource] = []
+        for name in sourceNames {
+            guard let entry = registry.entry(named: name) else {
+                throw SourceError("unknown source '\(name)'; known: "
+                    + registry.names.joined(separator: ", "))
+            }
+            sources.append(try entry.make(configuration))
+        }
+        return Stats(sources: sources, pid: configuration.pid,
+                     fieldsFilter: configuration.fieldFilter)
+    }
+
+    /// A new filter resets the table: the sources count the new fields from zero.
+    public func setFieldsFilter(_ filter: FieldFilter?) throws(SourceError) {
+        guard filter?.pattern != fieldsFilter?.pattern else { return }
+        fieldsFilter = filter
+        values.removeAll()
+        for source in sources { try source.updateFields(filter) }
+    }
+
+    public func setPidFilter(_ pid: Int) throws(SourceError) {
+        guard pid != pidFilter else { return }
+        pidFilter = pid
+        values.removeAll()
+        for source in sources { try source.setPid(pid) }
+    }
+
+    /// Reads every source and returns the updated table.
+    @discardableResult
+    public func get(byGuest: Bool = false) throws(SourceError) -> [String: EventStat] {
+        for source in sources {
+            for (key, newValue) in try source.read(byGuest: byGuest) {
+                let old = values[key]?.value ?? 0
+                values[key] = EventStat(value: newValue, delta: newValue - old)
+            }
+        }
+        return values
+    }
+
+    public func reset() throws(SourceError) {
+        values.removeAll()
+        for source in sources { try source.reset() }
+    }
+
+    /// Whether every source can key counts by guest (only debugfs can).
+    public var supportsByGuest: Bool { sources.allSatisfy(\.supportsByGuest) }
+
+    /// Switches between keys by event and keys by guest pid; false (refused) when a source
+    /// cannot key by guest.
+    public func setDisplayGuests(_ byGuest: Bool) throws(SourceError) -> Bool {
+        guard supportsByGuest else { return false }
+        values = values.filter { key, _ in
+            byGuest ? key.contains(" ") : !key.allSatisfy(\.isNumber)
+        }
+        try get(byGuest: byGuest)
+        return true
+    }
+
+    /// Every field the sources can report, whatever the filter.
+    public func availableFields() -> [String] {
+        sources.flatMap { $0.availableFields() }
+    }
+
+    public func takeWarnings() -> [String] {
+        sources.flatMap { $0.takeWarnings() }
+    }
+
+    public func close() {
+        for source in sources { source.close() }
+    }
+}

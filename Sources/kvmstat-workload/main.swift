@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMWorkload
+
+// kvmstat-workload: real KVM guests with exactly known exit counts, for kvmstat's tests and
+// benchmark. Each vCPU's loop does 2 `out`s and 1 `hlt` per iteration.
+//
+//   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run] [-name NAME]
+//
+// It prints `ready PID THREADS` once its vCPU threads exist, then reads commands on stdin:
+//   run        run every vCPU's loop once; answers `done`
+//   add N      add N vCPU threads to the first VM; answers `added THREADS`
+//   vm N       add N VMs with --vcpus vCPUs each; answers `added THREADS`
+//   destroy    destroy the newest VM; answers `destroyed VMS`
+//   quit / EOF exit
+// With --run it runs once, prints `done` and exits (no stdin).
+
+func usage() -> Never {
+    try? FileDescriptor(rawValue: 2).writeAll(
+        "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run] [-name NAME]\n")
+    exit(2)
+}
+
+var vms = 1
+var vcpus = 1
+var iterations = 1000
+var runOnce = false
+var args = CommandLine.arguments.dropFirst()
+while let arg = args.popFirst() {
+    switch arg {
+    case "--vms": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; vms = v
+    case "--vcpus": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; vcpus = v
+    case "--iterations":
+        guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; iterations = v
+    case "--run": runOnce = true
+    case "-name": guard args.popFirst() != nil else { usage() }  // only shown in /proc/PID/cmdline
+    default: usage()
+    }
+}
+
+/// Unbuffered line output, so a test reading our stdout sees each answer at once.
+func say(_ line: String) {
+    try? FileDescriptor(rawValue: 1).writeAll(line + "\n")
+}
+
+func fail(_ error: WorkloadError) -> Never {
+    try? FileDescriptor(rawValue: 2).writeAll("kvmstat-workload: \(error)\n")
+    exit(1)
+}
+
+let workload = Workload(iterations: iterations)
+do { try workload.addVMs(vms, vcpus: vcpus) } catch { fail(error) }
+say("ready \(getpid()) \(workload.threadCount)")
+
+if runOnce {
+    do { try workload.runAll() } catch { fail(error) }
+    say("done")
+    exit(0)
+}
+
+while let line = readLine() {
+    let words = line.split(separator: " ")
+    switch words.first {
+    case "run":
+        do { try workload.runAll() } catch { fail(error) }
+        say("done")
+    case "add":
+        let n = words.count > 1 ? Int(words[1]) ?? 1 : 1
+        guard let vm = workload.vms.first else { say("error no vm"); continue }
+        do { try workload.addVCPUs(n, to: vm) } catch { fail(error) }
+        say("added \(workload.threadCount)")
+    case "vm":
+        let n = words.count > 1 ? Int(words[1]) ?? 1 : 1
+        do { try workload.addVMs(n, vcpus: vcpus) } catch { fail(error) }
+        say("added \(workload.threadCount)")
+    case "destroy":
+        workload.destroyLastVM()
+        say("destroyed \(workload.vms.count)")
+    case "quit": exit(0)
+    default: say("error unknown command")
+    }
+}
+exit(0)
