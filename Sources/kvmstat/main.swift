@@ -5,8 +5,7 @@ import Musl
 #endif
 import KVMCore
 
-// A closed pipe must surface as EPIPE on write (handled in Console), not kill us silently
-// mid-line.
+// A closed pipe must surface as EPIPE on write (handled in Console), not kill us mid-line.
 signal(SIGPIPE, SIG_IGN)
 
 let options: Options
@@ -25,4 +24,4 @@ if options.archInfo || options.arch != nil {
     ArchInfoCommand.run(options)
 }
 
-Console.fail("monitoring modes are not available yet: use --arch-info")
+Launcher(options: options).run()

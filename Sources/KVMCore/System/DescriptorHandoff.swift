@@ -10,7 +10,7 @@ import Musl
 /// them: kvmstat's own close only drops a reference and returns at once, and the child pays
 /// the cost in its exit, which nobody waits for.
 public enum DescriptorHandoff {
-    static let helpers = ["/bin/true", "/usr/bin/true"]
+    static let helpers = ["/bin/cat", "/usr/bin/cat"]
 
     /// Hands `descriptors` to a detached child and closes them here. Returns the child's pid
     /// (reap it with `reap` if kvmstat keeps running), or nil when they were closed here
@@ -22,11 +22,18 @@ public enum DescriptorHandoff {
             for fd in descriptors { fd.close() }
             return nil
         }
+        var pipeEnds: [Int32] = [-1, -1]
+        guard pipe(&pipeEnds) == 0 else {
+            for fd in descriptors { fd.close() }
+            return nil
+        }
+        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         for fd in descriptors { _ = fcntl(fd.rawValue, F_SETFD, 0) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for target: Int32 in [0, 1, 2] {
+        posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], 0)
+        for target: Int32 in [1, 2] {
             posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0)
         }
         var attributes = posix_spawnattr_t()
@@ -44,7 +51,9 @@ public enum DescriptorHandoff {
                 posix_spawn(&pid, helper, &actions, &attributes, args.baseAddress!, env.baseAddress!)
             }
         }
+        Glibc.close(pipeEnds[0])
         for fd in descriptors { fd.close() }
+        Glibc.close(pipeEnds[1])
         return rc == 0 ? pid : nil
     }
 

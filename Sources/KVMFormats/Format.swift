@@ -1,0 +1,44 @@
+import KVMCore
+
+/// An output format for batch (`-1`) and log (`-l`, `-L`) modes. Formats turn samples into
+/// text; they never read the kernel and never know which source made a number.
+public protocol Format: Sendable {
+    /// The name users pick it by (`--format csv`).
+    var name: String { get }
+    /// The header naming the columns `keys`, or nil when the format has none.
+    func banner(keys: [String]) -> String?
+    /// One log record: the deltas of `keys` in `sample`.
+    func record(_ sample: Sample, keys: [String]) -> String
+    /// Batch mode's whole output for one sample (every key, sorted).
+    func batch(_ sample: Sample) -> String
+    /// Whether the banner is repeated every 20 records in a log file (upstream repeats the
+    /// text banner everywhere, the CSV header only on a terminal or pipe).
+    var repeatsBannerInFile: Bool { get }
+}
+
+/// Formats by the names users type; the executable registers the built-ins.
+public struct FormatRegistry: Sendable {
+    public struct Entry: Sendable {
+        public let format: any Format
+        public let summary: String
+    }
+
+    public private(set) var entries: [Entry] = []
+
+    public init() {}
+
+    public mutating func register(_ format: any Format, summary: String) {
+        entries.append(Entry(format: format, summary: summary))
+    }
+
+    public var names: [String] { entries.map(\.format.name) }
+
+    public func format(named name: String) -> (any Format)? {
+        entries.first { $0.format.name == name }?.format
+    }
+}
+
+extension Sample {
+    /// Keys in upstream's order: sorted as strings (a child's key is `child parent`).
+    public var sortedKeys: [String] { values.keys.sorted() }
+}

@@ -1,0 +1,36 @@
+import KVMCore
+
+/// One JSON object per sample, for log pipelines:
+/// `{"timestamp": "...", "interval_s": 1.0, "events": {"kvm_exit": {"total": 5, "delta": 1}, ...}}`.
+/// Child events appear under their own names with a `"parent"` key. Keys are stable and
+/// numbers are integers.
+public struct JSONLinesFormat: Format {
+    public init() {}
+
+    public var name: String { "jsonl" }
+    public var repeatsBannerInFile: Bool { false }
+
+    public func banner(keys: [String]) -> String? { nil }
+
+    public func record(_ sample: Sample, keys: [String]) -> String {
+        var events: [(String, JSONValue)] = []
+        events.reserveCapacity(keys.count)
+        for key in keys {
+            let field = FieldKey(key)
+            let stat = sample.values[key] ?? EventStat(value: 0, delta: 0)
+            var members: [(String, JSONValue)] = [("total", .int(stat.value)), ("delta", .int(stat.delta))]
+            if let parent = field.parent { members.append(("parent", .string(parent))) }
+            events.append((field.name, .object(members)))
+        }
+        let interval = (sample.interval * 1000).rounded() / 1000
+        return JSONValue.object([
+            ("timestamp", .string(sample.time.rfc3339)),
+            ("interval_s", .double(interval)),
+            ("events", .object(events)),
+        ]).rendered()
+    }
+
+    public func batch(_ sample: Sample) -> String {
+        record(sample, keys: sample.sortedKeys) + "\n"
+    }
+}

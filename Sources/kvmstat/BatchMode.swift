@@ -1,0 +1,25 @@
+import KVMCore
+import KVMFormats
+import KVMSources
+
+/// `-1`: one one-second sample, printed once.
+struct BatchMode {
+    let stats: Stats
+    let format: any Format
+
+    func run() {
+        do {
+            try stats.get()
+            let start = Signals.monotonicNow()
+            let stamp = WallClock.now()
+            if Signals.wait(seconds: 1) == nil {
+                let values = try stats.get()
+                Console.out(format.batch(Sample(
+                    time: stamp, interval: Signals.monotonicNow() - start, values: values)))
+            }
+        } catch {
+            Console.fail(error.description)
+        }
+        for warning in stats.takeWarnings() { Console.warn(warning) }
+    }
+}

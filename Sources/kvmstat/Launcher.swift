@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMFormats
+import KVMSources
+
+/// Turns checked options into a running mode: the checks upstream makes before it starts
+/// (each a one-line error or warning), then batch, log or the screen.
+struct Launcher {
+    var options: Options
+
+    func run() -> Never {
+        let format = chooseFormat()
+        var sourceNames = chooseSources()
+
+        // Upstream's checks, in its order where it matters to scripts.
+        guard let paths = SystemPaths.mounted() else {
+            Console.fail("debugfs is not mounted (CONFIG_DEBUG_FS); mount it with "
+                + "'mount -t debugfs debugfs /sys/kernel/debug'")
+        }
+        guard FileSystem.isDirectory(paths.debugfsKVM) else {
+            Console.fail("\(paths.debugfsKVM) not found: make sure that CONFIG_KVM is enabled in "
+                + "your kernel and that the modules are loaded")
+        }
+        let logging = options.log || options.logFile != nil
+        if options.csv && !logging { Console.fail("Option -c/--csv requires -l/--log") }
+        if options.skipZeroRecords && !logging {
+            Console.fail("Option -z/--skip-zero-records requires -l/-L")
+        }
+        let filter: FieldFilter?
+        if options.fields.isEmpty || options.fields == "help" {
+            filter = nil
+        } else {
+            do { filter = try FieldFilter(options.fields) } catch { Console.fail(error.description) }
+        }
+        if sourceNames.contains("tracepoint") && !FileSystem.isDirectory(paths.kvmEvents) {
+            if explicitTracepoints {
+                Console.fail("tracepoints are not available: enable CONFIG_TRACING and make "
+                    + "\(paths.tracing) readable, or use -d")
+            }
+            Console.warn("tracepoints are not available (\(paths.kvmEvents)); "
+                + "falling back to debugfs statistics")
+            sourceNames = ["debugfs"]
+        }
+        var pid = options.pid
+        if let guest = options.guest { pid = pidOfGuest(guest) }
+        if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") {
+            Console.fail("Specified pid \(pid) does not exist (a thread id is not supported; "
+                + "use the process id)")
+        }
+        if pid < 0 { Console.fail("Specified pid \(pid) does not exist") }
+        if !Options.delayRange.contains(options.delay) || options.delay.isNaN {
+            let bound = options.delay < Options.delayRange.lowerBound
+                ? ">=\(Options.delayRange.lowerBound)" : "<=\(Options.delayRange.upperBound)"
+            Console.fail("\"\(pythonFloat(options.delay))\": Delay must be \(bound)")
+        }
+
+        let architecture = detectArchitecture()
+        let configuration = SourceConfiguration(
+            paths: paths, architecture: architecture, pid: pid, fieldFilter: filter,
+            includePast: options.includePast)
+
+        if options.fields == "help" {
+            FieldHelp.run(sourceNames: sourceNames, configuration: configuration)
+        }
+
+        // Log file first: a bad path must fail before perf events are set up.
+        let log: LogSink?
+        if logging {
+            do { log = try LogSink(path: options.logFile) } catch {
+                Console.fail("Could not open file: \(options.logFile ?? "")")
+            }
+        } else {
+            log = nil
+        }
+
+        Signals.block()
+        let stats: Stats
+        do {
+            stats = try Stats.make(sourceNames: sourceNames, registry: Builtins.sources,
+                                   configuration: configuration)
+        } catch {
+            Console.fail(error.description)
+        }
+        Console.cleanup = { stats.close() }
+
+        if let log {
+            LogMode(stats: stats, format: format, sink: log, delay: options.delay,
+                    skipZero: options.skipZeroRecords).run()
+        } else if options.once {
+            BatchMode(stats: stats, format: format).run()
+        } else {
+            Console.fail("the interactive screen is not available yet; use -1 or -l")
+        }
+        Console.leave(0)
+    }
+
+    private var explicitTracepoints: Bool {
+        options.tracepoints || options.sources?.contains("tracepoint") == true
+    }
+
+    /// `--format NAME` (`-c` means csv); `--format help` lists them.
+    private func chooseFormat() -> any Format {
+        let registry = Builtins.formats
+        var name = options.format ?? (options.csv ? "csv" : "text")
+        if name == "help" {
+            for entry in registry.entries {
+                Console.out("  " + entry.format.name.padding(to: 8) + entry.summary + "\n")
+            }
+            exit(0)
+        }
+        if options.csv && options.format != nil && options.format != "csv" {
+            Console.usageError("argument -c/--csv: not allowed with argument --format \(name)")
+        }
+        if options.csv { name = "csv" }
+        guard let format = registry.format(named: name) else {
+            Console.fail("unknown format '\(name)'; known: " + registry.names.joined(separator: ", "),
+                         status: 2)
+        }
+        return format
+    }
+
+    /// `--source NAME,...`, `-d`, `-t`; tracepoints when nothing is chosen (upstream's default).
+    private func chooseSources() -> [String] {
+        let registry = Builtins.sources
+        var names: [String] = []
+        if options.debugfs { names.append("debugfs") }
+        if options.tracepoints { names.append("tracepoint") }
+        for name in options.sources ?? [] {
+            if name == "help" {
+                for entry in registry.entries {
+                    Console.out("  " + entry.name.padding(to: 12) + entry.summary + "\n")
+                }
+                exit(0)
+            }
+            guard registry.entry(named: name) != nil else {
+                Console.fail("unknown source '\(name)'; known: "
+                    + registry.names.joined(separator: ", "), status: 2)
+            }
+            if !names.contains(name) { names.append(name) }
+        }
+        if names.isEmpty { names = ["tracepoint"] }
+        // Upstream's order: debugfs first.
+        return names.sorted { ($0 == "debugfs" ? 0 : 1) < ($1 == "debugfs" ? 0 : 1) }
+    }
+
+    private func pidOfGuest(_ name: String) -> Int {
+        let pids = Guests().pids(named: name)
+        if pids.isEmpty { Console.fail("No guest by the name \"\(name)\" found") }
+        if pids.count > 1 {
+            Console.fail("Multiple processes found (pids: "
+                + pids.map(String.init).joined(separator: " ")
+                + "). Use \"-p\" to specify the desired pid")
+        }
+        return pids[0]
+    }
+
+    private func detectArchitecture() -> any Architecture {
+        let registry = Builtins.architectures
+        if let name = options.arch, let arch = registry.architecture(named: name) { return arch }
+        do {
+            return try registry.detect(on: HostFacts.read()).architecture
+        } catch {
+            Console.fail(error.description)
+        }
+    }
+}
+
+/// Python's str(float): `0.05`, `30.0`, `1e-05`.
+func pythonFloat(_ value: Double) -> String {
+    var text = String(value)
+    if text.hasSuffix(".0") || text.contains(".") || text.contains("e") || text.contains("n") {
+        // Swift writes 1e-05 as "1e-05" like Python.
+    } else {
+        text += ".0"
+    }
+    return text
+}

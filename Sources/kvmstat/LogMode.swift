@@ -1,0 +1,73 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMFormats
+import KVMSources
+
+/// `-l` / `-L FILE`: a record of deltas every DELAY seconds under a banner, upstream's rules:
+/// the banner again every 20 records (not for CSV in a file), not for a CSV file that already
+/// has content, and anew after SIGHUP reopens the file.
+struct LogMode {
+    let stats: Stats
+    let format: any Format
+    let sink: LogSink
+    let delay: Double
+    let skipZero: Bool
+
+    static let bannerEvery = 20
+
+    func run() {
+        let keys: [String]
+        do { keys = try stats.get().keys.sorted() } catch { Console.fail(error.description) }
+        reportWarnings()
+        var records = 0
+        var bannerShown = true
+        writeBanner(keys: keys)
+        var last = Signals.monotonicNow()
+        while true {
+            if let signal = Signals.wait(seconds: delay) {
+                if signal != SIGHUP { return }
+                // logrotate: new file, new banner; the sample comes on schedule.
+                do { try sink.reopen() } catch {
+                    Console.fail("Could not open file: \(sink.path ?? "") (\(error))")
+                }
+                records = 0
+                bannerShown = true
+                writeBanner(keys: keys)
+                let remaining = delay - (Signals.monotonicNow() - last)
+                if remaining > 0, let again = Signals.wait(seconds: remaining), again != SIGHUP {
+                    return
+                }
+            }
+            if records % Self.bannerEvery == 0 && !bannerShown
+                && (!sink.isFile || format.repeatsBannerInFile) {
+                writeBanner(keys: keys)
+                bannerShown = true
+            }
+            let now = Signals.monotonicNow()
+            let values: [String: EventStat]
+            do { values = try stats.get() } catch { Console.fail(error.description) }
+            reportWarnings()
+            let sample = Sample(time: WallClock.now(), interval: now - last, values: values)
+            last = now
+            if !skipZero || keys.contains(where: { values[$0]?.delta ?? 0 != 0 }) {
+                sink.write(line: format.record(sample, keys: keys))
+                records += 1
+                bannerShown = false
+            }
+        }
+    }
+
+    private func writeBanner(keys: [String]) {
+        guard let banner = format.banner(keys: keys) else { return }
+        if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
+        sink.write(line: banner)
+    }
+
+    private func reportWarnings() {
+        for warning in stats.takeWarnings() { Console.warn(warning) }
+    }
+}
