@@ -28,12 +28,22 @@ let package = Package(
         // Real KVM guests with exactly known exit counts, for the tests and the benchmark.
         .target(name: "KVMWorkload", dependencies: ["KVMCore"]),
         .executableTarget(name: "kvmstat-workload", dependencies: ["KVMWorkload"]),
+        // Shared by the test targets: starts the workload, knows whether real KVM is here.
+        .target(name: "KVMTestSupport", dependencies: ["KVMCore"], path: "Tests/KVMTestSupport"),
         .testTarget(name: "KVMCoreTests", dependencies: ["KVMCore"]),
+        .testTarget(
+            name: "KVMSourcesTests",
+            dependencies: ["KVMCore", "KVMSources", "KVMArchX86", "KVMArchS390", "KVMTestSupport",
+                           "kvmstat-workload"]
+        ),
         .testTarget(
             name: "KVMArchTests",
             dependencies: ["KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390"]
         ),
-        .testTarget(name: "KVMStatCLITests", dependencies: ["kvmstat", "KVMCore"]),
+        .testTarget(
+            name: "KVMStatCLITests",
+            dependencies: ["kvmstat", "kvmstat-workload", "KVMCore", "KVMTestSupport"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -11,8 +11,13 @@ public final class DebugfsSource: StatSource {
     public let name = "debugfs"
     public var supportsByGuest: Bool { true }
 
-    /// Files in the kvm directory that are not counters.
+    /// Files in the kvm directory that are not counters: upstream's list, and the
+    /// histograms (`*_hist`, many numbers per file), which upstream would fail to parse.
     static let exempt: Set<String> = ["halt_poll_fail_ns", "halt_poll_success_ns", "halt_wait_ns"]
+
+    static func isCounter(_ name: String) -> Bool {
+        !exempt.contains(name) && !name.hasSuffix("_hist")
+    }
 
     private let architecture: any Architecture
     private let directory: String
@@ -47,7 +52,7 @@ public final class DebugfsSource: StatSource {
         do { entries = try FileSystem.listDirectory(directory) } catch {
             throw SourceError("cannot read \(directory): \(error)")
         }
-        fields = entries.filter { !$0.isDirectory && !Self.exempt.contains($0.name) }.map(\.name)
+        fields = entries.filter { !$0.isDirectory && Self.isCounter($0.name) }.map(\.name)
         wanted = select(configuration.fieldFilter)
         _ = sample()
     }

@@ -225,7 +225,7 @@ public final class TracepointSource: StatSource {
     }
 
     /// `0-3,8,10-11` → [0, 1, 2, 3, 8, 10, 11].
-    static func parseCPUList(_ text: String) -> [Int]? {
+    public static func parseCPUList(_ text: String) -> [Int]? {
         var cpus: [Int] = []
         for member in text.trimmingBlanks().split(separator: ",") {
             let bounds = member.split(separator: "-", omittingEmptySubsequences: false)

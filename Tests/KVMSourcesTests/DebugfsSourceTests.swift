@@ -1,0 +1,225 @@
+import Foundation
+import KVMArchS390
+import KVMArchX86
+import KVMCore
+import KVMSources
+import KVMTestSupport
+import Testing
+
+/// The debugfs source on the real kernel. Under lockdown only read-only files (pages_4k,
+/// blocking, ...) can be read, and they stay 0 for this guest; counts are tested on a fake
+/// tree below.
+@Suite(.enabled(if: Kernel.available, realKernelNeeded))
+struct DebugfsSourceRealTests {
+    private func vmDirectories(of pid: Int32) throws -> [String] {
+        let paths = try #require(Kernel.paths)
+        return try FileSystem.listDirectory(paths.debugfsKVM).map(\.name)
+            .filter { $0.hasPrefix("\(pid)-") }
+    }
+
+    @Test func vmDirectoriesAppearAndArePidFiltered() throws {
+        let a = try WorkloadProcess(vms: 2, vcpus: 1, iterations: 10)
+        let b = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 10)
+        #expect(try vmDirectories(of: a.pid).count == 2)
+        #expect(try vmDirectories(of: b.pid).count == 1)
+
+        let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(a.pid)))
+        let byGuest = try source.read(byGuest: true)
+        #expect(Set(byGuest.keys) == ["\(a.pid)"])
+
+        let all = try DebugfsSource(configuration: try realConfiguration(pid: 0))
+        let guests = Set(try all.read(byGuest: true).keys)
+        #expect(guests.isSuperset(of: ["\(a.pid)", "\(b.pid)"]))
+    }
+
+    @Test func lockdownIsReportedOnceAndItsFieldsAreNotColumns() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 10)
+        let exitsPath = try #require(Kernel.paths).debugfsKVM
+            + "/" + (try vmDirectories(of: workload.pid).first ?? "") + "/exits"
+        let locked: Bool
+        do { _ = try FileSystem.readText(exitsPath); locked = false } catch {
+            locked = error == .notPermitted
+        }
+        let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
+        let warnings = source.takeWarnings()
+        let counts = try source.read(byGuest: false)
+        if locked {
+            #expect(warnings.count == 1)
+            let warning = try #require(warnings.first)
+            #expect(warning.contains("exits") && warning.contains("lockdown") && warning.contains("-t"))
+            #expect(counts["exits"] == nil, "unreadable fields are no columns of zeros")
+            #expect(counts["pages_4k"] != nil, "readable fields still are")
+            // Not again on the next samples, nor when a new VM makes us look again.
+            _ = try source.read(byGuest: false)
+            try workload.addVMs(1)
+            _ = try source.read(byGuest: false)
+            #expect(source.takeWarnings().isEmpty)
+            #expect(try source.read(byGuest: false)["exits"] == nil)
+        } else {
+            #expect(warnings.isEmpty)
+            #expect(counts["exits"] != nil)
+        }
+    }
+
+    @Test func vmDestroyedBetweenSamples() throws {
+        let workload = try WorkloadProcess(vms: 3, vcpus: 1, iterations: 10)
+        let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
+        let before = try source.read(byGuest: false)
+        try workload.destroyVM()
+        #expect(try vmDirectories(of: workload.pid).count == 2)
+        let after = try source.read(byGuest: false)
+        #expect(Set(after.keys) == Set(before.keys))
+        for (key, value) in before { #expect(after[key]! >= value, "\(key) never goes back") }
+        try workload.destroyVM()
+        try workload.destroyVM()
+        #expect(try source.read(byGuest: true).isEmpty)
+    }
+
+    @Test func noDebugfsFileIsHeldOpenBetweenSamples() throws {
+        let workload = try WorkloadProcess(vms: 2, vcpus: 1, iterations: 10)
+        let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
+        _ = try source.read(byGuest: false)
+        let debugfs = try #require(Kernel.paths).debugfsKVM
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)
+        }
+        #expect(!open.contains { $0.hasPrefix(debugfs) })
+        withExtendedLifetime(source) {}
+    }
+}
+
+/// A fake `<debugfs>/kvm` for what the kernel here can't show: readable counters, s390's
+/// child fields.
+final class FakeDebugfs {
+    let root: String
+    var kvm: String { root + "/sys/kernel/debug/kvm" }
+
+    init(fields: [String]) throws {
+        root = NSTemporaryDirectory() + "kvmstat-debugfs-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: kvm, withIntermediateDirectories: true)
+        for field in fields { try "0\n".write(toFile: kvm + "/" + field, atomically: false, encoding: .utf8) }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    func set(_ vm: String, _ field: String, _ value: Int) throws {
+        try FileManager.default.createDirectory(atPath: kvm + "/" + vm, withIntermediateDirectories: true)
+        try "\(value)\n".write(toFile: "\(kvm)/\(vm)/\(field)", atomically: false, encoding: .utf8)
+    }
+
+    func remove(_ vm: String) throws { try FileManager.default.removeItem(atPath: kvm + "/" + vm) }
+
+    func source(pid: Int = 0, filter: String? = nil, includePast: Bool = false,
+                architecture: any Architecture = X86Architecture.vmx) throws -> DebugfsSource {
+        try DebugfsSource(configuration: SourceConfiguration(
+            paths: SystemPaths(root: root), architecture: architecture, pid: pid,
+            fieldFilter: try filter.map { try FieldFilter($0) }, includePast: includePast))
+    }
+}
+
+@Suite struct DebugfsSourceFakeTreeTests {
+    @Test func baselineVersusIncludePast() throws {
+        let tree = try FakeDebugfs(fields: ["exits", "halt_exits", "halt_wait_ns", "halt_wait_hist"])
+        try tree.set("100-5", "exits", 50)
+        try tree.set("100-5", "halt_exits", 7)
+        let fresh = try tree.source()
+        let past = try tree.source(includePast: true)
+        #expect(fresh.availableFields().sorted() == ["exits", "halt_exits"])
+        #expect(try fresh.read(byGuest: false) == ["exits": 0, "halt_exits": 0])
+        #expect(try past.read(byGuest: false) == ["exits": 50, "halt_exits": 7])
+        try tree.set("100-5", "exits", 80)
+        #expect(try fresh.read(byGuest: false)["exits"] == 30)
+        #expect(try past.read(byGuest: false)["exits"] == 80)
+        try fresh.reset()
+        try tree.set("100-5", "exits", 85)
+        #expect(try fresh.read(byGuest: false)["exits"] == 5)
+    }
+
+    @Test func pidFilterAndByGuestKeys() throws {
+        let tree = try FakeDebugfs(fields: ["exits"])
+        try tree.set("100-5", "exits", 1)
+        try tree.set("100-9", "exits", 2)
+        try tree.set("10-3", "exits", 4)
+        let all = try tree.source(includePast: true)
+        #expect(try all.read(byGuest: false) == ["exits": 7])
+        #expect(try all.read(byGuest: true) == ["100": 3, "10": 4])
+        // "10-" must not match "100-5" (upstream's substring test would).
+        let ten = try tree.source(pid: 10, includePast: true)
+        #expect(try ten.read(byGuest: false) == ["exits": 4])
+        try ten.setPid(100)
+        #expect(try ten.read(byGuest: false) == ["exits": 3])
+    }
+
+    @Test func vmsThatComeAndGo() throws {
+        let tree = try FakeDebugfs(fields: ["exits"])
+        try tree.set("100-5", "exits", 10)
+        let source = try tree.source()
+        #expect(try source.read(byGuest: false) == ["exits": 0])
+        // A VM created later counted everything while kvmstat watched.
+        try tree.set("200-5", "exits", 6)
+        try tree.set("100-5", "exits", 12)
+        #expect(try source.read(byGuest: false) == ["exits": 8])
+        // A VM that goes away keeps what it counted: totals never drop.
+        try tree.remove("100-5")
+        #expect(try source.read(byGuest: false) == ["exits": 8])
+        try tree.set("200-5", "exits", 9)
+        #expect(try source.read(byGuest: false) == ["exits": 11])
+        #expect(try source.read(byGuest: true) == ["200": 9])
+    }
+
+    @Test func s390InstructionFieldsAreChildren() throws {
+        let tree = try FakeDebugfs(fields: ["exit_instruction", "instruction_sigp", "instruction_stsi", "exits"])
+        try tree.set("100-5", "instruction_sigp", 3)
+        try tree.set("100-5", "instruction_stsi", 4)
+        try tree.set("100-5", "exit_instruction", 7)
+        let source = try tree.source(filter: "instruction_sigp", includePast: true,
+                                     architecture: S390Architecture())
+        #expect(try source.read(byGuest: false)
+                == ["instruction_sigp exit_instruction": 3, "exit_instruction": 7])
+        let x86 = try tree.source(filter: "instruction_sigp", includePast: true)
+        #expect(try x86.read(byGuest: false) == ["instruction_sigp": 3])
+    }
+
+    @Test func fieldFilterChanges() throws {
+        let tree = try FakeDebugfs(fields: ["exits", "halt_exits"])
+        try tree.set("100-5", "exits", 1)
+        try tree.set("100-5", "halt_exits", 2)
+        let source = try tree.source(filter: "halt", includePast: true)
+        #expect(try source.read(byGuest: false) == ["halt_exits": 2])
+        try source.updateFields(nil)
+        #expect(try source.read(byGuest: false) == ["exits": 1, "halt_exits": 2])
+    }
+
+    @Test func unreadableKVMDirectoryIsAnError() throws {
+        let tree = try FakeDebugfs(fields: [])
+        try FileManager.default.removeItem(atPath: tree.kvm)
+        #expect(throws: SourceError.self) { try tree.source() }
+    }
+}
+
+@Suite struct GuestsTests {
+    @Test func guestNameFromQEMUArguments() {
+        func name(_ argv: String...) -> String { Guests.guestName(fromArguments: argv) }
+        #expect(name("qemu", "-name", "vm1") == "vm1")
+        #expect(name("qemu", "-name", "guest=vm2,debug-threads=on") == "vm2")
+        #expect(name("qemu", "-name", "debug-threads=on,vm3,guest=other") == "vm3")
+        #expect(name("qemu", "-name", "a,,b") == "a,b")
+        #expect(name("qemu", "-name", "guest=x,,y,debug-threads=on") == "x,y")
+        #expect(name("qemu", "-name") == "")
+        #expect(name("qemu", "-m", "512") == "")
+        #expect(name("qemu", "-name", "vm,") == "")
+    }
+
+    @Test(.enabled(if: Kernel.available, realKernelNeeded))
+    func findsTheWorkloadByName() throws {
+        let name = "kvmstat-test-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        let workload = try WorkloadProcess(iterations: 1, name: "guest=\(name),debug-threads=on")
+        let guests = Guests()
+        #expect(guests.name(of: Int(workload.pid)) == name)
+        #expect(guests.pids(named: name) == [Int(workload.pid)])
+        #expect(guests.all().contains { $0.pid == Int(workload.pid) && $0.name == name })
+        #expect(guests.isRunning(Int(workload.pid)))
+        workload.stop()
+        #expect(guests.pids(named: name).isEmpty)
+    }
+}
