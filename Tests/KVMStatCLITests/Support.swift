@@ -1,11 +1,8 @@
 import Foundation
+import KVMTestSupport
 
 /// The built `kvmstat` next to this test bundle.
-let kvmstatBinary: String = {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-    return ((exe as NSString).deletingLastPathComponent as NSString)
-        .appendingPathComponent("kvmstat")
-}()
+let kvmstatBinary = Kernel.productsDirectory + "/kvmstat"
 
 /// The package's root, for scripts under Scripts/.
 let packageRoot: String = {
@@ -30,14 +27,108 @@ func run(_ executable: String, _ arguments: [String]) throws -> RunResult {
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    let errReader = Thread.detachNewReader(err.fileHandleForReading)
     let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return RunResult(status: process.terminationStatus,
                      stdout: String(decoding: outData, as: UTF8.self),
-                     stderr: String(decoding: errData, as: UTF8.self))
+                     stderr: String(decoding: errReader.wait(), as: UTF8.self))
 }
 
 func kvmstat(_ arguments: String...) throws -> RunResult {
     try run(kvmstatBinary, arguments)
+}
+
+/// kvmstat running in the background, for batch and log tests that drive a workload while
+/// it counts.
+final class BackgroundKvmstat {
+    let process = Process()
+    private let out = Pipe()
+    private let err = Pipe()
+    private var errReader: DataReader!
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: kvmstatBinary)
+        process.arguments = arguments
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        errReader = Thread.detachNewReader(err.fileHandleForReading)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits until kvmstat's perf events are all open (their count stops growing), and a
+    /// little more so its first sample is taken.
+    func waitUntilCounting() {
+        var last = -1
+        var stableSince = Date()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let count = perfDescriptors()
+            if count != last {
+                last = count
+                stableSince = Date()
+            } else if count > 0 && Date().timeIntervalSince(stableSince) > 0.15 {
+                break
+            }
+            usleep(20_000)
+        }
+        usleep(200_000)
+    }
+
+    func perfDescriptors() -> Int {
+        let dir = "/proc/\(pid)/fd"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return entries.filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0))?
+                .contains("perf_event") == true
+        }.count
+    }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Waits for the exit and returns everything it printed.
+    func finish() -> RunResult {
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return RunResult(status: process.terminationStatus,
+                         stdout: String(decoding: data, as: UTF8.self),
+                         stderr: String(decoding: errReader.wait(), as: UTF8.self))
+    }
+
+    var stdout: FileHandle { out.fileHandleForReading }
+}
+
+/// Reads a pipe to its end on another thread (so a full stderr pipe never blocks the child).
+final class DataReader: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+
+    func wait() -> Data {
+        done.wait()
+        return data
+    }
+}
+
+extension Thread {
+    static func detachNewReader(_ handle: FileHandle) -> DataReader { DataReader(handle) }
+}
+
+/// Batch/log text lines as name → (total, delta) columns.
+func parseBatch(_ text: String) -> [String: (Int, Int)] {
+    var result: [String: (Int, Int)] = [:]
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: " ")
+        guard parts.count == 3, let total = Int(parts[1]), let delta = Int(parts[2]) else { continue }
+        result[String(parts[0])] = (total, delta)
+    }
+    return result
 }

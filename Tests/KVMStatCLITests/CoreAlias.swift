@@ -1,0 +1,3 @@
+import KVMCore
+
+typealias KVMCorePaths = SystemPaths
