@@ -12,6 +12,11 @@ let package = Package(
         // The only C in the package: syscalls Swift cannot call itself (variadic syscall/ioctl).
         .target(name: "CKVMSyscalls"),
         .target(name: "KVMCore", dependencies: ["CKVMSyscalls"]),
+        // The interactive screen's terminal library: the system's ncursesw.
+        .systemLibrary(
+            name: "CNCurses",
+            providers: [.apt(["libncurses-dev"]), .yum(["ncurses-devel"])]
+        ),
         .target(name: "KVMArchX86", dependencies: ["KVMCore"]),
         .target(name: "KVMArchARM64", dependencies: ["KVMCore"]),
         .target(name: "KVMArchPPC", dependencies: ["KVMCore"]),
@@ -22,7 +27,7 @@ let package = Package(
             name: "kvmstat",
             dependencies: [
                 "KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390",
-                "KVMSources", "KVMFormats",
+                "KVMSources", "KVMFormats", "CNCurses",
             ]
         ),
         // Real KVM guests with exactly known exit counts, for the tests and the benchmark.

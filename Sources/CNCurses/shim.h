@@ -1,0 +1,17 @@
+#ifndef KVMSTAT_CNCURSES_SHIM_H
+#define KVMSTAT_CNCURSES_SHIM_H
+
+/* The system's wide-character ncurses. Swift cannot import its function-like macros
+ * (A_BOLD and friends) or use the mutable global stdscr safely, so these inline accessors
+ * hand them over as plain values. */
+#define NCURSES_WIDECHAR 1
+#include <ncursesw/curses.h>
+
+static inline int kvmstat_attr_bold(void) { return (int)A_BOLD; }
+static inline int kvmstat_attr_standout(void) { return (int)A_STANDOUT; }
+static inline int kvmstat_attr_underline(void) { return (int)A_UNDERLINE; }
+static inline int kvmstat_attr_blink(void) { return (int)A_BLINK; }
+static inline int kvmstat_key_resize(void) { return KEY_RESIZE; }
+static inline int kvmstat_err(void) { return ERR; }
+
+#endif

@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+
+/// What the screen shows, computed without a terminal so it can be tested: upstream's header,
+/// column header, and rows (sorting, child placement, percentages, totals), byte for byte.
+enum ScreenModel {
+    static let maxGuestNameLength = 48
+    static let maxRegexLength = 44
+
+    /// Line 0: `kvm statistics - summary` or `kvm statistics - pid N (name)`.
+    static func headline(pid: Int, guestName: String) -> String {
+        guard pid > 0 else { return "kvm statistics - summary" }
+        var name = escape(guestName)
+        if name.count > maxGuestNameLength { name = String(name.prefix(maxGuestNameLength)) + "..." }
+        return "kvm statistics - pid \(pid) " + (name.isEmpty ? "" : "(\(name))")
+    }
+
+    /// Line 1 (from column 17) when a filter is set.
+    static func regexLine(_ regex: String) -> String {
+        var shown = escape(regex)
+        if shown.count > maxRegexLength { shown = String(shown.prefix(maxRegexLength)) + "..." }
+        return "regex filter: " + shown
+    }
+
+    /// Line 2 (from column 1), in standout.
+    static func columnHeader(displayGuests: Bool) -> String {
+        pad(displayGuests ? "Guest Name" : "Event", 40) + " " + right("Total", 10) + right("%Total", 7)
+            + " " + right("CurAvg/s", 8)
+    }
+
+    struct Body: Equatable {
+        var rows: [String] = []
+        /// The bold `Total` line after the rows, when there are at least two rows.
+        var total: String?
+        /// `No matching events reported yet` or `Guest removed, updating...` when no rows.
+        var message: String?
+    }
+
+    /// Rows from line 3 on, for a screen of `height` lines; `interval` is the time the deltas
+    /// cover. `guestName` maps a pid key to its guest's name (by-guest view).
+    static func body(
+        values: [String: EventStat], sortByTotal: Bool, childEvents: Bool, displayGuests: Bool,
+        interval: Double, height: Int, guestName: (String) -> String
+    ) -> Body {
+        var total = 0
+        var childTotal = 0
+        for (key, stat) in values {
+            if displayGuests {
+                if !guestName(key).isEmpty { total += stat.value }
+                continue
+            }
+            if key.contains(" ") { childTotal += stat.value } else { total += stat.value }
+        }
+        if total == 0 { total = childTotal }
+
+        var body = Body()
+        var row = 3
+        var currentSum = 0
+        var parentTotal = total
+        var guestRemoved = false
+        for (name, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents) {
+            if row >= height - 1 || stat == EventStat(value: 0, delta: 0) { break }
+            var label = name
+            if displayGuests {
+                label = guestName(name)
+                if label.isEmpty { continue }
+            }
+            let current = stat.delta != 0 ? pythonRound(Double(stat.delta) / interval) : 0
+            if current < 0 {
+                guestRemoved = true
+                continue
+            }
+            let base: Int
+            if !label.hasPrefix(" ") {
+                currentSum += stat.delta
+                parentTotal = stat.value
+                base = total
+            } else {
+                base = parentTotal
+            }
+            let percent = base == 0 ? 0 : Double(stat.value) * 100 / Double(base)
+            body.rows.append(pad(escape(label), 40) + " " + right(String(stat.value), 10)
+                + cFormat("%7.1f", percent) + " " + right(String(current), 8))
+            row += 1
+        }
+        if row == 3 {
+            body.message = guestRemoved ? "Guest removed, updating..." : "No matching events reported yet"
+        }
+        if row > 4 {
+            let average = currentSum > 0 ? String(pythonRound(Double(currentSum) / interval)) : ""
+            body.total = pad("Total", 40) + " " + right(String(total), 10) + " " + right(average, 8)
+        }
+        return body
+    }
+
+    /// Parents sorted by (delta, total) or total, descending; with `childEvents`, each parent's
+    /// children right after it, indented by one space.
+    static func sortedEvents(
+        _ values: [String: EventStat], sortByTotal: Bool, childEvents: Bool
+    ) -> [(String, EventStat)] {
+        let ordered = values.sorted { a, b in
+            let ka = sortByTotal ? (a.value.value, 0) : (a.value.delta, a.value.value)
+            let kb = sortByTotal ? (b.value.value, 0) : (b.value.delta, b.value.value)
+            if ka != kb { return ka > kb }
+            return a.key < b.key  // ties in a stable, readable order
+        }
+        var parents: [(String, EventStat)] = []
+        var children: [String: [(String, EventStat)]] = [:]
+        for (key, stat) in ordered where stat != EventStat(value: 0, delta: 0) {
+            let field = FieldKey(key)
+            if let parent = field.parent {
+                if childEvents { children[parent, default: []].append((" " + field.name, stat)) }
+            } else {
+                parents.append((key, stat))
+            }
+        }
+        guard childEvents else { return parents }
+        var result: [(String, EventStat)] = []
+        for parent in parents {
+            result.append(parent)
+            result += children[parent.0] ?? []
+        }
+        return result
+    }
+
+    /// Control characters (C0, DEL, C1) as `\xNN`, so a process name cannot send escape
+    /// sequences to the operator's terminal.
+    static func escape(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if isControl(scalar) {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\x" + (hex.count < 2 ? "0" : "") + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+    }
+
+    /// Python's round(): halves to even.
+    static func pythonRound(_ value: Double) -> Int {
+        Int(value.rounded(.toNearestOrEven))
+    }
+
+    static func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+
+    static func right(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
+    }
+
+    /// C's printf formatting for the one float column (`%7.1f`), which Python matches.
+    static func cFormat(_ format: String, _ value: Double) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        _ = withVaList([value]) { args in vsnprintf(&buffer, buffer.count, format, args) }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
