@@ -9,7 +9,7 @@ import KVMWorkload
 // kvmstat-workload: real KVM guests with exactly known exit counts, for kvmstat's tests and
 // benchmark. Each vCPU's loop does 2 `out`s and 1 `hlt` per iteration.
 //
-//   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run] [-name NAME]
+//   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] [-name NAME]
 //
 // It prints `ready PID THREADS` once its vCPU threads exist, then reads commands on stdin:
 //   run        run every vCPU's loop once; answers `done`
@@ -17,11 +17,12 @@ import KVMWorkload
 //   vm N       add N VMs with --vcpus vCPUs each; answers `added THREADS`
 //   destroy    destroy the newest VM; answers `destroyed VMS`
 //   quit / EOF exit
-// With --run it runs once, prints `done` and exits (no stdin).
+// With --run it runs once, prints `done` and exits (no stdin). With --loop MS it runs again
+// and again, pausing MS milliseconds between rounds, until killed (no stdin).
 
 func usage() -> Never {
     try? FileDescriptor(rawValue: 2).writeAll(
-        "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run] [-name NAME]\n")
+        "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] [-name NAME]\n")
     exit(2)
 }
 
@@ -29,6 +30,7 @@ var vms = 1
 var vcpus = 1
 var iterations = 1000
 var runOnce = false
+var loopPause: Int?
 var args = CommandLine.arguments.dropFirst()
 while let arg = args.popFirst() {
     switch arg {
@@ -37,6 +39,7 @@ while let arg = args.popFirst() {
     case "--iterations":
         guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; iterations = v
     case "--run": runOnce = true
+    case "--loop": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; loopPause = v
     case "-name": guard args.popFirst() != nil else { usage() }  // only shown in /proc/PID/cmdline
     default: usage()
     }
@@ -60,6 +63,13 @@ if runOnce {
     do { try workload.runAll() } catch { fail(error) }
     say("done")
     exit(0)
+}
+
+if let loopPause {
+    while true {
+        do { try workload.runAll() } catch { fail(error) }
+        usleep(UInt32(loopPause) * 1000)
+    }
 }
 
 while let line = readLine() {

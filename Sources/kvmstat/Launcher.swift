@@ -52,11 +52,7 @@ struct Launcher {
                 + "use the process id)")
         }
         if pid < 0 { Console.fail("Specified pid \(pid) does not exist") }
-        if !Options.delayRange.contains(options.delay) || options.delay.isNaN {
-            let bound = options.delay < Options.delayRange.lowerBound
-                ? ">=\(Options.delayRange.lowerBound)" : "<=\(Options.delayRange.upperBound)"
-            Console.fail("\"\(pythonFloat(options.delay))\": Delay must be \(bound)")
-        }
+        if let problem = delayProblem(options.delay) { Console.fail(problem) }
 
         let architecture = detectArchitecture()
         let configuration = SourceConfiguration(
@@ -93,7 +89,10 @@ struct Launcher {
         } else if options.once {
             BatchMode(stats: stats, format: format).run()
         } else {
-            Console.fail("the interactive screen is not available yet; use -1 or -l")
+            if options.format != nil {
+                Console.usageError("argument --format: applies to -1, -l and -L only")
+            }
+            InteractiveScreen(stats: stats, delay: options.delay).run()
         }
         Console.leave(0)
     }
@@ -169,13 +168,7 @@ struct Launcher {
     }
 }
 
-/// Python's str(float): `0.05`, `30.0`, `1e-05`.
+/// Python's str(float) for the delay messages: `0.05`, `30.0` (Swift writes these alike).
 func pythonFloat(_ value: Double) -> String {
-    var text = String(value)
-    if text.hasSuffix(".0") || text.contains(".") || text.contains("e") || text.contains("n") {
-        // Swift writes 1e-05 as "1e-05" like Python.
-    } else {
-        text += ".0"
-    }
-    return text
+    value.isNaN ? "nan" : value.isInfinite ? (value < 0 ? "-inf" : "inf") : String(value)
 }

@@ -1,0 +1,154 @@
+import KVMCore
+import KVMSources
+
+/// The screen's dialogs and messages, worded as upstream words them.
+extension InteractiveScreen {
+    static let helpLines = [
+        " b     toggle events by guests (debugfs only, honors filters)",
+        " c     clear filter",
+        " f     filter by regular expression",
+        " g     filter by guest name/PID",
+        " h     display interactive commands reference",
+        " o     toggle sorting order (Total vs CurAvg/s)",
+        " p     filter by guest name/PID",
+        " q     quit",
+        " r     reset stats",
+        " s     set delay between refreshs (value range: 0.1-25.5 secs)",
+        " x     toggle reporting of stats for individual child trace events",
+        "Any other key refreshes statistics immediately",
+    ]
+
+    func helpScreen() {
+        terminal.erase()
+        terminal.put(0, 0, "Interactive commands reference", Terminal.bold)
+        terminal.put(2, 0, "Press any key to exit", Terminal.standout)
+        for (i, line) in Self.helpLines.enumerated() { terminal.put(4 + i, 0, line) }
+        terminal.refresh()
+        terminal.anyKey()
+    }
+
+    /// Centered lines and a hint; any key continues.
+    func message(_ lines: [String]) {
+        terminal.erase()
+        var row = 2
+        for line in lines {
+            terminal.put(row, max(0, (terminal.width - line.count) / 2), line)
+            row += 1
+        }
+        let hint = "Press any key to continue"
+        terminal.put(row + 1, max(0, (terminal.width - hint.count) / 2), hint, Terminal.standout)
+        terminal.refresh()
+        terminal.anyKey()
+    }
+
+    func filterDialog() {
+        var message = ""
+        while true {
+            terminal.erase()
+            terminal.put(0, 0, "Show statistics for events matching a regex.", Terminal.bold)
+            terminal.put(2, 0, "Current regex: \(ScreenModel.escape(stats.fieldsFilter?.pattern ?? ""))")
+            terminal.put(5, 0, message)
+            terminal.put(3, 0, "New regex: ")
+            terminal.refresh()
+            let regex = terminal.readLine(3, 11)
+            if regex.isEmpty {
+                apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
+                return
+            }
+            do {
+                let filter = try FieldFilter(regex)
+                apply { () throws(SourceError) in try self.stats.setFieldsFilter(filter) }
+                return
+            } catch {
+                message = "\"\(ScreenModel.escape(regex))\": Not a valid regular expression"
+            }
+        }
+    }
+
+    func delayDialog() {
+        var message = ""
+        while true {
+            terminal.erase()
+            terminal.put(0, 0, "Set update interval (defaults to 3.0s).", Terminal.bold)
+            terminal.put(4, 0, message)
+            let prompt = "Change delay from \(ScreenModel.cFormat("%.1f", delay))s to "
+            terminal.put(2, 0, prompt)
+            terminal.refresh()
+            let text = terminal.readLine(2, prompt.count)
+            if text.isEmpty {
+                delay = Options.delayDefault
+                return
+            }
+            guard let value = parsePythonFloat(text) else {
+                message = "\"\(ScreenModel.escape(text))\": Invalid value"
+                continue
+            }
+            if let problem = delayProblem(value) {
+                message = problem
+                continue
+            }
+            delay = value
+            return
+        }
+    }
+
+    func guestDialog() {
+        var message = ""
+        var pid = 0
+        while true {
+            terminal.erase()
+            terminal.put(0, 0, "Show statistics for specific guest or pid.", Terminal.bold)
+            terminal.put(1, 0, "This might limit the shown data to the trace statistics.")
+            terminal.put(5, 0, message)
+            listGuests(from: 7)
+            let prompt = "Guest or pid [ENTER exits]: "
+            terminal.put(3, 0, prompt)
+            terminal.refresh()
+            let guest = terminal.readLine(3, prompt.count)
+            if guest.isEmpty || guest == "0" { break }
+            if guest.allSatisfy(\.isASCII) && guest.allSatisfy(\.isNumber) {
+                guard let number = Int(guest), guests.isRunning(number) else {
+                    message = "\"\(guest)\": Not a running process"
+                    continue
+                }
+                pid = number
+                break
+            }
+            let pids = guests.pids(named: guest)
+            if pids.isEmpty {
+                message = "\"\(ScreenModel.escape(guest))\": Not an active guest"
+                continue
+            }
+            if pids.count > 1 {
+                message = "\"\(ScreenModel.escape(guest))\": Multiple matches found, use pid filter instead"
+                continue
+            }
+            pid = pids[0]
+            break
+        }
+        updatePid(pid)
+    }
+
+    private func listGuests(from line: Int) {
+        terminal.put(line, 2, ScreenModel.right("Pid", 8) + " "
+            + ScreenModel.pad("Guest Name (fuzzy list, might be inaccurate!)", 60), Terminal.underline)
+        var row = line + 1
+        for guest in guests.all() {
+            if row >= terminal.height { break }
+            terminal.put(row, 2, ScreenModel.right(String(guest.pid), 8) + " "
+                + ScreenModel.pad(ScreenModel.escape(guest.name), 60))
+            row += 1
+        }
+    }
+}
+
+/// Upstream's delay check, shared by `-s` and the `s` dialog.
+func delayProblem(_ delay: Double) -> String? {
+    if delay.isNaN || delay < Options.delayRange.lowerBound {
+        return "\"\(pythonFloat(delay))\": Delay must be >=\(Options.delayRange.lowerBound)"
+    }
+    if delay > Options.delayRange.upperBound {
+        return "\"\(pythonFloat(delay))\": Delay must be <=\(Options.delayRange.upperBound)"
+    }
+    return nil
+}

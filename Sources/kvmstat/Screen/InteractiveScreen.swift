@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMSources
+
+/// The default mode: kvm_stat's top-like screen. Each frame is drawn whole and shown with one
+/// refresh (no flicker); a resize redraws at once; `q` and Ctrl-C restore the terminal and
+/// leave without waiting for the kernel to tear the perf events down.
+final class InteractiveScreen {
+    static let initialDelay = 0.25
+
+    let stats: Stats
+    let guests = Guests()
+    var delay: Double
+    var sortByTotal = false
+    var displayGuests = false
+    /// The watched guest's name, to re-attach when a guest of that name comes back.
+    var guestName = ""
+    var terminal: Terminal!
+
+    init(stats: Stats, delay: Double) {
+        self.stats = stats
+        self.delay = delay
+    }
+
+    func run() {
+        guard let terminal = Terminal() else { Console.fail("cannot initialize the terminal") }
+        self.terminal = terminal
+        Signals.installTerminationFlag()
+        defer {
+            terminal.end()
+            // Reported once the terminal is back, where the operator can read them.
+            for warning in stats.takeWarnings() { Console.warn(warning) }
+        }
+
+        var wait = Self.initialDelay
+        guestName = guests.name(of: stats.pidFilter)
+        drawHeader()
+        terminal.put(4, 1, "Collecting data...")
+        terminal.refresh()
+        var start = -Double.infinity
+        while !Signals.terminationRequested {
+            drawFrame(interval: Signals.monotonicNow() - start)
+            start = Signals.monotonicNow()
+            let key = terminal.key(within: wait)
+            wait = delay
+            guard let key else { continue }
+            switch key {
+            case Int32(UInt8(ascii: "q")), Terminal.controlC: return
+            case Int32(UInt8(ascii: "b")): toggleGuests()
+            case Int32(UInt8(ascii: "c")):
+                apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
+                updatePid(0)
+            case Int32(UInt8(ascii: "f")):
+                filterDialog()
+                wait = Self.initialDelay
+            case Int32(UInt8(ascii: "g")), Int32(UInt8(ascii: "p")):
+                guestDialog()
+                wait = Self.initialDelay
+            case Int32(UInt8(ascii: "h")): helpScreen()
+            case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
+            case Int32(UInt8(ascii: "r")): apply { () throws(SourceError) in try self.stats.reset() }
+            case Int32(UInt8(ascii: "s")):
+                delayDialog()
+                wait = Self.initialDelay
+            case Int32(UInt8(ascii: "x")): stats.childEvents.toggle()
+            default: break  // any other key, a resize included, refreshes at once
+            }
+        }
+    }
+
+    /// Runs a change of the stats; a failure leaves the screen with the message.
+    func apply(_ change: () throws(SourceError) -> Void) {
+        do { try change() } catch {
+            terminal.end()
+            Console.fail(error.description)
+        }
+    }
+
+    private var headline: String { ScreenModel.headline(pid: stats.pidFilter, guestName: guestName) }
+
+    func drawHeader() {
+        terminal.erase()
+        terminal.put(0, 0, headline, Terminal.bold)
+        if let filter = stats.fieldsFilter {
+            terminal.put(1, 17, ScreenModel.regexLine(filter.pattern))
+        }
+        terminal.put(2, 1, ScreenModel.columnHeader(displayGuests: displayGuests), Terminal.standout)
+    }
+
+    func drawFrame(interval: Double) {
+        let pid = stats.pidFilter
+        if pid > 0 && !guests.isRunning(pid) {
+            if !guestName.isEmpty {
+                let pids = guests.pids(named: guestName)
+                if pids.count == 1 {
+                    updatePid(pids[0])
+                    return
+                }
+            }
+            // Leave the last data on screen, marked.
+            let marker = " Guest is DEAD "
+            terminal.put(0, min(headline.count, 80 - marker.count), marker,
+                         Terminal.blink | Terminal.standout)
+            terminal.refresh()
+            return
+        }
+        let values: [String: EventStat]
+        do { values = try stats.get(byGuest: displayGuests) } catch {
+            terminal.end()
+            Console.fail(error.description)
+        }
+        let body = ScreenModel.body(
+            values: values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
+            displayGuests: displayGuests, interval: interval, height: terminal.height,
+            guestName: { [guests] key in Int(key).map { guests.name(of: $0) } ?? "" })
+        drawHeader()
+        var line = 3
+        for row in body.rows {
+            terminal.put(line, 1, row)
+            line += 1
+        }
+        if let message = body.message { terminal.put(4, 1, message) }
+        if let total = body.total { terminal.put(line, 1, total, Terminal.bold) }
+        terminal.refresh()
+    }
+
+    /// Watches another pid (0: all), taking the guest's name for the header.
+    func updatePid(_ pid: Int) {
+        guestName = guests.name(of: pid)
+        drawHeader()
+        terminal.put(4, 1, "Updating pid filter...")
+        terminal.refresh()
+        apply { () throws(SourceError) in try self.stats.setPidFilter(pid) }
+    }
+
+    private func toggleGuests() {
+        displayGuests.toggle()
+        var accepted = false
+        apply { () throws(SourceError) in accepted = try self.stats.setDisplayGuests(self.displayGuests) }
+        if !accepted {
+            message(["Command not available with tracepoints enabled",
+                     "Restart with debugfs only (see option '-d') and try again!"])
+            displayGuests.toggle()
+        }
+    }
+}
+
+extension Signals {
+    nonisolated(unsafe) private static var termination: sig_atomic_t = 0
+
+    /// SIGTERM/SIGHUP/SIGINT set a flag that the screen's loop checks between keys.
+    static func installTerminationFlag() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in handled { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        for signal in handled {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in Signals.termination = 1 }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, nil)
+        }
+    }
+
+    static var terminationRequested: Bool { termination != 0 }
+}

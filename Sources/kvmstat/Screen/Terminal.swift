@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CNCurses
+
+/// The few ncurses calls the screen makes. Raw mode, so Ctrl-C arrives as a key (3) that
+/// quits cleanly instead of a signal in the middle of a draw.
+final class Terminal {
+    let window: UnsafeMutablePointer<WINDOW>
+
+    static let bold = Int32(kvmstat_attr_bold())
+    static let standout = Int32(kvmstat_attr_standout())
+    static let underline = Int32(kvmstat_attr_underline())
+    static let blink = Int32(kvmstat_attr_blink())
+    static let resizeKey = Int32(kvmstat_key_resize())
+    static let controlC: Int32 = 3
+
+    init?() {
+        setlocale(LC_ALL, "")
+        guard let window = initscr() else { return nil }
+        self.window = window
+        raw()
+        noecho()
+        keypad(window, true)
+        _ = start_color()
+        curs_set(0)
+        use_default_colors()
+    }
+
+    /// Restores the terminal as it was.
+    func end() {
+        keypad(window, false)
+        echo()
+        noraw()
+        endwin()
+    }
+
+    var height: Int { Int(getmaxy(window)) }
+    var width: Int { Int(getmaxx(window)) }
+
+    func erase() { werase(window) }
+
+    /// Shows what was drawn since the last refresh, in one update.
+    func refresh() { wrefresh(window) }
+
+    func clear(fromLine line: Int) {
+        wmove(window, Int32(line), 0)
+        wclrtobot(window)
+    }
+
+    /// Draws `text` at (line, column); text past the screen's edge is cut by ncurses.
+    func put(_ line: Int, _ column: Int, _ text: String, _ attributes: Int32 = 0) {
+        guard line >= 0, line < height, column >= 0, column < width else { return }
+        let room = width - column
+        let shown = text.count > room ? String(text.prefix(room)) : text
+        if attributes != 0 { wattron(window, attributes) }
+        mvwaddstr(window, Int32(line), Int32(column), shown)
+        if attributes != 0 { wattroff(window, attributes) }
+    }
+
+    /// Waits up to `seconds` for a key; nil when none came (or a signal interrupted).
+    func key(within seconds: Double) -> Int32? {
+        wtimeout(window, Int32(max(0, seconds * 1000)))
+        let key = wgetch(window)
+        return key == kvmstat_err() ? nil : key
+    }
+
+    /// Waits for any key.
+    func anyKey() {
+        wtimeout(window, -1)
+        _ = wgetch(window)
+    }
+
+    /// Reads a line typed at (line, column), echoed, with the cursor shown.
+    func readLine(_ line: Int, _ column: Int) -> String {
+        wtimeout(window, -1)
+        echo()
+        curs_set(1)
+        wmove(window, Int32(line), Int32(column))
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = wgetnstr(window, &buffer, 255)
+        noecho()
+        curs_set(0)
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Raw mode hands over control characters (e.g. a stray Ctrl-C): drop them.
+        return String(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7f }.map(Character.init))
+    }
+}

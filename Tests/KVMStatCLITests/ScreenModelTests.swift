@@ -1,0 +1,99 @@
+import KVMCore
+import Testing
+
+@testable import kvmstat
+
+@Suite struct ScreenModelTests {
+    private func stat(_ value: Int, _ delta: Int) -> EventStat { EventStat(value: value, delta: delta) }
+
+    @Test func headerLines() {
+        #expect(ScreenModel.headline(pid: 0, guestName: "x") == "kvm statistics - summary")
+        #expect(ScreenModel.headline(pid: 42, guestName: "vm1") == "kvm statistics - pid 42 (vm1)")
+        #expect(ScreenModel.headline(pid: 42, guestName: "") == "kvm statistics - pid 42 ")
+        let long = String(repeating: "n", count: 60)
+        #expect(ScreenModel.headline(pid: 1, guestName: long)
+                == "kvm statistics - pid 1 (" + String(repeating: "n", count: 48) + "...)")
+        #expect(ScreenModel.columnHeader(displayGuests: false)
+                == "Event                                         Total %Total CurAvg/s")
+        #expect(ScreenModel.columnHeader(displayGuests: true)
+                == "Guest Name                                    Total %Total CurAvg/s")
+        #expect(ScreenModel.regexLine(String(repeating: "a", count: 50))
+                == "regex filter: " + String(repeating: "a", count: 44) + "...")
+    }
+
+    @Test func controlCharactersAreEscaped() {
+        #expect(ScreenModel.escape("vm\u{1b}[2J") == "vm\\x1b[2J")
+        #expect(ScreenModel.escape("a\u{7f}b\u{9b}c") == "a\\x7fb\\x9bc")
+        #expect(ScreenModel.escape("plain ünïcode") == "plain ünïcode")
+        #expect(ScreenModel.headline(pid: 5, guestName: "\u{1b}]0;pwned\u{7}")
+                == "kvm statistics - pid 5 (\\x1b]0;pwned\\x07)")
+    }
+
+    @Test func rowsSortedByCurrentThenTotal() {
+        let values = ["a": stat(100, 10), "b": stat(50, 20), "c": stat(300, 10), "d": stat(0, 0)]
+        let body = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
+                                    displayGuests: false, interval: 2, height: 40) { _ in "" }
+        #expect(body.rows.map { String($0.prefix(1)) } == ["b", "c", "a"])
+        #expect(body.rows[0] == "b                                                50   11.1       10")
+        #expect(body.total == "Total                                           450       20")
+        #expect(body.message == nil)
+        let byTotal = ScreenModel.body(values: values, sortByTotal: true, childEvents: false,
+                                       displayGuests: false, interval: 2, height: 40) { _ in "" }
+        #expect(byTotal.rows.map { String($0.prefix(1)) } == ["c", "a", "b"])
+    }
+
+    @Test func childrenUnderTheirParentWithParentRelativePercent() {
+        let values = [
+            "kvm_userspace_exit": stat(300, 30),
+            "kvm_userspace_exit(IO) kvm_userspace_exit": stat(200, 20),
+            "kvm_userspace_exit(HLT) kvm_userspace_exit": stat(100, 10),
+            "kvm_pio": stat(200, 20),
+        ]
+        let hidden = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
+                                      displayGuests: false, interval: 1, height: 40) { _ in "" }
+        #expect(hidden.rows.count == 2)
+        let shown = ScreenModel.body(values: values, sortByTotal: false, childEvents: true,
+                                     displayGuests: false, interval: 1, height: 40) { _ in "" }
+        #expect(shown.rows.map { $0.prefix(25).trimmingCharacters(in: [" "]) }
+                == ["kvm_userspace_exit", "kvm_userspace_exit(IO)", "kvm_userspace_exit(HLT)", "kvm_pio"])
+        #expect(shown.rows[1].hasPrefix(" kvm_userspace_exit(IO)"))
+        #expect(shown.rows[1].contains("   66.7 "))
+        #expect(shown.rows[0].contains("   60.0 "))
+        // Total counts parents only; children count in it only when there are no parents.
+        #expect(shown.total?.contains("       500 ") == true)
+        #expect(shown.total?.hasSuffix("50") == true)
+    }
+
+    @Test func messagesAndHeightCut() {
+        let empty = ScreenModel.body(values: [:], sortByTotal: false, childEvents: false,
+                                     displayGuests: false, interval: 1, height: 40) { _ in "" }
+        #expect(empty.message == "No matching events reported yet" && empty.total == nil)
+        let removed = ScreenModel.body(values: ["exits": stat(5, -3)], sortByTotal: false,
+                                       childEvents: false, displayGuests: false, interval: 1,
+                                       height: 40) { _ in "" }
+        #expect(removed.message == "Guest removed, updating...")
+        var many: [String: EventStat] = [:]
+        for i in 0..<50 { many["e\(i)"] = stat(i + 1, 1) }
+        let cut = ScreenModel.body(values: many, sortByTotal: false, childEvents: false,
+                                   displayGuests: false, interval: 1, height: 10) { _ in "" }
+        #expect(cut.rows.count == 6)  // lines 3...8, the last line is left for Total
+        let single = ScreenModel.body(values: ["a": stat(1, 1)], sortByTotal: false, childEvents: false,
+                                      displayGuests: false, interval: 1, height: 40) { _ in "" }
+        #expect(single.rows.count == 1 && single.total == nil)
+    }
+
+    @Test func byGuestShowsNamedGuestsOnly() {
+        let values = ["100": stat(10, 1), "200": stat(20, 2)]
+        let body = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
+                                    displayGuests: true, interval: 1, height: 40) { $0 == "200" ? "web" : "" }
+        #expect(body.rows.count == 1 && body.rows[0].hasPrefix("web "))
+        #expect(body.rows[0].contains(" 100.0 "))
+    }
+
+    @Test func pythonRounding() {
+        #expect(ScreenModel.pythonRound(2.5) == 2)
+        #expect(ScreenModel.pythonRound(3.5) == 4)
+        #expect(ScreenModel.cFormat("%7.1f", 0.25) == "    0.2")  // as Python prints it
+        #expect(ScreenModel.cFormat("%7.1f", 100) == "  100.0")
+    }
+}
