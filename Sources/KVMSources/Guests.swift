@@ -30,9 +30,14 @@ public struct Guests: Sendable {
         all().filter { $0.name == name }.map(\.pid)
     }
 
-    /// Whether the process exists.
+    /// Whether the process exists and has not exited (a zombie, whose parent has not
+    /// collected it yet, is dead for kvmstat's purposes).
     public func isRunning(_ pid: Int) -> Bool {
-        FileSystem.isDirectory("\(proc)/\(pid)")
+        guard let stat = try? FileSystem.readText("\(proc)/\(pid)/stat"),
+              let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(after: close)...].drop { $0 == " " }.first
+        return state != "Z" && state != "X"
     }
 
     func arguments(of pid: Int) -> [String]? {
