@@ -46,6 +46,10 @@ while let arg = args.popFirst() {
     case "--run": runOnce = true
     case "--loop": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; loopPause = v
     case "-name": guard args.popFirst() != nil else { usage() }  // only shown in /proc/PID/cmdline
+    case "--read-tree":
+        // Benchmark baseline: the plain loop kvmstat's debugfs source is measured against.
+        guard let dir = args.popFirst(), let passes = args.popFirst().flatMap({ Int($0) }) else { usage() }
+        ReadTreeBaseline.run(directory: dir, passes: passes)
     default: usage()
     }
 }
