@@ -22,25 +22,37 @@ public final class DebugfsSource: StatSource {
     private let architecture: any Architecture
     private let directory: String
     private let includePast: Bool
-    private var fields: [String] = []
-    private var wanted: [String] = []
+    private let fields: [String]
+    /// Per field (by index into `fields`): its name as a C string for openat(2), and the key
+    /// it reports under (`child parent` for a child).
+    private let cNames: [[CChar]]
+    private let keys: [String]
+    private var wanted: [Int] = []
     private var pid: Int
-    /// Per VM directory: the baseline and the last value read of each field.
+    /// Per VM directory: the baseline and the last value read of each field (by index).
     private var vms: [String: VMState] = [:]
-    /// Counts of VMs that went away, by key, so totals never go backwards.
-    private var departed: [String: Int] = [:]
+    /// Counts of VMs that went away, per field, so totals never go backwards.
+    private var departed: [Int]
+    private var departedSeen: [Bool]
     /// Fields no VM would let us read, and those already reported.
-    private var unreadable: Set<String> = []
+    private var unreadable: [Bool]
     private var reported: Set<String> = []
     private var warnings: [String] = []
-    private var buffer = [UInt8](repeating: 0, count: 64)
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
     /// Every VM directory ever listed, and whether the first sample has been taken.
     private var seen: Set<String> = []
     private var started = false
 
+    static let none = Int.min
+
     struct VMState {
-        var baseline: [String: Int] = [:]
-        var last: [String: Int] = [:]
+        var baseline: [Int]
+        var last: [Int]
+
+        init(fieldCount: Int) {
+            baseline = Array(repeating: DebugfsSource.none, count: fieldCount)
+            last = Array(repeating: DebugfsSource.none, count: fieldCount)
+        }
     }
 
     public init(configuration: SourceConfiguration) throws(SourceError) {
@@ -53,19 +65,31 @@ public final class DebugfsSource: StatSource {
             throw SourceError("cannot read \(directory): \(error)")
         }
         fields = entries.filter { !$0.isDirectory && Self.isCounter($0.name) }.map(\.name)
+        cNames = fields.map { Array($0.utf8CString) }
+        let architecture = configuration.architecture
+        keys = fields.map { field in
+            architecture.debugfsParent(of: field).map { field + " " + $0 } ?? field
+        }
+        departed = Array(repeating: 0, count: fields.count)
+        departedSeen = Array(repeating: false, count: fields.count)
+        unreadable = Array(repeating: false, count: fields.count)
         wanted = select(configuration.fieldFilter)
         _ = sample()
     }
 
+    deinit { scratch.deallocate() }
+
     public func availableFields() -> [String] { fields }
 
-    private func select(_ filter: FieldFilter?) -> [String] {
-        var chosen = fields.filter { filter.wants($0) }
+    /// Indices of the filter's fields plus the parents of wanted children.
+    private func select(_ filter: FieldFilter?) -> [Int] {
+        var chosen = fields.indices.filter { filter.wants(fields[$0]) }
         var present = Set(chosen)
-        for field in chosen {
-            if let parent = architecture.debugfsParent(of: field), !present.contains(parent) {
-                chosen.append(parent)
-                present.insert(parent)
+        for index in chosen {
+            if let parent = architecture.debugfsParent(of: fields[index]),
+               let parentIndex = fields.firstIndex(of: parent), !present.contains(parentIndex) {
+                chosen.append(parentIndex)
+                present.insert(parentIndex)
             }
         }
         return chosen
@@ -86,7 +110,7 @@ public final class DebugfsSource: StatSource {
     /// New baselines: everything counts from now.
     public func reset() throws(SourceError) {
         for (path, state) in vms { vms[path]?.baseline = state.last }
-        departed.removeAll()
+        departed = Array(repeating: 0, count: fields.count)
     }
 
     public func takeWarnings() -> [String] {
@@ -111,73 +135,83 @@ public final class DebugfsSource: StatSource {
         let presentSet = Set(present)
         // VMs that went away keep what they counted.
         for (path, state) in vms where !presentSet.contains(path) {
-            for (field, value) in state.last {
-                departed[key(for: field, path: path, byGuest: false), default: 0]
-                    += value - (state.baseline[field] ?? 0)
+            for index in fields.indices where state.last[index] != Self.none {
+                departed[index] += state.last[index] - state.baseline[index]
+                departedSeen[index] = true
             }
             vms[path] = nil
         }
         // A VM we have never seen may lift the lockdown verdict: look again.
-        if present.contains(where: { !seen.contains($0) }) { unreadable.removeAll() }
+        if present.contains(where: { !seen.contains($0) }) {
+            for index in unreadable.indices { unreadable[index] = false }
+        }
 
         let prefix = "\(pid)-"
-        var results: [String: Int] = byGuest ? [:] : departed
-        var denied: [String: Int] = [:]
+        var sums = byGuest ? Array(repeating: 0, count: fields.count) : departed
+        var contributed = byGuest ? Array(repeating: false, count: fields.count) : departedSeen
+        var guestSums: [String: Int] = [:]
+        var denied = Array(repeating: 0, count: fields.count)
         var vmsRead = 0
-        for path in present where initial || pid == 0 || path.hasPrefix(prefix) {
+        for path in present {
+            let counted = pid == 0 || path.hasPrefix(prefix)
+            guard initial || counted else { continue }
             // Counters of a VM created after kvmstat started all happened while it watched.
             let bornLater = !initial && !seen.contains(path)
             seen.insert(path)
-            var state = vms[path] ?? VMState()
+            guard let vmDirectory = try? FileDescriptor.open(directory + "/" + path, .directory)
+            else { continue }
+            defer { vmDirectory.close() }
+            var state = vms[path] ?? VMState(fieldCount: fields.count)
             var answered = false
-            for field in wanted where !unreadable.contains(field) {
+            let guest = String(path.prefix { $0 != "-" })
+            for index in wanted where !unreadable[index] {
                 var value: Int
-                switch readField(path, field) {
+                switch readField(index, in: vmDirectory) {
                 case .value(let v):
                     value = v
                     answered = true
                 case .denied:
-                    denied[field, default: 0] += 1
+                    denied[index] += 1
                     answered = true
                     continue
                 case .missing:
                     // Vanished mid-sample: keep the last value we had.
-                    guard let last = state.last[field] else { continue }
-                    value = last
+                    guard state.last[index] != Self.none else { continue }
+                    value = state.last[index]
                 }
-                if state.baseline[field] == nil {
-                    state.baseline[field] = bornLater || includePast ? 0 : value
+                if state.baseline[index] == Self.none {
+                    state.baseline[index] = bornLater || includePast ? 0 : value
                 }
-                state.last[field] = value
-                if initial && pid != 0 && !path.hasPrefix(prefix) { continue }
-                results[key(for: field, path: path, byGuest: byGuest), default: 0]
-                    += value - state.baseline[field]!
+                state.last[index] = value
+                guard counted else { continue }
+                let increment = value - state.baseline[index]
+                if byGuest && keys[index] == fields[index] {
+                    guestSums[guest, default: 0] += increment
+                } else {
+                    sums[index] += increment
+                    contributed[index] = true
+                }
             }
             if answered { vmsRead += 1 }
-            if !state.last.isEmpty || vms[path] != nil { vms[path] = state }
+            vms[path] = state
         }
         if vmsRead > 0 { noteDenied(denied, vmCount: vmsRead) }
+        var results = guestSums
+        for index in wanted where contributed[index] { results[keys[index]] = sums[index] }
         return results
     }
 
     /// Fields denied in every VM are dropped from the reading and reported once.
-    private func noteDenied(_ denied: [String: Int], vmCount: Int) {
-        let everywhere = denied.filter { $0.value == vmCount }.map(\.key)
+    private func noteDenied(_ denied: [Int], vmCount: Int) {
+        let everywhere = denied.indices.filter { denied[$0] == vmCount }
         guard !everywhere.isEmpty else { return }
-        unreadable.formUnion(everywhere)
-        let fresh = everywhere.filter { !reported.contains($0) }.sorted()
+        for index in everywhere { unreadable[index] = true }
+        let fresh = everywhere.map { fields[$0] }.filter { !reported.contains($0) }.sorted()
         guard !fresh.isEmpty else { return }
         reported.formUnion(fresh)
         warnings.append("debugfs fields not readable in any VM (Operation not permitted): "
             + fresh.joined(separator: ", ")
             + "; kernel lockdown is the likely cause; -t gives tracepoint counts")
-    }
-
-    /// Upstream's key form: child fields are `child parent`, by-guest keys the guest's pid.
-    private func key(for field: String, path: String, byGuest: Bool) -> String {
-        if let parent = architecture.debugfsParent(of: field) { return field + " " + parent }
-        if byGuest { return String(path.prefix { $0 != "-" }) }
-        return field
     }
 
     enum FieldRead {
@@ -186,25 +220,18 @@ public final class DebugfsSource: StatSource {
         case missing
     }
 
-    /// Opens, reads and closes one statistics file.
-    private func readField(_ path: String, _ field: String) -> FieldRead {
+    /// Opens, reads and closes one statistics file of a VM.
+    private func readField(_ index: Int, in vmDirectory: FileDescriptor) -> FieldRead {
         let fd: FileDescriptor
-        do { fd = try FileDescriptor.open("\(directory)/\(path)/\(field)") } catch {
+        do {
+            fd = try cNames[index].withUnsafeBufferPointer { (name) throws(Errno) in
+                try FileDescriptor.open(name.baseAddress!, relativeTo: vmDirectory)
+            }
+        } catch {
             return error == .notPermitted || error == .permissionDenied ? .denied : .missing
         }
         defer { fd.close() }
-        var result: FieldRead = .missing
-        buffer.withUnsafeMutableBytes { raw in
-            guard let n = try? fd.read(into: raw), n > 0 else { return }
-            var value = 0
-            var sawDigit = false
-            for byte in raw.prefix(n) {
-                guard byte >= 0x30 && byte <= 0x39 else { break }
-                value = value &* 10 &+ Int(byte - 0x30)
-                sawDigit = true
-            }
-            if sawDigit { result = .value(value) }
-        }
-        return result
+        guard let value = try? fd.readLeadingInteger(scratch: scratch) else { return .missing }
+        return .value(value)
     }
 }

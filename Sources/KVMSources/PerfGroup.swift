@@ -7,10 +7,9 @@ final class PerfGroup {
     let pid: Int32
     let cpu: Int32
     private(set) var members: [FileDescriptor] = []
-    private(set) var names: [String] = []
-    private var position: [String: Int] = [:]
-    /// The key each member reports under, or nil while its field is not wanted.
-    private var keys: [String?] = []
+    /// The source's field index of each member, in the kernel's read order.
+    private(set) var slots: [Int] = []
+    private var position: [Int: Int] = [:]
     private var buffer: UnsafeMutableBufferPointer<UInt64>
 
     init(pid: Int32, cpu: Int32) {
@@ -23,10 +22,10 @@ final class PerfGroup {
 
     var leader: FileDescriptor? { members.first }
 
-    func contains(_ name: String) -> Bool { position[name] != nil }
+    func contains(_ field: Int) -> Bool { position[field] != nil }
 
-    /// Opens a counter for `name` in this group.
-    func add(name: String, key: String, tracepointID: UInt64, filter: String?,
+    /// Opens a counter for the source's field `field` in this group.
+    func add(field: Int, tracepointID: UInt64, filter: String?,
              architecture: any Architecture) throws(Errno) {
         let fd = try PerfEvent.openTracepoint(
             id: tracepointID, pid: pid, cpu: cpu, group: leader,
@@ -39,22 +38,20 @@ final class PerfGroup {
                 throw error
             }
         }
-        position[name] = members.count
+        position[field] = members.count
         members.append(fd)
-        names.append(name)
-        keys.append(key)
+        slots.append(field)
         if buffer.count < members.count + 1 {
             buffer.deallocate()
             buffer = .allocate(capacity: max(members.count + 1, buffer.count * 2))
         }
     }
 
-    /// Wants `name` (reset and enable, as upstream does on every filter change) or not
+    /// Wants `field` (reset and enable, as upstream does on every filter change) or not
     /// (disable — except the leader: disabling it would stop the whole group).
-    func set(_ name: String, wanted key: String?, ioctls: PerfIoctls) {
-        guard let i = position[name] else { return }
-        keys[i] = key
-        if key != nil {
+    func set(_ field: Int, wanted: Bool, ioctls: PerfIoctls) {
+        guard let i = position[field] else { return }
+        if wanted {
             _ = try? members[i].ioctl(ioctls.reset)
             _ = try? members[i].ioctl(ioctls.enable)
         } else if i != 0 {
@@ -66,12 +63,12 @@ final class PerfGroup {
         for fd in members { _ = try? fd.ioctl(ioctls.reset) }
     }
 
-    /// Adds this group's wanted counts into `totals` with one read(2).
-    func accumulate(into totals: inout [String: Int]) throws(Errno) {
+    /// Adds this group's counts into `totals` (indexed by field) with one read(2).
+    func accumulate(into totals: UnsafeMutableBufferPointer<Int>) throws(Errno) {
         guard let leader else { return }
-        let n = try PerfEvent.readGroup(leader: leader, into: buffer)
-        for i in 0..<min(n, keys.count) {
-            if let key = keys[i] { totals[key, default: 0] += Int(buffer[i]) }
+        let n = min(try PerfEvent.readGroup(leader: leader, into: buffer), slots.count)
+        slots.withUnsafeBufferPointer { slots in
+            for i in 0..<n { totals[slots[i]] &+= Int(truncatingIfNeeded: buffer[i]) }
         }
     }
 }

@@ -17,7 +17,11 @@ public final class TracepointSource: StatSource {
     /// Tracepoints that get one child per named value: tracepoint → (field, values).
     private let childFilters: [String: (field: String, reasons: [ExitReason])]
     private let fields: [String]
-    private var wanted: [String] = []
+    /// Per field: the key it reports under (`child parent` for a child), and whether wanted.
+    private let keys: [String]
+    private var wanted: [Int] = []
+    private var wantedMask: [Bool]
+    private let totals: UnsafeMutableBufferPointer<Int>
     private var pid: Int
     private var groups: [PerfGroup] = []
     private var watchedThreads: Set<Int> = []
@@ -49,12 +53,26 @@ public final class TracepointSource: StatSource {
         }
         all += children
         fields = all
+        let architecture = configuration.architecture
+        keys = all.map { name in architecture.tracepointParent(of: name).map { name + " " + $0 } ?? name }
+        totals = .allocate(capacity: all.count)
         pid = configuration.pid
-        wanted = Self.select(fields, configuration.fieldFilter, architecture)
+        wantedMask = Array(repeating: false, count: all.count)
+        setWanted(Self.select(fields, configuration.fieldFilter, architecture))
         try rebuildGroups()
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        totals.deallocate()
+    }
+
+    private func setWanted(_ names: [String]) {
+        let index = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) })
+        wanted = names.compactMap { index[$0] }
+        wantedMask = Array(repeating: false, count: fields.count)
+        for i in wanted { wantedMask[i] = true }
+    }
 
     public func availableFields() -> [String] { fields }
 
@@ -73,13 +91,11 @@ public final class TracepointSource: StatSource {
     }
 
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
-        wanted = Self.select(fields, filter, architecture)
-        let wantedSet = Set(wanted)
+        setWanted(Self.select(fields, filter, architecture))
         for group in groups {
             try fill(group)
-            for name in group.names {
-                group.set(name, wanted: wantedSet.contains(name) ? key(for: name) : nil,
-                          ioctls: architecture.perfIoctls)
+            for field in group.slots {
+                group.set(field, wanted: wantedMask[field], ioctls: architecture.perfIoctls)
             }
         }
     }
@@ -92,15 +108,16 @@ public final class TracepointSource: StatSource {
     public func read(byGuest: Bool) throws(SourceError) -> [String: Int] {
         if pid > 0 { try watchNewThreads() }
         reapHandoffs()
-        var totals: [String: Int] = [:]
-        totals.reserveCapacity(wanted.count)
-        for name in wanted { totals[key(for: name)] = 0 }
+        totals.update(repeating: 0)
         for group in groups {
-            do throws(Errno) { try group.accumulate(into: &totals) } catch {
+            do throws(Errno) { try group.accumulate(into: totals) } catch {
                 throw SourceError("reading perf events: \(error)")
             }
         }
-        return totals
+        var counts: [String: Int] = [:]
+        counts.reserveCapacity(wanted.count)
+        for field in wanted { counts[keys[field]] = totals[field] }
+        return counts
     }
 
     public func reset() throws(SourceError) {
@@ -114,12 +131,6 @@ public final class TracepointSource: StatSource {
 
     public func close() {
         releaseGroups()
-    }
-
-    /// Upstream's key form: a child is `child parent`.
-    private func key(for name: String) -> String {
-        if let parent = architecture.tracepointParent(of: name) { return name + " " + parent }
-        return name
     }
 
     private func releaseGroups() {
@@ -145,9 +156,9 @@ public final class TracepointSource: StatSource {
 
     /// Starts a group for every thread of the watched process not yet counted.
     private func watchNewThreads() throws(SourceError) {
-        guard let tasks = try? FileSystem.listDirectory("\(paths.proc)/\(pid)/task") else { return }
-        for task in tasks {
-            guard let tid = Int(task.name), !watchedThreads.contains(tid) else { continue }
+        guard let tids = try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task") else { return }
+        for tid in tids {
+            guard !watchedThreads.contains(tid) else { continue }
             watchedThreads.insert(tid)
             try addGroup(pid: Int32(tid), cpu: -1)
         }
@@ -164,7 +175,8 @@ public final class TracepointSource: StatSource {
         let missing = wanted.filter { !group.contains($0) }
         guard !missing.isEmpty else { return }
         try raiseDescriptorLimit(adding: missing.count)
-        for name in missing {
+        for field in missing {
+            let name = fields[field]
             let tracepoint = architecture.tracepointParent(of: name) ?? name
             guard let id = tracepointID(tracepoint) else { continue }
             var filter: String?
@@ -174,7 +186,7 @@ public final class TracepointSource: StatSource {
                 filter = "\(field)==\(reason.value)"
             }
             do throws(Errno) {
-                try group.add(name: name, key: key(for: name), tracepointID: id, filter: filter,
+                try group.add(field: field, tracepointID: id, filter: filter,
                               architecture: architecture)
                 openDescriptors += 1
             } catch {

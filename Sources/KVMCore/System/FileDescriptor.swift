@@ -33,6 +33,32 @@ public struct FileDescriptor: Hashable, Sendable {
         return FileDescriptor(rawValue: fd)
     }
 
+    /// Opens `name` relative to the directory `directory` (openat(2)): no path walk from the
+    /// root and no string building on hot paths that read many small files.
+    public static func open(
+        _ name: UnsafePointer<CChar>, relativeTo directory: FileDescriptor,
+        _ options: OpenOptions = .readOnly
+    ) throws(Errno) -> FileDescriptor {
+        let fd = retryOnInterrupt { openat(directory.rawValue, name, options.rawValue | O_CLOEXEC) }
+        guard fd >= 0 else { throw Errno.current }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// Reads a small file's leading decimal number (a debugfs or sysfs counter) through one
+    /// read(2) into `scratch`. Nil when the file holds no number.
+    public func readLeadingInteger(scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
+        let n = try read(into: scratch)
+        var value = 0
+        var digits = 0
+        for i in 0..<n {
+            let byte = scratch[i]
+            guard byte >= 0x30 && byte <= 0x39 else { break }
+            value = value &* 10 &+ Int(byte &- 0x30)
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
     /// Reads up to `buffer.count` bytes at the current offset.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let n = retryOnInterrupt { Glibc.read(rawValue, buffer.baseAddress, buffer.count) }

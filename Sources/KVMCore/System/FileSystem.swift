@@ -47,6 +47,30 @@ public enum FileSystem {
         }
     }
 
+    /// The numeric entry names of a directory (pids, tids), parsed without building strings:
+    /// the per-sample thread scan of a watched process.
+    public static func numericEntries(_ path: String) throws(Errno) -> [Int] {
+        guard let dir = opendir(path) else { throw Errno.current }
+        defer { closedir(dir) }
+        var numbers: [Int] = []
+        while let entry = readdir(dir) {
+            let number = withUnsafePointer(to: &entry.pointee.d_name) { name -> Int? in
+                name.withMemoryRebound(to: UInt8.self, capacity: 256) { bytes in
+                    var value = 0
+                    var i = 0
+                    while bytes[i] != 0 {
+                        guard bytes[i] >= 0x30 && bytes[i] <= 0x39, i < 19 else { return nil }
+                        value = value * 10 + Int(bytes[i] - 0x30)
+                        i += 1
+                    }
+                    return i > 0 ? value : nil
+                }
+            }
+            if let number { numbers.append(number) }
+        }
+        return numbers
+    }
+
     /// The entries of a directory, without `.` and `..`, in the kernel's order.
     public static func listDirectory(_ path: String) throws(Errno) -> [DirectoryEntry] {
         guard let dir = opendir(path) else { throw Errno.current }
