@@ -158,12 +158,12 @@ public final class DebugfsSource: StatSource {
             // Counters of a VM created after kvmstat started all happened while it watched.
             let bornLater = !initial && !seen.contains(path)
             seen.insert(path)
-            guard let vmDirectory = try? FileDescriptor.open(directory + "/" + path, .directory)
+            guard let vmDirectory = try? FileDescriptor.open(directory + "/" + path, [.directory, .pathOnly])
             else { continue }
             defer { vmDirectory.close() }
             var state = vms[path] ?? VMState(fieldCount: fields.count)
             var answered = false
-            let guest = String(path.prefix { $0 != "-" })
+            let guest = byGuest ? String(path.prefix { $0 != "-" }) : ""
             for index in wanted where !unreadable[index] {
                 var value: Int
                 switch readField(index, in: vmDirectory) {

@@ -134,7 +134,7 @@ public final class TracepointSource: StatSource {
     }
 
     private func releaseGroups() {
-        let descriptors = groups.flatMap(\.members)
+        let descriptors = groups.flatMap(\.descriptors)
         groups.removeAll()
         watchedThreads.removeAll()
         openDescriptors = 0
@@ -165,9 +165,14 @@ public final class TracepointSource: StatSource {
     }
 
     private func addGroup(pid: Int32, cpu: Int32) throws(SourceError) {
-        let group = PerfGroup(pid: pid, cpu: cpu)
+        // A thread's group gets its task-clock, so the group is read only when it ran.
+        let activity = pid > 0
+            ? try? PerfEvent.openTaskClock(pid: pid, syscallNumber: architecture.perfEventOpenSyscall)
+            : nil
+        if activity != nil { openDescriptors += 1 }
+        let group = PerfGroup(pid: pid, cpu: cpu, activity: activity)
         try fill(group)
-        if group.leader != nil { groups.append(group) }
+        if group.leader != nil { groups.append(group) } else { activity?.close() }
     }
 
     /// Opens the wanted fields the group lacks.

@@ -27,8 +27,12 @@ struct LogMode {
         var bannerShown = true
         writeBanner(keys: keys)
         var last = Signals.monotonicNow()
+        // Samples keep to a fixed schedule (start + n × delay), so the time a sample takes
+        // does not stretch the interval; after a stall the schedule starts again from now.
+        var deadline = last + delay
         while true {
-            if let signal = Signals.wait(seconds: delay) {
+            if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
+            if let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
                 if signal != SIGHUP { return }
                 // logrotate: new file, new banner; the sample comes on schedule.
                 do { try sink.reopen() } catch {
@@ -37,11 +41,12 @@ struct LogMode {
                 records = 0
                 bannerShown = true
                 writeBanner(keys: keys)
-                let remaining = delay - (Signals.monotonicNow() - last)
+                let remaining = deadline - Signals.monotonicNow()
                 if remaining > 0, let again = Signals.wait(seconds: remaining), again != SIGHUP {
                     return
                 }
             }
+            deadline += delay
             if records % Self.bannerEvery == 0 && !bannerShown
                 && (!sink.isFile || format.repeatsBannerInFile) {
                 writeBanner(keys: keys)

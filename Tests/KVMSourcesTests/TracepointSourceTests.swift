@@ -37,6 +37,11 @@ struct TracepointSourceTests {
         #expect(values["kvm_pio"] == EventStat(value: 2000, delta: 1000))
         #expect(values["kvm_userspace_exit(HLT) kvm_userspace_exit"] == EventStat(value: 1000, delta: 500))
         try stats.reset()
+        // Idle threads' groups are not re-read, but a reset must still show as zero.
+        values = try stats.get()
+        #expect(values["kvm_pio"] == EventStat(value: 0, delta: 0))
+        values = try stats.get()
+        #expect(values["kvm_pio"] == EventStat(value: 0, delta: 0))
         try workload.run()
         values = try stats.get()
         #expect(values["kvm_pio"] == EventStat(value: 1000, delta: 1000))

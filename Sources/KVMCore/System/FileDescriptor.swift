@@ -22,6 +22,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let append = OpenOptions(rawValue: O_APPEND)
         public static let truncate = OpenOptions(rawValue: O_TRUNC)
         public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+        /// O_PATH: a handle for *at() calls that does not open the file itself.
+        public static let pathOnly = OpenOptions(rawValue: 0o10000000)
     }
 
     /// Opens `path`; always close-on-exec so descriptors never leak into children.

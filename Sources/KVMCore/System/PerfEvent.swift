@@ -34,6 +34,28 @@ public enum PerfEvent {
         return FileDescriptor(rawValue: Int32(fd))
     }
 
+    /// Opens the task-clock of one thread (nanoseconds it ran), read as a plain u64. A thread
+    /// whose task-clock did not move since the last sample cannot have counted anything.
+    public static func openTaskClock(pid: Int32, syscallNumber: Int) throws(Errno) -> FileDescriptor {
+        var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
+                    UInt64(0), UInt64(0))
+        let fd = withUnsafeMutableBytes(of: &attr) { raw -> Int in
+            raw.storeBytes(of: UInt32(1), toByteOffset: 0, as: UInt32.self)  // PERF_TYPE_SOFTWARE
+            raw.storeBytes(of: UInt32(attrSize), toByteOffset: 4, as: UInt32.self)
+            raw.storeBytes(of: UInt64(1), toByteOffset: 8, as: UInt64.self)  // SW_TASK_CLOCK
+            return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, -1, -1, flagFDCloexec)
+        }
+        guard fd >= 0 else { throw Errno.current }
+        return FileDescriptor(rawValue: Int32(fd))
+    }
+
+    /// Reads a single counter (read_format 0).
+    public static func readCounter(_ fd: FileDescriptor) throws(Errno) -> UInt64 {
+        var value: UInt64 = 0
+        let n = try withUnsafeMutableBytes(of: &value) { (raw) throws(Errno) -> Int in try fd.read(into: raw) }
+        return n == 8 ? value : 0
+    }
+
     /// Reads a group's counters through its leader into `values` (one per member, in the order
     /// members were opened). Returns how many the kernel reported.
     public static func readGroup(
