@@ -42,16 +42,25 @@ public final class DebugfsSource: StatSource {
     /// Every VM directory ever listed, and whether the first sample has been taken.
     private var seen: Set<String> = []
     private var started = false
+    private var generation = 0
+    /// The kvm directory, held for openat(2) (a directory pins no VM).
+    private var kvmDirectory: FileDescriptor?
+    private let pathBuffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
 
     static let none = Int.min
 
     struct VMState {
         var baseline: [Int]
         var last: [Int]
+        /// `<name>/` as bytes, the prefix of its files' paths relative to the kvm directory.
+        let pathPrefix: [UInt8]
+        /// The sample that last listed it; older means the VM went away.
+        var generation = 0
 
-        init(fieldCount: Int) {
+        init(name: String, fieldCount: Int) {
             baseline = Array(repeating: DebugfsSource.none, count: fieldCount)
             last = Array(repeating: DebugfsSource.none, count: fieldCount)
+            pathPrefix = Array(name.utf8) + [UInt8(ascii: "/")]
         }
     }
 
@@ -74,10 +83,15 @@ public final class DebugfsSource: StatSource {
         departedSeen = Array(repeating: false, count: fields.count)
         unreadable = Array(repeating: false, count: fields.count)
         wanted = select(configuration.fieldFilter)
+        kvmDirectory = try? FileDescriptor.open(directory, [.directory, .pathOnly])
         _ = sample()
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        close()
+        scratch.deallocate()
+        pathBuffer.deallocate()
+    }
 
     public func availableFields() -> [String] { fields }
 
@@ -118,7 +132,10 @@ public final class DebugfsSource: StatSource {
         return warnings
     }
 
-    public func close() {}
+    public func close() {
+        kvmDirectory?.close()
+        kvmDirectory = nil
+    }
 
     /// The VM directories `<pid>-<fd>`.
     private func listVMs() -> [String] {
@@ -131,42 +148,44 @@ public final class DebugfsSource: StatSource {
     private func sample(byGuest: Bool = false) -> [String: Int] {
         let initial = !started
         started = true
+        generation &+= 1
         let present = listVMs()
-        let presentSet = Set(present)
-        // VMs that went away keep what they counted.
-        for (path, state) in vms where !presentSet.contains(path) {
-            for index in fields.indices where state.last[index] != Self.none {
-                departed[index] += state.last[index] - state.baseline[index]
-                departedSeen[index] = true
-            }
-            vms[path] = nil
-        }
-        // A VM we have never seen may lift the lockdown verdict: look again.
-        if present.contains(where: { !seen.contains($0) }) {
-            for index in unreadable.indices { unreadable[index] = false }
-        }
 
         let prefix = "\(pid)-"
-        var sums = byGuest ? Array(repeating: 0, count: fields.count) : departed
-        var contributed = byGuest ? Array(repeating: false, count: fields.count) : departedSeen
+        var sums = Array(repeating: 0, count: fields.count)
+        var contributed = Array(repeating: false, count: fields.count)
         var guestSums: [String: Int] = [:]
         var denied = Array(repeating: 0, count: fields.count)
         var vmsRead = 0
+        var newVMs = false
         for path in present {
+            var state: VMState
+            var bornLater = false
+            if let known = vms[path] {
+                state = known
+            } else {
+                state = VMState(name: path, fieldCount: fields.count)
+                // Counters of a VM created after kvmstat started all happened while it watched.
+                bornLater = !initial && !seen.contains(path)
+                if !seen.contains(path) {
+                    seen.insert(path)
+                    newVMs = true
+                }
+            }
+            state.generation = generation
+            defer { vms[path] = state }
             let counted = pid == 0 || path.hasPrefix(prefix)
             guard initial || counted else { continue }
-            // Counters of a VM created after kvmstat started all happened while it watched.
-            let bornLater = !initial && !seen.contains(path)
-            seen.insert(path)
-            guard let vmDirectory = try? FileDescriptor.open(directory + "/" + path, [.directory, .pathOnly])
-            else { continue }
-            defer { vmDirectory.close() }
-            var state = vms[path] ?? VMState(fieldCount: fields.count)
+            // A VM we have never seen may lift the lockdown verdict: look again.
+            if newVMs {
+                for index in unreadable.indices { unreadable[index] = false }
+                newVMs = false
+            }
             var answered = false
             let guest = byGuest ? String(path.prefix { $0 != "-" }) : ""
             for index in wanted where !unreadable[index] {
                 var value: Int
-                switch readField(index, in: vmDirectory) {
+                switch readField(index, prefix: state.pathPrefix) {
                 case .value(let v):
                     value = v
                     answered = true
@@ -193,7 +212,20 @@ public final class DebugfsSource: StatSource {
                 }
             }
             if answered { vmsRead += 1 }
-            vms[path] = state
+        }
+        // VMs that went away keep what they counted.
+        for (path, state) in vms where state.generation != generation {
+            for index in fields.indices where state.last[index] != Self.none {
+                departed[index] += state.last[index] - state.baseline[index]
+                departedSeen[index] = true
+            }
+            vms[path] = nil
+        }
+        if !byGuest {
+            for index in fields.indices where departedSeen[index] {
+                sums[index] += departed[index]
+                contributed[index] = true
+            }
         }
         if vmsRead > 0 { noteDenied(denied, vmCount: vmsRead) }
         var results = guestSums
@@ -220,12 +252,25 @@ public final class DebugfsSource: StatSource {
         case missing
     }
 
-    /// Opens, reads and closes one statistics file of a VM.
-    private func readField(_ index: Int, in vmDirectory: FileDescriptor) -> FieldRead {
+    /// Opens, reads and closes one statistics file of a VM, by its path relative to the kvm
+    /// directory (`<vm>/<field>`), built in a reused buffer.
+    private func readField(_ index: Int, prefix: [UInt8]) -> FieldRead {
+        guard let kvmDirectory else { return .missing }
+        let name = cNames[index]
+        guard prefix.count + name.count < pathBuffer.count else { return .missing }
+        prefix.withUnsafeBufferPointer { bytes in
+            _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[0..<bytes.count]).initialize(from: bytes)
+        }
+        name.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: UInt8.self) { bytes in
+                _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[prefix.count..<(prefix.count + bytes.count)])
+                    .initialize(from: bytes)
+            }
+        }
         let fd: FileDescriptor
         do {
-            fd = try cNames[index].withUnsafeBufferPointer { (name) throws(Errno) in
-                try FileDescriptor.open(name.baseAddress!, relativeTo: vmDirectory)
+            fd = try pathBuffer.withMemoryRebound(to: CChar.self) { (path) throws(Errno) in
+                try FileDescriptor.open(path.baseAddress!, relativeTo: kvmDirectory)
             }
         } catch {
             return error == .notPermitted || error == .permissionDenied ? .denied : .missing
