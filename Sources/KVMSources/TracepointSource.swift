@@ -258,12 +258,3 @@ public final class TracepointSource: StatSource {
         return cpus.isEmpty ? nil : cpus
     }
 }
-
-extension String {
-    func trimmingBlanks() -> String {
-        var s = Substring(self)
-        while let c = s.first, c == " " || c == "\t" || c == "\n" { s = s.dropFirst() }
-        while let c = s.last, c == " " || c == "\t" || c == "\n" { s = s.dropLast() }
-        return String(s)
-    }
-}

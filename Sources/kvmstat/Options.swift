@@ -1,3 +1,5 @@
+import KVMCore
+
 /// kvm_stat's options plus kvmstat's own, as typed values.
 struct Options: Sendable, Equatable {
     var once = false
@@ -127,13 +129,6 @@ func parsePythonFloat(_ text: String) -> Double? {
 }
 
 extension String {
-    func trimmingBlanks() -> String {
-        var s = Substring(self)
-        while let c = s.first, c == " " || c == "\t" || c == "\n" { s = s.dropFirst() }
-        while let c = s.last, c == " " || c == "\t" || c == "\n" { s = s.dropLast() }
-        return String(s)
-    }
-
     fileprivate func replacingUnderscoresBetweenDigits() -> String {
         let chars = Array(self)
         var out = ""

@@ -39,12 +39,12 @@ public struct HostFacts: Sendable, Equatable {
         var vendor: String?
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            let key = line[..<colon].trimmingCharacters(in: " \t")
+            let key = line[..<colon].trimmingBlanks()
             let value = line[line.index(after: colon)...]
             if key == "flags" && flags == nil {
                 flags = Set(value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init))
             } else if key == "vendor_id" && vendor == nil {
-                vendor = value.trimmingCharacters(in: " \t")
+                vendor = value.trimmingBlanks()
             }
             if flags != nil && vendor != nil { break }
         }
@@ -58,14 +58,5 @@ public struct HostFacts: Sendable, Equatable {
         return withUnsafePointer(to: &info.machine) {
             $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) }
         }
-    }
-}
-
-extension Substring {
-    func trimmingCharacters(in set: String) -> String {
-        var s = self[...]
-        while let first = s.first, set.contains(first) { s = s.dropFirst() }
-        while let last = s.last, set.contains(last) { s = s.dropLast() }
-        return String(s)
     }
 }
