@@ -31,9 +31,11 @@ public final class DebugfsSource: StatSource {
     private var pid: Int
     /// Per VM directory: the baseline and the last value read of each field (by index).
     private var vms: [String: VMState] = [:]
-    /// Counts of VMs that went away, per field, so totals never go backwards.
-    private var departed: [Int]
-    private var departedSeen: [Bool]
+    /// Counts of VMs that went away, per guest pid and field, so totals never go backwards
+    /// (only the watched pid's count when there is one).
+    private var departed: [String: [Int]] = [:]
+    /// While resetting, every baseline is the value read now.
+    private var resetting = false
     /// Fields no VM would let us read, and those already reported.
     private var unreadable: [Bool]
     private var reported: Set<String> = []
@@ -79,8 +81,6 @@ public final class DebugfsSource: StatSource {
         keys = fields.map { field in
             architecture.debugfsParent(of: field).map { field + " " + $0 } ?? field
         }
-        departed = Array(repeating: 0, count: fields.count)
-        departedSeen = Array(repeating: false, count: fields.count)
         unreadable = Array(repeating: false, count: fields.count)
         wanted = select(configuration.fieldFilter)
         kvmDirectory = try? FileDescriptor.open(directory, [.directory, .pathOnly])
@@ -122,9 +122,15 @@ public final class DebugfsSource: StatSource {
     }
 
     /// New baselines: everything counts from now.
+    /// New baselines from the values read now, as upstream's read(1) takes them.
     public func reset() throws(SourceError) {
-        for (path, state) in vms { vms[path]?.baseline = state.last }
-        departed = Array(repeating: 0, count: fields.count)
+        for path in vms.keys {
+            vms[path]?.baseline = Array(repeating: Self.none, count: fields.count)
+        }
+        departed.removeAll()
+        resetting = true
+        defer { resetting = false }
+        _ = sample()
     }
 
     public func takeWarnings() -> [String] {
@@ -161,6 +167,7 @@ public final class DebugfsSource: StatSource {
         for path in present {
             var state: VMState
             var bornLater = false
+            let tracked = vms[path] != nil
             if let known = vms[path] {
                 state = known
             } else {
@@ -199,7 +206,10 @@ public final class DebugfsSource: StatSource {
                     value = state.last[index]
                 }
                 if state.baseline[index] == Self.none {
-                    state.baseline[index] = bornLater || includePast ? 0 : value
+                    // -i: a VM's whole past, for VMs of the first sample (also for fields
+                    // wanted later), never again for one that seemed to go and came back.
+                    let fromZero = bornLater || (includePast && (initial || tracked))
+                    state.baseline[index] = fromZero && !resetting ? 0 : value
                 }
                 state.last[index] = value
                 guard counted else { continue }
@@ -215,16 +225,21 @@ public final class DebugfsSource: StatSource {
         }
         // VMs that went away keep what they counted.
         for (path, state) in vms where state.generation != generation {
+            let guestPid = String(path.prefix { $0 != "-" })
+            var counts = departed[guestPid] ?? Array(repeating: Self.none, count: fields.count)
             for index in fields.indices where state.last[index] != Self.none {
-                departed[index] += state.last[index] - state.baseline[index]
-                departedSeen[index] = true
+                counts[index] = (counts[index] == Self.none ? 0 : counts[index])
+                    + state.last[index] - state.baseline[index]
             }
+            departed[guestPid] = counts
             vms[path] = nil
         }
         if !byGuest {
-            for index in fields.indices where departedSeen[index] {
-                sums[index] += departed[index]
-                contributed[index] = true
+            for (guestPid, counts) in departed where pid == 0 || guestPid == String(pid) {
+                for index in fields.indices where counts[index] != Self.none {
+                    sums[index] += counts[index]
+                    contributed[index] = true
+                }
             }
         }
         if vmsRead > 0 { noteDenied(denied, vmCount: vmsRead) }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import KVMCore
 import KVMFormats
 import KVMSources
@@ -12,7 +17,9 @@ struct BatchMode {
             try stats.get()
             let start = Signals.monotonicNow()
             let stamp = WallClock.now()
-            if Signals.wait(seconds: 1) == nil {
+            let signal = Signals.wait(seconds: 1)
+            if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
+            if signal == nil {
                 let values = try stats.get()
                 Console.out(format.batch(Sample(
                     time: stamp, interval: Signals.monotonicNow() - start, values: values)))

@@ -43,6 +43,22 @@ enum Console {
         leave(2)
     }
 
+    /// Releases the sources, then dies of `signal` as a program without a handler would
+    /// (status 128 + N for the shell, as upstream ends on SIGTERM and SIGHUP).
+    static func leave(bySignal signal: Int32) -> Never {
+        if let cleanup {
+            Console.cleanup = nil
+            cleanup()
+        }
+        Glibc.signal(signal, SIG_DFL)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(signal)
+        exit(128 + signal)
+    }
+
     static func leave(_ status: Int32) -> Never {
         if let cleanup {
             Console.cleanup = nil

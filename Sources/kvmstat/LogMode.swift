@@ -32,8 +32,13 @@ struct LogMode {
         var deadline = last + delay
         while true {
             if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
-            if let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
-                if signal != SIGHUP { return }
+            // Wait for the next sample; signals are handled as they come.
+            while let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
+                guard signal == SIGHUP && sink.isFile else {
+                    // Ctrl-C ends cleanly; others end as upstream ends on them.
+                    if signal == SIGINT { return }
+                    Console.leave(bySignal: signal)
+                }
                 // logrotate: new file, new banner; the sample comes on schedule.
                 do { try sink.reopen() } catch {
                     Console.fail("Could not open file: \(sink.path ?? "") (\(error))")
@@ -41,10 +46,6 @@ struct LogMode {
                 records = 0
                 bannerShown = true
                 writeBanner(keys: keys)
-                let remaining = deadline - Signals.monotonicNow()
-                if remaining > 0, let again = Signals.wait(seconds: remaining), again != SIGHUP {
-                    return
-                }
             }
             deadline += delay
             if records % Self.bannerEvery == 0 && !bannerShown

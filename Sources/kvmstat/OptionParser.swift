@@ -9,6 +9,9 @@ struct OptionSpec: Sendable {
     /// Value placeholder (`DELAY`), or nil for a flag.
     let metavar: String?
     let help: String
+    /// kvm_stat has it: wins a prefix that also matches one of kvmstat's own options, so
+    /// `--f` still means `--fields` as it does upstream.
+    var upstream = true
 
     var takesValue: Bool { metavar != nil }
 
@@ -22,6 +25,8 @@ struct OptionSpec: Sendable {
 struct ParsedArguments: Sendable, Equatable {
     var flags: Set<String> = []
     var values: [String: String] = [:]
+    /// Keys in the order they were given (for options where the later one wins).
+    var order: [String] = []
 
     func has(_ key: String) -> Bool { flags.contains(key) }
     func value(_ key: String) -> String? { values[key] }
@@ -43,6 +48,7 @@ struct OptionParser: Sendable {
 
         func store(_ spec: OptionSpec, _ value: String?) {
             if let value { result.values[spec.key] = value } else { result.flags.insert(spec.key) }
+            result.order.append(spec.key)
         }
         /// The value for `spec`: attached, or the next argument unless that looks like an option.
         func takeValue(_ spec: OptionSpec, attached: String?) throws(UsageError) -> String {
@@ -87,6 +93,8 @@ struct OptionParser: Sendable {
                         message: "argument \(spec.displayName): ignored explicit argument '\(attached)'")
                 } else {
                     store(spec, nil)
+                    // argparse prints help as soon as it reaches -h/--help.
+                    if spec.key == "help" { return result }
                 }
                 continue
             }
@@ -104,6 +112,10 @@ struct OptionParser: Sendable {
                         + "ignored explicit argument '\(String(letter) + rest)'")
                 }
                 previous = spec
+                if spec.key == "help" {
+                    store(spec, nil)
+                    return result
+                }
                 if spec.takesValue {
                     var attached: String? = rest.isEmpty ? nil : String(rest)
                     if let a = attached, a.hasPrefix("=") { attached = String(a.dropFirst()) }
@@ -126,7 +138,11 @@ struct OptionParser: Sendable {
         for spec in specs {
             for long in spec.longs where long.hasPrefix(name) { matches.append((spec, long)) }
         }
-        if matches.count > 1 {
+        let upstreamSpecs = Set(matches.filter { $0.spec.upstream }.map(\.spec.key))
+        if upstreamSpecs.count == 1, let match = matches.first(where: { $0.spec.upstream }) {
+            return match.spec
+        }
+        if Set(matches.map(\.spec.key)).count > 1 {
             throw UsageError(message: "ambiguous option: --\(name) could match "
                 + matches.map { "--\($0.long)" }.joined(separator: ", "))
         }

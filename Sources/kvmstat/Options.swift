@@ -51,13 +51,17 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "skipZero", short: "z", longs: ["skip-zero-records"], metavar: nil,
                    help: "omit records with all zeros in logging mode"),
         OptionSpec(key: "format", short: nil, longs: ["format"], metavar: "NAME",
-                   help: "output format: text, csv, jsonl (\"--format help\" lists them)"),
+                   help: "output format: text, csv, jsonl (\"--format help\" lists them)",
+                   upstream: false),
         OptionSpec(key: "source", short: nil, longs: ["source"], metavar: "NAME[,NAME...]",
-                   help: "data sources: tracepoint, debugfs (\"--source help\" lists them)"),
+                   help: "data sources: tracepoint, debugfs (\"--source help\" lists them)",
+                   upstream: false),
         OptionSpec(key: "archInfo", short: nil, longs: ["arch-info"], metavar: nil,
-                   help: "describe the architecture's perf and exit-reason data and exit"),
+                   help: "describe the architecture's perf and exit-reason data and exit",
+                   upstream: false),
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
-                   help: "with --arch-info: the architecture to describe instead of this host's"),
+                   help: "with --arch-info: the architecture to describe instead of this host's",
+                   upstream: false),
     ]
 
     static let usage = """
@@ -76,6 +80,11 @@ struct Options: Sendable, Equatable {
         options.debugfs = parsed.has("debugfs")
         options.fields = parsed.value("fields") ?? ""
         options.guest = parsed.value("guest")
+        // As with upstream's -g action, whichever of -g and -p comes last wins.
+        if let guestAt = parsed.order.lastIndex(of: "guest"),
+           let pidAt = parsed.order.lastIndex(of: "pid"), pidAt > guestAt {
+            options.guest = nil
+        }
         options.includePast = parsed.has("includePast")
         options.log = parsed.has("log")
         options.logFile = parsed.value("logFile")

@@ -168,6 +168,46 @@ final class FakeDebugfs {
         #expect(try source.read(byGuest: true) == ["200": 9])
     }
 
+    @Test func departedCountsStayWithTheirGuest() throws {
+        let tree = try FakeDebugfs(fields: ["exits"])
+        try tree.set("100-5", "exits", 10)
+        try tree.set("200-5", "exits", 20)
+        let watched = try tree.source(pid: 100, includePast: true)
+        #expect(try watched.read(byGuest: false) == ["exits": 10])
+        try tree.remove("200-5")
+        #expect(try watched.read(byGuest: false) == ["exits": 10], "another guest's exit is not ours")
+        try watched.setPid(0)
+        #expect(try watched.read(byGuest: false) == ["exits": 30])
+        try tree.remove("100-5")
+        #expect(try watched.read(byGuest: false) == ["exits": 30])
+        try watched.setPid(100)
+        #expect(try watched.read(byGuest: false) == ["exits": 10])
+    }
+
+    @Test func resetTakesTheValuesOfNow() throws {
+        let tree = try FakeDebugfs(fields: ["exits"])
+        try tree.set("100-5", "exits", 10)
+        let source = try tree.source()
+        #expect(try source.read(byGuest: false) == ["exits": 0])
+        try tree.set("100-5", "exits", 15)  // not sampled before the reset
+        try source.reset()
+        #expect(try source.read(byGuest: false) == ["exits": 0])
+        try tree.set("100-5", "exits", 18)
+        #expect(try source.read(byGuest: false) == ["exits": 3])
+    }
+
+    @Test func includePastCountsAVMOnlyOnce() throws {
+        let tree = try FakeDebugfs(fields: ["exits"])
+        try tree.set("100-5", "exits", 10)
+        let source = try tree.source(includePast: true)
+        #expect(try source.read(byGuest: false) == ["exits": 10])
+        // A listing that misses the VM once (it looked gone), then finds it again.
+        try FileManager.default.moveItem(atPath: tree.kvm + "/100-5", toPath: tree.root + "/away")
+        #expect(try source.read(byGuest: false) == ["exits": 10])
+        try FileManager.default.moveItem(atPath: tree.root + "/away", toPath: tree.kvm + "/100-5")
+        #expect(try source.read(byGuest: false) == ["exits": 10])
+    }
+
     @Test func s390InstructionFieldsAreChildren() throws {
         let tree = try FakeDebugfs(fields: ["exit_instruction", "instruction_sigp", "instruction_stsi", "exits"])
         try tree.set("100-5", "instruction_sigp", 3)

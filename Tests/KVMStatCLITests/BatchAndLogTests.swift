@@ -166,6 +166,21 @@ struct BatchAndLogTests {
         #expect(old.sum + new.sum == 3000)
     }
 
+    @Test func signalsOtherThanInterruptEndAsUpstreamEnds() throws {
+        // SIGHUP reopens only a log file; with -l, and SIGTERM always, end by the signal.
+        let hup = try BackgroundKvmstat(["-l", "-s", "0.2", "-f", "kvm_pio"])
+        usleep(500_000)
+        hup.signal(SIGHUP)
+        let hupResult = hup.finish()
+        #expect(hupResult.status == SIGHUP && hup.process.terminationReason == .uncaughtSignal)
+        let term = try BackgroundKvmstat(["-l", "-s", "0.2", "-f", "kvm_pio"])
+        usleep(500_000)
+        term.signal(SIGTERM)
+        _ = term.finish()
+        #expect(term.process.terminationReason == .uncaughtSignal)
+        #expect(term.process.terminationStatus == SIGTERM)
+    }
+
     @Test func closedPipeEndsQuietly() throws {
         let shell = try run("/bin/sh", ["-c", "'\(kvmstatBinary)' -l -s 0.1 -f kvm_pio | head -3; echo status=${PIPESTATUS:-0}"])
         let lines = shell.stdout.split(separator: "\n")

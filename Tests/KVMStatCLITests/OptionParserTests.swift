@@ -71,6 +71,25 @@ import Testing
         #expect(error("-dq") == "argument -d/--debugfs: ignored explicit argument 'q'")
     }
 
+    @Test func helpWinsWhereArgparseStops() throws {
+        #expect(try parse("-h", "--bogus").help)
+        #expect(try parse("-dh", "-s", "abc").help)
+        #expect(error("--bogus", "-h") == nil)  // argparse too reports -h first
+    }
+
+    @Test func upstreamOptionsKeepTheirPrefixes() throws {
+        #expect(try parse("--f", "kvm_exit").fields == "kvm_exit")
+        #expect(try parse("--fo", "csv").format == "csv")
+        #expect(error("--ar") == "ambiguous option: --ar could match --arch-info, --arch")
+    }
+
+    @Test func laterOfGuestAndPidWins() throws {
+        let pidLast = try parse("-g", "vm1", "-p", "42")
+        #expect(pidLast.guest == nil && pidLast.pid == 42)
+        let guestLast = try parse("-p", "42", "-g", "vm1")
+        #expect(guestLast.guest == "vm1")
+    }
+
     @Test func exactLongNameBeatsPrefix() throws {
         #expect(try parse("--debugfs").debugfs)
         #expect(try parse("--arch", "x86").arch == "x86")
