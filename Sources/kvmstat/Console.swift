@@ -50,13 +50,7 @@ enum Console {
             Console.cleanup = nil
             cleanup()
         }
-        Glibc.signal(signal, SIG_DFL)
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, signal)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        raise(signal)
-        exit(128 + signal)
+        Signals.die(by: signal)
     }
 
     static func leave(_ status: Int32) -> Never {

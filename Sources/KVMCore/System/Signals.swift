@@ -45,4 +45,33 @@ public enum Signals {
         for signal in handled { sigaddset(&set, signal) }
         return set
     }
+
+    nonisolated(unsafe) private static var termination: sig_atomic_t = 0
+
+    /// For the interactive screen, which waits in ncurses instead of sigtimedwait: the
+    /// handled signals are unblocked and only set a flag that its loop checks between keys.
+    public static func installTerminationFlag() {
+        var set = handledSet()
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        for signal in handled {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in Signals.termination = 1 }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, nil)
+        }
+    }
+
+    public static var terminationRequested: Bool { termination != 0 }
+
+    /// Ends the process by `signal` as if it had no handler (the shell sees 128 + N).
+    public static func die(by signal: Int32) -> Never {
+        Glibc.signal(signal, SIG_DFL)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(signal)
+        exit(128 + signal)
+    }
 }

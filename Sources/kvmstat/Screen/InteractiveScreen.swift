@@ -148,24 +148,3 @@ final class InteractiveScreen {
         }
     }
 }
-
-extension Signals {
-    nonisolated(unsafe) private static var termination: sig_atomic_t = 0
-
-    /// SIGTERM/SIGHUP/SIGINT set a flag that the screen's loop checks between keys.
-    static func installTerminationFlag() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in handled { sigaddset(&set, signal) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        for signal in handled {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { _ in Signals.termination = 1 }
-            sigemptyset(&action.sa_mask)
-            action.sa_flags = 0
-            sigaction(signal, &action, nil)
-        }
-    }
-
-    static var terminationRequested: Bool { termination != 0 }
-}
