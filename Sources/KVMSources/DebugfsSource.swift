@@ -161,8 +161,9 @@ public final class DebugfsSource: StatSource {
         var sums = Array(repeating: 0, count: fields.count)
         var contributed = Array(repeating: false, count: fields.count)
         var guestSums: [String: Int] = [:]
+        // Per field: VMs that answered (a value or EPERM), and those that said EPERM.
+        var answered = Array(repeating: 0, count: fields.count)
         var denied = Array(repeating: 0, count: fields.count)
-        var vmsRead = 0
         var newVMs = false
         for path in present {
             var state: VMState
@@ -188,17 +189,16 @@ public final class DebugfsSource: StatSource {
                 for index in unreadable.indices { unreadable[index] = false }
                 newVMs = false
             }
-            var answered = false
             let guest = byGuest ? String(path.prefix { $0 != "-" }) : ""
             for index in wanted where !unreadable[index] {
                 var value: Int
                 switch readField(index, prefix: state.pathPrefix) {
                 case .value(let v):
                     value = v
-                    answered = true
+                    answered[index] += 1
                 case .denied:
                     denied[index] += 1
-                    answered = true
+                    answered[index] += 1
                     continue
                 case .missing:
                     // Vanished mid-sample: keep the last value we had.
@@ -221,7 +221,6 @@ public final class DebugfsSource: StatSource {
                     contributed[index] = true
                 }
             }
-            if answered { vmsRead += 1 }
         }
         // VMs that went away keep what they counted.
         for (path, state) in vms where state.generation != generation {
@@ -242,15 +241,16 @@ public final class DebugfsSource: StatSource {
                 }
             }
         }
-        if vmsRead > 0 { noteDenied(denied, vmCount: vmsRead) }
+        noteDenied(denied, answered: answered)
         var results = guestSums
         for index in wanted where contributed[index] { results[keys[index]] = sums[index] }
         return results
     }
 
-    /// Fields denied in every VM are dropped from the reading and reported once.
-    private func noteDenied(_ denied: [Int], vmCount: Int) {
-        let everywhere = denied.indices.filter { denied[$0] == vmCount }
+    /// Fields denied in every VM that answered are dropped from the reading and reported
+    /// once (a VM that vanished mid-sample answered nothing and does not count).
+    private func noteDenied(_ denied: [Int], answered: [Int]) {
+        let everywhere = denied.indices.filter { denied[$0] > 0 && denied[$0] == answered[$0] }
         guard !everywhere.isEmpty else { return }
         for index in everywhere { unreadable[index] = true }
         let fresh = everywhere.map { fields[$0] }.filter { !reported.contains($0) }.sorted()
