@@ -1,3 +1,4 @@
+import Dispatch
 import KVMCore
 
 /// Counts KVM tracepoints through perf, as upstream's TracepointProvider: one group per online
@@ -26,6 +27,9 @@ public final class TracepointSource: StatSource {
     private var groups: [PerfGroup] = []
     private var watchedThreads: Set<Int> = []
     private var tracepointIDs: [String: UInt64] = [:]
+    private var plans: [Int: EventPlan] = [:]
+    /// Child reason values by tracepoint and reason name.
+    private let childValues: [String: [String: Int]]
     private var openDescriptors = 0
     private var handoffs: [Int32] = []
     private var warnings: [String] = []
@@ -41,6 +45,9 @@ public final class TracepointSource: StatSource {
             filters["kvm_exit"] = (field, architecture.exitReasons)
         }
         childFilters = filters
+        childValues = filters.mapValues { spec in
+            Dictionary(spec.1.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+        }
         let entries: [FileSystem.DirectoryEntry]
         do { entries = try FileSystem.listDirectory(eventsDirectory) } catch {
             throw SourceError("cannot list tracepoints in \(eventsDirectory): \(error)")
@@ -150,49 +157,104 @@ public final class TracepointSource: StatSource {
         if pid > 0 {
             try watchNewThreads()
         } else {
-            for cpu in try onlineCPUs() { try addGroup(pid: -1, cpu: Int32(cpu)) }
+            try addGroups(try onlineCPUs().map { (pid: Int32(-1), cpu: Int32($0)) })
         }
     }
 
     /// Starts a group for every thread of the watched process not yet counted.
     private func watchNewThreads() throws(SourceError) {
         guard let tids = try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task") else { return }
-        for tid in tids {
-            guard !watchedThreads.contains(tid) else { continue }
-            watchedThreads.insert(tid)
-            try addGroup(pid: Int32(tid), cpu: -1)
-        }
+        let fresh = tids.filter { !watchedThreads.contains($0) }
+        guard !fresh.isEmpty else { return }
+        watchedThreads.formUnion(fresh)
+        try addGroups(fresh.map { (pid: Int32($0), cpu: Int32(-1)) })
     }
 
-    private func addGroup(pid: Int32, cpu: Int32) throws(SourceError) {
+    /// How to open one field's counter: its tracepoint and, for a child, its filter.
+    struct EventPlan: Sendable {
+        let field: Int
+        let tracepointID: UInt64
+        let filter: String?
+    }
+
+    private func plan(for field: Int) -> EventPlan? {
+        if let known = plans[field] { return known }
+        let name = fields[field]
+        let tracepoint = architecture.tracepointParent(of: name) ?? name
+        guard let id = tracepointID(tracepoint) else { return nil }
+        var filter: String?
+        if tracepoint != name, let (reasonField, _) = childFilters[tracepoint] {
+            let reasonName = String(name.dropFirst(tracepoint.count + 1).dropLast())
+            guard let value = childValues[tracepoint]?[reasonName] else { return nil }
+            filter = "\(reasonField)==\(value)"
+        }
+        let plan = EventPlan(field: field, tracepointID: id, filter: filter)
+        plans[field] = plan
+        return plan
+    }
+
+    /// Opens one group per target. The kernel takes tens of microseconds per tracepoint
+    /// event, so groups are opened on several threads at once (each group on one thread).
+    private func addGroups(_ targets: [(pid: Int32, cpu: Int32)]) throws(SourceError) {
+        let eventPlans = wanted.compactMap { plan(for: $0) }
+        guard !eventPlans.isEmpty else { return }
+        try raiseDescriptorLimit(adding: targets.count * (eventPlans.count + 1))
+        let architecture = self.architecture
+        let slots = targets.map { _ in GroupSlot() }
+        let workers = min(targets.count, 4, ResourceLimits.onlineProcessors())
+        let open = { @Sendable (worker: Int) in
+            var i = worker
+            while i < targets.count {
+                slots[i].result = Self.openGroup(pid: targets[i].pid, cpu: targets[i].cpu,
+                                                 plans: eventPlans, architecture: architecture)
+                i += workers
+            }
+        }
+        if workers == 1 { open(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: open) }
+        var failure: Errno?
+        for slot in slots {
+            switch slot.result {
+            case .success(let group?):
+                groups.append(group)
+                openDescriptors += group.descriptors.count
+            case .failure(let error): failure = failure ?? error
+            default: break
+            }
+        }
+        if let failure { throw openError(failure) }
+    }
+
+    /// Opens a group of `plans` for one CPU or thread; nil when the thread is gone.
+    private static func openGroup(
+        pid: Int32, cpu: Int32, plans: [EventPlan], architecture: any Architecture
+    ) -> Result<PerfGroup?, Errno> {
         // A thread's group gets its task-clock, so the group is read only when it ran.
         let activity = pid > 0
             ? try? PerfEvent.openTaskClock(pid: pid, syscallNumber: architecture.perfEventOpenSyscall)
             : nil
-        if activity != nil { openDescriptors += 1 }
         let group = PerfGroup(pid: pid, cpu: cpu, activity: activity)
-        try fill(group)
-        if group.leader != nil { groups.append(group) } else { activity?.close() }
+        for plan in plans {
+            do throws(Errno) {
+                try group.add(field: plan.field, tracepointID: plan.tracepointID,
+                              filter: plan.filter, architecture: architecture)
+            } catch {
+                for fd in group.descriptors { fd.close() }
+                if error == .noSuchProcess || error == .noSuchFile { return .success(nil) }
+                return .failure(error)
+            }
+        }
+        return .success(group.leader == nil ? nil : group)
     }
 
-    /// Opens the wanted fields the group lacks.
+    /// Opens the wanted fields the group lacks (when a filter widens).
     private func fill(_ group: PerfGroup) throws(SourceError) {
-        let missing = wanted.filter { !group.contains($0) }
+        let missing = wanted.filter { !group.contains($0) }.compactMap { plan(for: $0) }
         guard !missing.isEmpty else { return }
         try raiseDescriptorLimit(adding: missing.count)
-        for field in missing {
-            let name = fields[field]
-            let tracepoint = architecture.tracepointParent(of: name) ?? name
-            guard let id = tracepointID(tracepoint) else { continue }
-            var filter: String?
-            if tracepoint != name, let (field, reasons) = childFilters[tracepoint] {
-                let reasonName = String(name.dropFirst(tracepoint.count + 1).dropLast())
-                guard let reason = reasons.first(where: { $0.name == reasonName }) else { continue }
-                filter = "\(field)==\(reason.value)"
-            }
+        for plan in missing {
             do throws(Errno) {
-                try group.add(field: field, tracepointID: id, filter: filter,
-                              architecture: architecture)
+                try group.add(field: plan.field, tracepointID: plan.tracepointID,
+                              filter: plan.filter, architecture: architecture)
                 openDescriptors += 1
             } catch {
                 if error == .noSuchProcess || error == .noSuchFile { return }  // thread gone
@@ -257,4 +319,10 @@ public final class TracepointSource: StatSource {
         }
         return cpus.isEmpty ? nil : cpus
     }
+}
+
+/// One group's outcome from a worker thread; each slot is written by one worker only and read
+/// after all have finished.
+private final class GroupSlot: @unchecked Sendable {
+    var result: Result<PerfGroup?, Errno> = .success(nil)
 }

@@ -113,7 +113,7 @@ struct BatchAndLogTests {
         let deltas = lines.dropFirst().map { Int($0.split(separator: ",").last!)! }
         #expect(deltas.reduce(0, +) == 4000)
         #expect(!deltas.contains(0), "-z skips all-zero records")
-        #expect(deltas.count <= 2)
+        #expect(deltas.count <= 4, "two runs, each within at most two samples")
     }
 
     @Test func logFileCSVHeaderOnlyOnceAndNotWhenAppending() throws {

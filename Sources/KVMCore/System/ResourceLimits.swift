@@ -24,6 +24,11 @@ public enum ResourceLimits {
         guard setrlimit(resource(), &wanted) == 0 else { throw Errno.current }
     }
 
+    /// Processors online now (for how many threads to open perf groups with).
+    public static func onlineProcessors() -> Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
     public static func openFilesSoftLimit() -> Int {
         var limit = rlimit()
         guard getrlimit(resource(), &limit) == 0 else { return 0 }
