@@ -116,6 +116,32 @@ struct BatchAndLogTests {
         #expect(deltas.count <= 4, "two runs, each within at most two samples")
     }
 
+    @Test func logJSONLinesAddUp() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 700)
+        let kvmstat = try BackgroundKvmstat(["-l", "--format", "jsonl", "-s", "0.2", "-p",
+                                             "\(workload.pid)", "-f", Self.events])
+        kvmstat.waitUntilCounting()
+        try workload.run()
+        usleep(600_000)
+        kvmstat.signal(SIGINT)
+        let result = kvmstat.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.count >= 2)
+        var sum = 0
+        var lastTotal = 0
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let events = try #require(object["events"] as? [String: [String: Any]])
+            let hlt = try #require(events["kvm_userspace_exit(HLT)"])
+            sum += try #require(hlt["delta"] as? Int)
+            lastTotal = try #require(hlt["total"] as? Int)
+            let interval = try #require(object["interval_s"] as? Double)
+            #expect(interval > 0.1 && interval < 1.0)
+        }
+        #expect(sum == 1400 && lastTotal == 1400)
+    }
+
     @Test func logFileCSVHeaderOnlyOnceAndNotWhenAppending() throws {
         let path = NSTemporaryDirectory() + "kvmstat-\(UUID().uuidString).csv"
         defer { try? FileManager.default.removeItem(atPath: path) }
