@@ -41,26 +41,22 @@ public struct WallClock: Sendable, Equatable {
         return parts
     }
 
-    /// `2026-11-27 04:19:25`, local time, as upstream's log lines start.
-    public var logStamp: String {
-        let t = local()
-        return "\(pad(Int(t.tm_year) + 1900, 4))-\(pad(Int(t.tm_mon) + 1))-\(pad(Int(t.tm_mday))) "
-            + "\(pad(Int(t.tm_hour))):\(pad(Int(t.tm_min))):\(pad(Int(t.tm_sec)))"
+    /// `YYYY-MM-DD<separator>HH:MM:SS` of local time `t`.
+    private static func dateTime(_ t: tm, separator: String) -> String {
+        (Int(t.tm_year) + 1900).zeroPadded(to: 4) + "-" + (Int(t.tm_mon) + 1).zeroPadded(to: 2)
+            + "-" + Int(t.tm_mday).zeroPadded(to: 2) + separator + Int(t.tm_hour).zeroPadded(to: 2)
+            + ":" + Int(t.tm_min).zeroPadded(to: 2) + ":" + Int(t.tm_sec).zeroPadded(to: 2)
     }
+
+    /// `2026-11-27 04:19:25`, local time, as upstream's log lines start.
+    public var logStamp: String { Self.dateTime(local(), separator: " ") }
 
     /// RFC 3339 with milliseconds and the local UTC offset: `2026-11-27T04:19:25.123+00:00`.
     public var rfc3339: String {
         let t = local()
-        let offset = t.tm_gmtoff
-        let sign = offset < 0 ? "-" : "+"
-        let minutes = abs(offset) / 60
-        return "\(pad(Int(t.tm_year) + 1900, 4))-\(pad(Int(t.tm_mon) + 1))-\(pad(Int(t.tm_mday)))T"
-            + "\(pad(Int(t.tm_hour))):\(pad(Int(t.tm_min))):\(pad(Int(t.tm_sec)))."
-            + "\(pad(nanoseconds / 1_000_000, 3))\(sign)\(pad(minutes / 60)):\(pad(minutes % 60))"
-    }
-
-    private func pad(_ value: Int, _ width: Int = 2) -> String {
-        let digits = String(value)
-        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        let minutes = abs(t.tm_gmtoff) / 60
+        return Self.dateTime(t, separator: "T") + "." + (nanoseconds / 1_000_000).zeroPadded(to: 3)
+            + (t.tm_gmtoff < 0 ? "-" : "+") + (minutes / 60).zeroPadded(to: 2) + ":"
+            + (minutes % 60).zeroPadded(to: 2)
     }
 }

@@ -15,7 +15,7 @@ public struct TextFormat: Format {
     public func record(_ sample: Sample, keys: [String]) -> String {
         var line = sample.time.logStamp
         for key in keys {
-            line += " " + Self.rightAligned(sample.values[key]?.delta ?? 0, width: 9)
+            line += " " + String(sample.values[key]?.delta ?? 0).rightAligned(to: 9)
         }
         return line
     }
@@ -24,17 +24,9 @@ public struct TextFormat: Format {
         var out = ""
         for key in sample.sortedKeys {
             let stat = sample.values[key]!
-            var name = FieldKey(key).name
-            if name.count < 42 { name += String(repeating: " ", count: 42 - name.count) }
-            out += name + Self.rightAligned(stat.value, width: 10)
-                + Self.rightAligned(stat.delta, width: 10) + "\n"
+            out += FieldKey(key).name.padded(to: 42) + String(stat.value).rightAligned(to: 10)
+                + String(stat.delta).rightAligned(to: 10) + "\n"
         }
         return out
-    }
-
-    /// printf's `%Nd`.
-    static func rightAligned(_ value: Int, width: Int) -> String {
-        let digits = String(value)
-        return digits.count >= width ? digits : String(repeating: " ", count: width - digits.count) + digits
     }
 }

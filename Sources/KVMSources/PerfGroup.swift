@@ -91,7 +91,7 @@ final class PerfGroup {
             n = min(try PerfEvent.readGroup(leader: leader, into: buffer), slots.count)
         }
         slots.withUnsafeBufferPointer { slots in
-            for i in 0..<n { totals[slots[i]] &+= Int(truncatingIfNeeded: buffer[i]) }
+            for i in 0..<n { totals[slots[i]] &+= Int(truncatingIfNeeded: buffer[i + 1]) }
         }
     }
 }

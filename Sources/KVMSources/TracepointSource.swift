@@ -233,17 +233,32 @@ public final class TracepointSource: StatSource {
             ? try? PerfEvent.openTaskClock(pid: pid, syscallNumber: architecture.perfEventOpenSyscall)
             : nil
         let group = PerfGroup(pid: pid, cpu: cpu, activity: activity)
+        do throws(Errno) {
+            guard try add(plans, to: group, architecture: architecture) else {
+                for fd in group.descriptors { fd.close() }
+                return .success(nil)
+            }
+        } catch {
+            for fd in group.descriptors { fd.close() }
+            return .failure(error)
+        }
+        return .success(group.leader == nil ? nil : group)
+    }
+
+    /// Opens `plans` in `group`; false when its thread is gone (the kernel says ESRCH/ENOENT).
+    private static func add(
+        _ plans: [EventPlan], to group: PerfGroup, architecture: any Architecture
+    ) throws(Errno) -> Bool {
         for plan in plans {
             do throws(Errno) {
                 try group.add(field: plan.field, tracepointID: plan.tracepointID,
                               filter: plan.filter, architecture: architecture)
             } catch {
-                for fd in group.descriptors { fd.close() }
-                if error == .noSuchProcess || error == .noSuchFile { return .success(nil) }
-                return .failure(error)
+                if error == .noSuchProcess || error == .noSuchFile { return false }
+                throw error
             }
         }
-        return .success(group.leader == nil ? nil : group)
+        return true
     }
 
     /// Opens the wanted fields the group lacks (when a filter widens).
@@ -251,15 +266,10 @@ public final class TracepointSource: StatSource {
         let missing = wanted.filter { !group.contains($0) }.compactMap { plan(for: $0) }
         guard !missing.isEmpty else { return }
         try raiseDescriptorLimit(adding: missing.count)
-        for plan in missing {
-            do throws(Errno) {
-                try group.add(field: plan.field, tracepointID: plan.tracepointID,
-                              filter: plan.filter, architecture: architecture)
-                openDescriptors += 1
-            } catch {
-                if error == .noSuchProcess || error == .noSuchFile { return }  // thread gone
-                throw openError(error)
-            }
+        let before = group.members.count
+        defer { openDescriptors += group.members.count - before }
+        do throws(Errno) { _ = try Self.add(missing, to: group, architecture: architecture) } catch {
+            throw openError(error)
         }
     }
 

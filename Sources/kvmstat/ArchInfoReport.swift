@@ -27,14 +27,14 @@ struct ArchInfoReport {
         let arch = architecture
         var lines: [String] = []
         func row(_ label: String, _ value: String) {
-            lines.append(label.padding(to: 26) + value)
+            lines.append(label.padded(to: 26) + value)
         }
         row("Architecture:", arch.name)
         row("Detected by:", detection.detectedBy)
         row("perf_event_open syscall:", String(arch.perfEventOpenSyscall))
         lines.append("perf ioctls:")
         for (name, value) in arch.perfIoctls.named {
-            lines.append("  " + name.padding(to: 24) + hex(value, width: 8))
+            lines.append("  " + name.padded(to: 24) + hex(value, width: 8))
         }
         row("Exit-reason field:", arch.exitReasonField ?? "(none)")
         row("Child rules:", arch.childRuleSummary)
@@ -55,23 +55,13 @@ struct ArchInfoReport {
     private func appendTable(_ table: [ExitReason], to lines: inout [String]) {
         let width = table.map(\.name.count).max() ?? 0
         for reason in table {
-            lines.append("  " + reason.name.padding(to: width + 2)
-                + String(reason.value).leftPadding(to: 5) + "  " + hex(UInt(reason.value), width: 3))
+            lines.append("  " + reason.name.padded(to: width + 2)
+                + String(reason.value).rightAligned(to: 5) + "  " + hex(UInt(reason.value), width: 3))
         }
     }
 
     private func hex(_ value: UInt, width: Int) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: max(0, width - digits.count)) + digits
-    }
-}
-
-extension String {
-    func padding(to width: Int) -> String {
-        count >= width ? self : self + String(repeating: " ", count: width - count)
-    }
-
-    func leftPadding(to width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
     }
 }

@@ -46,18 +46,18 @@ enum Console {
     /// Releases the sources, then dies of `signal` as a program without a handler would
     /// (status 128 + N for the shell, as upstream ends on SIGTERM and SIGHUP).
     static func leave(bySignal signal: Int32) -> Never {
-        if let cleanup {
-            Console.cleanup = nil
-            cleanup()
-        }
+        runCleanup()
         Signals.die(by: signal)
     }
 
     static func leave(_ status: Int32) -> Never {
-        if let cleanup {
-            Console.cleanup = nil
-            cleanup()
-        }
+        runCleanup()
         exit(status)
+    }
+
+    private static func runCleanup() {
+        guard let cleanup else { return }
+        Console.cleanup = nil
+        cleanup()
     }
 }

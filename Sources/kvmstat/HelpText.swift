@@ -3,14 +3,11 @@ enum HelpText {
     static func render() -> String {
         var text = Options.usage + "\n\n" + description + "\noptions:\n"
         for spec in Options.specs {
-            var names = (spec.short.map { ["-\($0)"] } ?? []) + spec.longs.map { "--\($0)" }
-            if let metavar = spec.metavar {
-                names = names.map { $0.hasPrefix("--") ? "\($0) \(metavar)" : "\($0) \(metavar)" }
-            }
+            let names = spec.optionStrings.map { name in spec.metavar.map { "\(name) \($0)" } ?? name }
             let invocation = "  " + names.joined(separator: ", ")
             let helpLines = spec.help.split(separator: "\n").map(String.init)
             if invocation.count <= 24 {
-                text += invocation.padding(to: 26) + helpLines[0] + "\n"
+                text += invocation.padded(to: 26) + helpLines[0] + "\n"
             } else {
                 text += invocation + "\n" + String(repeating: " ", count: 26) + helpLines[0] + "\n"
             }

@@ -111,7 +111,7 @@ struct Launcher {
         var name = options.format ?? (options.csv ? "csv" : "text")
         if name == "help" {
             for entry in registry.entries {
-                Console.out("  " + entry.format.name.padding(to: 8) + entry.summary + "\n")
+                Console.out("  " + entry.format.name.padded(to: 8) + entry.summary + "\n")
             }
             exit(0)
         }
@@ -135,7 +135,7 @@ struct Launcher {
         for name in options.sources ?? [] {
             if name == "help" {
                 for entry in registry.entries {
-                    Console.out("  " + entry.name.padding(to: 12) + entry.summary + "\n")
+                    Console.out("  " + entry.name.padded(to: 12) + entry.summary + "\n")
                 }
                 exit(0)
             }
@@ -170,9 +170,4 @@ struct Launcher {
             Console.fail(error.description)
         }
     }
-}
-
-/// Python's str(float) for the delay messages: `0.05`, `30.0` (Swift writes these alike).
-func pythonFloat(_ value: Double) -> String {
-    value.isNaN ? "nan" : value.isInfinite ? (value < 0 ? "-inf" : "inf") : String(value)
 }

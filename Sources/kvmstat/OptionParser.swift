@@ -15,10 +15,11 @@ struct OptionSpec: Sendable {
 
     var takesValue: Bool { metavar != nil }
 
+    /// Its spellings: `-s`, `--set-delay`.
+    var optionStrings: [String] { (short.map { ["-\($0)"] } ?? []) + longs.map { "--\($0)" } }
+
     /// argparse's name for the option in messages: `-s/--set-delay`.
-    var displayName: String {
-        ((short.map { ["-\($0)"] } ?? []) + longs.map { "--\($0)" }).joined(separator: "/")
-    }
+    var displayName: String { optionStrings.joined(separator: "/") }
 }
 
 /// What the command line said: flags seen and the last value of each valued option.

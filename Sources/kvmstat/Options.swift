@@ -150,3 +150,19 @@ extension String {
         return out
     }
 }
+
+/// Upstream's delay check, shared by `-s` and the `s` dialog.
+func delayProblem(_ delay: Double) -> String? {
+    if delay.isNaN || delay < Options.delayRange.lowerBound {
+        return "\"\(pythonFloat(delay))\": Delay must be >=\(Options.delayRange.lowerBound)"
+    }
+    if delay > Options.delayRange.upperBound {
+        return "\"\(pythonFloat(delay))\": Delay must be <=\(Options.delayRange.upperBound)"
+    }
+    return nil
+}
+
+/// Python's str(float) for the delay messages: `0.05`, `30.0` (Swift writes these alike).
+func pythonFloat(_ value: Double) -> String {
+    value.isNaN ? "nan" : value.isInfinite ? (value < 0 ? "-inf" : "inf") : String(value)
+}

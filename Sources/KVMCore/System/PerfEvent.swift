@@ -20,30 +20,35 @@ public enum PerfEvent {
     public static func openTracepoint(
         id: UInt64, pid: Int32, cpu: Int32, group: FileDescriptor?, syscallNumber: Int
     ) throws(Errno) -> FileDescriptor {
-        var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
-                    UInt64(0), UInt64(0))
-        let fd = withUnsafeMutableBytes(of: &attr) { raw -> Int in
-            raw.storeBytes(of: typeTracepoint, toByteOffset: 0, as: UInt32.self)
-            raw.storeBytes(of: UInt32(attrSize), toByteOffset: 4, as: UInt32.self)
-            raw.storeBytes(of: id, toByteOffset: 8, as: UInt64.self)
-            raw.storeBytes(of: formatGroup, toByteOffset: 32, as: UInt64.self)
-            return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, cpu,
-                                        group?.rawValue ?? -1, flagFDCloexec)
-        }
-        guard fd >= 0 else { throw Errno.current }
-        return FileDescriptor(rawValue: Int32(fd))
+        try open(type: typeTracepoint, config: id, readFormat: formatGroup, pid: pid, cpu: cpu,
+                 group: group, syscallNumber: syscallNumber)
     }
 
     /// Opens the task-clock of one thread (nanoseconds it ran), read as a plain u64. A thread
     /// whose task-clock did not move since the last sample cannot have counted anything.
     public static func openTaskClock(pid: Int32, syscallNumber: Int) throws(Errno) -> FileDescriptor {
+        try open(type: typeSoftware, config: softwareTaskClock, readFormat: 0, pid: pid, cpu: -1,
+                 group: nil, syscallNumber: syscallNumber)
+    }
+
+    static let typeSoftware: UInt32 = 1
+    static let softwareTaskClock: UInt64 = 1
+
+    /// perf_event_open(2) with a PERF_ATTR_SIZE_VER1 attribute; every other field stays 0
+    /// (counting, enabled at once).
+    private static func open(
+        type: UInt32, config: UInt64, readFormat: UInt64, pid: Int32, cpu: Int32,
+        group: FileDescriptor?, syscallNumber: Int
+    ) throws(Errno) -> FileDescriptor {
         var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
                     UInt64(0), UInt64(0))
         let fd = withUnsafeMutableBytes(of: &attr) { raw -> Int in
-            raw.storeBytes(of: UInt32(1), toByteOffset: 0, as: UInt32.self)  // PERF_TYPE_SOFTWARE
+            raw.storeBytes(of: type, toByteOffset: 0, as: UInt32.self)
             raw.storeBytes(of: UInt32(attrSize), toByteOffset: 4, as: UInt32.self)
-            raw.storeBytes(of: UInt64(1), toByteOffset: 8, as: UInt64.self)  // SW_TASK_CLOCK
-            return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, -1, -1, flagFDCloexec)
+            raw.storeBytes(of: config, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: readFormat, toByteOffset: 32, as: UInt64.self)
+            return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, cpu,
+                                        group?.rawValue ?? -1, flagFDCloexec)
         }
         guard fd >= 0 else { throw Errno.current }
         return FileDescriptor(rawValue: Int32(fd))
@@ -56,20 +61,15 @@ public enum PerfEvent {
         return n == 8 ? value : 0
     }
 
-    /// Reads a group's counters through its leader into `values` (one per member, in the order
-    /// members were opened). Returns how many the kernel reported.
+    /// Reads a group's counters through its leader into `buffer`, laid out as the kernel's
+    /// `struct read_format { u64 nr; u64 values[nr]; }`: member i's count is `buffer[i + 1]`.
+    /// Returns how many members the kernel reported.
     public static func readGroup(
-        leader: FileDescriptor, into values: UnsafeMutableBufferPointer<UInt64>
+        leader: FileDescriptor, into buffer: UnsafeMutableBufferPointer<UInt64>
     ) throws(Errno) -> Int {
-        // struct read_format { u64 nr; u64 values[nr]; }
-        let raw = UnsafeMutableRawBufferPointer(values)
-        let n = try leader.read(into: raw)
+        let n = try leader.read(into: UnsafeMutableRawBufferPointer(buffer))
         guard n >= 8 else { return 0 }
-        let count = Int(values[0])
-        // Shift the values down over `nr` so values[i] is member i.
-        let available = min(count, n / 8 - 1)
-        for i in 0..<available { values[i] = values[i + 1] }
-        return available
+        return min(Int(buffer[0]), n / 8 - 1)
     }
 
     /// Installs a tracepoint filter such as `reason==2`.

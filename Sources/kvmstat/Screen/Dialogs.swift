@@ -130,25 +130,14 @@ extension InteractiveScreen {
     }
 
     private func listGuests(from line: Int) {
-        terminal.put(line, 2, ScreenModel.right("Pid", 8) + " "
-            + ScreenModel.pad("Guest Name (fuzzy list, might be inaccurate!)", 60), Terminal.underline)
+        terminal.put(line, 2, "Pid".rightAligned(to: 8) + " "
+            + "Guest Name (fuzzy list, might be inaccurate!)".padded(to: 60), Terminal.underline)
         var row = line + 1
         for guest in guests.all() {
             if row >= terminal.height { break }
-            terminal.put(row, 2, ScreenModel.right(String(guest.pid), 8) + " "
-                + ScreenModel.pad(ScreenModel.escape(guest.name), 60))
+            terminal.put(row, 2, String(guest.pid).rightAligned(to: 8) + " "
+                + ScreenModel.escape(guest.name).padded(to: 60))
             row += 1
         }
     }
-}
-
-/// Upstream's delay check, shared by `-s` and the `s` dialog.
-func delayProblem(_ delay: Double) -> String? {
-    if delay.isNaN || delay < Options.delayRange.lowerBound {
-        return "\"\(pythonFloat(delay))\": Delay must be >=\(Options.delayRange.lowerBound)"
-    }
-    if delay > Options.delayRange.upperBound {
-        return "\"\(pythonFloat(delay))\": Delay must be <=\(Options.delayRange.upperBound)"
-    }
-    return nil
 }

@@ -113,10 +113,17 @@ final class InteractiveScreen {
             terminal.end()
             Console.fail(error.description)
         }
+        // Each guest's name is read from /proc once a frame (totals and rows both ask).
+        var names: [String: String] = [:]
         let body = ScreenModel.body(
             values: values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
             displayGuests: displayGuests, interval: interval, height: terminal.height,
-            guestName: { [guests] key in Int(key).map { guests.name(of: $0) } ?? "" })
+            guestName: { [guests] key in
+                if let known = names[key] { return known }
+                let name = Int(key).map { guests.name(of: $0) } ?? ""
+                names[key] = name
+                return name
+            })
         drawHeader()
         var line = 3
         for row in body.rows {

@@ -28,8 +28,8 @@ enum ScreenModel {
 
     /// Line 2 (from column 1), in standout.
     static func columnHeader(displayGuests: Bool) -> String {
-        pad(displayGuests ? "Guest Name" : "Event", 40) + " " + right("Total", 10) + right("%Total", 7)
-            + " " + right("CurAvg/s", 8)
+        (displayGuests ? "Guest Name" : "Event").padded(to: 40) + " " + "Total".rightAligned(to: 10)
+            + "%Total".rightAligned(to: 7) + " " + "CurAvg/s".rightAligned(to: 8)
     }
 
     struct Body: Equatable {
@@ -83,8 +83,8 @@ enum ScreenModel {
                 base = parentTotal
             }
             let percent = base == 0 ? 0 : Double(stat.value) * 100 / Double(base)
-            body.rows.append(pad(escape(label), 40) + " " + right(String(stat.value), 10)
-                + cFormat("%7.1f", percent) + " " + right(String(current), 8))
+            body.rows.append(escape(label).padded(to: 40) + " "
+                + String(stat.value).rightAligned(to: 10) + cFormat("%7.1f", percent) + " " + String(current).rightAligned(to: 8))
             row += 1
         }
         if row == 3 {
@@ -92,7 +92,8 @@ enum ScreenModel {
         }
         if row > 4 {
             let average = currentSum > 0 ? String(pythonRound(Double(currentSum) / interval)) : ""
-            body.total = pad("Total", 40) + " " + right(String(total), 10) + " " + right(average, 8)
+            body.total = "Total".padded(to: 40) + " " + String(total).rightAligned(to: 10) + " "
+                + average.rightAligned(to: 8)
         }
         return body
     }
@@ -150,14 +151,6 @@ enum ScreenModel {
     /// Python's round(): halves to even.
     static func pythonRound(_ value: Double) -> Int {
         Int(value.rounded(.toNearestOrEven))
-    }
-
-    static func pad(_ text: String, _ width: Int) -> String {
-        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-    }
-
-    static func right(_ text: String, _ width: Int) -> String {
-        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
     }
 
     /// C's printf formatting for the one float column (`%7.1f`), which Python matches.
