@@ -17,8 +17,9 @@ public struct JSONLinesFormat: Format {
         events.reserveCapacity(keys.count)
         for key in keys {
             let field = FieldKey(key)
-            let stat = sample.values[key] ?? EventStat(value: 0, delta: 0)
-            var members: [(String, JSONValue)] = [("total", .int(stat.value)), ("delta", .int(stat.delta))]
+            let stat = sample.values[key] ?? .zero
+            var members: [(String, JSONValue)] = [("total", .uint(stat.value)),
+                                                  ("delta", .int(Int(stat.delta)))]
             if let parent = field.parent { members.append(("parent", .string(parent))) }
             events.append((field.name, .object(members)))
         }

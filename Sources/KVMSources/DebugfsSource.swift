@@ -1,12 +1,15 @@
 import KVMCore
 
 /// Reads KVM's per-VM statistics files under `<debugfs>/kvm/<pid>-<fd>/`, as upstream's
-/// DebugfsProvider: counts are relative to a baseline taken when a VM is first seen (or zero
-/// with `includePast`), summed over VMs, or keyed by guest pid.
+/// DebugfsProvider: counters count from a baseline taken when a VM is first seen (or from
+/// zero with `includePast`, and for VMs created later), summed over VMs, or keyed by guest
+/// pid.
 ///
 /// Unlike upstream it never holds a VM's file open between samples (an open file pins the VM
-/// in the kernel), keeps the last counts of VMs that went away so totals never drop, and
-/// stops reading fields that no VM lets it read (kernel lockdown), saying so once.
+/// in the kernel), keeps what VMs that went away counted so totals never drop, shows instant
+/// values (`pages_4k`, `blocking`, `max_mmu_*`) as the current level of the VMs in view,
+/// tells a re-created VM or kvm directory from the old one by inode, and stops reading fields
+/// that no VM lets it read (kernel lockdown), saying so once.
 public final class DebugfsSource: StatSource {
     public let name = "debugfs"
     public var supportsByGuest: Bool { true }
@@ -19,79 +22,75 @@ public final class DebugfsSource: StatSource {
         !exempt.contains(name) && !name.hasSuffix("_hist")
     }
 
+    /// Whether a statistic is a level rather than a count, by the kernel's own marks: KVM
+    /// creates instant statistics read-only (0444) and cumulative and peak ones 0644, and
+    /// names its peaks `max_*`. A level is shown as it is now; a count as what happened.
+    static func isLevel(_ name: String, status: FileSystem.Status?) -> Bool {
+        name.hasPrefix("max_") || status.map { !$0.isWritable } ?? false
+    }
+
     private let architecture: any Architecture
     private let directory: String
+    private let proc: String
     private let includePast: Bool
     private let fields: [String]
-    /// Per field (by index into `fields`): its name as a C string for openat(2), and the key
-    /// it reports under (`child parent` for a child).
+    /// Per field (by index into `fields`): its name as a C string for openat(2), the key it
+    /// reports under (`child parent` for a child), and whether it is a level.
     private let cNames: [[CChar]]
     private let keys: [String]
+    private let levels: [Bool]
     private var wanted: [Int] = []
     private var pid: Int
-    /// Per VM directory: the baseline and the last value read of each field (by index).
-    private var vms: [String: VMState] = [:]
-    /// Counts of VMs that went away, per guest pid and field, so totals never go backwards
-    /// (only the watched pid's count when there is one).
-    private var departed: [String: [Int]] = [:]
-    /// While resetting, every baseline is the value read now.
-    private var resetting = false
+    /// The VM directories present at the last sample, by name.
+    private var vms: [String: DebugfsVM] = [:]
+    /// What VMs that went away counted, in all and per guest pid (for `-p`). Entries of guests
+    /// whose process has ended are dropped (their counts stay in `departed`), so memory does
+    /// not grow with every VM a long-running host ever had.
+    private var departed: [UInt64]
+    private var departedByGuest: [Int: [UInt64]] = [:]
     /// Fields no VM would let us read, and those already reported.
     private var unreadable: [Bool]
     private var reported: Set<String> = []
+    /// Fields already reported as going backwards or holding no number.
+    private var oddities: Set<String> = []
     private var warnings: [String] = []
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
-    /// Every VM directory ever listed, and whether the first sample has been taken.
-    private var seen: Set<String> = []
     private var started = false
     private var generation = 0
-    /// The kvm directory, held for openat(2) (a directory pins no VM).
+    /// The kvm directory, held for openat(2) (a directory pins no VM), and its inode: when
+    /// the module is reloaded the directory is re-created and the held one is empty forever.
     private var kvmDirectory: FileDescriptor?
-    private let pathBuffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
-
-    static let none = Int.min
-
-    struct VMState {
-        var baseline: [Int]
-        var last: [Int]
-        /// `<name>/` as bytes, the prefix of its files' paths relative to the kvm directory.
-        let pathPrefix: [UInt8]
-        /// The sample that last listed it; older means the VM went away.
-        var generation = 0
-
-        init(name: String, fieldCount: Int) {
-            baseline = Array(repeating: DebugfsSource.none, count: fieldCount)
-            last = Array(repeating: DebugfsSource.none, count: fieldCount)
-            pathPrefix = Array(name.utf8) + [UInt8(ascii: "/")]
-        }
-    }
+    private var kvmInode: UInt64 = 0
+    private let reader = DebugfsReader()
 
     public init(configuration: SourceConfiguration) throws(SourceError) {
         architecture = configuration.architecture
         directory = configuration.paths.debugfsKVM
+        proc = configuration.paths.proc
         includePast = configuration.includePast
         pid = configuration.pid
         let entries: [FileSystem.DirectoryEntry]
         do { entries = try FileSystem.listDirectory(directory) } catch {
             throw SourceError("cannot read \(directory): \(error)")
         }
+        // The kvm directory's own files (host-wide sums) name every field from the start,
+        // whether or not a VM exists yet.
         fields = entries.filter { !$0.isDirectory && Self.isCounter($0.name) }.map(\.name)
         cNames = fields.map { Array($0.utf8CString) }
         let architecture = configuration.architecture
         keys = fields.map { field in
             architecture.debugfsParent(of: field).map { field + " " + $0 } ?? field
         }
+        let directory = self.directory
+        levels = fields.map { Self.isLevel($0, status: try? FileSystem.status("\(directory)/\($0)")) }
+        departed = Array(repeating: 0, count: fields.count)
         unreadable = Array(repeating: false, count: fields.count)
         wanted = select(configuration.fieldFilter)
-        kvmDirectory = try? FileDescriptor.open(directory, [.directory, .pathOnly])
+        openKVMDirectory()
+        noteDeniedHostWide()
         _ = sample()
     }
 
-    deinit {
-        close()
-        scratch.deallocate()
-        pathBuffer.deallocate()
-    }
+    deinit { close() }
 
     public func availableFields() -> [String] { fields }
 
@@ -117,20 +116,18 @@ public final class DebugfsSource: StatSource {
         self.pid = pid
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [String: Int] {
+    public func read(byGuest: Bool) throws(SourceError) -> [String: UInt64] {
         sample(byGuest: byGuest)
     }
 
-    /// New baselines: everything counts from now.
     /// New baselines from the values read now, as upstream's read(1) takes them.
     public func reset() throws(SourceError) {
-        for path in vms.keys {
-            vms[path]?.baseline = Array(repeating: Self.none, count: fields.count)
-        }
-        departed.removeAll()
-        resetting = true
-        defer { resetting = false }
         _ = sample()
+        for name in vms.keys {
+            vms[name]!.counted = Array(repeating: 0, count: fields.count)
+        }
+        departed = Array(repeating: 0, count: fields.count)
+        departedByGuest.removeAll()
     }
 
     public func takeWarnings() -> [String] {
@@ -143,108 +140,155 @@ public final class DebugfsSource: StatSource {
         kvmDirectory = nil
     }
 
-    /// The VM directories `<pid>-<fd>`.
-    private func listVMs() -> [String] {
-        guard let entries = try? FileSystem.listDirectory(directory) else { return [] }
-        return entries.compactMap { $0.isDirectory && $0.name.contains("-") ? $0.name : nil }
+    private func openKVMDirectory() {
+        close()
+        kvmDirectory = try? FileDescriptor.open(directory, [.directory, .pathOnly])
+        kvmInode = kvmDirectory.flatMap { try? FileSystem.status(of: $0).inode } ?? 0
     }
 
-    /// Reads every wanted field of the VMs in view and returns counts since the baselines.
+    /// The kvm directory as it is now: re-opened when it was re-created (module reload).
+    private func refreshKVMDirectory() {
+        let current = (try? FileSystem.status(directory))?.inode
+        if current != kvmInode || kvmDirectory == nil { openKVMDirectory() }
+    }
+
+    /// The VM directories `<pid>-<fd>` and their inodes.
+    private func listVMs() -> [FileSystem.DirectoryEntry] {
+        guard let entries = try? FileSystem.listDirectory(directory) else { return [] }
+        return entries.filter { $0.isDirectory && $0.name.contains("-") }
+    }
+
+    /// Reads every wanted field of the VMs in view and returns their counts and levels.
     /// The first call (from init) reads every VM, whatever the pid, to take baselines.
-    private func sample(byGuest: Bool = false) -> [String: Int] {
+    private func sample(byGuest: Bool = false) -> [String: UInt64] {
         let initial = !started
         started = true
         generation &+= 1
+        refreshKVMDirectory()
         let present = listVMs()
 
-        let prefix = "\(pid)-"
-        var sums = Array(repeating: 0, count: fields.count)
-        var contributed = Array(repeating: false, count: fields.count)
-        var guestSums: [String: Int] = [:]
+        var sums = Array(repeating: UInt64(0), count: fields.count)
+        var guestSums: [String: UInt64] = [:]
         // Per field: VMs that answered (a value or EPERM), and those that said EPERM.
         var answered = Array(repeating: 0, count: fields.count)
         var denied = Array(repeating: 0, count: fields.count)
-        var newVMs = false
-        for path in present {
-            var state: VMState
-            var bornLater = false
-            let tracked = vms[path] != nil
-            if let known = vms[path] {
-                state = known
+        for entry in present {
+            var vm: DebugfsVM
+            if let known = vms[entry.name], known.inode == entry.inode {
+                vm = known
             } else {
-                state = VMState(name: path, fieldCount: fields.count)
-                // Counters of a VM created after kvmstat started all happened while it watched.
-                bornLater = !initial && !seen.contains(path)
-                if !seen.contains(path) {
-                    seen.insert(path)
-                    newVMs = true
-                }
+                // A name that came back with a new inode is a new VM; the old one is gone.
+                if let old = vms[entry.name] { depart(old) }
+                vm = DebugfsVM(name: entry.name, inode: entry.inode, fieldCount: fields.count,
+                               countsFromZero: !initial || includePast)
+                // A VM we have never seen may lift the lockdown verdict: look again.
+                if !initial { unreadable = Array(repeating: false, count: fields.count) }
             }
-            state.generation = generation
-            defer { vms[path] = state }
-            let counted = pid == 0 || path.hasPrefix(prefix)
+            vm.generation = generation
+            defer { vms[entry.name] = vm }
+            let counted = pid == 0 || vm.guestPid == pid
             guard initial || counted else { continue }
-            // A VM we have never seen may lift the lockdown verdict: look again.
-            if newVMs {
-                for index in unreadable.indices { unreadable[index] = false }
-                newVMs = false
-            }
-            let guest = byGuest ? String(path.prefix { $0 != "-" }) : ""
+            let guest = byGuest ? String(vm.guestPid) : ""
+            if byGuest && counted && guestSums[guest] == nil { guestSums[guest] = 0 }
             for index in wanted where !unreadable[index] {
-                var value: Int
-                switch readField(index, prefix: state.pathPrefix) {
-                case .value(let v):
-                    value = v
+                switch read(index, of: vm) {
+                case .value(let value):
                     answered[index] += 1
+                    if case .wentBackwards(let previous) = vm.take(value, at: index, isLevel: levels[index]) {
+                        noteOddity(index, "went backwards in VM \(entry.name) (\(previous) to \(value)); "
+                            + "counted from the new value, as after a reset")
+                    }
                 case .denied:
                     denied[index] += 1
                     answered[index] += 1
                     continue
+                case .malformed:
+                    noteOddity(index, "of VM \(entry.name) holds no number below 2^64; "
+                        + "its last value is kept")
                 case .missing:
-                    // Vanished mid-sample: keep the last value we had.
-                    guard state.last[index] != Self.none else { continue }
-                    value = state.last[index]
+                    break  // vanished mid-sample: its last value stays
                 }
-                if state.baseline[index] == Self.none {
-                    // -i: a VM's whole past, for VMs of the first sample (also for fields
-                    // wanted later), never again for one that seemed to go and came back.
-                    let fromZero = bornLater || (includePast && (initial || tracked))
-                    state.baseline[index] = fromZero && !resetting ? 0 : value
-                }
-                state.last[index] = value
-                guard counted else { continue }
-                let increment = value - state.baseline[index]
+                guard counted, vm.known[index] else { continue }
+                let amount = levels[index] ? vm.last[index] : vm.counted[index]
                 if byGuest && keys[index] == fields[index] {
-                    guestSums[guest, default: 0] += increment
+                    // A guest's row sums its events; levels are no events.
+                    if !levels[index] { guestSums[guest, default: 0] &+= amount }
                 } else {
-                    sums[index] += increment
-                    contributed[index] = true
+                    sums[index] &+= amount
                 }
             }
         }
-        // VMs that went away keep what they counted.
-        for (path, state) in vms where state.generation != generation {
-            let guestPid = String(path.prefix { $0 != "-" })
-            var counts = departed[guestPid] ?? Array(repeating: Self.none, count: fields.count)
-            for index in fields.indices where state.last[index] != Self.none {
-                counts[index] = (counts[index] == Self.none ? 0 : counts[index])
-                    + state.last[index] - state.baseline[index]
-            }
-            departed[guestPid] = counts
-            vms[path] = nil
-        }
+        departVanished(into: &sums, counting: !byGuest)
         if !byGuest {
-            for (guestPid, counts) in departed where pid == 0 || guestPid == String(pid) {
-                for index in fields.indices where counts[index] != Self.none {
-                    sums[index] += counts[index]
-                    contributed[index] = true
-                }
+            let past = pid == 0 ? departed : departedByGuest[pid]
+            if let past {
+                for index in fields.indices { sums[index] &+= past[index] }
             }
         }
         noteDenied(denied, answered: answered)
         var results = guestSums
-        for index in wanted where contributed[index] { results[keys[index]] = sums[index] }
+        for index in wanted where !unreadable[index] {
+            if byGuest && keys[index] == fields[index] { continue }
+            results[keys[index]] = sums[index]
+        }
         return results
+    }
+
+    private func read(_ index: Int, of vm: DebugfsVM) -> DebugfsReading {
+        guard let kvmDirectory else { return .missing }
+        return reader.read(cNames[index], prefix: vm.pathPrefix, in: kvmDirectory)
+    }
+
+    /// VMs missing from two listings in a row are gone: what they counted moves to the
+    /// departed totals, their levels drop. Missing from one, a VM's levels drop but its
+    /// state is kept, so a listing that missed it once cannot make it count twice.
+    private func departVanished(into sums: inout [UInt64], counting: Bool) {
+        var gone = false
+        for (name, vm) in vms where vm.generation != generation {
+            if vm.generation == generation &- 1 {
+                guard counting && (pid == 0 || vm.guestPid == pid) else { continue }
+                for index in wanted where !levels[index] && !unreadable[index] && vm.known[index] {
+                    sums[index] &+= vm.counted[index]
+                }
+                continue
+            }
+            depart(vm)
+            vms[name] = nil
+            gone = true
+        }
+        guard gone else { return }
+        // Guests whose process has ended can no longer be watched with -p (the one watched
+        // now excepted): their counts live on in `departed` only.
+        for guest in departedByGuest.keys where guest != pid && !FileSystem.exists("\(proc)/\(guest)") {
+            departedByGuest[guest] = nil
+        }
+    }
+
+    /// Folds what a VM counted into the departed totals.
+    private func depart(_ vm: DebugfsVM) {
+        var byGuest = departedByGuest[vm.guestPid] ?? Array(repeating: 0, count: fields.count)
+        for index in fields.indices where !levels[index] && vm.known[index] {
+            departed[index] &+= vm.counted[index]
+            byGuest[index] &+= vm.counted[index]
+        }
+        departedByGuest[vm.guestPid] = byGuest
+    }
+
+    /// Says once per field that its file did something a counter should not.
+    private func noteOddity(_ index: Int, _ what: String) {
+        guard oddities.insert(fields[index]).inserted else { return }
+        warnings.append("debugfs field \(fields[index]) \(what)")
+    }
+
+    /// Lockdown seen before any VM exists: the kvm directory's own files are refused as the
+    /// VMs' are, so those fields are no columns from the first sample on.
+    private func noteDeniedHostWide() {
+        guard let kvmDirectory else { return }
+        var denied = Array(repeating: 0, count: fields.count)
+        for index in fields.indices {
+            if case .denied = reader.read(cNames[index], prefix: [], in: kvmDirectory) { denied[index] = 1 }
+        }
+        noteDenied(denied, answered: denied)
     }
 
     /// Fields denied in every VM that answered are dropped from the reading and reported
@@ -259,39 +303,5 @@ public final class DebugfsSource: StatSource {
         warnings.append("debugfs fields not readable in any VM (Operation not permitted): "
             + fresh.joined(separator: ", ")
             + "; kernel lockdown is the likely cause; -t gives tracepoint counts")
-    }
-
-    enum FieldRead {
-        case value(Int)
-        case denied
-        case missing
-    }
-
-    /// Opens, reads and closes one statistics file of a VM, by its path relative to the kvm
-    /// directory (`<vm>/<field>`), built in a reused buffer.
-    private func readField(_ index: Int, prefix: [UInt8]) -> FieldRead {
-        guard let kvmDirectory else { return .missing }
-        let name = cNames[index]
-        guard prefix.count + name.count < pathBuffer.count else { return .missing }
-        prefix.withUnsafeBufferPointer { bytes in
-            _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[0..<bytes.count]).initialize(from: bytes)
-        }
-        name.withUnsafeBufferPointer { bytes in
-            bytes.withMemoryRebound(to: UInt8.self) { bytes in
-                _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[prefix.count..<(prefix.count + bytes.count)])
-                    .initialize(from: bytes)
-            }
-        }
-        let fd: FileDescriptor
-        do {
-            fd = try pathBuffer.withMemoryRebound(to: CChar.self) { (path) throws(Errno) in
-                try FileDescriptor.open(path.baseAddress!, relativeTo: kvmDirectory)
-            }
-        } catch {
-            return error == .notPermitted || error == .permissionDenied ? .denied : .missing
-        }
-        defer { fd.close() }
-        guard let value = try? fd.readLeadingInteger(scratch: scratch) else { return .missing }
-        return .value(value)
     }
 }

@@ -2,7 +2,12 @@ import KVMCore
 
 /// One perf event group: every wanted tracepoint counted for one CPU (system-wide) or one
 /// thread (`-p`). Members are added as fields become wanted and never removed, so the
-/// kernel's group read lists them in `names` order.
+/// kernel's group read lists them in `slots` order.
+///
+/// The group counts only while its leader is enabled, and the kernel schedules a group as a
+/// whole: so the leader is opened disabled and enabled once every member has its filter, and
+/// every later change (new members, a reset) happens with the leader stopped. Parent and child
+/// events therefore always start together, and no child counts what its filter rejects.
 final class PerfGroup {
     let pid: Int32
     let cpu: Int32
@@ -34,11 +39,12 @@ final class PerfGroup {
 
     func contains(_ field: Int) -> Bool { position[field] != nil }
 
-    /// Opens a counter for the source's field `field` in this group.
+    /// Opens a counter for the source's field `field` in this group. The first becomes the
+    /// leader and is opened disabled: call `start` when the group is complete.
     func add(field: Int, tracepointID: UInt64, filter: String?,
              architecture: any Architecture) throws(Errno) {
         let fd = try PerfEvent.openTracepoint(
-            id: tracepointID, pid: pid, cpu: cpu, group: leader,
+            id: tracepointID, pid: pid, cpu: cpu, group: leader, disabled: leader == nil,
             syscallNumber: architecture.perfEventOpenSyscall)
         if let filter {
             do throws(Errno) {
@@ -58,26 +64,43 @@ final class PerfGroup {
         }
     }
 
-    /// Wants `field` (reset and enable, as upstream does on every filter change) or not
-    /// (disable — except the leader: disabling it would stop the whole group).
-    func set(_ field: Int, wanted: Bool, ioctls: PerfIoctls) {
-        guard let i = position[field] else { return }
+    /// Starts the whole group counting (its leader); every member counts from here on.
+    func start(ioctls: PerfIoctls) throws(Errno) {
         cachedCount = -1
-        if wanted {
-            _ = try? members[i].ioctl(ioctls.reset)
-            _ = try? members[i].ioctl(ioctls.enable)
-        } else if i != 0 {
-            _ = try? members[i].ioctl(ioctls.disable)
-        }
+        guard let leader else { return }
+        _ = try leader.ioctl(ioctls.enable)
     }
 
-    func resetAll(ioctls: PerfIoctls) {
+    /// Stops the whole group: while stopped no member counts, so members can be added and
+    /// reset without parents and children drifting apart.
+    func stop(ioctls: PerfIoctls) {
         cachedCount = -1
+        _ = try? leader?.ioctl(ioctls.disable)
+    }
+
+    /// Wants `field` (enabled, as upstream does on every filter change) or not (disabled —
+    /// except the leader: disabling it would stop the whole group). Call with the group
+    /// stopped and reset it before starting it again.
+    func set(_ field: Int, wanted: Bool, ioctls: PerfIoctls) {
+        guard let i = position[field], i != 0 else { return }
+        cachedCount = -1
+        _ = try? members[i].ioctl(wanted ? ioctls.enable : ioctls.disable)
+    }
+
+    /// Zeroes every member at one instant: the group is stopped, reset, and started again.
+    func resetAll(ioctls: PerfIoctls) {
+        stop(ioctls: ioctls)
+        restart(ioctls: ioctls)
+    }
+
+    /// Zeroes every member of a stopped group and starts it.
+    func restart(ioctls: PerfIoctls) {
         for fd in members { _ = try? fd.ioctl(ioctls.reset) }
+        try? start(ioctls: ioctls)
     }
 
     /// Adds this group's counts into `totals` (indexed by field) with one read(2).
-    func accumulate(into totals: UnsafeMutableBufferPointer<Int>) throws(Errno) {
+    func accumulate(into totals: UnsafeMutableBufferPointer<UInt64>) throws(Errno) {
         guard let leader else { return }
         var n = cachedCount
         if let activity, let clock = try? PerfEvent.readCounter(activity) {
@@ -91,7 +114,7 @@ final class PerfGroup {
             n = min(try PerfEvent.readGroup(leader: leader, into: buffer), slots.count)
         }
         slots.withUnsafeBufferPointer { slots in
-            for i in 0..<n { totals[slots[i]] &+= Int(truncatingIfNeeded: buffer[i + 1]) }
+            for i in 0..<n { totals[slots[i]] &+= buffer[i + 1] }
         }
     }
 }

@@ -14,8 +14,9 @@ public protocol StatSource: AnyObject {
     func updateFields(_ filter: FieldFilter?) throws(SourceError)
     /// Restricts counting to one process (0: all).
     func setPid(_ pid: Int) throws(SourceError)
-    /// Cumulative counts of the wanted fields.
-    func read(byGuest: Bool) throws(SourceError) -> [String: Int]
+    /// Counts of the wanted fields: cumulative for counters, the current level for instant
+    /// values.
+    func read(byGuest: Bool) throws(SourceError) -> [String: UInt64]
     /// Starts counting from zero again.
     func reset() throws(SourceError)
     /// Whether the source can key its counts by guest (`b` in the screen).

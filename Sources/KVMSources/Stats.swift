@@ -52,8 +52,7 @@ public final class Stats {
     public func get(byGuest: Bool = false) throws(SourceError) -> [String: EventStat] {
         for source in sources {
             for (key, newValue) in try source.read(byGuest: byGuest) {
-                let old = values[key]?.value ?? 0
-                values[key] = EventStat(value: newValue, delta: newValue - old)
+                values[key] = EventStat(value: newValue, previous: values[key]?.value ?? 0)
             }
         }
         return values

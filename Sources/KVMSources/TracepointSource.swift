@@ -22,9 +22,13 @@ public final class TracepointSource: StatSource {
     private let keys: [String]
     private var wanted: [Int] = []
     private var wantedMask: [Bool]
-    private let totals: UnsafeMutableBufferPointer<Int>
+    private let totals: UnsafeMutableBufferPointer<UInt64>
+    /// What the groups of threads that have exited counted, per field: their groups are
+    /// closed, their counts stay in the totals.
+    private let retired: UnsafeMutableBufferPointer<UInt64>
     private var pid: Int
     private var groups: [PerfGroup] = []
+    /// Threads of the watched process that have a group open.
     private var watchedThreads: Set<Int> = []
     private var tracepointIDs: [String: UInt64] = [:]
     private var plans: [Int: EventPlan] = [:]
@@ -63,6 +67,8 @@ public final class TracepointSource: StatSource {
         let architecture = configuration.architecture
         keys = all.map { name in architecture.tracepointParent(of: name).map { name + " " + $0 } ?? name }
         totals = .allocate(capacity: all.count)
+        retired = .allocate(capacity: all.count)
+        retired.initialize(repeating: 0)
         pid = configuration.pid
         wantedMask = Array(repeating: false, count: all.count)
         setWanted(Self.select(fields, configuration.fieldFilter, architecture))
@@ -72,6 +78,7 @@ public final class TracepointSource: StatSource {
     deinit {
         close()
         totals.deallocate()
+        retired.deallocate()
     }
 
     private func setWanted(_ names: [String]) {
@@ -97,13 +104,17 @@ public final class TracepointSource: StatSource {
         return chosen
     }
 
+    /// Counting starts again from zero (as upstream's does on every filter change), each
+    /// group stopped while it changes so that parents and children start together.
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         setWanted(Self.select(fields, filter, architecture))
+        retired.update(repeating: 0)
+        let ioctls = architecture.perfIoctls
         for group in groups {
+            group.stop(ioctls: ioctls)
             try fill(group)
-            for field in group.slots {
-                group.set(field, wanted: wantedMask[field], ioctls: architecture.perfIoctls)
-            }
+            for field in group.slots { group.set(field, wanted: wantedMask[field], ioctls: ioctls) }
+            group.restart(ioctls: ioctls)
         }
     }
 
@@ -112,22 +123,23 @@ public final class TracepointSource: StatSource {
         try rebuildGroups()
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [String: Int] {
-        if pid > 0 { try watchNewThreads() }
+    public func read(byGuest: Bool) throws(SourceError) -> [String: UInt64] {
+        if pid > 0 { try followThreads() }
         reapHandoffs()
-        totals.update(repeating: 0)
+        _ = totals.update(fromContentsOf: retired)
         for group in groups {
             do throws(Errno) { try group.accumulate(into: totals) } catch {
                 throw SourceError("reading perf events: \(error)")
             }
         }
-        var counts: [String: Int] = [:]
+        var counts: [String: UInt64] = [:]
         counts.reserveCapacity(wanted.count)
         for field in wanted { counts[keys[field]] = totals[field] }
         return counts
     }
 
     public func reset() throws(SourceError) {
+        retired.update(repeating: 0)
         for group in groups { group.resetAll(ioctls: architecture.perfIoctls) }
     }
 
@@ -144,6 +156,7 @@ public final class TracepointSource: StatSource {
         let descriptors = groups.flatMap(\.descriptors)
         groups.removeAll()
         watchedThreads.removeAll()
+        retired.update(repeating: 0)
         openDescriptors = 0
         if let child = DescriptorHandoff.release(descriptors) { handoffs.append(child) }
     }
@@ -155,19 +168,45 @@ public final class TracepointSource: StatSource {
     private func rebuildGroups() throws(SourceError) {
         releaseGroups()
         if pid > 0 {
-            try watchNewThreads()
+            try followThreads()
         } else {
             try addGroups(try onlineCPUs().map { (pid: Int32(-1), cpu: Int32($0)) })
         }
     }
 
-    /// Starts a group for every thread of the watched process not yet counted.
-    private func watchNewThreads() throws(SourceError) {
+    /// Keeps one group per live thread of the watched process: retires the groups of threads
+    /// that have exited and starts one for every thread not yet counted.
+    private func followThreads() throws(SourceError) {
         guard let tids = try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task") else { return }
+        let live = Set(tids)
+        if watchedThreads.count > live.count || !watchedThreads.isSubset(of: live) {
+            retireGroups { !live.contains(Int($0.pid)) }
+        }
         let fresh = tids.filter { !watchedThreads.contains($0) }
         guard !fresh.isEmpty else { return }
-        watchedThreads.formUnion(fresh)
         try addGroups(fresh.map { (pid: Int32($0), cpu: Int32(-1)) })
+    }
+
+    /// Closes the groups of threads that have exited, keeping what they counted. QEMU starts
+    /// and ends worker threads all the time; their groups would otherwise pile up until the
+    /// descriptor limit ends kvmstat. A thread leaves /proc only after the kernel has
+    /// finished its perf events (perf_event_exit_task comes before the thread is released),
+    /// so the last read of a gone thread's group is final.
+    private func retireGroups(where gone: (PerfGroup) -> Bool) {
+        var kept: [PerfGroup] = []
+        var released: [FileDescriptor] = []
+        for group in groups {
+            guard gone(group) else {
+                kept.append(group)
+                continue
+            }
+            try? group.accumulate(into: retired)
+            watchedThreads.remove(Int(group.pid))
+            released += group.descriptors
+        }
+        groups = kept
+        openDescriptors -= released.count
+        for fd in released { fd.close() }
     }
 
     /// How to open one field's counter: its tracepoint and, for a child, its filter.
@@ -200,13 +239,15 @@ public final class TracepointSource: StatSource {
         guard !eventPlans.isEmpty else { return }
         try raiseDescriptorLimit(adding: targets.count * (eventPlans.count + 1))
         let architecture = self.architecture
+        let proc = paths.proc
         let slots = targets.map { _ in GroupSlot() }
         let workers = min(targets.count, 4, ResourceLimits.onlineProcessors())
         let open = { @Sendable (worker: Int) in
             var i = worker
             while i < targets.count {
                 slots[i].result = Self.openGroup(pid: targets[i].pid, cpu: targets[i].cpu,
-                                                 plans: eventPlans, architecture: architecture)
+                                                 plans: eventPlans, architecture: architecture,
+                                                 proc: proc)
                 i += workers
             }
         }
@@ -216,6 +257,7 @@ public final class TracepointSource: StatSource {
             switch slot.result {
             case .success(let group?):
                 groups.append(group)
+                if group.pid > 0 { watchedThreads.insert(Int(group.pid)) }
                 openDescriptors += group.descriptors.count
             case .failure(let error): failure = failure ?? error
             default: break
@@ -224,9 +266,10 @@ public final class TracepointSource: StatSource {
         if let failure { throw openError(failure) }
     }
 
-    /// Opens a group of `plans` for one CPU or thread; nil when the thread is gone.
+    /// Opens a group of `plans` for one CPU or thread, complete before it starts counting;
+    /// nil when the thread is gone.
     private static func openGroup(
-        pid: Int32, cpu: Int32, plans: [EventPlan], architecture: any Architecture
+        pid: Int32, cpu: Int32, plans: [EventPlan], architecture: any Architecture, proc: String
     ) -> Result<PerfGroup?, Errno> {
         // A thread's group gets its task-clock, so the group is read only when it ran.
         let activity = pid > 0
@@ -234,41 +277,43 @@ public final class TracepointSource: StatSource {
             : nil
         let group = PerfGroup(pid: pid, cpu: cpu, activity: activity)
         do throws(Errno) {
-            guard try add(plans, to: group, architecture: architecture) else {
-                for fd in group.descriptors { fd.close() }
-                return .success(nil)
-            }
+            try add(plans, to: group, architecture: architecture)
+            try group.start(ioctls: architecture.perfIoctls)
         } catch {
             for fd in group.descriptors { fd.close() }
-            return .failure(error)
+            return threadGone(pid, error, proc: proc) ? .success(nil) : .failure(error)
         }
         return .success(group.leader == nil ? nil : group)
     }
 
-    /// Opens `plans` in `group`; false when its thread is gone (the kernel says ESRCH/ENOENT).
-    private static func add(
-        _ plans: [EventPlan], to group: PerfGroup, architecture: any Architecture
-    ) throws(Errno) -> Bool {
-        for plan in plans {
-            do throws(Errno) {
-                try group.add(field: plan.field, tracepointID: plan.tracepointID,
-                              filter: plan.filter, architecture: architecture)
-            } catch {
-                if error == .noSuchProcess || error == .noSuchFile { return false }
-                throw error
-            }
-        }
-        return true
+    /// Whether opening a thread's events failed because the thread exited meanwhile: the
+    /// kernel says ESRCH or ENOENT before it exits, ENODEV while it is exiting, and whatever
+    /// it says, a thread that no longer exists is gone, not an error.
+    private static func threadGone(_ tid: Int32, _ error: Errno, proc: String) -> Bool {
+        guard tid > 0 else { return false }
+        return error == .noSuchProcess || error == .noSuchFile || error == .noSuchDevice
+            || !FileSystem.exists("\(proc)/\(tid)")
     }
 
-    /// Opens the wanted fields the group lacks (when a filter widens).
+    private static func add(
+        _ plans: [EventPlan], to group: PerfGroup, architecture: any Architecture
+    ) throws(Errno) {
+        for plan in plans {
+            try group.add(field: plan.field, tracepointID: plan.tracepointID,
+                          filter: plan.filter, architecture: architecture)
+        }
+    }
+
+    /// Opens the wanted fields a stopped group lacks (when a filter widens). A thread that
+    /// exited meanwhile keeps its group as it is until it is retired.
     private func fill(_ group: PerfGroup) throws(SourceError) {
         let missing = wanted.filter { !group.contains($0) }.compactMap { plan(for: $0) }
         guard !missing.isEmpty else { return }
         try raiseDescriptorLimit(adding: missing.count)
         let before = group.members.count
         defer { openDescriptors += group.members.count - before }
-        do throws(Errno) { _ = try Self.add(missing, to: group, architecture: architecture) } catch {
+        do throws(Errno) { try Self.add(missing, to: group, architecture: architecture) } catch {
+            if Self.threadGone(group.pid, error, proc: paths.proc) { return }
             throw openError(error)
         }
     }
@@ -278,7 +323,7 @@ public final class TracepointSource: StatSource {
         case .permissionDenied, .notPermitted:
             return SourceError("perf_event_open: \(error): kvmstat needs CAP_SYS_ADMIN (root) or "
                 + "/proc/sys/kernel/perf_event_paranoid < 1 to count tracepoints")
-        case .tooManyOpenFiles, Errno(rawValue: 23):  // EMFILE, ENFILE
+        case .tooManyOpenFiles, .tooManyOpenFilesInSystem:
             return SourceError("perf_event_open: \(error): \(openDescriptors + 50) open files "
                 + "needed; raise the limit (ulimit -n) or use a narrower -f filter")
         default:

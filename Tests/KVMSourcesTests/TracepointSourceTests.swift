@@ -14,7 +14,7 @@ struct TracepointSourceTests {
         let before = try source.read(byGuest: false)
         try workload.run()
         let after = try source.read(byGuest: false)
-        func delta(_ key: String) -> Int { (after[key] ?? -1) - (before[key] ?? 0) }
+        func delta(_ key: String) -> Int { after[key].map { Int($0) - Int(before[key] ?? 0) } ?? -1 }
         #expect(delta("kvm_userspace_exit(HLT) kvm_userspace_exit") == 4000)
         #expect(delta("kvm_userspace_exit(IO) kvm_userspace_exit") == 8000)
         #expect(delta("kvm_userspace_exit") == 12000)

@@ -4,7 +4,7 @@ import Testing
 @testable import kvmstat
 
 @Suite struct ScreenModelTests {
-    private func stat(_ value: Int, _ delta: Int) -> EventStat { EventStat(value: value, delta: delta) }
+    private func stat(_ value: UInt64, _ delta: Int64) -> EventStat { EventStat(value: value, delta: delta) }
 
     @Test func headerLines() {
         #expect(ScreenModel.headline(pid: 0, guestName: "x") == "kvm statistics - summary")
@@ -73,7 +73,7 @@ import Testing
                                        height: 40) { _ in "" }
         #expect(removed.message == "Guest removed, updating...")
         var many: [String: EventStat] = [:]
-        for i in 0..<50 { many["e\(i)"] = stat(i + 1, 1) }
+        for i in 0..<50 { many["e\(i)"] = stat(UInt64(i + 1), 1) }
         let cut = ScreenModel.body(values: many, sortByTotal: false, childEvents: false,
                                    displayGuests: false, interval: 1, height: 10) { _ in "" }
         #expect(cut.rows.count == 6)  // lines 3...8, the last line is left for Total

@@ -24,6 +24,8 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let noSpace = Errno(rawValue: ENOSPC)
     public static let notDirectory = Errno(rawValue: ENOTDIR)
     public static let invalidArgument = Errno(rawValue: EINVAL)
+    public static let noSuchDevice = Errno(rawValue: ENODEV)
+    public static let tooManyOpenFilesInSystem = Errno(rawValue: ENFILE)
 
     /// The C library's message, e.g. "Operation not permitted".
     public var description: String { String(cString: strerror(rawValue)) }

@@ -46,19 +46,23 @@ public struct FileDescriptor: Hashable, Sendable {
         return FileDescriptor(rawValue: fd)
     }
 
-    /// Reads a small file's leading decimal number (a debugfs or sysfs counter) through one
-    /// read(2) into `scratch`. Nil when the file holds no number.
-    public func readLeadingInteger(scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
+    /// Reads a small file's leading decimal number (a debugfs counter, a u64 in the kernel)
+    /// through one read(2) into `scratch`. Nil when the file holds no number or one that does
+    /// not fit in 64 bits (it is read whole: a number longer than `scratch` does not fit).
+    public func readLeadingUInt64(scratch: UnsafeMutableRawBufferPointer) throws(Errno) -> UInt64? {
         let n = try read(into: scratch)
-        var value = 0
+        var value: UInt64 = 0
         var digits = 0
         for i in 0..<n {
             let byte = scratch[i]
             guard byte >= 0x30 && byte <= 0x39 else { break }
-            value = value &* 10 &+ Int(byte &- 0x30)
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte &- 0x30))
+            if overflow1 || overflow2 { return nil }
+            value = sum
             digits += 1
         }
-        return digits > 0 ? value : nil
+        return digits > 0 && digits < n || digits > 0 && n < scratch.count ? value : nil
     }
 
     /// Reads up to `buffer.count` bytes at the current offset.

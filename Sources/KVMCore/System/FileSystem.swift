@@ -40,11 +40,48 @@ public enum FileSystem {
     public struct DirectoryEntry: Sendable, Equatable {
         public let name: String
         public let isDirectory: Bool
+        /// The entry's inode: a debugfs directory re-created under the same name (a VM whose
+        /// `PID-FD` came back) has a new one.
+        public let inode: UInt64
 
-        public init(name: String, isDirectory: Bool) {
+        public init(name: String, isDirectory: Bool, inode: UInt64 = 0) {
             self.name = name
             self.isDirectory = isDirectory
+            self.inode = inode
         }
+    }
+
+    /// What stat(2) says of a file that kvmstat cares about.
+    public struct Status: Sendable, Equatable {
+        public let inode: UInt64
+        public let mode: UInt32
+
+        public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
+        public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
+        /// Whether anyone may write it (KVM makes its cumulative statistics 0644 and its
+        /// instant ones 0444).
+        public var isWritable: Bool { mode & 0o222 != 0 }
+    }
+
+    /// stat(2) of `path` (following links).
+    public static func status(_ path: String) throws(Errno) -> Status {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw Errno.current }
+        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
+    }
+
+    /// fstatat(2) of `name` relative to `directory`, not following a last link.
+    public static func status(_ name: String, relativeTo directory: FileDescriptor) throws(Errno) -> Status {
+        var st = stat()
+        guard fstatat(directory.rawValue, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw Errno.current }
+        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
+    }
+
+    /// fstat(2) of an open descriptor.
+    public static func status(of fd: FileDescriptor) throws(Errno) -> Status {
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else { throw Errno.current }
+        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
     }
 
     /// The numeric entry names of a directory (pids, tids), parsed without building strings:
@@ -85,7 +122,8 @@ public enum FileSystem {
             if entry.pointee.d_type == UInt8(DT_UNKNOWN) || entry.pointee.d_type == UInt8(DT_LNK) {
                 isDir = isDirectory(path + "/" + name)
             }
-            entries.append(DirectoryEntry(name: name, isDirectory: isDir))
+            entries.append(DirectoryEntry(name: name, isDirectory: isDir,
+                                          inode: UInt64(entry.pointee.d_ino)))
         }
         return entries
     }

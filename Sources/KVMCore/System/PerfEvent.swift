@@ -16,29 +16,35 @@ public enum PerfEvent {
 
     /// Opens a counter for tracepoint `id`. `pid`/`cpu` follow perf_event_open(2): a thread on
     /// any CPU (`cpu` -1) or everything on one CPU (`pid` -1). The first event of a group passes
-    /// `group` nil and becomes its leader.
+    /// `group` nil and becomes its leader. A `disabled` event counts nothing until enabled: a
+    /// group's leader is opened so, and enabled once every member has its filter, so no member
+    /// ever counts what its filter would have rejected.
     public static func openTracepoint(
-        id: UInt64, pid: Int32, cpu: Int32, group: FileDescriptor?, syscallNumber: Int
+        id: UInt64, pid: Int32, cpu: Int32, group: FileDescriptor?, disabled: Bool = false,
+        syscallNumber: Int
     ) throws(Errno) -> FileDescriptor {
         try open(type: typeTracepoint, config: id, readFormat: formatGroup, pid: pid, cpu: cpu,
-                 group: group, syscallNumber: syscallNumber)
+                 group: group, flags: disabled ? flagDisabled : 0, syscallNumber: syscallNumber)
     }
+
+    /// perf_event_attr's first flag bit: `disabled`.
+    static let flagDisabled: UInt64 = 1
 
     /// Opens the task-clock of one thread (nanoseconds it ran), read as a plain u64. A thread
     /// whose task-clock did not move since the last sample cannot have counted anything.
     public static func openTaskClock(pid: Int32, syscallNumber: Int) throws(Errno) -> FileDescriptor {
         try open(type: typeSoftware, config: softwareTaskClock, readFormat: 0, pid: pid, cpu: -1,
-                 group: nil, syscallNumber: syscallNumber)
+                 group: nil, flags: 0, syscallNumber: syscallNumber)
     }
 
     static let typeSoftware: UInt32 = 1
     static let softwareTaskClock: UInt64 = 1
 
     /// perf_event_open(2) with a PERF_ATTR_SIZE_VER1 attribute; every other field stays 0
-    /// (counting, enabled at once).
+    /// (counting, enabled at once unless `flags` says disabled).
     private static func open(
         type: UInt32, config: UInt64, readFormat: UInt64, pid: Int32, cpu: Int32,
-        group: FileDescriptor?, syscallNumber: Int
+        group: FileDescriptor?, flags: UInt64, syscallNumber: Int
     ) throws(Errno) -> FileDescriptor {
         var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
                     UInt64(0), UInt64(0))
@@ -47,6 +53,7 @@ public enum PerfEvent {
             raw.storeBytes(of: UInt32(attrSize), toByteOffset: 4, as: UInt32.self)
             raw.storeBytes(of: config, toByteOffset: 8, as: UInt64.self)
             raw.storeBytes(of: readFormat, toByteOffset: 32, as: UInt64.self)
+            raw.storeBytes(of: flags, toByteOffset: 40, as: UInt64.self)
             return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, cpu,
                                         group?.rawValue ?? -1, flagFDCloexec)
         }

@@ -46,24 +46,25 @@ enum ScreenModel {
         values: [String: EventStat], sortByTotal: Bool, childEvents: Bool, displayGuests: Bool,
         interval: Double, height: Int, guestName: (String) -> String
     ) -> Body {
-        var total = 0
-        var childTotal = 0
+        // Sums wrap as the kernel's own u64 sums do; nothing a file holds can trap here.
+        var total: UInt64 = 0
+        var childTotal: UInt64 = 0
         for (key, stat) in values {
             if displayGuests {
-                if !guestName(key).isEmpty { total += stat.value }
+                if !guestName(key).isEmpty { total &+= stat.value }
                 continue
             }
-            if key.contains(" ") { childTotal += stat.value } else { total += stat.value }
+            if key.contains(" ") { childTotal &+= stat.value } else { total &+= stat.value }
         }
         if total == 0 { total = childTotal }
 
         var body = Body()
         var row = 3
-        var currentSum = 0
+        var currentSum: Int64 = 0
         var parentTotal = total
         var guestRemoved = false
         for (name, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents) {
-            if row >= height - 1 || stat == EventStat(value: 0, delta: 0) { break }
+            if row >= height - 1 || stat == .zero { break }
             var label = name
             if displayGuests {
                 label = guestName(name)
@@ -74,9 +75,9 @@ enum ScreenModel {
                 guestRemoved = true
                 continue
             }
-            let base: Int
+            let base: UInt64
             if !label.hasPrefix(" ") {
-                currentSum += stat.delta
+                currentSum &+= stat.delta
                 parentTotal = stat.value
                 base = total
             } else {
@@ -104,14 +105,18 @@ enum ScreenModel {
         _ values: [String: EventStat], sortByTotal: Bool, childEvents: Bool
     ) -> [(String, EventStat)] {
         let ordered = values.sorted { a, b in
-            let ka = sortByTotal ? (a.value.value, 0) : (a.value.delta, a.value.value)
-            let kb = sortByTotal ? (b.value.value, 0) : (b.value.delta, b.value.value)
-            if ka != kb { return ka > kb }
+            if sortByTotal {
+                if a.value.value != b.value.value { return a.value.value > b.value.value }
+            } else if a.value.delta != b.value.delta {
+                return a.value.delta > b.value.delta
+            } else if a.value.value != b.value.value {
+                return a.value.value > b.value.value
+            }
             return a.key < b.key  // ties in a stable, readable order
         }
         var parents: [(String, EventStat)] = []
         var children: [String: [(String, EventStat)]] = [:]
-        for (key, stat) in ordered where stat != EventStat(value: 0, delta: 0) {
+        for (key, stat) in ordered where stat != .zero {
             let field = FieldKey(key)
             if let parent = field.parent {
                 if childEvents { children[parent, default: []].append((" " + field.name, stat)) }
@@ -148,9 +153,14 @@ enum ScreenModel {
         scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
     }
 
-    /// Python's round(): halves to even.
-    static func pythonRound(_ value: Double) -> Int {
-        Int(value.rounded(.toNearestOrEven))
+    /// Python's round(): halves to even; beyond Int64's range (only a fake tree gets there)
+    /// the limit, never a trap.
+    static func pythonRound(_ value: Double) -> Int64 {
+        let rounded = value.rounded(.toNearestOrEven)
+        guard rounded.isFinite else { return rounded.sign == .minus ? .min : .max }
+        if rounded >= 0x1p63 { return .max }
+        if rounded < -0x1p63 { return .min }
+        return Int64(rounded)
     }
 
     /// C's printf formatting for the one float column (`%7.1f`), which Python matches.

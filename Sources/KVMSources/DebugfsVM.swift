@@ -1,0 +1,112 @@
+import KVMCore
+
+/// What the debugfs source knows of one VM directory while it exists: the last value read of
+/// each field and what each counter counted since kvmstat's baseline. Nothing is kept once the
+/// VM is gone but its counts, folded into the source's departed totals.
+struct DebugfsVM {
+    /// The directory's inode: the same `PID-FD` name with another inode is another VM.
+    let inode: UInt64
+    /// Whether a field's first value was all counted: a VM created after kvmstat started
+    /// (everything it did happened in view), or with `-i` one of the first sample.
+    let countsFromZero: Bool
+    /// `<name>/` as bytes, the prefix of its files' paths relative to the kvm directory.
+    let pathPrefix: [UInt8]
+    /// The guest's pid, from the directory's name.
+    let guestPid: Int
+    var last: [UInt64]
+    var known: [Bool]
+    var counted: [UInt64]
+    /// The sample that last listed it; older means the VM went away.
+    var generation = 0
+
+    init(name: String, inode: UInt64, fieldCount: Int, countsFromZero: Bool) {
+        self.inode = inode
+        self.countsFromZero = countsFromZero
+        pathPrefix = Array(name.utf8) + [UInt8(ascii: "/")]
+        guestPid = Int(name.prefix { $0 != "-" }) ?? 0
+        last = Array(repeating: 0, count: fieldCount)
+        known = Array(repeating: false, count: fieldCount)
+        counted = Array(repeating: 0, count: fieldCount)
+    }
+
+    /// How a new value of a counter changed what the VM counted.
+    enum Step: Equatable {
+        case counted
+        /// The value went below the last one: the kernel's counter was reset (written 0, or
+        /// the VM's statistics were cleared); it counts from the new value.
+        case wentBackwards(from: UInt64)
+    }
+
+    /// Takes `value` as field `index`'s new reading. Counters add what they counted since
+    /// the last reading (sums wrap at 2^64 as the kernel's own do); levels just keep it.
+    mutating func take(_ value: UInt64, at index: Int, isLevel: Bool) -> Step {
+        defer {
+            last[index] = value
+            known[index] = true
+        }
+        guard !isLevel else { return .counted }
+        guard known[index] else {
+            if countsFromZero { counted[index] = value }
+            return .counted
+        }
+        let previous = last[index]
+        if value >= previous {
+            counted[index] &+= value - previous
+            return .counted
+        }
+        counted[index] &+= value
+        return .wentBackwards(from: previous)
+    }
+}
+
+/// One reading of a statistics file.
+enum DebugfsReading {
+    case value(UInt64)
+    /// EPERM/EACCES: the kernel refuses it (lockdown).
+    case denied
+    /// Gone (the VM went away mid-sample) or not a regular file.
+    case missing
+    /// Holds no number a u64 can hold.
+    case malformed
+}
+
+/// Reads statistics files relative to a held kvm directory, building each path in a reused
+/// buffer so the hot loop (VMs × fields a sample) allocates nothing.
+final class DebugfsReader {
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+    private let pathBuffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
+
+    deinit {
+        scratch.deallocate()
+        pathBuffer.deallocate()
+    }
+
+    /// Opens, reads and closes `<prefix><name>` relative to `directory`.
+    func read(_ name: [CChar], prefix: [UInt8], in directory: FileDescriptor) -> DebugfsReading {
+        guard prefix.count + name.count < pathBuffer.count else { return .missing }
+        prefix.withUnsafeBufferPointer { bytes in
+            _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[0..<bytes.count]).initialize(from: bytes)
+        }
+        name.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: UInt8.self) { bytes in
+                _ = UnsafeMutableBufferPointer(rebasing: pathBuffer[prefix.count..<(prefix.count + bytes.count)])
+                    .initialize(from: bytes)
+            }
+        }
+        let fd: FileDescriptor
+        do {
+            fd = try pathBuffer.withMemoryRebound(to: CChar.self) { (path) throws(Errno) in
+                try FileDescriptor.open(path.baseAddress!, relativeTo: directory)
+            }
+        } catch {
+            return error == .notPermitted || error == .permissionDenied ? .denied : .missing
+        }
+        defer { fd.close() }
+        do throws(Errno) {
+            guard let value = try fd.readLeadingUInt64(scratch: scratch) else { return .malformed }
+            return .value(value)
+        } catch {
+            return error == .notPermitted || error == .permissionDenied ? .denied : .missing
+        }
+    }
+}
