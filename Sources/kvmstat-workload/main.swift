@@ -9,7 +9,8 @@ import KVMWorkload
 // kvmstat-workload: real KVM guests with exactly known exit counts, for kvmstat's tests and
 // benchmark. Each vCPU's loop does 2 `out`s and 1 `hlt` per iteration.
 //
-//   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] [-name NAME]
+//   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS]
+//                    [--churn MS[:LIFE]] [-name NAME]
 //
 // It prints `ready PID THREADS` once its vCPU threads exist, then reads commands on stdin:
 //   run        run every vCPU's loop once; answers `done`
@@ -18,11 +19,13 @@ import KVMWorkload
 //   destroy    destroy the newest VM; answers `destroyed VMS`
 //   quit / EOF exit
 // With --run it runs once, prints `done` and exits (no stdin). With --loop MS it runs again
-// and again, pausing MS milliseconds between rounds, until killed (no stdin).
+// and again, pausing MS milliseconds between rounds, until killed (no stdin). --churn starts a
+// thread every MS milliseconds that lives LIFE milliseconds (default MS/2), until we exit.
 
 func usage() -> Never {
     try? FileDescriptor(rawValue: 2).writeAll(
-        "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] [-name NAME]\n")
+        "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] "
+        + "[--churn MS[:LIFE]] [-name NAME]\n")
     exit(2)
 }
 
@@ -36,6 +39,7 @@ var vcpus = 1
 var iterations = 1000
 var runOnce = false
 var loopPause: Int?
+var churn: (interval: Int, lifetime: Int)?
 var args = CommandLine.arguments.dropFirst()
 while let arg = args.popFirst() {
     switch arg {
@@ -45,6 +49,11 @@ while let arg = args.popFirst() {
         guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; iterations = v
     case "--run": runOnce = true
     case "--loop": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; loopPause = v
+    case "--churn":
+        let parts = args.popFirst()?.split(separator: ":").map { Int($0) } ?? []
+        guard let interval = parts.first ?? nil, interval > 0, parts.count <= 2 else { usage() }
+        guard let lifetime = parts.count == 2 ? parts[1] : interval / 2, lifetime >= 0 else { usage() }
+        churn = (interval, lifetime)
     case "-name": guard args.popFirst() != nil else { usage() }  // only shown in /proc/PID/cmdline
     case "--read-tree":
         // Benchmark baseline: the plain loop kvmstat's debugfs source is measured against.
@@ -67,6 +76,7 @@ func fail(_ error: WorkloadError) -> Never {
 let workload = Workload(iterations: iterations)
 do { try workload.addVMs(vms, vcpus: vcpus) } catch { fail(error) }
 say("ready \(getpid()) \(workload.threadCount)")
+if let churn { ThreadChurn.start(interval: churn.interval, lifetime: churn.lifetime) }
 
 if runOnce {
     do { try workload.runAll() } catch { fail(error) }

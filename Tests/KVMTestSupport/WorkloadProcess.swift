@@ -16,13 +16,21 @@ public final class WorkloadProcess {
         public let description: String
     }
 
-    /// Starts the workload and waits until its vCPU threads exist.
-    public init(vms: Int = 1, vcpus: Int = 1, iterations: Int, name: String? = nil) throws {
+    /// Whether it takes commands (not with `--loop`, which runs until it is ended).
+    private let interactive: Bool
+
+    /// Starts the workload and waits until its vCPU threads exist. `extra`: more of its options
+    /// (`--loop 0` keeps the guests busy from the start, `--churn 20:5` starts and ends
+    /// threads).
+    public init(vms: Int = 1, vcpus: Int = 1, iterations: Int, name: String? = nil,
+                extra: [String] = []) throws {
         self.iterations = iterations
+        interactive = !extra.contains("--loop")
         process = Process()
         process.executableURL = URL(fileURLWithPath: Kernel.productsDirectory + "/kvmstat-workload")
         var arguments = ["--vms", "\(vms)", "--vcpus", "\(vcpus)", "--iterations", "\(iterations)"]
         if let name { arguments += ["-name", name] }
+        arguments += extra
         process.arguments = arguments
         let stdin = Pipe()
         let stdout = Pipe()
@@ -57,9 +65,20 @@ public final class WorkloadProcess {
 
     public func stop() {
         guard process.isRunning else { return }
-        try? input.write(contentsOf: Data("quit\n".utf8))
+        if interactive {
+            try? input.write(contentsOf: Data("quit\n".utf8))
+        } else {
+            kill(pid, SIGCONT)
+            process.terminate()
+        }
         process.waitUntilExit()
     }
+
+    /// Stops every thread (SIGSTOP), so counts hold still while they are read; a vCPU in the
+    /// guest leaves it with one `kvm_userspace_exit(INTR)`.
+    public func pause() { kill(pid, SIGSTOP) }
+
+    public func resume() { kill(pid, SIGCONT) }
 
     private func command(_ line: String, expect: String) throws {
         try input.write(contentsOf: Data((line + "\n").utf8))
