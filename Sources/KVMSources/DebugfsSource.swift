@@ -130,6 +130,9 @@ public final class DebugfsSource: StatSource {
         departedByGuest.removeAll()
     }
 
+    /// What the source keeps per VM and per departed guest (tests check it stays bounded).
+    var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departedByGuest.count) }
+
     public func takeWarnings() -> [String] {
         defer { warnings.removeAll() }
         return warnings
@@ -174,6 +177,7 @@ public final class DebugfsSource: StatSource {
         var denied = Array(repeating: 0, count: fields.count)
         for entry in present {
             var vm: DebugfsVM
+            var isNew = false
             if let known = vms[entry.name], known.inode == entry.inode {
                 vm = known
             } else {
@@ -181,8 +185,7 @@ public final class DebugfsSource: StatSource {
                 if let old = vms[entry.name] { depart(old) }
                 vm = DebugfsVM(name: entry.name, inode: entry.inode, fieldCount: fields.count,
                                countsFromZero: !initial || includePast)
-                // A VM we have never seen may lift the lockdown verdict: look again.
-                if !initial { unreadable = Array(repeating: false, count: fields.count) }
+                isNew = true
             }
             vm.generation = generation
             defer { vms[entry.name] = vm }
@@ -190,10 +193,12 @@ public final class DebugfsSource: StatSource {
             guard initial || counted else { continue }
             let guest = byGuest ? String(vm.guestPid) : ""
             if byGuest && counted && guestSums[guest] == nil { guestSums[guest] = 0 }
-            for index in wanted where !unreadable[index] {
+            // A new VM may lift the lockdown verdict: it is asked for every field.
+            for index in wanted where !unreadable[index] || isNew {
                 switch read(index, of: vm) {
                 case .value(let value):
                     answered[index] += 1
+                    unreadable[index] = false
                     if case .wentBackwards(let previous) = vm.take(value, at: index, isLevel: levels[index]) {
                         noteOddity(index, "went backwards in VM \(entry.name) (\(previous) to \(value)); "
                             + "counted from the new value, as after a reset")

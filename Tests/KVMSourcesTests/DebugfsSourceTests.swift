@@ -104,8 +104,35 @@ final class FakeDebugfs {
     deinit { try? FileManager.default.removeItem(atPath: root) }
 
     func set(_ vm: String, _ field: String, _ value: Int) throws {
+        try write(vm, field, "\(value)\n")
+    }
+
+    /// Any content, e.g. a number past 2^64.
+    func write(_ vm: String, _ field: String, _ text: String) throws {
         try FileManager.default.createDirectory(atPath: kvm + "/" + vm, withIntermediateDirectories: true)
-        try "\(value)\n".write(toFile: "\(kvm)/\(vm)/\(field)", atomically: false, encoding: .utf8)
+        try text.write(toFile: "\(kvm)/\(vm)/\(field)", atomically: false, encoding: .utf8)
+    }
+
+    /// Replaces a VM directory by a new one of the same name (a new inode), as KVM does when
+    /// a process re-creates a VM and gets the same descriptor number.
+    func recreate(_ vm: String, _ values: [String: Int]) throws {
+        let fresh = kvm + "/.new-" + vm
+        try FileManager.default.createDirectory(atPath: fresh, withIntermediateDirectories: true)
+        for (field, value) in values {
+            try "\(value)\n".write(toFile: "\(fresh)/\(field)", atomically: false, encoding: .utf8)
+        }
+        try? FileManager.default.removeItem(atPath: kvm + "/" + vm)
+        try FileManager.default.moveItem(atPath: fresh, toPath: kvm + "/" + vm)
+    }
+
+    /// Marks a host-wide statistics file as KVM marks an instant value: read-only.
+    func makeInstant(_ field: String) throws {
+        try FileManager.default.setAttributes([.posixPermissions: 0o444], ofItemAtPath: kvm + "/" + field)
+    }
+
+    /// A live process of that pid in the fake /proc.
+    func addProcess(_ pid: Int) throws {
+        try FileManager.default.createDirectory(atPath: "\(root)/proc/\(pid)", withIntermediateDirectories: true)
     }
 
     func remove(_ vm: String) throws { try FileManager.default.removeItem(atPath: kvm + "/" + vm) }

@@ -18,10 +18,15 @@ struct RunResult {
 }
 
 /// Runs a program to completion and captures its output.
-func run(_ executable: String, _ arguments: [String]) throws -> RunResult {
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws
+    -> RunResult
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out
