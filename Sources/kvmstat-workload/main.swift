@@ -59,6 +59,15 @@ while let arg = args.popFirst() {
         // Benchmark baseline: the plain loop kvmstat's debugfs source is measured against.
         guard let dir = args.popFirst(), let passes = args.popFirst().flatMap({ Int($0) }) else { usage() }
         ReadTreeBaseline.run(directory: dir, passes: passes)
+    case "--fake-churn":
+        // Benchmark: VM directories by the thousand coming and going in a fake kvm directory.
+        guard let dir = args.popFirst(), let count = args.popFirst().flatMap({ Int($0) }),
+              let seconds = args.popFirst().flatMap({ Double($0) }) else { usage() }
+        Churn.fakeTree(directory: dir, count: count, seconds: seconds)
+    case "--vm-churn":
+        // Benchmark: real VMs created and destroyed one after another.
+        guard let count = args.popFirst().flatMap({ Int($0) }) else { usage() }
+        Churn.realVMs(count: count, iterations: iterations)
     default: usage()
     }
 }
