@@ -14,4 +14,16 @@ static inline int kvmstat_attr_blink(void) { return (int)A_BLINK; }
 static inline int kvmstat_key_resize(void) { return KEY_RESIZE; }
 static inline int kvmstat_err(void) { return ERR; }
 
+/* initscr() prints its own message and exits when the terminal type is unknown; newterm()
+ * returns NULL instead, so kvmstat can say so in its own words and exit promptly. */
+static inline WINDOW *kvmstat_start_screen(void) {
+    FILE *out = fdopen(1, "w");
+    FILE *in = fdopen(0, "r");
+    if (out == NULL || in == NULL) return NULL;
+    SCREEN *screen = newterm(NULL, out, in);
+    if (screen == NULL) return NULL;
+    set_term(screen);
+    return stdscr;
+}
+
 #endif

@@ -14,6 +14,31 @@ enum Console {
 
     /// Run before any exit; set once the sources are open.
     nonisolated(unsafe) static var cleanup: (() -> Void)?
+    /// Puts the terminal back; set while the interactive screen owns it.
+    nonisolated(unsafe) static var restoreTerminal: (() -> Void)?
+
+    /// Makes descriptors 0, 1 and 2 safe before anything is opened: a service manager may
+    /// start kvmstat with one closed (`2>&-`), and the log file or a perf event would then
+    /// become "standard error" and receive warnings.
+    static func secureStandardDescriptors() {
+        for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
+            let null = open("/dev/null", O_RDWR)
+            if null >= 0 && null != fd {
+                dup2(null, fd)
+                close(null)
+            }
+        }
+    }
+
+    /// Ends kvmstat from the signal watcher when the main thread did not take `signal` in
+    /// time (it is blocked in a regex, a full pipe, a slow set-up): every descriptor is handed
+    /// off, the terminal restored, and the status is the one the main thread would have given.
+    @Sendable static func endStuck(by signal: Int32) -> Never {
+        DescriptorHandoff.releaseAll()
+        restoreTerminal?()
+        if signal == SIGINT { _exit(0) }
+        Signals.die(by: signal)
+    }
 
     /// Writes to stdout; a closed pipe (`kvmstat -l | head`) ends the program quietly.
     static func out(_ text: String) {
@@ -56,6 +81,10 @@ enum Console {
     }
 
     private static func runCleanup() {
+        if let restore = restoreTerminal {
+            restoreTerminal = nil
+            restore()
+        }
         guard let cleanup else { return }
         Console.cleanup = nil
         cleanup()

@@ -67,6 +67,12 @@ struct Launcher {
             FieldHelp.run(sourceNames: sourceNames, configuration: configuration)
         }
 
+        // The screen needs a terminal: without one it would spin on end-of-input.
+        if !logging && !options.once && (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
+            Console.fail("the interactive screen needs a terminal on standard input and output; "
+                + "use -1 or -l for files and pipes")
+        }
+
         // Log file first: a bad path must fail before perf events are set up.
         let log: LogSink?
         if logging {
@@ -77,7 +83,6 @@ struct Launcher {
             log = nil
         }
 
-        Signals.block()
         let stats: Stats
         do {
             stats = try Stats.make(sourceNames: sourceNames, registry: Builtins.sources,

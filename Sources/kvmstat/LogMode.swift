@@ -23,6 +23,8 @@ struct LogMode {
         let keys: [String]
         do { keys = try stats.get().keys.sorted() } catch { Console.fail(error.description) }
         reportWarnings()
+        // logrotate's SIGHUP is taken between samples, however long one takes.
+        if sink.isFile { Signals.takeLater(SIGHUP) }
         var records = 0
         var bannerShown = true
         writeBanner(keys: keys)

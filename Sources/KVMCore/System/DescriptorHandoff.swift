@@ -57,6 +57,14 @@ public enum DescriptorHandoff {
         return rc == 0 ? pid : nil
     }
 
+    /// Hands off every descriptor but the standard ones: for an exit in any state, when the
+    /// sources that own the perf events cannot be asked (a signal while they are being set up).
+    @discardableResult
+    public static func releaseAll() -> pid_t? {
+        let open = (try? FileSystem.numericEntries("/proc/self/fd")) ?? []
+        return release(open.filter { $0 > 2 }.map { FileDescriptor(rawValue: Int32($0)) })
+    }
+
     /// Collects an exited hand-off child without blocking; true once it is gone.
     @discardableResult
     public static func reap(_ pid: pid_t) -> Bool {

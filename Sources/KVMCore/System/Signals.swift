@@ -3,32 +3,117 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
-/// Signals as events: kvmstat blocks SIGINT, SIGTERM and SIGHUP and waits for them with
-/// sigtimedwait(2) in place of sleeping, so Ctrl-C and logrotate's SIGHUP are handled between
-/// samples, never in the middle of a write.
+/// Signals as events, and a promise that any of them ends kvmstat promptly in every state.
+///
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT are blocked in every thread and taken by one watcher
+/// thread, which passes each to the main thread through a pipe: the main thread waits on
+/// that pipe in place of sleeping, so Ctrl-C and logrotate's SIGHUP are handled between
+/// samples, never in the middle of a write. When the main thread does not take a signal
+/// within `grace` (a catastrophic regex, a write to a full pipe, a slow set-up), the watcher
+/// ends kvmstat itself through the handler given to `start` — unless the signal is one the
+/// main thread has said it will take later (SIGHUP that rotates a log file).
 public enum Signals {
-    public static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+    public static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
-    /// Blocks the handled signals in the calling thread (and threads it starts later).
-    public static func block() {
+    /// How long the main thread may take to pick up a signal before it counts as stuck.
+    public static let grace = 0.25
+
+    private static let posted = Atomic<Int>(0)
+    private static let taken = Atomic<Int>(0)
+    /// Signals the main thread promises to take even when busy (a bit per signal number).
+    private static let deferrable = Atomic<Int>(0)
+    nonisolated(unsafe) private static var pipeRead: Int32 = -1
+    nonisolated(unsafe) private static var pipeWrite: Int32 = -1
+    nonisolated(unsafe) private static var stuckHandler: (@Sendable (Int32) -> Never)?
+
+    /// Blocks the handled signals in the calling thread and every thread it starts later, and
+    /// starts the watcher. Call first thing, before any other thread exists. `stuck` ends the
+    /// process when the main thread does not take a signal in time.
+    public static func start(stuck: @escaping @Sendable (Int32) -> Never) {
         var set = handledSet()
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { return }
+        for end in ends {
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(end, F_SETFL, O_NONBLOCK)
+        }
+        pipeRead = ends[0]
+        pipeWrite = ends[1]
+        stuckHandler = stuck
+        var thread = pthread_t()
+        _ = pthread_create(&thread, nil, { _ in Signals.watch() }, nil)
     }
 
-    /// Sleeps up to `seconds`, returning early with the number of a handled signal that
-    /// arrived (or was pending), or nil when the time ran out.
-    public static func wait(seconds: Double) -> Int32? {
+    /// Lets the main thread take `signal` whenever it gets to it, however busy it is.
+    public static func takeLater(_ signal: Int32) {
+        deferrable.bitwiseOr(1 << Int(signal), ordering: .relaxed)
+    }
+
+    private static func watch() -> Never {
         var set = handledSet()
+        while true {
+            var signal: Int32 = 0
+            guard sigwait(&set, &signal) == 0 else { continue }
+            var byte = UInt8(truncatingIfNeeded: signal)
+            _ = write(pipeWrite, &byte, 1)
+            let number = posted.add(1, ordering: .sequentiallyConsistent).newValue
+            let deadline = monotonicNow() + grace
+            while taken.load(ordering: .sequentiallyConsistent) < number && monotonicNow() < deadline {
+                usleep(5_000)
+            }
+            guard taken.load(ordering: .sequentiallyConsistent) < number else { continue }
+            if deferrable.load(ordering: .relaxed) & (1 << Int(signal)) != 0 { continue }
+            stuckHandler?(signal)
+        }
+    }
+
+    /// A signal the watcher passed on, if any, without waiting.
+    public static func take() -> Int32? {
+        guard pipeRead >= 0 else { return nil }
+        var byte: UInt8 = 0
+        guard read(pipeRead, &byte, 1) == 1 else { return nil }
+        taken.add(1, ordering: .sequentiallyConsistent)
+        return Int32(byte)
+    }
+
+    /// Sleeps up to `seconds`, returning early with a signal that arrived (or was pending),
+    /// or nil when the time ran out.
+    public static func wait(seconds: Double) -> Int32? {
+        switch wait(seconds: seconds, orInput: nil) {
+        case .signal(let signal): return signal
+        default: return nil
+        }
+    }
+
+    public enum WaitResult: Equatable {
+        case signal(Int32)
+        /// `input` is readable (or a signal of no interest to us, such as SIGWINCH,
+        /// interrupted the wait).
+        case input
+        /// `input` has hung up or is invalid: nothing will ever come from it.
+        case hangup
+        case timeout
+    }
+
+    /// Waits up to `seconds` for a signal or for `input` to become readable.
+    public static func wait(seconds: Double, orInput input: Int32?) -> WaitResult {
         let deadline = monotonicNow() + max(0, seconds)
         while true {
+            if let signal = take() { return .signal(signal) }
             let remaining = deadline - monotonicNow()
-            if remaining <= 0 { return nil }
-            var ts = timespec(tv_sec: Int(remaining), tv_nsec: Int((remaining - remaining.rounded(.down)) * 1e9))
-            let signal = sigtimedwait(&set, nil, &ts)
-            if signal > 0 { return signal }
-            if errno == EAGAIN { return nil }
-            // EINTR from another signal: keep waiting for the rest of the time.
+            if remaining <= 0 { return .timeout }
+            var polls = [pollfd(fd: pipeRead, events: Int16(POLLIN), revents: 0)]
+            if let input { polls.append(pollfd(fd: input, events: Int16(POLLIN), revents: 0)) }
+            let n = poll(&polls, nfds_t(polls.count), Int32(min(remaining * 1000, 1e9).rounded(.up)))
+            if n < 0 && errno == EINTR && input != nil { return .input }
+            if n > 0 && polls.count > 1 && polls[1].revents != 0 {
+                let ended = Int16(POLLHUP | POLLERR | POLLNVAL)
+                return polls[1].revents & Int16(POLLIN) == 0 && polls[1].revents & ended != 0
+                    ? .hangup : .input
+            }
         }
     }
 
@@ -46,32 +131,24 @@ public enum Signals {
         return set
     }
 
-    nonisolated(unsafe) private static var termination: sig_atomic_t = 0
-
-    /// For the interactive screen, which waits in ncurses instead of sigtimedwait: the
-    /// handled signals are unblocked and only set a flag that its loop checks between keys.
-    public static func installTerminationFlag() {
-        var set = handledSet()
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        for signal in handled {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { _ in Signals.termination = 1 }
-            sigemptyset(&action.sa_mask)
-            action.sa_flags = 0
-            sigaction(signal, &action, nil)
-        }
-    }
-
-    public static var terminationRequested: Bool { termination != 0 }
-
-    /// Ends the process by `signal` as if it had no handler (the shell sees 128 + N).
+    /// Ends the process by `signal` as if it had no handler (the shell sees 128 + N), without
+    /// a core dump for SIGQUIT and without the Swift runtime's crash report.
     public static func die(by signal: Int32) -> Never {
-        Glibc.signal(signal, SIG_DFL)
+        var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+        getrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
+        noCore.rlim_cur = 0
+        setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = SIG_DFL
+        sigemptyset(&action.sa_mask)
+        sigaction(signal, &action, nil)
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, signal)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        raise(signal)
-        exit(128 + signal)
+        kill(getpid(), signal)
+        // The signal may be delivered to another thread that has it unblocked; wait for it.
+        usleep(100_000)
+        _exit(128 + signal)
     }
 }

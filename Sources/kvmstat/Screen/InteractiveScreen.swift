@@ -27,9 +27,12 @@ final class InteractiveScreen {
     }
 
     func run() {
-        guard let terminal = Terminal() else { Console.fail("cannot initialize the terminal") }
+        guard let terminal = Terminal() else {
+            Console.fail("cannot start the screen on this terminal (TERM="
+                + (getenv("TERM").map { String(cString: $0) } ?? "") + "); use -1 or -l")
+        }
         self.terminal = terminal
-        Signals.installTerminationFlag()
+        Console.restoreTerminal = { terminal.end() }
         defer {
             terminal.end()
             // Reported once the terminal is back, where the operator can read them.
@@ -42,12 +45,25 @@ final class InteractiveScreen {
         terminal.put(4, 1, "Collecting data...")
         terminal.refresh()
         var start = -Double.infinity
-        while !Signals.terminationRequested {
+        while true {
             drawFrame(interval: Signals.monotonicNow() - start)
             start = Signals.monotonicNow()
-            let key = terminal.key(within: wait)
+            let input = terminal.key(within: wait)
             wait = delay
-            guard let key else { continue }
+            let key: Int32
+            switch input {
+            case nil: continue
+            case .key(let typed): key = typed
+            case .signal(SIGINT): return
+            case .signal(let signal):
+                // SIGTERM, SIGHUP, SIGQUIT end the screen as they end kvm_stat's: by the signal.
+                terminal.end()
+                for warning in stats.takeWarnings() { Console.warn(warning) }
+                Console.leave(bySignal: signal)
+            case .hangup:
+                terminal.end()
+                Console.fail("the terminal has gone away")
+            }
             switch key {
             case Int32(UInt8(ascii: "q")), Terminal.controlC: return
             case Int32(UInt8(ascii: "b")): toggleGuests()

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CNCurses
+import KVMCore
 
 /// The few ncurses calls the screen makes. Raw mode, so Ctrl-C arrives as a key (3) that
 /// quits cleanly instead of a signal in the middle of a draw.
@@ -17,9 +18,11 @@ final class Terminal {
     static let resizeKey = Int32(kvmstat_key_resize())
     static let controlC: Int32 = 3
 
+    private var active = true
+
     init?() {
         setlocale(LC_ALL, "")
-        guard let window = initscr() else { return nil }
+        guard let window = kvmstat_start_screen() else { return nil }
         self.window = window
         raw()
         noecho()
@@ -29,8 +32,10 @@ final class Terminal {
         use_default_colors()
     }
 
-    /// Restores the terminal as it was.
+    /// Restores the terminal as it was (once; later calls do nothing).
     func end() {
+        guard active else { return }
+        active = false
         keypad(window, false)
         echo()
         noraw()
@@ -60,11 +65,27 @@ final class Terminal {
         if attributes != 0 { wattroff(window, attributes) }
     }
 
-    /// Waits up to `seconds` for a key; nil when none came (or a signal interrupted).
-    func key(within seconds: Double) -> Int32? {
-        wtimeout(window, Int32(max(0, seconds * 1000)))
-        let key = wgetch(window)
-        return key == kvmstat_err() ? nil : key
+    enum Input: Equatable {
+        case key(Int32)
+        case signal(Int32)
+        /// The terminal is gone (end of input, hang-up).
+        case hangup
+    }
+
+    /// Waits up to `seconds` for a key or a signal (whichever comes first); nil when neither
+    /// came. Keys ncurses has already read come first.
+    func key(within seconds: Double) -> Input? {
+        wtimeout(window, 0)
+        let pending = wgetch(window)
+        if pending != kvmstat_err() { return .key(pending) }
+        switch Signals.wait(seconds: seconds, orInput: STDIN_FILENO) {
+        case .signal(let signal): return .signal(signal)
+        case .timeout: return nil
+        case .hangup: return .hangup
+        case .input:
+            let key = wgetch(window)
+            return key == kvmstat_err() ? nil : .key(key)
+        }
     }
 
     /// Waits for any key.
