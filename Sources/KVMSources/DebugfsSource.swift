@@ -120,11 +120,20 @@ public final class DebugfsSource: StatSource {
         sample(byGuest: byGuest)
     }
 
-    /// New baselines from the values read now, as upstream's read(1) takes them.
+    /// New baselines from the values read now, as upstream's read(1) takes them. What this
+    /// sample did not read (VMs of other guests, fields not wanted) takes its baseline when
+    /// it is next read, and nothing counts from zero any more.
     public func reset() throws(SourceError) {
         _ = sample()
+        var readNow = Array(repeating: false, count: fields.count)
+        for index in wanted { readNow[index] = true }
         for name in vms.keys {
+            let inView = pid == 0 || vms[name]!.guestPid == pid
             vms[name]!.counted = Array(repeating: 0, count: fields.count)
+            vms[name]!.countsFromZero = false
+            for index in fields.indices where !inView || !readNow[index] {
+                vms[name]!.known[index] = false
+            }
         }
         departed = Array(repeating: 0, count: fields.count)
         departedByGuest.removeAll()
@@ -155,9 +164,15 @@ public final class DebugfsSource: StatSource {
         if current != kvmInode || kvmDirectory == nil { openKVMDirectory() }
     }
 
-    /// The VM directories `<pid>-<fd>` and their inodes.
+    /// The VM directories `<pid>-<fd>` and their inodes. When the kvm directory cannot be
+    /// listed (out of descriptors or memory), the VMs known so far: a listing that fails is
+    /// no news of VMs leaving (those that did read as missing and keep their counts).
     private func listVMs() -> [FileSystem.DirectoryEntry] {
-        guard let entries = try? FileSystem.listDirectory(directory) else { return [] }
+        guard let entries = try? FileSystem.listDirectory(directory) else {
+            return FileSystem.exists(directory)
+                ? vms.map { FileSystem.DirectoryEntry(name: $0.key, isDirectory: true, inode: $0.value.inode) }
+                : []
+        }
         return entries.filter { $0.isDirectory && $0.name.contains("-") }
     }
 

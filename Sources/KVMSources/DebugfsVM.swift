@@ -8,7 +8,7 @@ struct DebugfsVM {
     let inode: UInt64
     /// Whether a field's first value was all counted: a VM created after kvmstat started
     /// (everything it did happened in view), or with `-i` one of the first sample.
-    let countsFromZero: Bool
+    var countsFromZero: Bool
     /// `<name>/` as bytes, the prefix of its files' paths relative to the kvm directory.
     let pathPrefix: [UInt8]
     /// The guest's pid, from the directory's name.
@@ -96,7 +96,7 @@ final class DebugfsReader {
         let fd: FileDescriptor
         do {
             fd = try pathBuffer.withMemoryRebound(to: CChar.self) { (path) throws(Errno) in
-                try FileDescriptor.open(path.baseAddress!, relativeTo: directory)
+                try FileDescriptor.open(path.baseAddress!, relativeTo: directory, .nonBlocking)
             }
         } catch {
             return error == .notPermitted || error == .permissionDenied ? .denied : .missing

@@ -28,8 +28,10 @@ public final class TracepointSource: StatSource {
     private let retired: UnsafeMutableBufferPointer<UInt64>
     private var pid: Int
     private var groups: [PerfGroup] = []
-    /// Threads of the watched process that have a group open.
+    /// Threads of the watched process that have a group open, and those still listed that
+    /// the kernel refused as gone (an exited main thread stays listed while others run).
     private var watchedThreads: Set<Int> = []
+    private var vanishedThreads: Set<Int> = []
     private var tracepointIDs: [String: UInt64] = [:]
     private var plans: [Int: EventPlan] = [:]
     /// Child reason values by tracepoint and reason name.
@@ -108,6 +110,8 @@ public final class TracepointSource: StatSource {
     /// group stopped while it changes so that parents and children start together.
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         setWanted(Self.select(fields, filter, architecture))
+        // A filter that wanted nothing opened no CPU groups: open them now.
+        if pid == 0 && groups.isEmpty { return try rebuildGroups() }
         retired.update(repeating: 0)
         let ioctls = architecture.perfIoctls
         for group in groups {
@@ -156,6 +160,7 @@ public final class TracepointSource: StatSource {
         let descriptors = groups.flatMap(\.descriptors)
         groups.removeAll()
         watchedThreads.removeAll()
+        vanishedThreads.removeAll()
         retired.update(repeating: 0)
         openDescriptors = 0
         if let child = DescriptorHandoff.release(descriptors) { handoffs.append(child) }
@@ -182,7 +187,8 @@ public final class TracepointSource: StatSource {
         if watchedThreads.count > live.count || !watchedThreads.isSubset(of: live) {
             retireGroups { !live.contains(Int($0.pid)) }
         }
-        let fresh = tids.filter { !watchedThreads.contains($0) }
+        vanishedThreads.formIntersection(live)
+        let fresh = tids.filter { !watchedThreads.contains($0) && !vanishedThreads.contains($0) }
         guard !fresh.isEmpty else { return }
         try addGroups(fresh.map { (pid: Int32($0), cpu: Int32(-1)) })
     }
@@ -253,14 +259,15 @@ public final class TracepointSource: StatSource {
         }
         if workers == 1 { open(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: open) }
         var failure: Errno?
-        for slot in slots {
+        for (slot, target) in zip(slots, targets) {
             switch slot.result {
             case .success(let group?):
                 groups.append(group)
                 if group.pid > 0 { watchedThreads.insert(Int(group.pid)) }
                 openDescriptors += group.descriptors.count
+            case .success(nil):
+                if target.pid > 0 { vanishedThreads.insert(Int(target.pid)) }
             case .failure(let error): failure = failure ?? error
-            default: break
             }
         }
         if let failure { throw openError(failure) }

@@ -121,6 +121,25 @@ import Testing
             + "its last value is kept"])
     }
 
+    @Test func resetCountsNothingFromBeforeItForGuestsOutOfView() throws {
+        let tree = try FakeDebugfs(fields: ["exits", "halt_exits"])
+        try tree.set("100-5", "exits", 10)
+        try tree.set("200-5", "exits", 20)
+        let source = try tree.source(pid: 100, filter: "exits")
+        try tree.set("200-5", "exits", 25)  // before the reset, out of view
+        try tree.set("300-5", "exits", 7)  // a VM born before the reset
+        try tree.set("300-5", "halt_exits", 3)  // a field not wanted at the reset
+        _ = try source.read(byGuest: false)
+        try source.reset()
+        try tree.set("200-5", "exits", 26)
+        try source.setPid(0)
+        try source.updateFields(nil)
+        #expect(try source.read(byGuest: false) == ["exits": 0, "halt_exits": 0])
+        try tree.set("200-5", "exits", 28)
+        try tree.set("300-5", "halt_exits", 4)
+        #expect(try source.read(byGuest: false) == ["exits": 2, "halt_exits": 1])
+    }
+
     @Test func bookkeepingStaysFlatOverVMChurn() throws {
         let tree = try FakeDebugfs(fields: ["exits", "pages_4k"])
         try tree.makeInstant("pages_4k")

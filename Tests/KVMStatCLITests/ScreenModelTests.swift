@@ -68,10 +68,16 @@ import Testing
         let empty = ScreenModel.body(values: [:], sortByTotal: false, childEvents: false,
                                      displayGuests: false, interval: 1, height: 40) { _ in "" }
         #expect(empty.message == "No matching events reported yet" && empty.total == nil)
-        let removed = ScreenModel.body(values: ["exits": stat(5, -3)], sortByTotal: false,
-                                       childEvents: false, displayGuests: false, interval: 1,
-                                       height: 40) { _ in "" }
+        let removed = ScreenModel.body(values: ["42": stat(5, -3)], sortByTotal: false,
+                                       childEvents: false, displayGuests: true, interval: 1,
+                                       height: 40) { _ in "vm" }
         #expect(removed.message == "Guest removed, updating...")
+        // A level that falls (pages_4k) is a row like any other, with its negative change.
+        let level = ScreenModel.body(values: ["pages_4k": stat(5, -3)], sortByTotal: false,
+                                     childEvents: false, displayGuests: false, interval: 1,
+                                     height: 40) { _ in "" }
+        #expect(level.message == nil && level.rows.count == 1)
+        #expect(level.rows.first?.hasSuffix("      -3") == true)
         var many: [String: EventStat] = [:]
         for i in 0..<50 { many["e\(i)"] = stat(UInt64(i + 1), 1) }
         let cut = ScreenModel.body(values: many, sortByTotal: false, childEvents: false,
@@ -88,6 +94,18 @@ import Testing
                                     displayGuests: true, interval: 1, height: 40) { $0 == "200" ? "web" : "" }
         #expect(body.rows.count == 1 && body.rows[0].hasPrefix("web "))
         #expect(body.rows[0].contains(" 100.0 "))
+    }
+
+    @Test func valuesAtTheLimitsOfTheirTypesNeverTrap() {
+        let body = ScreenModel.body(
+            values: ["exits": stat(UInt64.max, .max), "pages_4k": stat(UInt64.max, .min),
+                     "kvm_exit(HLT) kvm_exit": stat(UInt64.max, .max), "kvm_exit": stat(1, 1)],
+            sortByTotal: false, childEvents: true, displayGuests: false, interval: 0.1,
+            height: 40) { _ in "" }
+        #expect(body.rows.first?.contains("18446744073709551615") == true)
+        #expect(body.rows.contains { $0.hasSuffix("9223372036854775807") })
+        #expect(body.total != nil)
+        #expect(ScreenModel.pythonRound(.infinity) == .max && ScreenModel.pythonRound(-1e30) == .min)
     }
 
     @Test func pythonRounding() {

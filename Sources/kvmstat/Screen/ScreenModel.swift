@@ -71,7 +71,9 @@ enum ScreenModel {
                 if label.isEmpty { continue }
             }
             let current = stat.delta != 0 ? pythonRound(Double(stat.delta) / interval) : 0
-            if current < 0 {
+            // Upstream's sign of a guest gone (its totals fell). Counts never fall here; a
+            // level (pages_4k) may, and is shown with its negative change.
+            if current < 0 && displayGuests {
                 guestRemoved = true
                 continue
             }
