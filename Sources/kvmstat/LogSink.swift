@@ -7,9 +7,15 @@ import KVMCore
 
 /// Where log records go: stdout (`-l`) or a file opened for appending (`-L FILE`), written a
 /// whole line per write(2) so nothing sits in a buffer when kvmstat is stopped or rotated.
+///
+/// A record is all or nothing: when a write fails part-way (a full disk), the file is cut
+/// back to the last complete record before kvmstat says so and ends; and a file that does
+/// not end with a complete record (an older failure, another program) gets a line break
+/// before the first new record, so two records are never glued together.
 final class LogSink {
     let path: String?
     private var fd: FileDescriptor
+    private var regular: Bool
 
     init(path: String?) throws(Errno) {
         self.path = path
@@ -18,6 +24,8 @@ final class LogSink {
         } else {
             fd = Console.standardOutput
         }
+        regular = fd.isRegularFile
+        endPartialRecord()
     }
 
     var isFile: Bool { path != nil }
@@ -31,12 +39,39 @@ final class LogSink {
         let fresh = try FileDescriptor.open(path, [.writeOnly, .create, .append])
         fd.close()
         fd = fresh
+        regular = fd.isRegularFile
+        endPartialRecord()
     }
 
     func write(line: String) {
+        let before = regular ? try? fd.size() : nil
         do { try fd.writeAll(line + "\n") } catch {
             if !isFile && error == .brokenPipe { Console.leave(0) }
-            Console.fail("error writing to \(path ?? "standard output"): \(error)")
+            var message = "error writing to \(path ?? "standard output"): \(error)"
+            if let before {
+                if (try? fd.truncate(to: before)) != nil {
+                    message += "; the unfinished record was removed, the file ends with the last complete one"
+                } else {
+                    message += "; the file ends with an unfinished record"
+                }
+            }
+            Console.fail(message)
         }
+    }
+
+    /// Starts a fresh line when a regular file ends in the middle of a record.
+    private func endPartialRecord() {
+        guard regular, let size = try? fd.size(), size > 0 else { return }
+        var last: UInt8 = 0
+        guard let reader = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)"),
+              (try? withUnsafeMutableBytes(of: &last) { (raw) throws(Errno) in
+                  try reader.read(fromAbsoluteOffset: size - 1, into: raw)
+              }) == 1
+        else { return }
+        reader.close()
+        guard last != UInt8(ascii: "\n") else { return }
+        Console.warn("\(path ?? "standard output") ends with an unfinished record; "
+            + "new records start on the next line")
+        try? fd.writeAll("\n")
     }
 }

@@ -22,6 +22,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let append = OpenOptions(rawValue: O_APPEND)
         public static let truncate = OpenOptions(rawValue: O_TRUNC)
         public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+        /// O_NONBLOCK: opening a FIFO without a writer returns at once.
+        public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
         /// O_PATH: a handle for *at() calls that does not open the file itself.
         public static let pathOnly = OpenOptions(rawValue: 0o10000000)
     }
@@ -36,7 +38,9 @@ public struct FileDescriptor: Hashable, Sendable {
     }
 
     /// Opens `name` relative to the directory `directory` (openat(2)): no path walk from the
-    /// root and no string building on hot paths that read many small files.
+    /// root and no string building on hot paths that read many small files. Statistics are
+    /// opened with `.nonBlocking`, so a FIFO or device where a file was expected never
+    /// makes kvmstat wait.
     public static func open(
         _ name: UnsafePointer<CChar>, relativeTo directory: FileDescriptor,
         _ options: OpenOptions = .readOnly
@@ -81,12 +85,18 @@ public struct FileDescriptor: Hashable, Sendable {
         return n
     }
 
-    /// Writes all of `bytes`, looping over short writes.
+    /// Writes all of `bytes`, looping over short writes. A descriptor someone made
+    /// non-blocking (a pipe whose reader is slow) is waited for, not an error.
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(Errno) {
         var done = 0
         while done < bytes.count {
             let n = retryOnInterrupt {
                 Glibc.write(rawValue, bytes.baseAddress! + done, bytes.count - done)
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                var writable = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+                _ = retryOnInterrupt { poll(&writable, 1, -1) }
+                continue
             }
             guard n >= 0 else { throw Errno.current }
             done += n
@@ -107,6 +117,18 @@ public struct FileDescriptor: Hashable, Sendable {
         var st = stat()
         guard fstat(rawValue, &st) == 0 else { throw Errno.current }
         return Int(st.st_size)
+    }
+
+    /// Whether it is a regular file (a log on disk, not a pipe or terminal).
+    public var isRegularFile: Bool {
+        var st = stat()
+        return fstat(rawValue, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// Cuts the file to `size` bytes and puts the offset there (ftruncate(2), lseek(2)).
+    public func truncate(to size: Int) throws(Errno) {
+        guard ftruncate(rawValue, off_t(size)) == 0 else { throw Errno.current }
+        guard lseek(rawValue, off_t(size), SEEK_SET) >= 0 else { throw Errno.current }
     }
 
     /// An ioctl whose argument is a plain integer.

@@ -8,7 +8,7 @@ import Musl
 public enum FileSystem {
     /// The whole content of a (small, usually virtual) file such as /proc/cpuinfo.
     public static func readText(_ path: String) throws(Errno) -> String {
-        let fd = try FileDescriptor.open(path)
+        let fd = try FileDescriptor.open(path, .nonBlocking)
         defer { fd.close() }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
