@@ -48,13 +48,17 @@ func kvmstat(_ arguments: String...) throws -> RunResult {
 /// it counts.
 final class BackgroundKvmstat {
     let process = Process()
-    private let out = Pipe()
+    private var out = Pipe()
     private let err = Pipe()
     private var errReader: DataReader!
 
-    init(_ arguments: [String]) throws {
+    init(_ arguments: [String], environment: [String: String] = [:], stdout: Pipe? = nil) throws {
         process.executableURL = URL(fileURLWithPath: kvmstatBinary)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        if let stdout { out = stdout }
         process.standardOutput = out
         process.standardError = err
         try process.run()
@@ -103,6 +107,44 @@ final class BackgroundKvmstat {
     }
 
     var stdout: FileHandle { out.fileHandleForReading }
+
+    /// Waits up to `seconds` for the exit; a kvmstat still running then is killed (so a test
+    /// of a hang fails instead of hanging) and nil is returned.
+    func exit(within seconds: Double) -> (status: Int32, bySignal: Bool)? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        guard !process.isRunning else {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
+    }
+
+    /// Everything written to stderr (after the exit).
+    var stderrText: String { String(decoding: errReader.wait(), as: UTF8.self) }
+}
+
+/// A fake debugfs with `fields` in its kvm directory and one VM (`100-5`) holding them, for
+/// kvmstat through KVMSTAT_DEBUGFS without real KVM.
+final class FakeTree {
+    let root = NSTemporaryDirectory() + "kvmstat-tree-" + UUID().uuidString
+    var kvm: String { root + "/kvm" }
+
+    init(fields: [String], vm: String? = "100-5") throws {
+        try FileManager.default.createDirectory(atPath: kvm, withIntermediateDirectories: true)
+        for field in fields { try "0\n".write(toFile: kvm + "/" + field, atomically: false, encoding: .utf8) }
+        if let vm {
+            try FileManager.default.createDirectory(atPath: kvm + "/" + vm, withIntermediateDirectories: true)
+            for field in fields {
+                try "7\n".write(toFile: "\(kvm)/\(vm)/\(field)", atomically: false, encoding: .utf8)
+            }
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    var environment: [String: String] { ["KVMSTAT_DEBUGFS": root] }
 }
 
 /// Reads a pipe to its end on another thread (so a full stderr pipe never blocks the child).
