@@ -108,6 +108,21 @@ import Testing
         #expect(ScreenModel.pythonRound(.infinity) == .max && ScreenModel.pythonRound(-1e30) == .min)
     }
 
+    @Test func wideNamesAreCutByColumnsAndFormatCharactersEscaped() {
+        let wide = String(repeating: "虚", count: 40)  // 80 columns
+        let headline = ScreenModel.headline(pid: 42, guestName: wide)
+        #expect(TerminalText.width(headline) <= 80, "fits the line: \(headline)")
+        #expect(headline == "kvm statistics - pid 42 (" + String(repeating: "虚", count: 24) + "...)")
+        #expect(ScreenModel.escape("evil\u{202E}gnp.exe") == "evil\\u202egnp.exe")
+        #expect(ScreenModel.escape("a\u{200B}b\u{2066}") == "a\\u200bb\\u2066")
+        #expect(ScreenModel.escape("tag\u{E0041}") == "tag\\U000e0041")
+        #expect(TerminalText.width("e\u{301}x") == 2)
+        #expect(TerminalText.prefix("ab虚c", columns: 3) == "ab")
+        #expect(TerminalText.padded("虚", to: 4) == "虚  ")
+        let regex = ScreenModel.regexLine(String(repeating: "虚", count: 30))
+        #expect(TerminalText.width(regex) == "regex filter: ".count + 44 + 3)
+    }
+
     @Test func pythonRounding() {
         #expect(ScreenModel.pythonRound(2.5) == 2)
         #expect(ScreenModel.pythonRound(3.5) == 4)

@@ -25,6 +25,24 @@ struct ScreenTests {
         return process
     }
 
+    /// A guest named in wide characters with a right-to-left override: the headline stays on
+    /// its line (cut by columns), the override is shown escaped.
+    @Test func wideAndBidiGuestNameStaysOnItsLine() throws {
+        let hostile = String(repeating: "虚", count: 40) + "\u{202E}" + name
+        let workload = try startLoopingWorkload(hostile)
+        defer { workload.terminate(); workload.waitUntilExit() }
+        let tmux = try TmuxSession(
+            command: "LANG=C.UTF-8 '\(kvmstatBinary)' -p \(workload.processIdentifier) -f 'kvm_pio' -s 1")
+        let screen = try #require(tmux.wait(for: "regex filter"), "\(tmux.screen())")
+        #expect(screen[0] == "kvm statistics - pid \(workload.processIdentifier) ("
+            + String(repeating: "虚", count: 24) + "...)", "\(screen[0])")
+        #expect(screen[1] == String(repeating: " ", count: 17) + "regex filter: kvm_pio")
+        tmux.send("g")
+        let list = try #require(tmux.wait(for: "\\u202e"), "\(tmux.screen())")
+        let row = try #require(list.first { $0.contains("\\u202e") })
+        #expect(!row.contains("\u{202E}"))
+    }
+
     @Test func headerRowsAndKeys() throws {
         let workload = try startLoopingWorkload(name)
         defer { workload.terminate(); workload.waitUntilExit() }

@@ -136,7 +136,7 @@ extension InteractiveScreen {
         for guest in guests.all() {
             if row >= terminal.height { break }
             terminal.put(row, 2, String(guest.pid).rightAligned(to: 8) + " "
-                + ScreenModel.escape(guest.name).padded(to: 60))
+                + TerminalText.padded(ScreenModel.escape(guest.name), to: 60))
             row += 1
         }
     }

@@ -15,14 +15,18 @@ enum ScreenModel {
     static func headline(pid: Int, guestName: String) -> String {
         guard pid > 0 else { return "kvm statistics - summary" }
         var name = escape(guestName)
-        if name.count > maxGuestNameLength { name = String(name.prefix(maxGuestNameLength)) + "..." }
+        if TerminalText.width(name) > maxGuestNameLength {
+            name = TerminalText.prefix(name, columns: maxGuestNameLength) + "..."
+        }
         return "kvm statistics - pid \(pid) " + (name.isEmpty ? "" : "(\(name))")
     }
 
     /// Line 1 (from column 17) when a filter is set.
     static func regexLine(_ regex: String) -> String {
         var shown = escape(regex)
-        if shown.count > maxRegexLength { shown = String(shown.prefix(maxRegexLength)) + "..." }
+        if TerminalText.width(shown) > maxRegexLength {
+            shown = TerminalText.prefix(shown, columns: maxRegexLength) + "..."
+        }
         return "regex filter: " + shown
     }
 
@@ -135,15 +139,21 @@ enum ScreenModel {
         return result
     }
 
-    /// Control characters (C0, DEL, C1) as `\xNN`, so a process name cannot send escape
-    /// sequences to the operator's terminal.
+    /// Control characters (C0, DEL, C1) as `\xNN`, and format characters (bidirectional
+    /// overrides such as U+202E, zero-width ones) as `\uNNNN`, as Python's repr writes them:
+    /// a process name cannot send escape sequences to the operator's terminal, nor turn the
+    /// line around.
     static func escape(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        guard text.unicodeScalars.contains(where: { isControl($0) || isFormat($0) }) else { return text }
         var out = ""
         for scalar in text.unicodeScalars {
+            let hex = String(scalar.value, radix: 16)
             if isControl(scalar) {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                out += "\\x" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex
+            } else if isFormat(scalar) {
+                out += scalar.value > 0xFFFF
+                    ? "\\U" + String(repeating: "0", count: 8 - hex.count) + hex
+                    : "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             } else {
                 out.unicodeScalars.append(scalar)
             }
@@ -153,6 +163,15 @@ enum ScreenModel {
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+    }
+
+    /// Unicode's format characters (Cf: bidi controls, zero-width joiners, BOM), and the
+    /// line and paragraph separators.
+    private static func isFormat(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .format, .lineSeparator, .paragraphSeparator: return true
+        default: return false
+        }
     }
 
     /// Python's round(): halves to even; beyond Int64's range (only a fake tree gets there)

@@ -59,7 +59,7 @@ final class Terminal {
     func put(_ line: Int, _ column: Int, _ text: String, _ attributes: Int32 = 0) {
         guard line >= 0, line < height, column >= 0, column < width else { return }
         let room = width - column
-        let shown = text.count > room ? String(text.prefix(room)) : text
+        let shown = TerminalText.width(text) > room ? TerminalText.prefix(text, columns: room) : text
         if attributes != 0 { wattron(window, attributes) }
         mvwaddstr(window, Int32(line), Int32(column), shown)
         if attributes != 0 { wattroff(window, attributes) }
