@@ -5,7 +5,7 @@ import Musl
 #endif
 
 /// One reading of every event: when it was taken, over how long, and each event's
-/// `(value, delta)` under its internal key (`name` or `child parent`).
+/// `(value, delta)` under its internal key (`name` or `child/parent`).
 public struct Sample: Sendable {
     public var time: WallClock
     public var interval: Double

@@ -9,7 +9,14 @@ public struct CSVFormat: Format {
     public var repeatsBannerInFile: Bool { false }
 
     public func banner(keys: [String]) -> String? {
-        "timestamp" + keys.map { "," + FieldKey($0).name }.joined()
+        "timestamp" + keys.map { "," + Self.quoted(FieldKey($0).name) }.joined()
+    }
+
+    /// A field as RFC 4180 wants it: names are the kernel's data, and one with a comma, a
+    /// quote or a line break is quoted (quotes doubled) so the columns stay the columns.
+    static func quoted(_ field: String) -> String {
+        guard field.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline }) else { return field }
+        return "\"" + field.map { $0 == "\"" ? "\"\"" : String($0) }.joined() + "\""
     }
 
     public func record(_ sample: Sample, keys: [String]) -> String {

@@ -39,6 +39,6 @@ public struct FormatRegistry: Sendable {
 }
 
 extension Sample {
-    /// Keys in upstream's order: sorted as strings (a child's key is `child parent`).
+    /// Keys in upstream's order: sorted as strings (a child's key is `child/parent`).
     public var sortedKeys: [String] { values.keys.sorted() }
 }

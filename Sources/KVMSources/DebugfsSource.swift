@@ -35,7 +35,7 @@ public final class DebugfsSource: StatSource {
     private let includePast: Bool
     private let fields: [String]
     /// Per field (by index into `fields`): its name as a C string for openat(2), the key it
-    /// reports under (`child parent` for a child), and whether it is a level.
+    /// reports under (`child/parent` for a child), and whether it is a level.
     private let cNames: [[CChar]]
     private let keys: [String]
     private let levels: [Bool]
@@ -78,7 +78,7 @@ public final class DebugfsSource: StatSource {
         cNames = fields.map { Array($0.utf8CString) }
         let architecture = configuration.architecture
         keys = fields.map { field in
-            architecture.debugfsParent(of: field).map { field + " " + $0 } ?? field
+            FieldKey.key(field, parent: architecture.debugfsParent(of: field))
         }
         let directory = self.directory
         levels = fields.map { Self.isLevel($0, status: try? FileSystem.status("\(directory)/\($0)")) }

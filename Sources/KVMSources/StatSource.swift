@@ -3,7 +3,7 @@ import KVMCore
 /// A provider of KVM event counts (upstream's "provider"). Counts are cumulative since the
 /// source's baseline; `Stats` turns them into values and deltas.
 ///
-/// Keys are field names; a child event's key is `child parent` (e.g. `kvm_exit(HLT) kvm_exit`),
+/// Keys are field names; a child event's key is `child/parent` (`FieldKey`),
 /// and with `byGuest` the debugfs source keys by guest pid instead.
 public protocol StatSource: AnyObject {
     /// The name users pick it by (`--source tracepoint`).

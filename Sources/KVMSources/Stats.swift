@@ -71,7 +71,7 @@ public final class Stats {
     public func setDisplayGuests(_ byGuest: Bool) throws(SourceError) -> Bool {
         guard supportsByGuest else { return false }
         values = values.filter { key, _ in
-            byGuest ? key.contains(" ") : !key.allSatisfy(\.isNumber)
+            byGuest ? FieldKey(key).isChild : !key.allSatisfy(\.isNumber)
         }
         try get(byGuest: byGuest)
         return true

@@ -18,7 +18,7 @@ public final class TracepointSource: StatSource {
     /// Tracepoints that get one child per named value: tracepoint → (field, values).
     private let childFilters: [String: (field: String, reasons: [ExitReason])]
     private let fields: [String]
-    /// Per field: the key it reports under (`child parent` for a child), and whether wanted.
+    /// Per field: the key it reports under (`child/parent` for a child), and whether wanted.
     private let keys: [String]
     private var wanted: [Int] = []
     private var wantedMask: [Bool]
@@ -65,14 +65,17 @@ public final class TracepointSource: StatSource {
             children += reasons.map { "\(tracepoint)(\($0.name))" }
         }
         all += children
-        fields = all
+        // A crafted tracefs may hold a directory named like a child (`kvm_exit(HLT)`): one
+        // field of each name.
+        var unique = Set<String>()
+        fields = all.filter { unique.insert($0).inserted }
         let architecture = configuration.architecture
-        keys = all.map { name in architecture.tracepointParent(of: name).map { name + " " + $0 } ?? name }
-        totals = .allocate(capacity: all.count)
-        retired = .allocate(capacity: all.count)
+        keys = fields.map { FieldKey.key($0, parent: architecture.tracepointParent(of: $0)) }
+        totals = .allocate(capacity: fields.count)
+        retired = .allocate(capacity: fields.count)
         retired.initialize(repeating: 0)
         pid = configuration.pid
-        wantedMask = Array(repeating: false, count: all.count)
+        wantedMask = Array(repeating: false, count: fields.count)
         setWanted(Self.select(fields, configuration.fieldFilter, architecture))
         try rebuildGroups()
     }
@@ -146,6 +149,9 @@ public final class TracepointSource: StatSource {
         retired.update(repeating: 0)
         for group in groups { group.resetAll(ioctls: architecture.perfIoctls) }
     }
+
+    /// Descriptors the groups hold now (tests check they stay flat over thread churn).
+    var descriptorCount: Int { groups.reduce(0) { $0 + $1.descriptors.count } }
 
     public func takeWarnings() -> [String] {
         defer { warnings.removeAll() }

@@ -243,7 +243,7 @@ final class FakeDebugfs {
         let source = try tree.source(filter: "instruction_sigp", includePast: true,
                                      architecture: S390Architecture())
         #expect(try source.read(byGuest: false)
-                == ["instruction_sigp exit_instruction": 3, "exit_instruction": 7])
+                == ["instruction_sigp/exit_instruction": 3, "exit_instruction": 7])
         let x86 = try tree.source(filter: "instruction_sigp", includePast: true)
         #expect(try x86.read(byGuest: false) == ["instruction_sigp": 3])
     }

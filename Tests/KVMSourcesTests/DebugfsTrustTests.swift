@@ -1,4 +1,5 @@
 import Foundation
+import KVMArchX86
 import KVMCore
 @testable import KVMSources
 import KVMTestSupport
@@ -160,6 +161,35 @@ import Testing
         #expect(source.bookkeeping.departedGuests <= 1, "only the live guest 7 is kept apart")
         try source.setPid(7)
         #expect(try source.read(byGuest: false)["exits"] == 3_000)
+    }
+}
+
+@Suite struct CraftedTracefsTests {
+    /// A tracefs where a directory is named like a child event: one field of that name, an
+    /// error from the kernel for the bogus tracepoint ids, never a trap.
+    @Test func duplicateNamesDoNotTrap() throws {
+        let root = NSTemporaryDirectory() + "kvmstat-tracefs-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var paths = SystemPaths(root: root)
+        paths.tracing = root + "/tracing"
+        try FileManager.default.createDirectory(atPath: root + "/sys/devices/system/cpu",
+                                                withIntermediateDirectories: true)
+        try "0\n".write(toFile: root + "/sys/devices/system/cpu/online", atomically: false, encoding: .utf8)
+        for name in ["kvm_userspace_exit", "kvm_userspace_exit(HLT)", "kvm_pio"] {
+            let dir = paths.kvmEvents + "/" + name
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try "4294967295\n".write(toFile: dir + "/id", atomically: false, encoding: .utf8)
+        }
+        let configuration = SourceConfiguration(paths: paths, architecture: X86Architecture.vmx,
+                                                fieldFilter: try FieldFilter("kvm_pio"))
+        do {
+            let source = try TracepointSource(configuration: configuration)
+            let fields = source.availableFields()
+            #expect(fields.filter { $0 == "kvm_userspace_exit(HLT)" }.count == 1)
+            source.close()
+        } catch {
+            #expect(error.description.hasPrefix("perf_event_open"))
+        }
     }
 }
 

@@ -45,8 +45,8 @@ import Testing
     @Test func childrenUnderTheirParentWithParentRelativePercent() {
         let values = [
             "kvm_userspace_exit": stat(300, 30),
-            "kvm_userspace_exit(IO) kvm_userspace_exit": stat(200, 20),
-            "kvm_userspace_exit(HLT) kvm_userspace_exit": stat(100, 10),
+            "kvm_userspace_exit(IO)/kvm_userspace_exit": stat(200, 20),
+            "kvm_userspace_exit(HLT)/kvm_userspace_exit": stat(100, 10),
             "kvm_pio": stat(200, 20),
         ]
         let hidden = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
@@ -99,7 +99,7 @@ import Testing
     @Test func valuesAtTheLimitsOfTheirTypesNeverTrap() {
         let body = ScreenModel.body(
             values: ["exits": stat(UInt64.max, .max), "pages_4k": stat(UInt64.max, .min),
-                     "kvm_exit(HLT) kvm_exit": stat(UInt64.max, .max), "kvm_exit": stat(1, 1)],
+                     "kvm_exit(HLT)/kvm_exit": stat(UInt64.max, .max), "kvm_exit": stat(1, 1)],
             sortByTotal: false, childEvents: true, displayGuests: false, interval: 0.1,
             height: 40) { _ in "" }
         #expect(body.rows.first?.contains("18446744073709551615") == true)

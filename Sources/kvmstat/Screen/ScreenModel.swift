@@ -58,7 +58,7 @@ enum ScreenModel {
                 if !guestName(key).isEmpty { total &+= stat.value }
                 continue
             }
-            if key.contains(" ") { childTotal &+= stat.value } else { total &+= stat.value }
+            if FieldKey(key).isChild { childTotal &+= stat.value } else { total &+= stat.value }
         }
         if total == 0 { total = childTotal }
 
