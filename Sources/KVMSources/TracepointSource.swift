@@ -349,8 +349,12 @@ public final class TracepointSource: StatSource {
         let needed = openDescriptors + count + 50
         guard ResourceLimits.openFilesSoftLimit() < needed else { return }
         do throws(Errno) { try ResourceLimits.ensureOpenFiles(needed) } catch {
-            throw SourceError("NOFILE rlimit could not be raised to \(needed) (\(error)); "
-                + "run as root or raise the hard limit (ulimit -Hn)")
+            // Root without CAP_SYS_RESOURCE (a container) cannot raise the hard limit either.
+            let who = ResourceLimits.runningAsRoot
+                ? "kvmstat lacks CAP_SYS_RESOURCE to raise the hard limit (a container?); raise it "
+                    + "where kvmstat is started (ulimit -Hn, LimitNOFILE=)"
+                : "run as root or raise the hard limit (ulimit -Hn)"
+            throw SourceError("NOFILE rlimit could not be raised to \(needed) (\(error)); " + who)
         }
     }
 

@@ -25,7 +25,13 @@ struct Launcher {
                 + "'mount -t debugfs debugfs /sys/kernel/debug'")
         }
         if let debugfsOverride { paths.debugfs = debugfsOverride }
-        guard FileSystem.isDirectory(paths.debugfsKVM) else {
+        do throws(Errno) {
+            guard try FileSystem.status(paths.debugfsKVM).isDirectory else { throw Errno.noSuchFile }
+        } catch {
+            if error == .permissionDenied {
+                Console.fail("cannot access \(paths.debugfsKVM): \(error): kvmstat needs root "
+                    + "(debugfs is readable by root only)")
+            }
             Console.fail("\(paths.debugfsKVM) not found: make sure that CONFIG_KVM is enabled in "
                 + "your kernel and that the modules are loaded")
         }
@@ -51,11 +57,13 @@ struct Launcher {
         }
         var pid = options.pid
         if let guest = options.guest { pid = pidOfGuest(guest) }
+        // Past Int's range (Python's ints have none) a pid names no process.
+        let shownPid = pid == Int.max || pid == Int.min ? "" : " \(pid)"
         if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") {
-            Console.fail("Specified pid \(pid) does not exist (a thread id is not supported; "
+            Console.fail("Specified pid\(shownPid) does not exist (a thread id is not supported; "
                 + "use the process id)")
         }
-        if pid < 0 { Console.fail("Specified pid \(pid) does not exist") }
+        if pid < 0 { Console.fail("Specified pid\(shownPid) does not exist") }
         if let problem = delayProblem(options.delay) { Console.fail(problem) }
 
         let architecture = detectArchitecture()
@@ -77,7 +85,7 @@ struct Launcher {
         let log: LogSink?
         if logging {
             do { log = try LogSink(path: options.logFile) } catch {
-                Console.fail("Could not open file: \(options.logFile ?? "")")
+                Console.fail("Could not open file: \(options.logFile ?? "") (\(error))")
             }
         } else {
             log = nil

@@ -122,9 +122,10 @@ func parsePythonInt(_ text: String) -> Int? {
         body = body.dropFirst()
     }
     guard !body.isEmpty, !body.hasPrefix("_"), !body.hasSuffix("_"), !body.contains("__"),
-          body.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "_") }),
-          let value = Int(body.filter { $0 != "_" })
+          body.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "_") })
     else { return nil }
+    // Python's ints have no limit: a number past Int's is valid and names no process.
+    guard let value = Int(body.filter { $0 != "_" }) else { return sign < 0 ? Int.min : Int.max }
     return sign * value
 }
 

@@ -24,6 +24,9 @@ public enum ResourceLimits {
         guard setrlimit(resource(), &wanted) == 0 else { throw Errno.current }
     }
 
+    /// Whether kvmstat runs as root (whose failures then mean a missing capability).
+    public static var runningAsRoot: Bool { geteuid() == 0 }
+
     /// Processors online now (for how many threads to open perf groups with).
     public static func onlineProcessors() -> Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
