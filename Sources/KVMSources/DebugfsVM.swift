@@ -81,7 +81,9 @@ final class DebugfsReader {
         pathBuffer.deallocate()
     }
 
-    /// Opens, reads and closes `<prefix><name>` relative to `directory`.
+    /// Opens, reads and closes `<prefix><name>` relative to `directory`: non-blocking and
+    /// not through a symbolic link, so a FIFO, device or link where a statistics file should
+    /// be is read as nothing (or refused), never waited on.
     func read(_ name: [CChar], prefix: [UInt8], in directory: FileDescriptor) -> DebugfsReading {
         guard prefix.count + name.count < pathBuffer.count else { return .missing }
         prefix.withUnsafeBufferPointer { bytes in
@@ -96,7 +98,7 @@ final class DebugfsReader {
         let fd: FileDescriptor
         do {
             fd = try pathBuffer.withMemoryRebound(to: CChar.self) { (path) throws(Errno) in
-                try FileDescriptor.open(path.baseAddress!, relativeTo: directory, .nonBlocking)
+                try FileDescriptor.open(path.baseAddress!, relativeTo: directory, [.nonBlocking, .noFollow])
             }
         } catch {
             return error == .notPermitted || error == .permissionDenied ? .denied : .missing

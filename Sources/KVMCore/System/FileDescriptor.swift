@@ -24,6 +24,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let directory = OpenOptions(rawValue: O_DIRECTORY)
         /// O_NONBLOCK: opening a FIFO without a writer returns at once.
         public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
+        /// O_NOFOLLOW: a symbolic link is refused, not followed (to a device, say).
+        public static let noFollow = OpenOptions(rawValue: O_NOFOLLOW)
         /// O_PATH: a handle for *at() calls that does not open the file itself.
         public static let pathOnly = OpenOptions(rawValue: 0o10000000)
     }
