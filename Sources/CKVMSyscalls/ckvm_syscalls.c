@@ -1,6 +1,7 @@
 #include "ckvm_syscalls.h"
 
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -15,4 +16,8 @@ int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value) {
 
 int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer) {
     return ioctl(fd, request, pointer);
+}
+
+int ckvm_set_not_dumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }

@@ -1,13 +1,18 @@
-/// The `-f REGEX` field filter with Python `re.match` semantics: the pattern must match at the
-/// start of the field name, not necessarily the whole of it.
+/// The `-f REGEX` field filter with Python `re.match` semantics: Python's syntax (see
+/// `PythonRegex`), matched by code points, at the start of the field name, not necessarily
+/// the whole of it.
 public struct FieldFilter: @unchecked Sendable {
     // Regex<AnyRegexOutput> is immutable once built; it is only used to match.
     private let regex: Regex<AnyRegexOutput>
     public let pattern: String
 
     public init(_ pattern: String) throws(FieldFilterError) {
+        let swift: String
+        do { swift = try PythonRegex.translate(pattern) } catch {
+            throw FieldFilterError(pattern: pattern, unsupported: error.validInPython ? error.description : nil)
+        }
         do {
-            regex = try Regex(pattern)
+            regex = try Regex(swift).matchingSemantics(.unicodeScalar)
         } catch {
             throw FieldFilterError(pattern: pattern)
         }
@@ -19,10 +24,21 @@ public struct FieldFilter: @unchecked Sendable {
     }
 }
 
-/// An invalid regular expression, worded as upstream words it.
+/// An invalid regular expression, worded as upstream words it; or a valid Python one that
+/// uses what kvmstat cannot honour, said so.
 public struct FieldFilterError: Error, Sendable, CustomStringConvertible {
     public let pattern: String
-    public var description: String { "\"\(pattern)\" is not a valid regular expression" }
+    public var unsupported: String?
+
+    public init(pattern: String, unsupported: String? = nil) {
+        self.pattern = pattern
+        self.unsupported = unsupported
+    }
+
+    public var description: String {
+        if let unsupported { return "\"\(pattern)\" uses \(unsupported), which kvmstat does not support" }
+        return "\"\(pattern)\" is not a valid regular expression"
+    }
 }
 
 extension Optional where Wrapped == FieldFilter {

@@ -16,6 +16,9 @@ enum Console {
     nonisolated(unsafe) static var cleanup: (() -> Void)?
     /// Puts the terminal back; set while the interactive screen owns it.
     nonisolated(unsafe) static var restoreTerminal: (() -> Void)?
+    /// Puts the terminal's modes back without ncurses (which may be blocked on a stalled
+    /// terminal in the main thread), for the watcher's emergency end.
+    nonisolated(unsafe) static var emergencyTerminalRestore: (@Sendable () -> Void)?
 
     /// Makes descriptors 0, 1 and 2 safe before anything is opened: a service manager may
     /// start kvmstat with one closed (`2>&-`), and the log file or a perf event would then
@@ -31,11 +34,14 @@ enum Console {
     }
 
     /// Ends kvmstat from the signal watcher when the main thread did not take `signal` in
-    /// time (it is blocked in a regex, a full pipe, a slow set-up): every descriptor is handed
-    /// off, the terminal restored, and the status is the one the main thread would have given.
-    @Sendable static func endStuck(by signal: Int32) -> Never {
+    /// time (it is blocked in a regex, a full pipe, a slow set-up) or did not end after taking
+    /// it (`force`): every descriptor is handed off, the terminal's modes restored, and the
+    /// status is the one the main thread would have given. Returns when the main thread has
+    /// claimed the ending first (it is ending now).
+    @Sendable static func endStuck(by signal: Int32, force: Bool) {
+        guard Signals.claimEnding() || force else { return }
         DescriptorHandoff.releaseAll()
-        restoreTerminal?()
+        emergencyTerminalRestore?()
         if signal == SIGINT { _exit(0) }
         Signals.die(by: signal)
     }
@@ -62,6 +68,13 @@ enum Console {
         leave(status)
     }
 
+    /// One of upstream's own messages, word for word and without kvmstat's prefix (scripts
+    /// grep for them, `Error: ` included), exit status 1.
+    static func failAsUpstream(_ message: String) -> Never {
+        err(message + "\n")
+        leave(1)
+    }
+
     /// argparse's usage error: usage line, `kvmstat: error: MESSAGE`, exit status 2.
     static func usageError(_ message: String) -> Never {
         err(Options.usage + "\nkvmstat: error: " + message + "\n")
@@ -80,7 +93,10 @@ enum Console {
         exit(status)
     }
 
+    /// Claims the ending (the watcher may be ending kvmstat already: then wait for it), and
+    /// releases what kvmstat holds.
     private static func runCleanup() {
+        if !Signals.claimEnding() { Signals.waitForTheEnd() }
         if let restore = restoreTerminal {
             restoreTerminal = nil
             restore()

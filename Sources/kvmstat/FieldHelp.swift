@@ -1,7 +1,7 @@
 import KVMCore
 import KVMSources
 
-/// `-f help`: the events the chosen sources offer, one per line with a leading space, child
+/// `-f help`: the events the chosen sources offer, one per line indented by two spaces, child
 /// events folded into their parent (as upstream prints them).
 enum FieldHelp {
     static func run(sourceNames: [String], configuration: SourceConfiguration) -> Never {
@@ -21,7 +21,7 @@ enum FieldHelp {
                 Console.fail(error.description)
             }
         }
-        Console.out(" " + names.sorted().joined(separator: "\n ") + "\n")
+        Console.out("  " + names.sorted().joined(separator: "\n  ") + "\n")
         Console.leave(0)
     }
 }

@@ -21,8 +21,9 @@ struct Launcher {
         // lockdown use a fake, fully readable one).
         let debugfsOverride = getenv("KVMSTAT_DEBUGFS").map { String(cString: $0) }
         guard var paths = SystemPaths.mounted() ?? debugfsOverride.map({ _ in SystemPaths() }) else {
-            Console.fail("debugfs is not mounted (CONFIG_DEBUG_FS); mount it with "
-                + "'mount -t debugfs debugfs /sys/kernel/debug'")
+            Console.failAsUpstream("Please make sure that CONFIG_DEBUG_FS is enabled in your kernel, "
+                + "mounted and\nreadable by the current user:\n"
+                + "('mount -t debugfs debugfs /sys/kernel/debug')")
         }
         if let debugfsOverride { paths.debugfs = debugfsOverride }
         do throws(Errno) {
@@ -32,39 +33,41 @@ struct Launcher {
                 Console.fail("cannot access \(paths.debugfsKVM): \(error): kvmstat needs root "
                     + "(debugfs is readable by root only)")
             }
-            Console.fail("\(paths.debugfsKVM) not found: make sure that CONFIG_KVM is enabled in "
-                + "your kernel and that the modules are loaded")
+            Console.failAsUpstream("Please make sure that CONFIG_KVM is enabled in your kernel and "
+                + "that the modules are loaded.")
+        }
+        // Every -g is looked up while the options are read, as upstream's argparse action
+        // does: a guest that is not found is an error whichever of -g and -p comes last.
+        var pid = options.pid
+        for guest in options.guests {
+            let found = pidOfGuest(guest)
+            if options.guestWins { pid = found }
         }
         let logging = options.log || options.logFile != nil
-        if options.csv && !logging { Console.fail("Option -c/--csv requires -l/--log") }
+        if options.csv && !logging { Console.failAsUpstream("Error: Option -c/--csv requires -l/--log") }
         if options.skipZeroRecords && !logging {
-            Console.fail("Option -z/--skip-zero-records requires -l/-L")
+            Console.failAsUpstream("Error: Option -z/--skip-zero-records requires -l/-L")
         }
         let filter: FieldFilter?
         if options.fields.isEmpty || options.fields == "help" {
             filter = nil
         } else {
-            do { filter = try FieldFilter(options.fields) } catch { Console.fail(error.description) }
+            do { filter = try FieldFilter(options.fields) } catch {
+                Console.failAsUpstream("Error: " + error.description)
+            }
         }
         if sourceNames.contains("tracepoint") && !FileSystem.isDirectory(paths.kvmEvents) {
-            if explicitTracepoints {
-                Console.fail("tracepoints are not available: enable CONFIG_TRACING and make "
-                    + "\(paths.tracing) readable, or use -d")
-            }
-            Console.warn("tracepoints are not available (\(paths.kvmEvents)); "
-                + "falling back to debugfs statistics")
+            Console.err("Please enable CONFIG_TRACING in your kernel when using the option -t "
+                + "(default).\nIf it is enabled, make \(paths.tracing) readable by the current user.\n")
+            if explicitTracepoints { Console.leave(1) }
+            Console.err("Falling back to debugfs statistics!\n")
             sourceNames = ["debugfs"]
         }
-        var pid = options.pid
-        if let guest = options.guest { pid = pidOfGuest(guest) }
-        // Past Int's range (Python's ints have none) a pid names no process.
-        let shownPid = pid == Int.max || pid == Int.min ? "" : " \(pid)"
-        if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") {
-            Console.fail("Specified pid\(shownPid) does not exist (a thread id is not supported; "
-                + "use the process id)")
+        if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") || pid < 0 {
+            Console.err("Did you use a (unsupported) tid instead of a pid?\n")
+            Console.failAsUpstream("Specified pid does not exist.")
         }
-        if pid < 0 { Console.fail("Specified pid\(shownPid) does not exist") }
-        if let problem = delayProblem(options.delay) { Console.fail(problem) }
+        if let problem = delayProblem(options.delay) { Console.failAsUpstream("Error: " + problem) }
 
         let architecture = detectArchitecture()
         let configuration = SourceConfiguration(
@@ -85,7 +88,7 @@ struct Launcher {
         let log: LogSink?
         if logging {
             do { log = try LogSink(path: options.logFile) } catch {
-                Console.fail("Could not open file: \(options.logFile ?? "") (\(error))")
+                Console.failAsUpstream("Error: Could not open file: \(options.logFile ?? "") (\(error))")
             }
         } else {
             log = nil
@@ -165,9 +168,9 @@ struct Launcher {
 
     private func pidOfGuest(_ name: String) -> Int {
         let pids = Guests().pids(named: name)
-        if pids.isEmpty { Console.fail("No guest by the name \"\(name)\" found") }
+        if pids.isEmpty { Console.failAsUpstream("Error: No guest by the name \"\(name)\" found") }
         if pids.count > 1 {
-            Console.fail("Multiple processes found (pids: "
+            Console.failAsUpstream("Error: Multiple processes found (pids: "
                 + pids.map(String.init).joined(separator: " ")
                 + "). Use \"-p\" to specify the desired pid")
         }

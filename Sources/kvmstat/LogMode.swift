@@ -43,7 +43,7 @@ struct LogMode {
                 }
                 // logrotate: new file, new banner; the sample comes on schedule.
                 do { try sink.reopen() } catch {
-                    Console.fail("Could not open file: \(sink.path ?? "") (\(error))")
+                    Console.failAsUpstream("Error: Could not open file: \(sink.path ?? "") (\(error))")
                 }
                 records = 0
                 bannerShown = true

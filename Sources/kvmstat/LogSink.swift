@@ -44,7 +44,7 @@ final class LogSink {
     }
 
     func write(line: String) {
-        let before = regular ? try? fd.size() : nil
+        let before = regular ? try? fd.writePosition() : nil
         do { try fd.writeAll(line + "\n") } catch {
             if !isFile && error == .brokenPipe { Console.leave(0) }
             var message = "error writing to \(path ?? "standard output"): \(error)"
@@ -63,12 +63,12 @@ final class LogSink {
     private func endPartialRecord() {
         guard regular, let size = try? fd.size(), size > 0 else { return }
         var last: UInt8 = 0
-        guard let reader = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)"),
-              (try? withUnsafeMutableBytes(of: &last) { (raw) throws(Errno) in
-                  try reader.read(fromAbsoluteOffset: size - 1, into: raw)
-              }) == 1
+        guard let reader = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)") else { return }
+        defer { reader.close() }
+        guard (try? withUnsafeMutableBytes(of: &last) { (raw) throws(Errno) in
+            try reader.read(fromAbsoluteOffset: size - 1, into: raw)
+        }) == 1
         else { return }
-        reader.close()
         guard last != UInt8(ascii: "\n") else { return }
         Console.warn("\(path ?? "standard output") ends with an unfinished record; "
             + "new records start on the next line")

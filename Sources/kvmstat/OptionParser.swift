@@ -26,6 +26,8 @@ struct OptionSpec: Sendable {
 struct ParsedArguments: Sendable, Equatable {
     var flags: Set<String> = []
     var values: [String: String] = [:]
+    /// Every value of each option, in order (an option given twice).
+    var allValues: [String: [String]] = [:]
     /// Keys in the order they were given (for options where the later one wins).
     var order: [String] = []
 
@@ -48,7 +50,12 @@ struct OptionParser: Sendable {
         var onlyPositionals = false
 
         func store(_ spec: OptionSpec, _ value: String?) {
-            if let value { result.values[spec.key] = value } else { result.flags.insert(spec.key) }
+            if let value {
+                result.values[spec.key] = value
+                result.allValues[spec.key, default: []].append(value)
+            } else {
+                result.flags.insert(spec.key)
+            }
             result.order.append(spec.key)
         }
         /// The value for `spec`: attached, or the next argument unless that looks like an option.

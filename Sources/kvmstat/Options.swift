@@ -6,7 +6,9 @@ struct Options: Sendable, Equatable {
     var csv = false
     var debugfs = false
     var fields = ""
-    var guest: String?
+    /// Every `-g NAME` in order, and whether the last of them came after the last `-p`.
+    var guests: [String] = []
+    var guestWins = false
     var includePast = false
     var log = false
     var logFile: String?
@@ -79,12 +81,12 @@ struct Options: Sendable, Equatable {
         options.csv = parsed.has("csv")
         options.debugfs = parsed.has("debugfs")
         options.fields = parsed.value("fields") ?? ""
-        options.guest = parsed.value("guest")
-        // As with upstream's -g action, whichever of -g and -p comes last wins.
-        if let guestAt = parsed.order.lastIndex(of: "guest"),
-           let pidAt = parsed.order.lastIndex(of: "pid"), pidAt > guestAt {
-            options.guest = nil
-        }
+        options.guests = parsed.allValues["guest"] ?? []
+        // As with upstream's -g action, whichever of -g and -p comes last sets the pid; every
+        // -g is looked up all the same.
+        let guestAt = parsed.order.lastIndex(of: "guest")
+        let pidAt = parsed.order.lastIndex(of: "pid")
+        options.guestWins = guestAt != nil && (pidAt == nil || guestAt! > pidAt!)
         options.includePast = parsed.has("includePast")
         options.log = parsed.has("log")
         options.logFile = parsed.value("logFile")

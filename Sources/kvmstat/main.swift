@@ -8,7 +8,7 @@ import KVMCore
 // First of all: standard descriptors that are safe to write, and signals that end us
 // promptly whatever we are doing (see Signals).
 Console.secureStandardDescriptors()
-Signals.start(stuck: Console.endStuck(by:))
+Signals.start(stuck: Console.endStuck(by:force:))
 // A closed pipe must surface as EPIPE on write (handled in Console), not kill us mid-line.
 signal(SIGPIPE, SIG_IGN)
 

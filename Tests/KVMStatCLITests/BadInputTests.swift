@@ -6,13 +6,14 @@ import Testing
 @Suite(.enabled(if: Kernel.available, realKernelNeeded))
 struct BadInputTests {
     private func expectError(_ arguments: [String], status: Int32, containing needle: String,
+                             lines expectedLines: Int = 1,
                              sourceLocation: SourceLocation = #_sourceLocation) throws {
         let result = try run(kvmstatBinary, arguments)
         #expect(result.status == status, "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
         #expect(result.stderr.contains(needle), "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
         let lines = result.stderr.split(separator: "\n")
         if status == 1 {
-            #expect(lines.count == 1, "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
+            #expect(lines.count == expectedLines, "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
         } else {
             #expect(lines.last?.hasPrefix("kvmstat: ") == true, sourceLocation: sourceLocation)
         }
@@ -30,7 +31,8 @@ struct BadInputTests {
     }
 
     @Test func missingPid() throws {
-        try expectError(["-1", "-p", "999999999"], status: 1, containing: "does not exist")
+        try expectError(["-1", "-p", "999999999"], status: 1, containing:
+            "Did you use a (unsupported) tid instead of a pid?\nSpecified pid does not exist.\n", lines: 2)
         try expectError(["-p", "abc"], status: 2, containing: "invalid int value: 'abc'")
     }
 

@@ -219,11 +219,11 @@ struct BatchAndLogTests {
         let result = try kvmstat("-f", "help")
         #expect(result.status == 0)
         let lines = result.stdout.split(separator: "\n").map(String.init)
-        #expect(lines.contains(" kvm_pio") && lines.contains(" kvm_userspace_exit"))
-        #expect(lines.allSatisfy { $0.hasPrefix(" ") && !$0.contains("(") })
+        #expect(lines.contains("  kvm_pio") && lines.contains("  kvm_userspace_exit"))
+        #expect(lines.allSatisfy { $0.hasPrefix("  ") && !$0.contains("(") })
         #expect(lines == lines.sorted())
         let both = try kvmstat("-f", "help", "-d", "-t")
-        #expect(both.stdout.contains(" pages_4k\n") && both.stdout.contains(" kvm_pio\n"))
+        #expect(both.stdout.contains("  pages_4k\n") && both.stdout.contains("  kvm_pio\n"))
     }
 
     @Test func debugfsLogKeepsGoingWhileVMsComeAndGo() throws {

@@ -30,7 +30,7 @@ import Testing
         let tree = try FakeTree(fields: ["exits"])
         let result = try run(kvmstatBinary, ["-d", "-L", "/nonexistent/dir/kvmstat.log"], environment: tree.environment)
         #expect(result.status == 1)
-        #expect(result.stderr == "kvmstat: Could not open file: /nonexistent/dir/kvmstat.log (No such file or directory)\n")
+        #expect(result.stderr == "Error: Could not open file: /nonexistent/dir/kvmstat.log (No such file or directory)\n")
     }
 
     @Test func hugePidDoesNotExist() throws {

@@ -83,11 +83,13 @@ import Testing
         #expect(error("--ar") == "ambiguous option: --ar could match --arch-info, --arch")
     }
 
-    @Test func laterOfGuestAndPidWins() throws {
+    @Test func laterOfGuestAndPidWinsAndEveryGuestIsLookedUp() throws {
         let pidLast = try parse("-g", "vm1", "-p", "42")
-        #expect(pidLast.guest == nil && pidLast.pid == 42)
+        #expect(pidLast.guests == ["vm1"] && !pidLast.guestWins && pidLast.pid == 42)
         let guestLast = try parse("-p", "42", "-g", "vm1")
-        #expect(guestLast.guest == "vm1")
+        #expect(guestLast.guests == ["vm1"] && guestLast.guestWins)
+        let twice = try parse("-g", "vm1", "-p", "42", "-g", "vm2")
+        #expect(twice.guests == ["vm1", "vm2"] && twice.guestWins)
     }
 
     @Test func exactLongNameBeatsPrefix() throws {

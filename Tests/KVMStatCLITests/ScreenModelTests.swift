@@ -35,7 +35,8 @@ import Testing
                                     displayGuests: false, interval: 2, height: 40) { _ in "" }
         #expect(body.rows.map { String($0.prefix(1)) } == ["b", "c", "a"])
         #expect(body.rows[0] == "b                                                50   11.1       10")
-        #expect(body.total == "Total                                           450       20")
+        // `%-40s %10d        %8s`: the average ends under CurAvg/s.
+        #expect(body.total == "Total" + String(repeating: " ", count: 36) + "       450" + "        " + "      20")
         #expect(body.message == nil)
         let byTotal = ScreenModel.body(values: values, sortByTotal: true, childEvents: false,
                                        displayGuests: false, interval: 2, height: 40) { _ in "" }
@@ -56,7 +57,7 @@ import Testing
                                      displayGuests: false, interval: 1, height: 40) { _ in "" }
         #expect(shown.rows.map { $0.prefix(25).trimmingCharacters(in: [" "]) }
                 == ["kvm_userspace_exit", "kvm_userspace_exit(IO)", "kvm_userspace_exit(HLT)", "kvm_pio"])
-        #expect(shown.rows[1].hasPrefix(" kvm_userspace_exit(IO)"))
+        #expect(shown.rows[1].hasPrefix("  kvm_userspace_exit(IO)"))
         #expect(shown.rows[1].contains("   66.7 "))
         #expect(shown.rows[0].contains("   60.0 "))
         // Total counts parents only; children count in it only when there are no parents.

@@ -71,7 +71,7 @@ struct ScreenTests {
         // h: the help screen; any key returns.
         tmux.send("h")
         #expect(tmux.wait(for: "Interactive commands reference") != nil)
-        #expect(tmux.screen().contains(" x     toggle reporting of stats for individual child trace events"))
+        #expect(tmux.screen().contains("   x     toggle reporting of stats for individual child trace events"))
         tmux.send("z")
         #expect(tmux.wait(for: "CurAvg/s") != nil)
 
@@ -93,7 +93,7 @@ struct ScreenTests {
         tmux.send("g")
         let dialog = try #require(tmux.wait(for: "Guest or pid [ENTER exits]:"))
         #expect(dialog.contains { $0.contains("Guest Name (fuzzy list, might be inaccurate!)") })
-        #expect(dialog.contains { $0.contains("\(pid) \(name)") })
+        #expect(dialog.contains { $0.contains("\(pid)  \(name)") })
         tmux.type("no-such-guest")
         #expect(tmux.wait(for: "\"no-such-guest\": Not an active guest") != nil)
         tmux.type("999999999")

@@ -127,6 +127,17 @@ public struct FileDescriptor: Hashable, Sendable {
         return fstat(rawValue, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
     }
 
+    /// Where the next write lands: the end of the file with O_APPEND, else the offset (they
+    /// differ for `>` when another program truncated the file, or for `1<>`).
+    public func writePosition() throws(Errno) -> Int {
+        let flags = fcntl(rawValue, F_GETFL)
+        guard flags >= 0 else { throw Errno.current }
+        if flags & O_APPEND != 0 { return try size() }
+        let offset = lseek(rawValue, 0, SEEK_CUR)
+        guard offset >= 0 else { throw Errno.current }
+        return Int(offset)
+    }
+
     /// Cuts the file to `size` bytes and puts the offset there (ftruncate(2), lseek(2)).
     public func truncate(to size: Int) throws(Errno) {
         guard ftruncate(rawValue, off_t(size)) == 0 else { throw Errno.current }

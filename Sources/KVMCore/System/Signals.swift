@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CKVMSyscalls
 import Synchronization
 
 /// Signals as events, and a promise that any of them ends kvmstat promptly in every state.
@@ -13,12 +14,21 @@ import Synchronization
 /// samples, never in the middle of a write. When the main thread does not take a signal
 /// within `grace` (a catastrophic regex, a write to a full pipe, a slow set-up), the watcher
 /// ends kvmstat itself through the handler given to `start` — unless the signal is one the
-/// main thread has said it will take later (SIGHUP that rotates a log file).
+/// main thread has said it will take later (SIGHUP that rotates a log file). And when the main
+/// thread took a signal that ends kvmstat but has not ended it `exitGrace` later (its cleanup
+/// blocked on a stalled terminal, a full stderr pipe), the watcher ends it.
+///
+/// Exactly one of the two threads ends the process: each claims the ending first
+/// (`claimEnding`); the main thread, finding it taken, waits for the watcher to finish.
 public enum Signals {
     public static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
     /// How long the main thread may take to pick up a signal before it counts as stuck.
     public static let grace = 0.25
+    /// How long the main thread may take to end after it took a signal that ends kvmstat.
+    public static let exitGrace = 2.0
+
+    private static let ending = Atomic<Bool>(false)
 
     private static let posted = Atomic<Int>(0)
     private static let taken = Atomic<Int>(0)
@@ -26,14 +36,16 @@ public enum Signals {
     private static let deferrable = Atomic<Int>(0)
     nonisolated(unsafe) private static var pipeRead: Int32 = -1
     nonisolated(unsafe) private static var pipeWrite: Int32 = -1
-    nonisolated(unsafe) private static var stuckHandler: (@Sendable (Int32) -> Never)?
+    nonisolated(unsafe) private static var stuckHandler: (@Sendable (Int32, Bool) -> Void)?
 
     /// Blocks the handled signals in the calling thread and every thread it starts later, and
-    /// starts the watcher. Call first thing, before any other thread exists. `stuck` ends the
-    /// process when the main thread does not take a signal in time.
-    public static func start(stuck: @escaping @Sendable (Int32) -> Never) {
+    /// starts the watcher. Call first thing, before any other thread exists. `stuck(signal,
+    /// force)` ends the process when the main thread does not take a signal in time (it may
+    /// return when `force` is false and the main thread has claimed the ending itself), or
+    /// did not end in time after taking it (`force`). Without a pipe or a thread (a process
+    /// or descriptor limit), the signals keep their default actions.
+    public static func start(stuck: @escaping @Sendable (Int32, Bool) -> Void) {
         var set = handledSet()
-        pthread_sigmask(SIG_BLOCK, &set, nil)
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { return }
         for end in ends {
@@ -43,8 +55,27 @@ public enum Signals {
         pipeRead = ends[0]
         pipeWrite = ends[1]
         stuckHandler = stuck
+        pthread_sigmask(SIG_BLOCK, &set, nil)
         var thread = pthread_t()
-        _ = pthread_create(&thread, nil, { _ in Signals.watch() }, nil)
+        guard pthread_create(&thread, nil, { _ in Signals.watch() }, nil) == 0 else {
+            pthread_sigmask(SIG_UNBLOCK, &set, nil)
+            close(ends[0])
+            close(ends[1])
+            pipeRead = -1
+            pipeWrite = -1
+            return
+        }
+    }
+
+    /// Claims the ending of the process for the calling thread; false when the other thread
+    /// has claimed it (it is ending the process now).
+    public static func claimEnding() -> Bool {
+        ending.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
+    }
+
+    /// For the main thread when the watcher has claimed the ending: wait for it.
+    public static func waitForTheEnd() -> Never {
+        while true { pause() }
     }
 
     /// Lets the main thread take `signal` whenever it gets to it, however busy it is.
@@ -54,9 +85,23 @@ public enum Signals {
 
     private static func watch() -> Never {
         var set = handledSet()
+        // Set once a signal that ends kvmstat was taken (or the main thread claimed the end).
+        var exitDeadline: Double?
+        var ender: Int32 = 0
         while true {
             var signal: Int32 = 0
-            guard sigwait(&set, &signal) == 0 else { continue }
+            if let deadline = exitDeadline {
+                let remaining = max(0, deadline - monotonicNow())
+                var ts = timespec(tv_sec: Int(remaining),
+                                  tv_nsec: Int((remaining - remaining.rounded(.down)) * 1e9))
+                signal = sigtimedwait(&set, nil, &ts)
+                if signal <= 0 {
+                    if monotonicNow() >= deadline { stuckHandler?(ender, true) }
+                    continue
+                }
+            } else {
+                guard sigwait(&set, &signal) == 0 else { continue }
+            }
             var byte = UInt8(truncatingIfNeeded: signal)
             _ = write(pipeWrite, &byte, 1)
             let number = posted.add(1, ordering: .sequentiallyConsistent).newValue
@@ -64,9 +109,14 @@ public enum Signals {
             while taken.load(ordering: .sequentiallyConsistent) < number && monotonicNow() < deadline {
                 usleep(5_000)
             }
-            guard taken.load(ordering: .sequentiallyConsistent) < number else { continue }
             if deferrable.load(ordering: .relaxed) & (1 << Int(signal)) != 0 { continue }
-            stuckHandler?(signal)
+            if taken.load(ordering: .sequentiallyConsistent) < number {
+                stuckHandler?(signal, false)  // returns when the main thread is ending already
+            }
+            if exitDeadline == nil {
+                exitDeadline = monotonicNow() + exitGrace
+                ender = signal
+            }
         }
     }
 
@@ -138,6 +188,8 @@ public enum Signals {
         getrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
         noCore.rlim_cur = 0
         setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
+        // Not dumpable: no core even through a core_pattern pipe (systemd-coredump, apport).
+        _ = ckvm_set_not_dumpable()
         var action = sigaction()
         action.__sigaction_handler.sa_handler = SIG_DFL
         sigemptyset(&action.sa_mask)
@@ -146,8 +198,8 @@ public enum Signals {
         sigemptyset(&set)
         sigaddset(&set, signal)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        kill(getpid(), signal)
-        // The signal may be delivered to another thread that has it unblocked; wait for it.
+        // To this thread, the one that has it unblocked (never to the watcher's sigwait).
+        pthread_kill(pthread_self(), signal)
         usleep(100_000)
         _exit(128 + signal)
     }

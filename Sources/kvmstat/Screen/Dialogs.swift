@@ -4,17 +4,17 @@ import KVMSources
 /// The screen's dialogs and messages, worded as upstream words them.
 extension InteractiveScreen {
     static let helpLines = [
-        " b     toggle events by guests (debugfs only, honors filters)",
-        " c     clear filter",
-        " f     filter by regular expression",
-        " g     filter by guest name/PID",
-        " h     display interactive commands reference",
-        " o     toggle sorting order (Total vs CurAvg/s)",
-        " p     filter by guest name/PID",
-        " q     quit",
-        " r     reset stats",
-        " s     set delay between refreshs (value range: 0.1-25.5 secs)",
-        " x     toggle reporting of stats for individual child trace events",
+        "   b     toggle events by guests (debugfs only, honors filters)",
+        "   c     clear filter",
+        "   f     filter by regular expression",
+        "   g     filter by guest name/PID",
+        "   h     display interactive commands reference",
+        "   o     toggle sorting order (Total vs CurAvg/s)",
+        "   p     filter by guest name/PID",
+        "   q     quit",
+        "   r     reset stats",
+        "   s     set delay between refreshs (value range: 0.1-25.5 secs)",
+        "   x     toggle reporting of stats for individual child trace events",
         "Any other key refreshes statistics immediately",
     ]
 
@@ -130,12 +130,12 @@ extension InteractiveScreen {
     }
 
     private func listGuests(from line: Int) {
-        terminal.put(line, 2, "Pid".rightAligned(to: 8) + " "
+        terminal.put(line, 2, "Pid".rightAligned(to: 8) + "  "
             + "Guest Name (fuzzy list, might be inaccurate!)".padded(to: 60), Terminal.underline)
         var row = line + 1
         for guest in guests.all() {
             if row >= terminal.height { break }
-            terminal.put(row, 2, String(guest.pid).rightAligned(to: 8) + " "
+            terminal.put(row, 2, String(guest.pid).rightAligned(to: 8) + "  "
                 + TerminalText.padded(ScreenModel.escape(guest.name), to: 60))
             row += 1
         }

@@ -27,6 +27,7 @@ final class InteractiveScreen {
     }
 
     func run() {
+        Console.emergencyTerminalRestore = Terminal.emergencyRestorer()
         guard let terminal = Terminal() else {
             Console.fail("cannot start the screen on this terminal (TERM="
                 + (getenv("TERM").map { String(cString: $0) } ?? "") + "); use -1 or -l")
@@ -118,7 +119,7 @@ final class InteractiveScreen {
                 }
             }
             // Leave the last data on screen, marked.
-            let marker = " Guest is DEAD "
+            let marker = ScreenModel.deadMarker
             terminal.put(0, min(headline.count, 80 - marker.count), marker,
                          Terminal.blink | Terminal.standout)
             terminal.refresh()

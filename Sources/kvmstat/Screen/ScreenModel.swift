@@ -9,6 +9,8 @@ import KVMCore
 /// column header, and rows (sorting, child placement, percentages, totals), byte for byte.
 enum ScreenModel {
     static let maxGuestNameLength = 48
+    /// Shown over the headline when the watched guest has gone.
+    static let deadMarker = "   Guest is DEAD   "
     static let maxRegexLength = 44
 
     /// Line 0: `kvm statistics - summary` or `kvm statistics - pid N (name)`.
@@ -90,7 +92,7 @@ enum ScreenModel {
                 base = parentTotal
             }
             let percent = base == 0 ? 0 : Double(stat.value) * 100 / Double(base)
-            body.rows.append(escape(label).padded(to: 40) + " "
+            body.rows.append(TerminalText.padded(escape(label), to: 40) + " "
                 + String(stat.value).rightAligned(to: 10) + cFormat("%7.1f", percent) + " " + String(current).rightAligned(to: 8))
             row += 1
         }
@@ -99,8 +101,9 @@ enum ScreenModel {
         }
         if row > 4 {
             let average = currentSum > 0 ? String(pythonRound(Double(currentSum) / interval)) : ""
-            body.total = "Total".padded(to: 40) + " " + String(total).rightAligned(to: 10) + " "
-                + average.rightAligned(to: 8)
+            // `%-40s %10d        %8s`: the average ends under `CurAvg/s`.
+            body.total = "Total".padded(to: 40) + " " + String(total).rightAligned(to: 10)
+                + String(repeating: " ", count: 8) + average.rightAligned(to: 8)
         }
         return body
     }
@@ -125,7 +128,7 @@ enum ScreenModel {
         for (key, stat) in ordered where stat != .zero {
             let field = FieldKey(key)
             if let parent = field.parent {
-                if childEvents { children[parent, default: []].append((" " + field.name, stat)) }
+                if childEvents { children[parent, default: []].append(("  " + field.name, stat)) }
             } else {
                 parents.append((key, stat))
             }

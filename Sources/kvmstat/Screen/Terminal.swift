@@ -32,6 +32,25 @@ final class Terminal {
         use_default_colors()
     }
 
+    /// Puts the terminal back without ncurses, from another thread while the main thread may
+    /// be blocked in ncurses on a stalled terminal: the saved modes are restored and the
+    /// alternate screen left through a non-blocking descriptor of its own (a write that would
+    /// block is dropped, never waited on).
+    static func emergencyRestorer() -> (@Sendable () -> Void)? {
+        var saved = termios()
+        guard tcgetattr(STDOUT_FILENO, &saved) == 0 else { return nil }
+        let modes = saved
+        return {
+            var modes = modes
+            _ = tcsetattr(STDOUT_FILENO, TCSANOW, &modes)
+            let fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+            guard fd >= 0 else { return }
+            let reset = "\u{1b}[?1049l\u{1b}[?25h\r\n"
+            _ = reset.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+    }
+
     /// Restores the terminal as it was (once; later calls do nothing).
     func end() {
         guard active else { return }
@@ -55,7 +74,8 @@ final class Terminal {
         wclrtobot(window)
     }
 
-    /// Draws `text` at (line, column); text past the screen's edge is cut by ncurses.
+    /// Draws `text` at (line, column), cut at the screen's edge by display width (ncurses
+    /// would wrap it onto the next line).
     func put(_ line: Int, _ column: Int, _ text: String, _ attributes: Int32 = 0) {
         guard line >= 0, line < height, column >= 0, column < width else { return }
         let room = width - column
