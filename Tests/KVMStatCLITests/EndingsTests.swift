@@ -140,7 +140,8 @@ import Testing
 }
 
 /// The screen's endings, in a real terminal (tmux).
-@Suite struct ScreenEndingsTests {
+@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux"), "needs tmux"))
+struct ScreenEndingsTests {
     /// The kvmstat process (not the shell that started it) whose command line has `tag`.
     private func pid(matching tag: String) -> Int32? {
         let deadline = Date().addingTimeInterval(5)

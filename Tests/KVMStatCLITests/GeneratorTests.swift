@@ -68,6 +68,39 @@ import Testing
         #expect(result.stdout.contains("HLT is 120 in the committed table but 153"))
     }
 
+    /// A copy of the script and the committed tables, so writing touches nothing real.
+    private func packageCopy() throws -> String {
+        let dir = NSTemporaryDirectory() + "kvmstat-package-" + UUID().uuidString
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir + "/Scripts", withIntermediateDirectories: true)
+        try fm.copyItem(atPath: script, toPath: dir + "/Scripts/generate-exit-reasons")
+        for module in ["KVMArchX86", "KVMArchARM64", "KVMCore"] {
+            try fm.createDirectory(atPath: dir + "/Sources/" + module, withIntermediateDirectories: true)
+            try fm.copyItem(atPath: packageRoot + "/Sources/\(module)/Generated", toPath: dir + "/Sources/\(module)/Generated")
+        }
+        return dir
+    }
+
+    @Test func writingAnOlderTreeIsRefusedUnlessForced() throws {
+        let tree = try makeTree()
+        let copy = try packageCopy()
+        defer {
+            try? FileManager.default.removeItem(atPath: tree)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        let table = copy + "/Sources/KVMCore/Generated/UserspaceExitReasons.swift"
+        let before = try String(contentsOfFile: table, encoding: .utf8)
+        let refused = try run("/bin/sh", [copy + "/Scripts/generate-exit-reasons", "--kernel", tree])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("UserspaceExitReasons: MEMORY_FAULT = 39 would be lost"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("--force"))
+        #expect(try String(contentsOfFile: table, encoding: .utf8) == before, "nothing written")
+        let forced = try run("/bin/sh", [copy + "/Scripts/generate-exit-reasons", "--kernel", tree, "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+        let after = try String(contentsOfFile: table, encoding: .utf8)
+        #expect(!after.contains("MEMORY_FAULT") && after.contains("Linux 9.8.7-test"))
+    }
+
     @Test func missingTreeIsAnError() throws {
         let result = try run("/bin/sh", [script, "--kernel", "/nonexistent", "--check"])
         #expect(result.status != 0)
