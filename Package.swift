@@ -23,13 +23,17 @@ let package = Package(
         .target(name: "KVMArchS390", dependencies: ["KVMCore"]),
         .target(name: "KVMSources", dependencies: ["KVMCore"]),
         .target(name: "KVMFormats", dependencies: ["KVMCore"]),
-        .executableTarget(
-            name: "kvmstat",
+        // The program (options, checks, modes, the screen); it names no plugin.
+        .target(name: "KVMStatApp", dependencies: ["KVMCore", "KVMSources", "KVMFormats", "CNCurses"]),
+        // The one registration list of the built-in plugins, for the executable and the tests.
+        .target(
+            name: "KVMBuiltins",
             dependencies: [
                 "KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390",
-                "KVMSources", "KVMFormats", "CNCurses",
+                "KVMSources", "KVMFormats", "KVMStatApp",
             ]
         ),
+        .executableTarget(name: "kvmstat", dependencies: ["KVMStatApp", "KVMBuiltins"]),
         // Real KVM guests with exactly known exit counts, for the tests and the benchmark.
         .target(name: "KVMWorkload", dependencies: ["KVMCore"]),
         .executableTarget(name: "kvmstat-workload", dependencies: ["KVMWorkload"]),
@@ -43,11 +47,19 @@ let package = Package(
         ),
         .testTarget(
             name: "KVMArchTests",
-            dependencies: ["KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390"]
+            dependencies: ["KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390",
+                           "KVMBuiltins"]
+        ),
+        // kvmstat with a source and a format that exist only here: plugins stand alone.
+        .executableTarget(
+            name: "kvmstat-plugin-fixture",
+            dependencies: ["KVMCore", "KVMSources", "KVMFormats", "KVMStatApp", "KVMBuiltins"],
+            path: "Tests/PluginFixture"
         ),
         .testTarget(
             name: "KVMStatCLITests",
-            dependencies: ["kvmstat", "kvmstat-workload", "KVMCore", "KVMTestSupport"]
+            dependencies: ["kvmstat", "kvmstat-workload", "kvmstat-plugin-fixture", "KVMCore",
+                           "KVMStatApp", "KVMBuiltins", "KVMTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

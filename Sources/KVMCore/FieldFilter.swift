@@ -50,3 +50,20 @@ extension Optional where Wrapped == FieldFilter {
         }
     }
 }
+
+extension Optional where Wrapped == FieldFilter {
+    /// Indices of `fields` the filter wants, and the parent of each wanted child (a child
+    /// alone would show nothing), in that order: every source selects its fields here.
+    public func select(_ fields: [String], parentOf: (String) -> String?) -> [Int] {
+        let index = Dictionary(fields.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        var chosen = fields.indices.filter { wants(fields[$0]) }
+        var present = Set(chosen)
+        for field in chosen {
+            if let parent = parentOf(fields[field]), let parentIndex = index[parent],
+               present.insert(parentIndex).inserted {
+                chosen.append(parentIndex)
+            }
+        }
+        return chosen
+    }
+}

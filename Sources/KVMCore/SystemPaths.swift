@@ -7,6 +7,8 @@ public struct SystemPaths: Sendable, Equatable {
     public var debugfs: String
     /// tracefs mount point (holds `events/kvm/`); `<debugfs>/tracing` on older systems.
     public var tracing: String
+    /// Whether debugfs was found mounted (`detect`); a fake tree counts as mounted.
+    public var debugfsMounted = true
 
     public init(root: String = "/") {
         let base = root.hasSuffix("/") ? String(root.dropLast()) : root
@@ -45,6 +47,15 @@ public struct SystemPaths: Sendable, Equatable {
         guard let debugfs else { return nil }
         paths.debugfs = debugfs
         paths.tracing = tracefs ?? debugfs + "/tracing"
+        return paths
+    }
+
+    /// The host's paths whether or not debugfs is mounted (`debugfsMounted` says), with
+    /// `KVMSTAT_DEBUGFS`-style overrides applied by the caller.
+    public static func detect(proc: String = "/proc") -> SystemPaths {
+        if let paths = mounted(proc: proc) { return paths }
+        var paths = SystemPaths()
+        paths.debugfsMounted = false
         return paths
     }
 

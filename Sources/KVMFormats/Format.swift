@@ -25,7 +25,9 @@ public struct FormatRegistry: Sendable {
 
     public private(set) var entries: [Entry] = []
 
-    public init() {}
+    public init(_ formats: [(any Format, String)] = []) {
+        entries = formats.map { Entry(format: $0.0, summary: $0.1) }
+    }
 
     public mutating func register(_ format: any Format, summary: String) {
         entries.append(Entry(format: format, summary: summary))

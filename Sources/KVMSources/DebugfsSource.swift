@@ -14,6 +14,43 @@ public final class DebugfsSource: StatSource {
     public let name = "debugfs"
     public var supportsByGuest: Bool { true }
 
+    public static let description = SourceDescription(
+        name: "debugfs", summary: "KVM's per-VM statistics files in debugfs",
+        enabledPhrase: "debugfs", onlyHint: "debugfs only (see option '-d')",
+        byGuest: true, byVCPU: false,
+        reads: [.pid, .fields, .includePast], defaultRank: 1,
+        unavailableReason: unavailableReason(_:),
+        fields: { (configuration) throws(SourceError) in try fieldNames(configuration.paths) },
+        make: { (configuration) throws(SourceError) in try DebugfsSource(configuration: configuration) })
+
+    /// Upstream's words where upstream has them (scripts grep for them).
+    static func unavailableReason(_ paths: SystemPaths) -> String? {
+        guard paths.debugfsMounted else {
+            return "Please make sure that CONFIG_DEBUG_FS is enabled in your kernel, mounted and\n"
+                + "readable by the current user:\n('mount -t debugfs debugfs /sys/kernel/debug')"
+        }
+        do throws(Errno) {
+            if try FileSystem.status(paths.debugfsKVM).isDirectory { return nil }
+        } catch {
+            if error == .permissionDenied {
+                return "kvmstat: cannot access \(paths.debugfsKVM): \(error): kvmstat needs root "
+                    + "(debugfs is readable by root only)"
+            }
+        }
+        return "Please make sure that CONFIG_KVM is enabled in your kernel and that the modules are loaded."
+    }
+
+    /// The statistics: the kvm directory's own files (host-wide sums) but for histograms and
+    /// upstream's exempt list, whether or not a VM exists.
+    static func fieldNames(_ paths: SystemPaths) throws(SourceError) -> [String] {
+        let directory = paths.debugfsKVM
+        do {
+            return try FileSystem.listDirectory(directory).filter { !$0.isDirectory && isCounter($0.name) }.map(\.name)
+        } catch {
+            throw SourceError("cannot read \(directory): \(error)")
+        }
+    }
+
     /// Files in the kvm directory that are not counters: upstream's list, and the
     /// histograms (`*_hist`, many numbers per file), which upstream would fail to parse.
     static let exempt: Set<String> = ["halt_poll_fail_ns", "halt_poll_success_ns", "halt_wait_ns"]
@@ -68,13 +105,7 @@ public final class DebugfsSource: StatSource {
         proc = configuration.paths.proc
         includePast = configuration.includePast
         pid = configuration.pid
-        let entries: [FileSystem.DirectoryEntry]
-        do { entries = try FileSystem.listDirectory(directory) } catch {
-            throw SourceError("cannot read \(directory): \(error)")
-        }
-        // The kvm directory's own files (host-wide sums) name every field from the start,
-        // whether or not a VM exists yet.
-        fields = entries.filter { !$0.isDirectory && Self.isCounter($0.name) }.map(\.name)
+        fields = try Self.fieldNames(configuration.paths)
         cNames = fields.map { Array($0.utf8CString) }
         let architecture = configuration.architecture
         keys = fields.map { field in
@@ -94,18 +125,8 @@ public final class DebugfsSource: StatSource {
 
     public func availableFields() -> [String] { fields }
 
-    /// Indices of the filter's fields plus the parents of wanted children.
     private func select(_ filter: FieldFilter?) -> [Int] {
-        var chosen = fields.indices.filter { filter.wants(fields[$0]) }
-        var present = Set(chosen)
-        for index in chosen {
-            if let parent = architecture.debugfsParent(of: fields[index]),
-               let parentIndex = fields.firstIndex(of: parent), !present.contains(parentIndex) {
-                chosen.append(parentIndex)
-                present.insert(parentIndex)
-            }
-        }
-        return chosen
+        filter.select(fields, parentOf: architecture.debugfsParent(of:))
     }
 
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {

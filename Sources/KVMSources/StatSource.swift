@@ -35,43 +35,100 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
 }
 
 /// What a source is built from: the host's paths and architecture and the command line's
-/// choices.
+/// choices. Each source reads what it needs and ignores the rest (its description says
+/// which options it reads).
 public struct SourceConfiguration: Sendable {
     public var paths: SystemPaths
     public var architecture: any Architecture
+    /// Whether `architecture` is the running host's (not one named with `--arch` for another
+    /// machine): a source that calls the kernel with the architecture's numbers needs it.
+    public var architectureIsHosts: Bool
     public var pid: Int
     public var fieldFilter: FieldFilter?
     public var includePast: Bool
 
-    public init(paths: SystemPaths, architecture: any Architecture, pid: Int = 0,
-                fieldFilter: FieldFilter? = nil, includePast: Bool = false) {
+    public init(paths: SystemPaths, architecture: any Architecture, architectureIsHosts: Bool = true,
+                pid: Int = 0, fieldFilter: FieldFilter? = nil, includePast: Bool = false) {
         self.paths = paths
         self.architecture = architecture
+        self.architectureIsHosts = architectureIsHosts
         self.pid = pid
         self.fieldFilter = fieldFilter
         self.includePast = includePast
     }
 }
 
-/// Sources by the names users type; the executable registers the built-ins.
-public struct SourceRegistry: Sendable {
+/// The command-line choices a source may read, for `--source help` and for telling the user
+/// when an option means nothing to the sources chosen.
+public enum SourceOption: String, Sendable, CaseIterable {
+    case pid = "-p/-g"
+    case fields = "-f"
+    case includePast = "-i"
+}
+
+/// Everything kvmstat needs to know about a source without opening it: the launcher picks,
+/// checks and lists sources from these answers alone, never by name.
+public struct SourceDescription: Sendable {
     public typealias Factory = @Sendable (SourceConfiguration) throws(SourceError) -> any StatSource
 
-    public struct Entry: Sendable {
-        public let name: String
-        public let summary: String
-        public let make: Factory
+    /// The name users pick it by (`--source debugfs`).
+    public let name: String
+    public let summary: String
+    /// How upstream's screen names it in "Command not available with … enabled", and in
+    /// "Restart with … and try again!" (`debugfs only (see option '-d')`).
+    public let enabledPhrase: String
+    public let onlyHint: String
+    /// Whether it can key counts by guest (the screen's `b`) and by vCPU.
+    public let byGuest: Bool
+    public let byVCPU: Bool
+    public let reads: Set<SourceOption>
+    /// Candidates for the default, lowest first (upstream: tracepoints when available, else
+    /// debugfs); nil when it is used only when asked for.
+    public let defaultRank: Int?
+    /// Nil when the host has what the source needs, else why not, in words for the operator.
+    public let unavailableReason: @Sendable (SystemPaths) -> String?
+    /// Every field it could report, without opening any counter (`-f help`).
+    public let fields: @Sendable (SourceConfiguration) throws(SourceError) -> [String]
+    public let make: Factory
+
+    public init(name: String, summary: String, enabledPhrase: String, onlyHint: String,
+                byGuest: Bool, byVCPU: Bool,
+                reads: Set<SourceOption>, defaultRank: Int?,
+                unavailableReason: @escaping @Sendable (SystemPaths) -> String?,
+                fields: @escaping @Sendable (SourceConfiguration) throws(SourceError) -> [String],
+                make: @escaping Factory) {
+        self.name = name
+        self.summary = summary
+        self.enabledPhrase = enabledPhrase
+        self.onlyHint = onlyHint
+        self.byGuest = byGuest
+        self.byVCPU = byVCPU
+        self.reads = reads
+        self.defaultRank = defaultRank
+        self.unavailableReason = unavailableReason
+        self.fields = fields
+        self.make = make
+    }
+}
+
+/// Sources by the names users type, in registration order.
+public struct SourceRegistry: Sendable {
+    public private(set) var entries: [SourceDescription] = []
+
+    public init(_ entries: [SourceDescription] = []) {
+        self.entries = entries
     }
 
-    public private(set) var entries: [Entry] = []
-
-    public init() {}
-
-    public mutating func register(name: String, summary: String, make: @escaping Factory) {
-        entries.append(Entry(name: name, summary: summary, make: make))
+    public mutating func register(_ description: SourceDescription) {
+        entries.append(description)
     }
 
     public var names: [String] { entries.map(\.name) }
 
-    public func entry(named name: String) -> Entry? { entries.first { $0.name == name } }
+    public func entry(named name: String) -> SourceDescription? { entries.first { $0.name == name } }
+
+    /// The default candidates in order of preference.
+    public var defaultCandidates: [SourceDescription] {
+        entries.filter { $0.defaultRank != nil }.sorted { $0.defaultRank! < $1.defaultRank! }
+    }
 }

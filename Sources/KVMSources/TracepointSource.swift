@@ -12,6 +12,19 @@ public final class TracepointSource: StatSource {
     public let name = "tracepoint"
     public var supportsByGuest: Bool { false }
 
+    public static let description = SourceDescription(
+        name: "tracepoint", summary: "KVM tracepoints through perf (default)",
+        enabledPhrase: "tracepoints", onlyHint: "tracepoints only (see option '-t')",
+        byGuest: false, byVCPU: false,
+        reads: [.pid, .fields], defaultRank: 0,
+        unavailableReason: { paths in
+            FileSystem.isDirectory(paths.kvmEvents) ? nil
+                : "Please enable CONFIG_TRACING in your kernel when using the option -t (default).\n"
+                    + "If it is enabled, make \(paths.tracing) readable by the current user."
+        },
+        fields: { (configuration) throws(SourceError) in try fieldNames(configuration) },
+        make: { (configuration) throws(SourceError) in try TracepointSource(configuration: configuration) })
+
     private let architecture: any Architecture
     private let paths: SystemPaths
     private let eventsDirectory: String
@@ -40,35 +53,51 @@ public final class TracepointSource: StatSource {
     private var handoffs: [Int32] = []
     private var warnings: [String] = []
 
-    public init(configuration: SourceConfiguration) throws(SourceError) {
-        architecture = configuration.architecture
-        paths = configuration.paths
-        eventsDirectory = configuration.paths.kvmEvents
-        var filters: [String: (String, [ExitReason])] = [
+    /// Tracepoints that get one child per named value: tracepoint → (field, values).
+    static func childFilters(_ architecture: any Architecture) -> [String: (field: String, reasons: [ExitReason])] {
+        var filters: [String: (field: String, reasons: [ExitReason])] = [
             "kvm_userspace_exit": ("reason", UserspaceExitReasons.table),
         ]
         if let field = architecture.exitReasonField, architecture.hasExitReasonChildren {
             filters["kvm_exit"] = (field, architecture.exitReasons)
         }
-        childFilters = filters
-        childValues = filters.mapValues { spec in
-            Dictionary(spec.1.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
-        }
+        return filters
+    }
+
+    /// Every field: the kvm tracepoints and their children, read from tracefs alone.
+    static func fieldNames(_ configuration: SourceConfiguration) throws(SourceError) -> [String] {
+        let directory = configuration.paths.kvmEvents
         let entries: [FileSystem.DirectoryEntry]
-        do { entries = try FileSystem.listDirectory(eventsDirectory) } catch {
-            throw SourceError("cannot list tracepoints in \(eventsDirectory): \(error)")
+        do { entries = try FileSystem.listDirectory(directory) } catch {
+            throw SourceError("cannot list tracepoints in \(directory): \(error)")
         }
+        let filters = childFilters(configuration.architecture)
         var all = entries.filter(\.isDirectory).map(\.name)
-        var children: [String] = []
         for tracepoint in all {
             guard let (_, reasons) = filters[tracepoint] else { continue }
-            children += reasons.map { "\(tracepoint)(\($0.name))" }
+            all += reasons.map { "\(tracepoint)(\($0.name))" }
         }
-        all += children
         // A crafted tracefs may hold a directory named like a child (`kvm_exit(HLT)`): one
         // field of each name.
         var unique = Set<String>()
-        fields = all.filter { unique.insert($0).inserted }
+        return all.filter { unique.insert($0).inserted }
+    }
+
+    public init(configuration: SourceConfiguration) throws(SourceError) {
+        architecture = configuration.architecture
+        guard configuration.architectureIsHosts else {
+            throw SourceError("tracepoints cannot be counted for --arch \(architecture.name) on this host: "
+                + "its perf_event_open is syscall \(architecture.perfEventOpenSyscall) and its ioctls "
+                + "are \(architecture.name)'s, not this kernel's; use -d (debugfs) or --arch-info")
+        }
+        paths = configuration.paths
+        eventsDirectory = configuration.paths.kvmEvents
+        let filters = Self.childFilters(architecture)
+        childFilters = filters
+        childValues = filters.mapValues { spec in
+            Dictionary(spec.reasons.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+        }
+        fields = try Self.fieldNames(configuration)
         let architecture = configuration.architecture
         keys = fields.map { FieldKey.key($0, parent: architecture.tracepointParent(of: $0)) }
         totals = .allocate(capacity: fields.count)
@@ -76,7 +105,7 @@ public final class TracepointSource: StatSource {
         retired.initialize(repeating: 0)
         pid = configuration.pid
         wantedMask = Array(repeating: false, count: fields.count)
-        setWanted(Self.select(fields, configuration.fieldFilter, architecture))
+        setWanted(configuration.fieldFilter)
         try rebuildGroups()
     }
 
@@ -86,33 +115,18 @@ public final class TracepointSource: StatSource {
         retired.deallocate()
     }
 
-    private func setWanted(_ names: [String]) {
-        let index = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) })
-        wanted = names.compactMap { index[$0] }
+    private func setWanted(_ filter: FieldFilter?) {
+        wanted = filter.select(fields, parentOf: architecture.tracepointParent(of:))
         wantedMask = Array(repeating: false, count: fields.count)
         for i in wanted { wantedMask[i] = true }
     }
 
     public func availableFields() -> [String] { fields }
 
-    /// The filter's fields plus the parents of wanted children (a child alone shows nothing).
-    static func select(_ fields: [String], _ filter: FieldFilter?,
-                       _ architecture: any Architecture) -> [String] {
-        var chosen = fields.filter { filter.wants($0) }
-        var present = Set(chosen)
-        for field in chosen {
-            if let parent = architecture.tracepointParent(of: field), !present.contains(parent) {
-                chosen.append(parent)
-                present.insert(parent)
-            }
-        }
-        return chosen
-    }
-
     /// Counting starts again from zero (as upstream's does on every filter change), each
     /// group stopped while it changes so that parents and children start together.
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
-        setWanted(Self.select(fields, filter, architecture))
+        setWanted(filter)
         // A filter that wanted nothing opened no CPU groups: open them now.
         if pid == 0 && groups.isEmpty { return try rebuildGroups() }
         retired.update(repeating: 0)

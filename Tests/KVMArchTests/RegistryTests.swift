@@ -6,15 +6,10 @@ import KVMArchX86
 import KVMCore
 import Testing
 
-/// The registry as the executable fills it (the test cannot import the executable's Builtins).
-func builtinRegistry() -> ArchitectureRegistry {
-    var registry = ArchitectureRegistry()
-    registry.register(X86Family())
-    registry.register(ARM64Architecture())
-    registry.register(PPCArchitecture())
-    registry.register(S390Architecture())
-    return registry
-}
+import KVMBuiltins
+
+/// The registry exactly as the executable fills it: the one registration list.
+func builtinRegistry() -> ArchitectureRegistry { Builtins.plugins.architectures }
 
 @Suite struct RegistryTests {
     let registry = builtinRegistry()

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import kvmstat
+@testable import KVMStatApp
 
 @Suite struct OptionParserTests {
     private func parse(_ args: String...) throws -> Options { try Options.parse(args) }

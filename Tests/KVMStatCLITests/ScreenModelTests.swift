@@ -1,7 +1,7 @@
 import KVMCore
 import Testing
 
-@testable import kvmstat
+@testable import KVMStatApp
 
 @Suite struct ScreenModelTests {
     private func stat(_ value: UInt64, _ delta: Int64) -> EventStat { EventStat(value: value, delta: delta) }

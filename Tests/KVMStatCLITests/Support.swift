@@ -52,8 +52,9 @@ final class BackgroundKvmstat {
     private let err = Pipe()
     private var errReader: DataReader!
 
-    init(_ arguments: [String], environment: [String: String] = [:], stdout: Pipe? = nil) throws {
-        process.executableURL = URL(fileURLWithPath: kvmstatBinary)
+    init(_ arguments: [String], environment: [String: String] = [:], stdout: Pipe? = nil,
+         executable: String = kvmstatBinary) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }

@@ -3,7 +3,9 @@
 public struct ArchitectureRegistry: Sendable {
     public private(set) var families: [any ArchitectureFamily] = []
 
-    public init() {}
+    public init(_ families: [any ArchitectureFamily] = []) {
+        self.families = families
+    }
 
     public mutating func register(_ family: any ArchitectureFamily) {
         families.append(family)
@@ -19,6 +21,15 @@ public struct ArchitectureRegistry: Sendable {
             if let match = family.architectures.first(where: { $0.name == name }) { return match }
         }
         return nil
+    }
+
+    /// Whether `architecture` belongs to the family that claims `machine` (`uname -m`): its
+    /// syscall and ioctl numbers are then the running kernel's.
+    public func architecture(_ architecture: any Architecture, runsOn machine: String) -> Bool {
+        families.contains { family in
+            family.machinePrefixes.contains { machine.hasPrefix($0) }
+                && family.architectures.contains { $0.name == architecture.name }
+        }
     }
 
     /// Detects the running host's architecture, or explains why none applies.

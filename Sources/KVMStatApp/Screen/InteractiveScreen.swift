@@ -21,7 +21,11 @@ final class InteractiveScreen {
     var guestName = ""
     var terminal: Terminal!
 
-    init(stats: Stats, delay: Double) {
+    /// The message `b` shows when a source cannot break counts down by guest.
+    let byGuestRefusal: [String]
+
+    init(stats: Stats, delay: Double, byGuestRefusal: [String]) {
+        self.byGuestRefusal = byGuestRefusal
         self.stats = stats
         self.delay = delay
     }
@@ -166,8 +170,7 @@ final class InteractiveScreen {
         var accepted = false
         apply { () throws(SourceError) in accepted = try self.stats.setDisplayGuests(self.displayGuests) }
         if !accepted {
-            message(["Command not available with tracepoints enabled",
-                     "Restart with debugfs only (see option '-d') and try again!"])
+            message(byGuestRefusal)
             displayGuests.toggle()
         }
     }

@@ -9,9 +9,8 @@ import KVMCore
 enum ArchInfoCommand {
     static let formats = ["text", "json"]
 
-    static func run(_ options: Options) -> Never {
-        guard options.archInfo else { Console.usageError("argument --arch: requires --arch-info") }
-        let registry = Builtins.architectures
+    static func run(_ options: Options, plugins: Plugins) -> Never {
+        let registry = plugins.architectures
         let detection: Detection
         if let name = options.arch {
             guard let arch = registry.architecture(named: name) else {

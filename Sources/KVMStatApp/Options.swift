@@ -53,16 +53,16 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "skipZero", short: "z", longs: ["skip-zero-records"], metavar: nil,
                    help: "omit records with all zeros in logging mode"),
         OptionSpec(key: "format", short: nil, longs: ["format"], metavar: "NAME",
-                   help: "output format: text, csv, jsonl (\"--format help\" lists them)",
+                   help: "output format: {formats} (\"--format help\" lists them)",
                    upstream: false),
         OptionSpec(key: "source", short: nil, longs: ["source"], metavar: "NAME[,NAME...]",
-                   help: "data sources: tracepoint, debugfs (\"--source help\" lists them)",
+                   help: "data sources: {sources} (\"--source help\" lists them)",
                    upstream: false),
         OptionSpec(key: "archInfo", short: nil, longs: ["arch-info"], metavar: nil,
                    help: "describe the architecture's perf and exit-reason data and exit",
                    upstream: false),
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
-                   help: "with --arch-info: the architecture to describe instead of this host's",
+                   help: "the architecture to use (or with --arch-info describe) instead of this\nhost's: {architectures}",
                    upstream: false),
     ]
 
@@ -93,9 +93,13 @@ struct Options: Sendable, Equatable {
         options.tracepoints = parsed.has("tracepoints")
         options.skipZeroRecords = parsed.has("skipZero")
         options.format = parsed.value("format")
-        options.sources = parsed.value("source").map {
+        // -d and -t are upstream's names for two sources; --source names any.
+        var sources = (parsed.allValues["source"] ?? []).flatMap {
             $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         }
+        if options.debugfs { sources.append("debugfs") }
+        if options.tracepoints { sources.append("tracepoint") }
+        options.sources = sources.isEmpty ? nil : sources
         options.archInfo = parsed.has("archInfo")
         options.arch = parsed.value("arch")
         if let text = parsed.value("pid") {

@@ -8,7 +8,7 @@ struct OptionSpec: Sendable {
     let longs: [String]
     /// Value placeholder (`DELAY`), or nil for a flag.
     let metavar: String?
-    let help: String
+    var help: String
     /// kvm_stat has it: wins a prefix that also matches one of kvmstat's own options, so
     /// `--f` still means `--fields` as it does upstream.
     var upstream = true

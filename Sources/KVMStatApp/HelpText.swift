@@ -1,8 +1,13 @@
 /// `kvmstat --help`, laid out like argparse's RawTextHelpFormatter output.
 enum HelpText {
-    static func render() -> String {
+    static func render(plugins: Plugins) -> String {
         var text = Options.usage + "\n\n" + description + "\noptions:\n"
-        for spec in Options.specs {
+        for var spec in Options.specs {
+            // The plugins' names, as registered.
+            spec.help = spec.help
+                .replacing("{formats}", with: plugins.formats.names.joined(separator: ", "))
+                .replacing("{sources}", with: plugins.sources.names.joined(separator: ", "))
+                .replacing("{architectures}", with: plugins.architectures.names.joined(separator: ", "))
             let names = spec.optionStrings.map { name in spec.metavar.map { "\(name) \($0)" } ?? name }
             let invocation = "  " + names.joined(separator: ", ")
             let helpLines = spec.help.split(separator: "\n").map(String.init)

@@ -1,0 +1,30 @@
+import KVMArchARM64
+import KVMArchPPC
+import KVMArchS390
+import KVMArchX86
+import KVMCore
+import KVMFormats
+import KVMSources
+import KVMStatApp
+
+/// The one place that names the built-in plugins, for the executable and the tests alike.
+/// Adding an architecture, a source or a format is one line here.
+public enum Builtins {
+    public static let plugins = Plugins(
+        architectures: ArchitectureRegistry([
+            X86Family(),
+            ARM64Architecture(),
+            PPCArchitecture(),
+            S390Architecture(),
+        ]),
+        sources: SourceRegistry([
+            TracepointSource.description,
+            DebugfsSource.description,
+        ]),
+        formats: FormatRegistry([
+            (TextFormat(), "kvm_stat's plain text (default)"),
+            (CSVFormat(), "comma-separated values, kvm_stat's -c"),
+            (JSONLinesFormat(), "one JSON object per sample"),
+        ])
+    )
+}

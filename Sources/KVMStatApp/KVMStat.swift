@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMFormats
+import KVMSources
+
+/// What kvmstat can use: the architectures, sources and formats registered by whoever starts
+/// it (the `kvmstat` executable registers the built-ins; a test may add its own). Nothing in
+/// this module names a plugin.
+public struct Plugins: Sendable {
+    public var architectures: ArchitectureRegistry
+    public var sources: SourceRegistry
+    public var formats: FormatRegistry
+
+    public init(architectures: ArchitectureRegistry, sources: SourceRegistry, formats: FormatRegistry) {
+        self.architectures = architectures
+        self.sources = sources
+        self.formats = formats
+    }
+}
+
+/// kvmstat's program: options, checks, and the mode they ask for.
+public enum KVMStat {
+    public static func main(plugins: Plugins, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+        // First of all: standard descriptors that are safe to write, and signals that end us
+        // promptly whatever we are doing (see Signals).
+        Console.secureStandardDescriptors()
+        Signals.start(stuck: Console.endStuck(by:force:))
+        // A closed pipe must surface as EPIPE on write (handled in Console), not kill us mid-line.
+        signal(SIGPIPE, SIG_IGN)
+
+        let options: Options
+        do {
+            options = try Options.parse(arguments)
+        } catch {
+            Console.usageError(error.message)
+        }
+        if options.help {
+            Console.out(HelpText.render(plugins: plugins))
+            exit(0)
+        }
+        if options.archInfo {
+            ArchInfoCommand.run(options, plugins: plugins)
+        }
+        Launcher(options: options, plugins: plugins).run()
+    }
+}

@@ -1,0 +1,200 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMFormats
+import KVMSources
+
+/// Turns checked options into a running mode: the checks upstream makes before it starts
+/// (each a one-line error or warning), then batch, log or the screen. It knows sources,
+/// formats and architectures only through the registries' answers, never by name.
+struct Launcher {
+    var options: Options
+    var plugins: Plugins
+
+    private var logging: Bool { options.log || options.logFile != nil }
+
+    func run() -> Never {
+        // Usage first: no source is opened before every option combination is checked.
+        let format = chooseFormat()
+        if options.format != nil && !logging && !options.once {
+            Console.usageError("argument --format: applies to -1, -l and -L only")
+        }
+        let requested = requestedSources()
+
+        // KVMSTAT_DEBUGFS points kvmstat at another tree (benchmarks of hosts without
+        // lockdown use a fake, fully readable one).
+        var paths = SystemPaths.detect()
+        if let override = getenv("KVMSTAT_DEBUGFS").map({ String(cString: $0) }) {
+            paths.debugfs = override
+            paths.debugfsMounted = true
+        }
+
+        // Every -g is looked up while the options are read, as upstream's argparse action
+        // does: a guest that is not found is an error whichever of -g and -p comes last.
+        var pid = options.pid
+        for guest in options.guests {
+            let found = pidOfGuest(guest)
+            if options.guestWins { pid = found }
+        }
+        if options.csv && !logging { Console.failAsUpstream("Error: Option -c/--csv requires -l/--log") }
+        if options.skipZeroRecords && !logging {
+            Console.failAsUpstream("Error: Option -z/--skip-zero-records requires -l/-L")
+        }
+        let filter: FieldFilter?
+        if options.fields.isEmpty || options.fields == "help" {
+            filter = nil
+        } else {
+            do { filter = try FieldFilter(options.fields) } catch {
+                Console.failAsUpstream("Error: " + error.description)
+            }
+        }
+        let sources = availableSources(requested, paths: paths)
+        if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") || pid < 0 {
+            Console.err("Did you use a (unsupported) tid instead of a pid?\n")
+            Console.failAsUpstream("Specified pid does not exist.")
+        }
+        if let problem = delayProblem(options.delay) { Console.failAsUpstream("Error: " + problem) }
+
+        let (architecture, isHosts) = chooseArchitecture()
+        let configuration = SourceConfiguration(
+            paths: paths, architecture: architecture, architectureIsHosts: isHosts, pid: pid,
+            fieldFilter: filter, includePast: options.includePast)
+
+        if options.fields == "help" { FieldHelp.run(sources: sources, configuration: configuration) }
+
+        // The screen needs a terminal: without one it would spin on end-of-input.
+        if !logging && !options.once && (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
+            Console.fail("the interactive screen needs a terminal on standard input and output; "
+                + "use -1 or -l for files and pipes")
+        }
+
+        // Log file first: a bad path must fail before perf events are set up.
+        let log: LogSink?
+        if logging {
+            do { log = try LogSink(path: options.logFile) } catch {
+                Console.failAsUpstream("Error: Could not open file: \(options.logFile ?? "") (\(error))")
+            }
+        } else {
+            log = nil
+        }
+
+        var opened: [any StatSource] = []
+        for source in sources {
+            do { opened.append(try source.make(configuration)) } catch {
+                for done in opened { done.close() }
+                Console.fail(error.description)
+            }
+        }
+        let stats = Stats(sources: opened, pid: pid, fieldsFilter: filter)
+        Console.cleanup = { stats.close() }
+
+        if let log {
+            LogMode(stats: stats, format: format, sink: log, delay: options.delay,
+                    skipZero: options.skipZeroRecords).run()
+        } else if options.once {
+            BatchMode(stats: stats, format: format).run()
+        } else {
+            // What `b` says when a source cannot break counts down by guest (upstream's words).
+            let refusal = ["Command not available with "
+                + sources.filter { !$0.byGuest }.map(\.enabledPhrase).joined(separator: " and ") + " enabled",
+                "Restart with " + plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)
+                    .joined(separator: " or ") + " and try again!"]
+            InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal).run()
+        }
+        Console.leave(0)
+    }
+
+    /// `--format NAME` (`-c` means csv); `--format help` lists them.
+    private func chooseFormat() -> any Format {
+        let registry = plugins.formats
+        var name = options.format ?? (options.csv ? "csv" : "text")
+        if name == "help" {
+            for entry in registry.entries {
+                Console.out("  " + entry.format.name.padded(to: 8) + entry.summary + "\n")
+            }
+            exit(0)
+        }
+        if options.csv && options.format != nil && options.format != "csv" {
+            Console.usageError("argument -c/--csv: not allowed with argument --format \(name)")
+        }
+        if options.csv { name = "csv" }
+        guard let format = registry.format(named: name) else {
+            Console.fail("unknown format '\(name)'; known: " + registry.names.joined(separator: ", "),
+                         status: 2)
+        }
+        return format
+    }
+
+    /// The sources asked for (`--source`, and `-d`/`-t`, which name theirs), in registry
+    /// order; nil when none was asked for (the default applies). `--source help` lists them.
+    private func requestedSources() -> [SourceDescription]? {
+        let registry = plugins.sources
+        guard let names = options.sources else { return nil }
+        if names.contains("help") {
+            for entry in registry.entries {
+                Console.out("  " + entry.name.padded(to: 12) + entry.summary + "\n")
+            }
+            exit(0)
+        }
+        for name in names where registry.entry(named: name) == nil {
+            Console.fail("unknown source '\(name)'; known: " + registry.names.joined(separator: ", "),
+                         status: 2)
+        }
+        return registry.entries.filter { names.contains($0.name) }
+    }
+
+    /// Asked-for sources must be available (else their reason, status 1); without a request,
+    /// the best-ranked available default candidate, saying why a better one was passed over
+    /// (upstream: tracepoints when available, else debugfs).
+    private func availableSources(_ requested: [SourceDescription]?, paths: SystemPaths) -> [SourceDescription] {
+        if let requested {
+            for source in requested {
+                if let reason = source.unavailableReason(paths) { Console.failAsUpstream(reason) }
+            }
+            return requested
+        }
+        var passedOver: [String] = []
+        for candidate in plugins.sources.defaultCandidates {
+            guard let reason = candidate.unavailableReason(paths) else {
+                for reason in passedOver { Console.err(reason + "\n") }
+                if !passedOver.isEmpty { Console.err("Falling back to \(candidate.name) statistics!\n") }
+                return [candidate]
+            }
+            passedOver.append(reason)
+        }
+        for reason in passedOver.dropLast() { Console.err(reason + "\n") }
+        Console.failAsUpstream(passedOver.last ?? "kvmstat: no data source is registered")
+    }
+
+    private func pidOfGuest(_ name: String) -> Int {
+        let pids = Guests().pids(named: name)
+        if pids.isEmpty { Console.failAsUpstream("Error: No guest by the name \"\(name)\" found") }
+        if pids.count > 1 {
+            Console.failAsUpstream("Error: Multiple processes found (pids: "
+                + pids.map(String.init).joined(separator: " ")
+                + "). Use \"-p\" to specify the desired pid")
+        }
+        return pids[0]
+    }
+
+    /// `--arch NAME` when given (in every mode), else the host's; and whether it is the host's
+    /// (sources that call the kernel with its numbers refuse another machine's).
+    private func chooseArchitecture() -> (any Architecture, Bool) {
+        let registry = plugins.architectures
+        let host = HostFacts.read()
+        if let name = options.arch {
+            guard let arch = registry.architecture(named: name) else {
+                Console.fail(ArchitectureError.unknownName(name, known: registry.names).description, status: 2)
+            }
+            return (arch, registry.architecture(arch, runsOn: host.machine))
+        }
+        do {
+            return (try registry.detect(on: host).architecture, true)
+        } catch {
+            Console.fail(error.description)
+        }
+    }
+}
