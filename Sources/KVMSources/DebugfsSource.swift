@@ -47,7 +47,7 @@ public final class DebugfsSource: StatSource {
         do {
             return try FileSystem.listDirectory(directory).filter { !$0.isDirectory && isCounter($0.name) }.map(\.name)
         } catch {
-            throw SourceError("cannot read \(directory): \(error)")
+            throw SourceError("cannot read \(directory)", errno: error)
         }
     }
 

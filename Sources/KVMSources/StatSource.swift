@@ -27,11 +27,30 @@ public protocol StatSource: AnyObject {
     func close()
 }
 
-/// A source failure the operator must see: a one-line message, no stack trace.
+/// A source failure the operator must see, as one line, keeping its cause: what was being
+/// done, the system's error number when a call failed, and advice on what to do about it.
 public struct SourceError: Error, Sendable, CustomStringConvertible {
-    public let description: String
+    public let operation: String
+    public let errno: Errno?
+    public let advice: String?
 
-    public init(_ description: String) { self.description = description }
+    /// A failed system call while doing `operation`.
+    public init(_ operation: String, errno: Errno, advice: String? = nil) {
+        self.operation = operation
+        self.errno = errno
+        self.advice = advice
+    }
+
+    /// A failure with no system error behind it.
+    public init(_ description: String) {
+        operation = description
+        errno = nil
+        advice = nil
+    }
+
+    public var description: String {
+        operation + (errno.map { ": \($0)" } ?? "") + (advice.map { "; " + $0 } ?? "")
+    }
 }
 
 /// What a source is built from: the host's paths and architecture and the command line's

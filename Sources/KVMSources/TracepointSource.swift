@@ -69,7 +69,7 @@ public final class TracepointSource: StatSource {
         let directory = configuration.paths.kvmEvents
         let entries: [FileSystem.DirectoryEntry]
         do { entries = try FileSystem.listDirectory(directory) } catch {
-            throw SourceError("cannot list tracepoints in \(directory): \(error)")
+            throw SourceError("cannot list tracepoints in \(directory)", errno: error)
         }
         let filters = childFilters(configuration.architecture)
         var all = entries.filter(\.isDirectory).map(\.name)
@@ -150,7 +150,7 @@ public final class TracepointSource: StatSource {
         _ = totals.update(fromContentsOf: retired)
         for group in groups {
             do throws(Errno) { try group.accumulate(into: totals) } catch {
-                throw SourceError("reading perf events: \(error)")
+                throw SourceError("reading perf events", errno: error)
             }
         }
         var counts: [String: UInt64] = [:]
@@ -348,13 +348,13 @@ public final class TracepointSource: StatSource {
     private func openError(_ error: Errno) -> SourceError {
         switch error {
         case .permissionDenied, .notPermitted:
-            return SourceError("perf_event_open: \(error): kvmstat needs CAP_SYS_ADMIN (root) or "
+            return SourceError("perf_event_open", errno: error, advice: "kvmstat needs CAP_SYS_ADMIN (root) or "
                 + "/proc/sys/kernel/perf_event_paranoid < 1 to count tracepoints")
         case .tooManyOpenFiles, .tooManyOpenFilesInSystem:
-            return SourceError("perf_event_open: \(error): \(openDescriptors + 50) open files "
+            return SourceError("perf_event_open", errno: error, advice: "\(openDescriptors + 50) open files "
                 + "needed; raise the limit (ulimit -n) or use a narrower -f filter")
         default:
-            return SourceError("perf_event_open: \(error)")
+            return SourceError("perf_event_open", errno: error)
         }
     }
 
@@ -368,7 +368,7 @@ public final class TracepointSource: StatSource {
                 ? "kvmstat lacks CAP_SYS_RESOURCE to raise the hard limit (a container?); raise it "
                     + "where kvmstat is started (ulimit -Hn, LimitNOFILE=)"
                 : "run as root or raise the hard limit (ulimit -Hn)"
-            throw SourceError("NOFILE rlimit could not be raised to \(needed) (\(error)); " + who)
+            throw SourceError("NOFILE rlimit could not be raised to \(needed)", errno: error, advice: who)
         }
     }
 

@@ -30,8 +30,10 @@ enum ArchInfoCommand {
         case "text": Console.out(report.text)
         case "json": Console.out(report.json.rendered() + "\n")
         case let other:
-            Console.fail("unknown format '\(other)' for --arch-info; known: "
-                + formats.joined(separator: ", "), status: 2)
+            // The report is one document, not samples: the sample formats do not apply.
+            Console.fail("--arch-info prints a report, not samples: --format " + formats.joined(separator: " or ")
+                + ", not '\(other)' (the sample formats " + plugins.formats.names.joined(separator: ", ")
+                + " apply to -1, -l and -L)", status: 2)
         }
         exit(0)
     }

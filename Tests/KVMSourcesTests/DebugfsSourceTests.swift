@@ -258,10 +258,17 @@ final class FakeDebugfs {
         #expect(try source.read(byGuest: false) == ["exits": 1, "halt_exits": 2])
     }
 
-    @Test func unreadableKVMDirectoryIsAnError() throws {
+    @Test func unreadableKVMDirectoryIsAnErrorThatKeepsItsCause() throws {
         let tree = try FakeDebugfs(fields: [])
         try FileManager.default.removeItem(atPath: tree.kvm)
-        #expect(throws: SourceError.self) { try tree.source() }
+        do {
+            _ = try tree.source()
+            Issue.record("a missing kvm directory was accepted")
+        } catch let error as SourceError {
+            #expect(error.errno == .noSuchFile)
+            #expect(error.operation == "cannot read \(tree.kvm)")
+            #expect(error.description == "cannot read \(tree.kvm): No such file or directory")
+        }
     }
 }
 

@@ -74,16 +74,15 @@ import Testing
         #expect(result.stdout.isEmpty)
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.count == 1)
-        for name in ["x86", "x86/vmx", "x86/svm", "arm64", "ppc", "s390"] {
-            #expect(result.stderr.contains(name))
-        }
+        for name in Builtins.plugins.architectures.names { #expect(result.stderr.contains(name)) }
     }
 
-    @Test func unknownFormatIsAnError() throws {
-        let result = try kvmstat("--arch-info", "--format", "yaml")
+    @Test func unknownFormatIsAnErrorThatSaysWhy() throws {
+        let result = try kvmstat("--arch-info", "--format", "csv")
         #expect(result.status == 2)
         #expect(result.stderr.split(separator: "\n").count == 1)
-        #expect(result.stderr.contains("json"))
+        #expect(result.stderr.contains("a report, not samples") && result.stderr.contains("text or json"))
+        for name in Builtins.plugins.formats.names { #expect(result.stderr.contains(name)) }
     }
 }
 
