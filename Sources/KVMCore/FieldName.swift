@@ -1,5 +1,5 @@
-/// Field names as sources report them. A child event is `child/parent` internally (see
-/// `FieldKey`; scripts never see it) and shown as `child`, e.g. `kvm_exit(HLT)`.
+/// Field names as sources report them. A child event (`EventID` with a parent) is shown as
+/// `child`, e.g. `kvm_exit(HLT)`.
 public enum FieldName {
     /// `kvm_exit` for `kvm_exit(HLT)`; nil when `field` has no `(`.
     public static func tracepointParent(of field: String) -> String? {

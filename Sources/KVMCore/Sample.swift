@@ -5,13 +5,13 @@ import Musl
 #endif
 
 /// One reading of every event: when it was taken, over how long, and each event's
-/// `(value, delta)` under its internal key (`name` or `child/parent`).
+/// `(value, delta)`.
 public struct Sample: Sendable {
     public var time: WallClock
     public var interval: Double
-    public var values: [String: EventStat]
+    public var values: [EventID: EventStat]
 
-    public init(time: WallClock, interval: Double, values: [String: EventStat]) {
+    public init(time: WallClock, interval: Double, values: [EventID: EventStat]) {
         self.time = time
         self.interval = interval
         self.values = values

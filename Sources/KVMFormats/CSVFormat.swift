@@ -8,8 +8,8 @@ public struct CSVFormat: Format {
     public var name: String { "csv" }
     public var repeatsBannerInFile: Bool { false }
 
-    public func banner(keys: [String]) -> String? {
-        "timestamp" + keys.map { "," + Self.quoted(FieldKey($0).name) }.joined()
+    public func banner(keys: [EventID]) -> String? {
+        "timestamp" + keys.map { "," + Self.quoted($0.name) }.joined()
     }
 
     /// A field as RFC 4180 wants it: names are the kernel's data, and one with a comma, a
@@ -19,7 +19,7 @@ public struct CSVFormat: Format {
         return "\"" + field.map { $0 == "\"" ? "\"\"" : String($0) }.joined() + "\""
     }
 
-    public func record(_ sample: Sample, keys: [String]) -> String {
+    public func record(_ sample: Sample, keys: [EventID]) -> String {
         sample.time.logStamp + keys.map { "," + String(sample.values[$0]?.delta ?? 0) }.joined()
     }
 

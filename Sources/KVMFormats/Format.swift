@@ -6,9 +6,9 @@ public protocol Format: Sendable {
     /// The name users pick it by (`--format csv`).
     var name: String { get }
     /// The header naming the columns `keys`, or nil when the format has none.
-    func banner(keys: [String]) -> String?
+    func banner(keys: [EventID]) -> String?
     /// One log record: the deltas of `keys` in `sample`.
-    func record(_ sample: Sample, keys: [String]) -> String
+    func record(_ sample: Sample, keys: [EventID]) -> String
     /// Batch mode's whole output for one sample (every key, sorted).
     func batch(_ sample: Sample) -> String
     /// Whether the banner is repeated every 20 records in a log file (upstream repeats the
@@ -41,6 +41,6 @@ public struct FormatRegistry: Sendable {
 }
 
 extension Sample {
-    /// Keys in upstream's order: sorted as strings (a child's key is `child/parent`).
-    public var sortedKeys: [String] { values.keys.sorted() }
+    /// Events in upstream's order (its sort of `child parent` keys).
+    public var sortedKeys: [EventID] { values.keys.sorted() }
 }

@@ -10,18 +10,17 @@ public struct JSONLinesFormat: Format {
     public var name: String { "jsonl" }
     public var repeatsBannerInFile: Bool { false }
 
-    public func banner(keys: [String]) -> String? { nil }
+    public func banner(keys: [EventID]) -> String? { nil }
 
-    public func record(_ sample: Sample, keys: [String]) -> String {
+    public func record(_ sample: Sample, keys: [EventID]) -> String {
         var events: [(String, JSONValue)] = []
         events.reserveCapacity(keys.count)
         for key in keys {
-            let field = FieldKey(key)
             let stat = sample.values[key] ?? .zero
             var members: [(String, JSONValue)] = [("total", .uint(stat.value)),
                                                   ("delta", .int(Int(stat.delta)))]
-            if let parent = field.parent { members.append(("parent", .string(parent))) }
-            events.append((field.name, .object(members)))
+            if let parent = key.parent { members.append(("parent", .string(parent))) }
+            events.append((key.name, .object(members)))
         }
         let interval = (sample.interval * 1000).rounded() / 1000
         return JSONValue.object([

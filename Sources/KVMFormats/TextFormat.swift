@@ -8,11 +8,11 @@ public struct TextFormat: Format {
     public var name: String { "text" }
     public var repeatsBannerInFile: Bool { true }
 
-    public func banner(keys: [String]) -> String? {
-        keys.map { FieldKey($0).name + " " }.joined()
+    public func banner(keys: [EventID]) -> String? {
+        keys.map { $0.name + " " }.joined()
     }
 
-    public func record(_ sample: Sample, keys: [String]) -> String {
+    public func record(_ sample: Sample, keys: [EventID]) -> String {
         var line = sample.time.logStamp
         for key in keys {
             line += " " + String(sample.values[key]?.delta ?? 0).rightAligned(to: 9)
@@ -24,7 +24,7 @@ public struct TextFormat: Format {
         var out = ""
         for key in sample.sortedKeys {
             let stat = sample.values[key]!
-            out += FieldKey(key).name.padded(to: 42) + String(stat.value).rightAligned(to: 10)
+            out += key.name.padded(to: 42) + String(stat.value).rightAligned(to: 10)
                 + String(stat.delta).rightAligned(to: 10) + "\n"
         }
         return out

@@ -74,7 +74,7 @@ public final class DebugfsSource: StatSource {
     /// Per field (by index into `fields`): its name as a C string for openat(2), the key it
     /// reports under (`child/parent` for a child), and whether it is a level.
     private let cNames: [[CChar]]
-    private let keys: [String]
+    private let keys: [EventID]
     private let levels: [Bool]
     private var wanted: [Int] = []
     private var pid: Int
@@ -109,7 +109,7 @@ public final class DebugfsSource: StatSource {
         cNames = fields.map { Array($0.utf8CString) }
         let architecture = configuration.architecture
         keys = fields.map { field in
-            FieldKey.key(field, parent: architecture.debugfsParent(of: field))
+            EventID(field, parent: architecture.debugfsParent(of: field))
         }
         let directory = self.directory
         levels = fields.map { Self.isLevel($0, status: try? FileSystem.status("\(directory)/\($0)")) }
@@ -137,7 +137,7 @@ public final class DebugfsSource: StatSource {
         self.pid = pid
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [String: UInt64] {
+    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
         sample(byGuest: byGuest)
     }
 
@@ -199,7 +199,7 @@ public final class DebugfsSource: StatSource {
 
     /// Reads every wanted field of the VMs in view and returns their counts and levels.
     /// The first call (from init) reads every VM, whatever the pid, to take baselines.
-    private func sample(byGuest: Bool = false) -> [String: UInt64] {
+    private func sample(byGuest: Bool = false) -> [EventID: UInt64] {
         let initial = !started
         started = true
         generation &+= 1
@@ -207,7 +207,7 @@ public final class DebugfsSource: StatSource {
         let present = listVMs()
 
         var sums = Array(repeating: UInt64(0), count: fields.count)
-        var guestSums: [String: UInt64] = [:]
+        var guestSums: [EventID: UInt64] = [:]
         // Per field: VMs that answered (a value or EPERM), and those that said EPERM.
         var answered = Array(repeating: 0, count: fields.count)
         var denied = Array(repeating: 0, count: fields.count)
@@ -227,7 +227,7 @@ public final class DebugfsSource: StatSource {
             defer { vms[entry.name] = vm }
             let counted = pid == 0 || vm.guestPid == pid
             guard initial || counted else { continue }
-            let guest = byGuest ? String(vm.guestPid) : ""
+            let guest = EventID.guestTotal(vm.guestPid)
             if byGuest && counted && guestSums[guest] == nil { guestSums[guest] = 0 }
             // A new VM may lift the lockdown verdict: it is asked for every field.
             for index in wanted where !unreadable[index] || isNew {
@@ -251,7 +251,7 @@ public final class DebugfsSource: StatSource {
                 }
                 guard counted, vm.known[index] else { continue }
                 let amount = levels[index] ? vm.last[index] : vm.counted[index]
-                if byGuest && keys[index] == fields[index] {
+                if byGuest && !keys[index].isChild {
                     // A guest's row sums its events; levels are no events.
                     if !levels[index] { guestSums[guest, default: 0] &+= amount }
                 } else {
@@ -269,7 +269,7 @@ public final class DebugfsSource: StatSource {
         noteDenied(denied, answered: answered)
         var results = guestSums
         for index in wanted where !unreadable[index] {
-            if byGuest && keys[index] == fields[index] { continue }
+            if byGuest && !keys[index].isChild { continue }
             results[keys[index]] = sums[index]
         }
         return results

@@ -3,8 +3,8 @@ import KVMCore
 /// A provider of KVM event counts (upstream's "provider"). Counts are cumulative since the
 /// source's baseline; `Stats` turns them into values and deltas.
 ///
-/// Keys are field names; a child event's key is `child/parent` (`FieldKey`),
-/// and with `byGuest` the debugfs source keys by guest pid instead.
+/// Counts are keyed by `EventID`: an event, a child under its parent, and with `byGuest` a
+/// guest's events taken together.
 public protocol StatSource: AnyObject {
     /// The name users pick it by (`--source tracepoint`).
     var name: String { get }
@@ -16,7 +16,7 @@ public protocol StatSource: AnyObject {
     func setPid(_ pid: Int) throws(SourceError)
     /// Counts of the wanted fields: cumulative for counters, the current level for instant
     /// values.
-    func read(byGuest: Bool) throws(SourceError) -> [String: UInt64]
+    func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64]
     /// Starts counting from zero again.
     func reset() throws(SourceError)
     /// Whether the source can key its counts by guest (`b` in the screen).

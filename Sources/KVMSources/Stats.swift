@@ -8,7 +8,7 @@ public final class Stats {
     public private(set) var pidFilter: Int
     /// Whether child events (`kvm_exit(HLT)`) are shown; counting does not depend on it.
     public var childEvents = false
-    public private(set) var values: [String: EventStat] = [:]
+    public private(set) var values: [EventID: EventStat] = [:]
 
     public init(sources: [any StatSource], pid: Int = 0, fieldsFilter: FieldFilter? = nil) {
         self.sources = sources
@@ -49,7 +49,7 @@ public final class Stats {
 
     /// Reads every source and returns the updated table.
     @discardableResult
-    public func get(byGuest: Bool = false) throws(SourceError) -> [String: EventStat] {
+    public func get(byGuest: Bool = false) throws(SourceError) -> [EventID: EventStat] {
         for source in sources {
             for (key, newValue) in try source.read(byGuest: byGuest) {
                 values[key] = EventStat(value: newValue, previous: values[key]?.value ?? 0)
@@ -71,7 +71,7 @@ public final class Stats {
     public func setDisplayGuests(_ byGuest: Bool) throws(SourceError) -> Bool {
         guard supportsByGuest else { return false }
         values = values.filter { key, _ in
-            byGuest ? FieldKey(key).isChild : !key.allSatisfy(\.isNumber)
+            byGuest ? key.isChild : !key.isGuestTotal
         }
         try get(byGuest: byGuest)
         return true

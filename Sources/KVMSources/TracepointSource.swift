@@ -32,7 +32,7 @@ public final class TracepointSource: StatSource {
     private let childFilters: [String: (field: String, reasons: [ExitReason])]
     private let fields: [String]
     /// Per field: the key it reports under (`child/parent` for a child), and whether wanted.
-    private let keys: [String]
+    private let keys: [EventID]
     private var wanted: [Int] = []
     private var wantedMask: [Bool]
     private let totals: UnsafeMutableBufferPointer<UInt64>
@@ -99,7 +99,7 @@ public final class TracepointSource: StatSource {
         }
         fields = try Self.fieldNames(configuration)
         let architecture = configuration.architecture
-        keys = fields.map { FieldKey.key($0, parent: architecture.tracepointParent(of: $0)) }
+        keys = fields.map { EventID($0, parent: architecture.tracepointParent(of: $0)) }
         totals = .allocate(capacity: fields.count)
         retired = .allocate(capacity: fields.count)
         retired.initialize(repeating: 0)
@@ -144,7 +144,7 @@ public final class TracepointSource: StatSource {
         try rebuildGroups()
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [String: UInt64] {
+    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
         if pid > 0 { try followThreads() }
         reapHandoffs()
         _ = totals.update(fromContentsOf: retired)
@@ -153,7 +153,7 @@ public final class TracepointSource: StatSource {
                 throw SourceError("reading perf events", errno: error)
             }
         }
-        var counts: [String: UInt64] = [:]
+        var counts: [EventID: UInt64] = [:]
         counts.reserveCapacity(wanted.count)
         for field in wanted { counts[keys[field]] = totals[field] }
         return counts

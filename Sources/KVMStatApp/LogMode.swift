@@ -20,7 +20,7 @@ struct LogMode {
     static let bannerEvery = 20
 
     func run() {
-        let keys: [String]
+        let keys: [EventID]
         do { keys = try stats.get().keys.sorted() } catch { Console.fail(error.description) }
         reportWarnings()
         // logrotate's SIGHUP is taken between samples, however long one takes.
@@ -56,7 +56,7 @@ struct LogMode {
                 bannerShown = true
             }
             let now = Signals.monotonicNow()
-            let values: [String: EventStat]
+            let values: [EventID: EventStat]
             do { values = try stats.get() } catch { Console.fail(error.description) }
             reportWarnings()
             let sample = Sample(time: WallClock.now(), interval: now - last, values: values)
@@ -69,7 +69,7 @@ struct LogMode {
         }
     }
 
-    private func writeBanner(keys: [String]) {
+    private func writeBanner(keys: [EventID]) {
         guard let banner = format.banner(keys: keys) else { return }
         if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
         sink.write(line: banner)

@@ -51,4 +51,17 @@ import Testing
         #expect(SystemPaths().proc == "/proc")
         #expect(SystemPaths(root: "/tmp/x/").sys == "/tmp/x/sys")
     }
+
+    @Test func eventsAreValuesInUpstreamsOrder() {
+        let child = EventID("kvm_exit(HLT)", parent: "kvm_exit")
+        #expect(child.isChild && child.name == "kvm_exit(HLT)" && child.upstreamKey == "kvm_exit(HLT) kvm_exit")
+        let guest = EventID.guestTotal(4242)
+        #expect(guest.isGuestTotal && !guest.isChild && guest.upstreamKey == "4242")
+        // A name with a space or a slash is only a name.
+        let odd = EventID("with space/slash")
+        #expect(!odd.isChild && odd.name == "with space/slash")
+        // Upstream sorted `child parent` strings: a parent right before its children.
+        let sorted: [EventID] = [child, "kvm_pio", "kvm_exit", EventID("kvm_exit(IO)", parent: "kvm_exit"), guest].sorted()
+        #expect(sorted.map(\.upstreamKey) == ["4242", "kvm_exit", "kvm_exit(HLT) kvm_exit", "kvm_exit(IO) kvm_exit", "kvm_pio"])
+    }
 }

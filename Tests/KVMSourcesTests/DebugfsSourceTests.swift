@@ -25,11 +25,11 @@ struct DebugfsSourceRealTests {
 
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(a.pid)))
         let byGuest = try source.read(byGuest: true)
-        #expect(Set(byGuest.keys) == ["\(a.pid)"])
+        #expect(Set(byGuest.keys) == [.guestTotal(Int(a.pid))])
 
         let all = try DebugfsSource(configuration: try realConfiguration(pid: 0))
         let guests = Set(try all.read(byGuest: true).keys)
-        #expect(guests.isSuperset(of: ["\(a.pid)", "\(b.pid)"]))
+        #expect(guests.isSuperset(of: [.guestTotal(Int(a.pid)), .guestTotal(Int(b.pid))]))
     }
 
     @Test func lockdownIsReportedOnceAndItsFieldsAreNotColumns() throws {
@@ -170,7 +170,7 @@ final class FakeDebugfs {
         try tree.set("10-3", "exits", 4)
         let all = try tree.source(includePast: true)
         #expect(try all.read(byGuest: false) == ["exits": 7])
-        #expect(try all.read(byGuest: true) == ["100": 3, "10": 4])
+        #expect(try all.read(byGuest: true) == [.guestTotal(100): 3, .guestTotal(10): 4])
         // "10-" must not match "100-5" (upstream's substring test would).
         let ten = try tree.source(pid: 10, includePast: true)
         #expect(try ten.read(byGuest: false) == ["exits": 4])
@@ -192,7 +192,7 @@ final class FakeDebugfs {
         #expect(try source.read(byGuest: false) == ["exits": 8])
         try tree.set("200-5", "exits", 9)
         #expect(try source.read(byGuest: false) == ["exits": 11])
-        #expect(try source.read(byGuest: true) == ["200": 9])
+        #expect(try source.read(byGuest: true) == [.guestTotal(200): 9])
     }
 
     @Test func departedCountsStayWithTheirGuest() throws {
@@ -243,7 +243,7 @@ final class FakeDebugfs {
         let source = try tree.source(filter: "instruction_sigp", includePast: true,
                                      architecture: S390Architecture())
         #expect(try source.read(byGuest: false)
-                == ["instruction_sigp/exit_instruction": 3, "exit_instruction": 7])
+                == [EventID("instruction_sigp", parent: "exit_instruction"): 3, "exit_instruction": 7])
         let x86 = try tree.source(filter: "instruction_sigp", includePast: true)
         #expect(try x86.read(byGuest: false) == ["instruction_sigp": 3])
     }

@@ -14,12 +14,12 @@ struct TracepointSourceTests {
         let before = try source.read(byGuest: false)
         try workload.run()
         let after = try source.read(byGuest: false)
-        func delta(_ key: String) -> Int { after[key].map { Int($0) - Int(before[key] ?? 0) } ?? -1 }
-        #expect(delta("kvm_userspace_exit(HLT)/kvm_userspace_exit") == 4000)
-        #expect(delta("kvm_userspace_exit(IO)/kvm_userspace_exit") == 8000)
+        func delta(_ key: EventID) -> Int { after[key].map { Int($0) - Int(before[key] ?? 0) } ?? -1 }
+        #expect(delta(EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")) == 4000)
+        #expect(delta(EventID("kvm_userspace_exit(IO)", parent: "kvm_userspace_exit")) == 8000)
         #expect(delta("kvm_userspace_exit") == 12000)
         #expect(delta("kvm_pio") == 8000)
-        #expect(delta("kvm_userspace_exit(MMIO)/kvm_userspace_exit") == 0)
+        #expect(delta(EventID("kvm_userspace_exit(MMIO)", parent: "kvm_userspace_exit")) == 0)
     }
 
     @Test func statsGivesTotalsAndDeltas() throws {
@@ -35,7 +35,7 @@ struct TracepointSourceTests {
         try workload.run()
         values = try stats.get()
         #expect(values["kvm_pio"] == EventStat(value: 2000, delta: 1000))
-        #expect(values["kvm_userspace_exit(HLT)/kvm_userspace_exit"] == EventStat(value: 1000, delta: 500))
+        #expect(values[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] == EventStat(value: 1000, delta: 500))
         try stats.reset()
         // Idle threads' groups are not re-read, but a reset must still show as zero.
         values = try stats.get()
@@ -54,8 +54,8 @@ struct TracepointSourceTests {
         defer { source.close() }
         try workload.run()
         let counts = try source.read(byGuest: false)
-        #expect(Set(counts.keys) == ["kvm_userspace_exit(HLT)/kvm_userspace_exit", "kvm_userspace_exit"])
-        #expect(counts["kvm_userspace_exit(HLT)/kvm_userspace_exit"] == 300)
+        #expect(Set(counts.keys) == [EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit"), "kvm_userspace_exit"])
+        #expect(counts[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] == 300)
         #expect(counts["kvm_userspace_exit"] == 900)
 
         // Widening the filter opens the new fields; they count from the change on.
@@ -85,8 +85,8 @@ struct TracepointSourceTests {
         _ = try source.read(byGuest: false)  // the next sample picks up the new thread
         try workload.run()
         let after = try source.read(byGuest: false)
-        #expect((after["kvm_userspace_exit(HLT)/kvm_userspace_exit"] ?? 0)
-                - (before["kvm_userspace_exit(HLT)/kvm_userspace_exit"] ?? 0) == 800)
+        #expect((after[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] ?? 0)
+                - (before[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] ?? 0) == 800)
         #expect((after["kvm_pio"] ?? 0) - (before["kvm_pio"] ?? 0) == 1600)
     }
 

@@ -15,10 +15,10 @@ struct TracepointTrustTests {
 
     /// Every child counts only what its filter selects, and the parent equals the sum of its
     /// children (read while the guest is stopped, so no exit is half counted).
-    private func expectNoPhantoms(_ counts: [String: UInt64], _ context: Comment) {
+    private func expectNoPhantoms(_ counts: [EventID: UInt64], _ context: Comment) {
         var sum: UInt64 = 0
         for (key, value) in counts {
-            let field = FieldKey(key)
+            let field = key
             guard field.parent == Self.parent else { continue }
             let reason = String(field.name.dropFirst(Self.parent.count + 1).dropLast())
             if !Self.possible.contains(reason) {
@@ -26,13 +26,13 @@ struct TracepointTrustTests {
             }
             sum += value
         }
-        #expect(counts[Self.parent] != nil && counts[Self.parent] == sum,
-                "\(context): parent \(counts[Self.parent] ?? 0) vs children \(sum)")
-        #expect((counts[Self.parent] ?? 0) > 0, "\(context): the busy guest was counted")
+        #expect(counts[EventID(Self.parent)] != nil && counts[EventID(Self.parent)] == sum,
+                "\(context): parent \(counts[EventID(Self.parent)] ?? 0) vs children \(sum)")
+        #expect((counts[EventID(Self.parent)] ?? 0) > 0, "\(context): the busy guest was counted")
     }
 
     /// Opens the source while the guest is busy, lets it count, then stops the guest and reads.
-    private func readWhileBusy(_ workload: WorkloadProcess, _ source: TracepointSource) throws -> [String: UInt64] {
+    private func readWhileBusy(_ workload: WorkloadProcess, _ source: TracepointSource) throws -> [EventID: UInt64] {
         usleep(200_000)
         workload.pause()
         defer { workload.resume() }
@@ -54,8 +54,8 @@ struct TracepointTrustTests {
             expectNoPhantoms(try readWhileBusy(workload, source), "opened while busy")
         } else {
             let counts = try readWhileBusy(workload, source)
-            for (key, value) in counts where FieldKey(key).parent == Self.parent {
-                let reason = String(FieldKey(key).name.dropFirst(Self.parent.count + 1).dropLast())
+            for (key, value) in counts where key.parent == Self.parent {
+                let reason = String(key.name.dropFirst(Self.parent.count + 1).dropLast())
                 if !Self.possible.contains(reason) { #expect(value == 0, "phantom \(key) \(value)") }
             }
         }
@@ -113,10 +113,10 @@ struct TracepointTrustTests {
             peak = max(peak, source.descriptorCount)
         }
         let after = try source.read(byGuest: false)
-        func delta(_ key: String) -> UInt64 { (after[key] ?? 0) - (before[key] ?? 0) }
+        func delta(_ key: EventID) -> UInt64 { (after[key] ?? 0) - (before[key] ?? 0) }
         let iterations = UInt64(runs * 2 * 1000)
-        #expect(delta("kvm_userspace_exit(HLT)/kvm_userspace_exit") == iterations)
-        #expect(delta("kvm_userspace_exit(IO)/kvm_userspace_exit") == 2 * iterations)
+        #expect(delta(EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")) == iterations)
+        #expect(delta(EventID("kvm_userspace_exit(IO)", parent: "kvm_userspace_exit")) == 2 * iterations)
         #expect(delta("kvm_pio") == 2 * iterations)
         // A group is one descriptor per field and a task-clock; at most a few churning
         // threads are alive at any sample. Without retiring, ~60 samples leak dozens of groups.

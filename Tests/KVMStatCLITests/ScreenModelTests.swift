@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func rowsSortedByCurrentThenTotal() {
-        let values = ["a": stat(100, 10), "b": stat(50, 20), "c": stat(300, 10), "d": stat(0, 0)]
+        let values: [EventID: EventStat] = ["a": stat(100, 10), "b": stat(50, 20), "c": stat(300, 10), "d": stat(0, 0)]
         let body = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
                                     displayGuests: false, interval: 2, height: 40) { _ in "" }
         #expect(body.rows.map { String($0.prefix(1)) } == ["b", "c", "a"])
@@ -46,8 +46,8 @@ import Testing
     @Test func childrenUnderTheirParentWithParentRelativePercent() {
         let values = [
             "kvm_userspace_exit": stat(300, 30),
-            "kvm_userspace_exit(IO)/kvm_userspace_exit": stat(200, 20),
-            "kvm_userspace_exit(HLT)/kvm_userspace_exit": stat(100, 10),
+            EventID("kvm_userspace_exit(IO)", parent: "kvm_userspace_exit"): stat(200, 20),
+            EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit"): stat(100, 10),
             "kvm_pio": stat(200, 20),
         ]
         let hidden = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
@@ -69,7 +69,7 @@ import Testing
         let empty = ScreenModel.body(values: [:], sortByTotal: false, childEvents: false,
                                      displayGuests: false, interval: 1, height: 40) { _ in "" }
         #expect(empty.message == "No matching events reported yet" && empty.total == nil)
-        let removed = ScreenModel.body(values: ["42": stat(5, -3)], sortByTotal: false,
+        let removed = ScreenModel.body(values: [.guestTotal(42): stat(5, -3)], sortByTotal: false,
                                        childEvents: false, displayGuests: true, interval: 1,
                                        height: 40) { _ in "vm" }
         #expect(removed.message == "Guest removed, updating...")
@@ -79,8 +79,8 @@ import Testing
                                      height: 40) { _ in "" }
         #expect(level.message == nil && level.rows.count == 1)
         #expect(level.rows.first?.hasSuffix("      -3") == true)
-        var many: [String: EventStat] = [:]
-        for i in 0..<50 { many["e\(i)"] = stat(UInt64(i + 1), 1) }
+        var many: [EventID: EventStat] = [:]
+        for i in 0..<50 { many[EventID("e\(i)")] = stat(UInt64(i + 1), 1) }
         let cut = ScreenModel.body(values: many, sortByTotal: false, childEvents: false,
                                    displayGuests: false, interval: 1, height: 10) { _ in "" }
         #expect(cut.rows.count == 6)  // lines 3...8, the last line is left for Total
@@ -90,9 +90,9 @@ import Testing
     }
 
     @Test func byGuestShowsNamedGuestsOnly() {
-        let values = ["100": stat(10, 1), "200": stat(20, 2)]
+        let values: [EventID: EventStat] = [.guestTotal(100): stat(10, 1), .guestTotal(200): stat(20, 2)]
         let body = ScreenModel.body(values: values, sortByTotal: false, childEvents: false,
-                                    displayGuests: true, interval: 1, height: 40) { $0 == "200" ? "web" : "" }
+                                    displayGuests: true, interval: 1, height: 40) { $0 == 200 ? "web" : "" }
         #expect(body.rows.count == 1 && body.rows[0].hasPrefix("web "))
         #expect(body.rows[0].contains(" 100.0 "))
     }
@@ -100,7 +100,7 @@ import Testing
     @Test func valuesAtTheLimitsOfTheirTypesNeverTrap() {
         let body = ScreenModel.body(
             values: ["exits": stat(UInt64.max, .max), "pages_4k": stat(UInt64.max, .min),
-                     "kvm_exit(HLT)/kvm_exit": stat(UInt64.max, .max), "kvm_exit": stat(1, 1)],
+                     EventID("kvm_exit(HLT)", parent: "kvm_exit"): stat(UInt64.max, .max), "kvm_exit": stat(1, 1)],
             sortByTotal: false, childEvents: true, displayGuests: false, interval: 0.1,
             height: 40) { _ in "" }
         #expect(body.rows.first?.contains("18446744073709551615") == true)

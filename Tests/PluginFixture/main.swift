@@ -39,13 +39,13 @@ final class CountingSource: StatSource {
 
     func setPid(_ pid: Int) throws(SourceError) {}
 
-    func read(byGuest: Bool) throws(SourceError) -> [String: UInt64] {
+    func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
         reads += 1
         let steps: [UInt64] = [1, 2, 3, 3]
-        var counts: [String: UInt64] = [:]
+        var counts: [EventID: UInt64] = [:]
         for index in wanted {
             let name = Self.fieldNames[index]
-            counts[FieldKey.key(name, parent: architecture.tracepointParent(of: name))] = reads * steps[index]
+            counts[EventID(name, parent: architecture.tracepointParent(of: name))] = reads * steps[index]
         }
         return counts
     }
@@ -60,18 +60,21 @@ struct TSVFormat: Format {
     var name: String { "tsv" }
     var repeatsBannerInFile: Bool { false }
 
-    func banner(keys: [String]) -> String? {
-        "time" + keys.map { "\t" + FieldKey($0).name }.joined()
+    func banner(keys: [EventID]) -> String? {
+        "time" + keys.map { "\t" + $0.name }.joined()
     }
 
-    func record(_ sample: Sample, keys: [String]) -> String {
+    func record(_ sample: Sample, keys: [EventID]) -> String {
         sample.time.logStamp + keys.map { "\t" + String(sample.values[$0]?.delta ?? 0) }.joined()
     }
 
     func batch(_ sample: Sample) -> String {
-        sample.sortedKeys.map { key in
-            FieldKey(key).name + "\t" + String(sample.values[key]!.value) + "\t" + String(sample.values[key]!.delta)
-        }.joined(separator: "\n") + "\n"
+        var out = ""
+        for key in sample.sortedKeys {
+            let stat = sample.values[key]!
+            out += key.name + "\t" + String(stat.value) + "\t" + String(stat.delta) + "\n"
+        }
+        return out
     }
 }
 

@@ -129,20 +129,20 @@ final class InteractiveScreen {
             terminal.refresh()
             return
         }
-        let values: [String: EventStat]
+        let values: [EventID: EventStat]
         do { values = try stats.get(byGuest: displayGuests) } catch {
             terminal.end()
             Console.fail(error.description)
         }
         // Each guest's name is read from /proc once a frame (totals and rows both ask).
-        var names: [String: String] = [:]
+        var names: [Int: String] = [:]
         let body = ScreenModel.body(
             values: values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
             displayGuests: displayGuests, interval: interval, height: terminal.height,
-            guestName: { [guests] key in
-                if let known = names[key] { return known }
-                let name = Int(key).map { guests.name(of: $0) } ?? ""
-                names[key] = name
+            guestName: { [guests] pid in
+                if let known = names[pid] { return known }
+                let name = guests.name(of: pid)
+                names[pid] = name
                 return name
             })
         drawHeader()

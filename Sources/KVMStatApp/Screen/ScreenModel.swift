@@ -47,20 +47,22 @@ enum ScreenModel {
     }
 
     /// Rows from line 3 on, for a screen of `height` lines; `interval` is the time the deltas
-    /// cover. `guestName` maps a pid key to its guest's name (by-guest view).
+    /// cover. `guestName` maps a guest's pid to its name (by-guest view).
     static func body(
-        values: [String: EventStat], sortByTotal: Bool, childEvents: Bool, displayGuests: Bool,
-        interval: Double, height: Int, guestName: (String) -> String
+        values: [EventID: EventStat], sortByTotal: Bool, childEvents: Bool, displayGuests: Bool,
+        interval: Double, height: Int, guestName: (Int) -> String
     ) -> Body {
+        // Upstream's by-guest rows are the keys that name a running guest.
+        func guestLabel(_ key: EventID) -> String { key.guest.map(guestName) ?? "" }
         // Sums wrap as the kernel's own u64 sums do; nothing a file holds can trap here.
         var total: UInt64 = 0
         var childTotal: UInt64 = 0
         for (key, stat) in values {
             if displayGuests {
-                if !guestName(key).isEmpty { total &+= stat.value }
+                if !guestLabel(key).isEmpty { total &+= stat.value }
                 continue
             }
-            if FieldKey(key).isChild { childTotal &+= stat.value } else { total &+= stat.value }
+            if key.isChild { childTotal &+= stat.value } else { total &+= stat.value }
         }
         if total == 0 { total = childTotal }
 
@@ -69,11 +71,11 @@ enum ScreenModel {
         var currentSum: Int64 = 0
         var parentTotal = total
         var guestRemoved = false
-        for (name, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents) {
+        for (key, shown, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents) {
             if row >= height - 1 || stat == .zero { break }
-            var label = name
+            var label = shown
             if displayGuests {
-                label = guestName(name)
+                label = guestLabel(key)
                 if label.isEmpty { continue }
             }
             let current = stat.delta != 0 ? pythonRound(Double(stat.delta) / interval) : 0
@@ -109,10 +111,10 @@ enum ScreenModel {
     }
 
     /// Parents sorted by (delta, total) or total, descending; with `childEvents`, each parent's
-    /// children right after it, indented by one space.
+    /// children right after it, shown indented by two spaces.
     static func sortedEvents(
-        _ values: [String: EventStat], sortByTotal: Bool, childEvents: Bool
-    ) -> [(String, EventStat)] {
+        _ values: [EventID: EventStat], sortByTotal: Bool, childEvents: Bool
+    ) -> [(key: EventID, shown: String, stat: EventStat)] {
         let ordered = values.sorted { a, b in
             if sortByTotal {
                 if a.value.value != b.value.value { return a.value.value > b.value.value }
@@ -123,21 +125,20 @@ enum ScreenModel {
             }
             return a.key < b.key  // ties in a stable, readable order
         }
-        var parents: [(String, EventStat)] = []
-        var children: [String: [(String, EventStat)]] = [:]
+        var parents: [(key: EventID, shown: String, stat: EventStat)] = []
+        var children: [String: [(key: EventID, shown: String, stat: EventStat)]] = [:]
         for (key, stat) in ordered where stat != .zero {
-            let field = FieldKey(key)
-            if let parent = field.parent {
-                if childEvents { children[parent, default: []].append(("  " + field.name, stat)) }
+            if let parent = key.parent {
+                if childEvents { children[parent, default: []].append((key, "  " + key.name, stat)) }
             } else {
-                parents.append((key, stat))
+                parents.append((key, key.name, stat))
             }
         }
         guard childEvents else { return parents }
-        var result: [(String, EventStat)] = []
+        var result: [(key: EventID, shown: String, stat: EventStat)] = []
         for parent in parents {
             result.append(parent)
-            result += children[parent.0] ?? []
+            result += children[parent.key.name] ?? []
         }
         return result
     }
