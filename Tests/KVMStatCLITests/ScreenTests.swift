@@ -9,22 +9,6 @@ import Testing
 struct ScreenTests {
     let name = "kvmstat-tui-\(getpid())-\(Int.random(in: 0..<1_000_000))"
 
-    /// A workload that keeps running rounds of its loop, named for `-name guest=`.
-    func startLoopingWorkload(_ name: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Kernel.productsDirectory + "/kvmstat-workload")
-        process.arguments = ["--vcpus", "2", "--iterations", "100", "--loop", "20",
-                             "-name", "guest=\(name),debug-threads=on"]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        // Wait until /proc shows its name.
-        for _ in 0..<100 where !((try? String(contentsOfFile: "/proc/\(process.processIdentifier)/cmdline",
-                                                encoding: .utf8))?.contains(name) ?? false) {
-            usleep(10_000)
-        }
-        return process
-    }
-
     /// A guest named in wide characters with a right-to-left override: the headline stays on
     /// its line (cut by columns), the override is shown escaped.
     @Test func wideAndBidiGuestNameStaysOnItsLine() throws {

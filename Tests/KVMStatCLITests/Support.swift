@@ -180,3 +180,19 @@ func parseBatch(_ text: String) -> [String: (Int, Int)] {
     }
     return result
 }
+
+/// A workload that keeps running rounds of its loop, named for `-name guest=`, once /proc
+/// shows its name (the screen tests watch it by name and pid).
+func startLoopingWorkload(_ name: String) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Kernel.productsDirectory + "/kvmstat-workload")
+    process.arguments = ["--vcpus", "2", "--iterations", "100", "--loop", "20",
+                         "-name", "guest=\(name),debug-threads=on"]
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    for _ in 0..<100 where !((try? String(contentsOfFile: "/proc/\(process.processIdentifier)/cmdline",
+                                            encoding: .utf8))?.contains(name) ?? false) {
+        usleep(10_000)
+    }
+    return process
+}

@@ -82,20 +82,6 @@ struct UpstreamMessagesTests {
 struct UpstreamScreenTests {
     let name = "kvmstat-cmp-\(getpid())-\(Int.random(in: 0..<1_000_000))"
 
-    func startLoopingWorkload() throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Kernel.productsDirectory + "/kvmstat-workload")
-        process.arguments = ["--vcpus", "2", "--iterations", "100", "--loop", "20",
-                             "-name", "guest=\(name),debug-threads=on"]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        for _ in 0..<100 where !((try? String(contentsOfFile: "/proc/\(process.processIdentifier)/cmdline",
-                                                encoding: .utf8))?.contains(name) ?? false) {
-            usleep(10_000)
-        }
-        return process
-    }
-
     /// Both screens, on the same guest, each once `ready` holds.
     func screens(_ arguments: String, _ ready: @escaping ([String]) -> Bool)
         throws -> (ours: TmuxSession, upstream: TmuxSession)
@@ -114,7 +100,7 @@ struct UpstreamScreenTests {
     }
 
     @Test func helpGuestListTotalChildRowsAndDeadGuestAsUpstream() throws {
-        let workload = try startLoopingWorkload()
+        let workload = try startLoopingWorkload(name)
         defer { if workload.isRunning { workload.terminate(); workload.waitUntilExit() } }
         let pid = workload.processIdentifier
         let live: ([String]) -> Bool = { lines in
