@@ -15,7 +15,9 @@ func builtinRegistry() -> ArchitectureRegistry { Builtins.plugins.architectures 
     let registry = builtinRegistry()
 
     @Test func namesAreTheOnesUsersType() {
-        #expect(registry.names == ["x86", "x86/vmx", "x86/svm", "arm64", "ppc", "s390"])
+        // The built-ins in registration order; an architecture added later only adds names.
+        #expect(Array(registry.names.prefix(6)) == ["x86", "x86/vmx", "x86/svm", "arm64", "ppc", "s390"])
+        #expect(Set(registry.names).count == registry.names.count, "names are unique")
         for name in registry.names { #expect(registry.architecture(named: name)?.name == name) }
         #expect(registry.architecture(named: "mips") == nil)
         #expect(registry.architecture(named: "x86/") == nil)
