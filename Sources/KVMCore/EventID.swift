@@ -32,7 +32,11 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
         return parent.map { name + " " + $0 } ?? name
     }
 
-    public static func < (lhs: EventID, rhs: EventID) -> Bool { lhs.upstreamKey < rhs.upstreamKey }
+    /// Upstream's order; per-vCPU values of the same event by vCPU number.
+    public static func < (lhs: EventID, rhs: EventID) -> Bool {
+        if lhs.upstreamKey != rhs.upstreamKey { return lhs.upstreamKey < rhs.upstreamKey }
+        return (lhs.vcpu ?? -1) < (rhs.vcpu ?? -1)
+    }
 
     public var description: String { upstreamKey }
 }

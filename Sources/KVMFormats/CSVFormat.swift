@@ -7,6 +7,7 @@ public struct CSVFormat: Format {
 
     public var name: String { "csv" }
     public var repeatsBannerInFile: Bool { false }
+    public var shorthand: String? { "-c" }
 
     public func banner(keys: [EventID]) -> String? {
         "timestamp" + keys.map { "," + Self.quoted($0.name) }.joined()

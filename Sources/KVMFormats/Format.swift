@@ -14,6 +14,12 @@ public protocol Format: Sendable {
     /// Whether the banner is repeated every 20 records in a log file (upstream repeats the
     /// text banner everywhere, the CSV header only on a terminal or pipe).
     var repeatsBannerInFile: Bool { get }
+    /// The upstream option that picks it (`-c`), if any.
+    var shorthand: String? { get }
+}
+
+extension Format {
+    public var shorthand: String? { nil }
 }
 
 /// Formats by the names users type; the executable registers the built-ins.
@@ -34,6 +40,14 @@ public struct FormatRegistry: Sendable {
     }
 
     public var names: [String] { entries.map(\.format.name) }
+
+    /// The format used when none is asked for: the first registered.
+    public var defaultFormat: (any Format)? { entries.first?.format }
+
+    /// The format an upstream option such as `-c` picks.
+    public func format(shorthand: String) -> (any Format)? {
+        entries.first { $0.format.shorthand == shorthand }?.format
+    }
 
     public func format(named name: String) -> (any Format)? {
         entries.first { $0.format.name == name }?.format

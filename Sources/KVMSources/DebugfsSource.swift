@@ -12,14 +12,15 @@ import KVMCore
 /// that no VM lets it read (kernel lockdown), saying so once.
 public final class DebugfsSource: StatSource {
     public let name = "debugfs"
-    public var supportsByGuest: Bool { true }
+    public var supportsByGuest: Bool { Self.description.byGuest }
 
     public static let description = SourceDescription(
         name: "debugfs", summary: "KVM's per-VM statistics files in debugfs",
         enabledPhrase: "debugfs", onlyHint: "debugfs only (see option '-d')",
         byGuest: true, byVCPU: false,
         reads: [.pid, .fields, .includePast], defaultRank: 1,
-        unavailableReason: unavailableReason(_:),
+        shorthand: "-d",
+        unavailableReason: { unavailableReason($0.paths) },
         fields: { (configuration) throws(SourceError) in try fieldNames(configuration.paths) },
         make: { (configuration) throws(SourceError) in try DebugfsSource(configuration: configuration) })
 

@@ -104,8 +104,11 @@ public struct SourceDescription: Sendable {
     /// Candidates for the default, lowest first (upstream: tracepoints when available, else
     /// debugfs); nil when it is used only when asked for.
     public let defaultRank: Int?
-    /// Nil when the host has what the source needs, else why not, in words for the operator.
-    public let unavailableReason: @Sendable (SystemPaths) -> String?
+    /// Nil when the host (and the chosen architecture) has what the source needs, else why
+    /// not, in words for the operator.
+    public let unavailableReason: @Sendable (SourceConfiguration) -> String?
+    /// The upstream option that picks it alone (`-d`, `-t`), if any.
+    public let shorthand: String?
     /// Every field it could report, without opening any counter (`-f help`).
     public let fields: @Sendable (SourceConfiguration) throws(SourceError) -> [String]
     public let make: Factory
@@ -113,7 +116,8 @@ public struct SourceDescription: Sendable {
     public init(name: String, summary: String, enabledPhrase: String, onlyHint: String,
                 byGuest: Bool, byVCPU: Bool,
                 reads: Set<SourceOption>, defaultRank: Int?,
-                unavailableReason: @escaping @Sendable (SystemPaths) -> String?,
+                shorthand: String? = nil,
+                unavailableReason: @escaping @Sendable (SourceConfiguration) -> String?,
                 fields: @escaping @Sendable (SourceConfiguration) throws(SourceError) -> [String],
                 make: @escaping Factory) {
         self.name = name
@@ -125,6 +129,7 @@ public struct SourceDescription: Sendable {
         self.reads = reads
         self.defaultRank = defaultRank
         self.unavailableReason = unavailableReason
+        self.shorthand = shorthand
         self.fields = fields
         self.make = make
     }

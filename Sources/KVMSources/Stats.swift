@@ -16,22 +16,6 @@ public final class Stats {
         self.fieldsFilter = fieldsFilter
     }
 
-    /// Builds the named sources from `registry`.
-    public static func make(
-        sourceNames: [String], registry: SourceRegistry, configuration: SourceConfiguration
-    ) throws(SourceError) -> Stats {
-        var sources: [any StatSource] = []
-        for name in sourceNames {
-            guard let entry = registry.entry(named: name) else {
-                throw SourceError("unknown source '\(name)'; known: "
-                    + registry.names.joined(separator: ", "))
-            }
-            sources.append(try entry.make(configuration))
-        }
-        return Stats(sources: sources, pid: configuration.pid,
-                     fieldsFilter: configuration.fieldFilter)
-    }
-
     /// A new filter resets the table: the sources count the new fields from zero.
     public func setFieldsFilter(_ filter: FieldFilter?) throws(SourceError) {
         guard filter?.pattern != fieldsFilter?.pattern else { return }

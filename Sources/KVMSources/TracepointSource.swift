@@ -10,18 +10,15 @@ import KVMCore
 /// descriptors to a detached child at the end so quitting does not wait on the kernel.
 public final class TracepointSource: StatSource {
     public let name = "tracepoint"
-    public var supportsByGuest: Bool { false }
+    public var supportsByGuest: Bool { Self.description.byGuest }
 
     public static let description = SourceDescription(
         name: "tracepoint", summary: "KVM tracepoints through perf (default)",
         enabledPhrase: "tracepoints", onlyHint: "tracepoints only (see option '-t')",
         byGuest: false, byVCPU: false,
         reads: [.pid, .fields], defaultRank: 0,
-        unavailableReason: { paths in
-            FileSystem.isDirectory(paths.kvmEvents) ? nil
-                : "Please enable CONFIG_TRACING in your kernel when using the option -t (default).\n"
-                    + "If it is enabled, make \(paths.tracing) readable by the current user."
-        },
+        shorthand: "-t",
+        unavailableReason: unavailableReason(_:),
         fields: { (configuration) throws(SourceError) in try fieldNames(configuration) },
         make: { (configuration) throws(SourceError) in try TracepointSource(configuration: configuration) })
 
@@ -52,6 +49,31 @@ public final class TracepointSource: StatSource {
     private var openDescriptors = 0
     private var handoffs: [Int32] = []
     private var warnings: [String] = []
+
+    /// Upstream's words where upstream has them: tracing missing (CONFIG_TRACING), KVM's
+    /// tracepoints missing (the module is not loaded), no permission (not root), or an
+    /// architecture of another machine (its perf numbers are not this kernel's).
+    static func unavailableReason(_ configuration: SourceConfiguration) -> String? {
+        let paths = configuration.paths
+        let architecture = configuration.architecture
+        guard configuration.architectureIsHosts else {
+            return "kvmstat: tracepoints cannot be counted for --arch \(architecture.name) on this host: "
+                + "its perf_event_open is syscall \(architecture.perfEventOpenSyscall) and its ioctls "
+                + "are \(architecture.name)'s, not this kernel's; use -d (debugfs) or --arch-info"
+        }
+        if FileSystem.isDirectory(paths.kvmEvents) { return nil }
+        if (try? FileSystem.status(paths.tracing + "/events"))?.isDirectory == true {
+            return "Please make sure that CONFIG_KVM is enabled in your kernel and that the modules are loaded."
+        }
+        do throws(Errno) { _ = try FileSystem.status(paths.tracing + "/events") } catch {
+            if error == .permissionDenied {
+                return "kvmstat: cannot access \(paths.tracing): \(error): kvmstat needs root "
+                    + "(tracefs is readable by root only)"
+            }
+        }
+        return "Please enable CONFIG_TRACING in your kernel when using the option -t (default).\n"
+            + "If it is enabled, make \(paths.tracing) readable by the current user."
+    }
 
     /// Tracepoints that get one child per named value: tracepoint → (field, values).
     static func childFilters(_ architecture: any Architecture) -> [String: (field: String, reasons: [ExitReason])] {
@@ -85,10 +107,8 @@ public final class TracepointSource: StatSource {
 
     public init(configuration: SourceConfiguration) throws(SourceError) {
         architecture = configuration.architecture
-        guard configuration.architectureIsHosts else {
-            throw SourceError("tracepoints cannot be counted for --arch \(architecture.name) on this host: "
-                + "its perf_event_open is syscall \(architecture.perfEventOpenSyscall) and its ioctls "
-                + "are \(architecture.name)'s, not this kernel's; use -d (debugfs) or --arch-info")
+        if !configuration.architectureIsHosts, let reason = Self.unavailableReason(configuration) {
+            throw SourceError(String(reason.dropFirst("kvmstat: ".count)))
         }
         paths = configuration.paths
         eventsDirectory = configuration.paths.kvmEvents

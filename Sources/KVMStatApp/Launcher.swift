@@ -23,6 +23,7 @@ struct Launcher {
             Console.usageError("argument --format: applies to -1, -l and -L only")
         }
         let requested = requestedSources()
+        let (architecture, isHosts) = chooseArchitecture()
 
         // KVMSTAT_DEBUGFS points kvmstat at another tree (benchmarks of hosts without
         // lockdown use a fake, fully readable one).
@@ -51,17 +52,15 @@ struct Launcher {
                 Console.failAsUpstream("Error: " + error.description)
             }
         }
-        let sources = availableSources(requested, paths: paths)
+        let configuration = SourceConfiguration(
+            paths: paths, architecture: architecture, architectureIsHosts: isHosts, pid: pid,
+            fieldFilter: filter, includePast: options.includePast)
+        let sources = availableSources(requested, configuration: configuration)
         if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") || pid < 0 {
             Console.err("Did you use a (unsupported) tid instead of a pid?\n")
             Console.failAsUpstream("Specified pid does not exist.")
         }
         if let problem = delayProblem(options.delay) { Console.failAsUpstream("Error: " + problem) }
-
-        let (architecture, isHosts) = chooseArchitecture()
-        let configuration = SourceConfiguration(
-            paths: paths, architecture: architecture, architectureIsHosts: isHosts, pid: pid,
-            fieldFilter: filter, includePast: options.includePast)
 
         if options.fields == "help" { FieldHelp.run(sources: sources, configuration: configuration) }
 
@@ -98,10 +97,11 @@ struct Launcher {
             BatchMode(stats: stats, format: format).run()
         } else {
             // What `b` says when a source cannot break counts down by guest (upstream's words).
+            let capable = plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)
             let refusal = ["Command not available with "
                 + sources.filter { !$0.byGuest }.map(\.enabledPhrase).joined(separator: " and ") + " enabled",
-                "Restart with " + plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)
-                    .joined(separator: " or ") + " and try again!"]
+                capable.isEmpty ? "No source can show guests" : "Restart with " + capable.joined(separator: " or ")
+                    + " and try again!"]
             InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal).run()
         }
         Console.leave(0)
@@ -110,17 +110,18 @@ struct Launcher {
     /// `--format NAME` (`-c` means csv); `--format help` lists them.
     private func chooseFormat() -> any Format {
         let registry = plugins.formats
-        var name = options.format ?? (options.csv ? "csv" : "text")
+        let shorthand = options.csv ? registry.format(shorthand: "-c") : nil
+        var name = options.format ?? (shorthand ?? registry.defaultFormat)?.name ?? ""
         if name == "help" {
             for entry in registry.entries {
                 Console.out("  " + entry.format.name.padded(to: 8) + entry.summary + "\n")
             }
             exit(0)
         }
-        if options.csv && options.format != nil && options.format != "csv" {
+        if let shorthand, options.format != nil, options.format != shorthand.name {
             Console.usageError("argument -c/--csv: not allowed with argument --format \(name)")
         }
-        if options.csv { name = "csv" }
+        if let shorthand { name = shorthand.name }
         guard let format = registry.format(named: name) else {
             Console.fail("unknown format '\(name)'; known: " + registry.names.joined(separator: ", "),
                          status: 2)
@@ -128,14 +129,17 @@ struct Launcher {
         return format
     }
 
-    /// The sources asked for (`--source`, and `-d`/`-t`, which name theirs), in registry
-    /// order; nil when none was asked for (the default applies). `--source help` lists them.
+    /// The sources asked for (`--source`, and the upstream options that are sources'
+    /// shorthands, `-d`/`-t`), in registry order; nil when none was asked for (the default
+    /// applies). `--source help` lists them with the options each reads.
     private func requestedSources() -> [SourceDescription]? {
         let registry = plugins.sources
-        guard let names = options.sources else { return nil }
+        let names = options.sources ?? []
         if names.contains("help") {
             for entry in registry.entries {
-                Console.out("  " + entry.name.padded(to: 12) + entry.summary + "\n")
+                let reads = SourceOption.allCases.filter { entry.reads.contains($0) }.map(\.rawValue)
+                Console.out("  " + entry.name.padded(to: 12) + entry.summary
+                    + (reads.isEmpty ? "" : " (reads " + reads.joined(separator: ", ") + ")") + "\n")
             }
             exit(0)
         }
@@ -143,22 +147,26 @@ struct Launcher {
             Console.fail("unknown source '\(name)'; known: " + registry.names.joined(separator: ", "),
                          status: 2)
         }
-        return registry.entries.filter { names.contains($0.name) }
+        let chosen = registry.entries.filter {
+            names.contains($0.name) || $0.shorthand.map(options.sourceShorthands.contains) == true
+        }
+        return chosen.isEmpty ? nil : chosen
     }
 
     /// Asked-for sources must be available (else their reason, status 1); without a request,
     /// the best-ranked available default candidate, saying why a better one was passed over
     /// (upstream: tracepoints when available, else debugfs).
-    private func availableSources(_ requested: [SourceDescription]?, paths: SystemPaths) -> [SourceDescription] {
+    private func availableSources(_ requested: [SourceDescription]?,
+                                  configuration: SourceConfiguration) -> [SourceDescription] {
         if let requested {
             for source in requested {
-                if let reason = source.unavailableReason(paths) { Console.failAsUpstream(reason) }
+                if let reason = source.unavailableReason(configuration) { Console.failAsUpstream(reason) }
             }
             return requested
         }
         var passedOver: [String] = []
         for candidate in plugins.sources.defaultCandidates {
-            guard let reason = candidate.unavailableReason(paths) else {
+            guard let reason = candidate.unavailableReason(configuration) else {
                 for reason in passedOver { Console.err(reason + "\n") }
                 if !passedOver.isEmpty { Console.err("Falling back to \(candidate.name) statistics!\n") }
                 return [candidate]

@@ -19,6 +19,8 @@ struct Options: Sendable, Equatable {
     var help = false
     var format: String?
     var sources: [String]?
+    /// Upstream's source options given (`-d`, `-t`).
+    var sourceShorthands: [String] = []
     var archInfo = false
     var arch: String?
 
@@ -93,13 +95,12 @@ struct Options: Sendable, Equatable {
         options.tracepoints = parsed.has("tracepoints")
         options.skipZeroRecords = parsed.has("skipZero")
         options.format = parsed.value("format")
-        // -d and -t are upstream's names for two sources; --source names any.
-        var sources = (parsed.allValues["source"] ?? []).flatMap {
+        // --source names any source; -d and -t pick the sources whose shorthand they are.
+        let sources = (parsed.allValues["source"] ?? []).flatMap {
             $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         }
-        if options.debugfs { sources.append("debugfs") }
-        if options.tracepoints { sources.append("tracepoint") }
         options.sources = sources.isEmpty ? nil : sources
+        options.sourceShorthands = (options.debugfs ? ["-d"] : []) + (options.tracepoints ? ["-t"] : [])
         options.archInfo = parsed.has("archInfo")
         options.arch = parsed.value("arch")
         if let text = parsed.value("pid") {

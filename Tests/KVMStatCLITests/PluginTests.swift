@@ -65,7 +65,8 @@ import Testing
         #expect(Set(registry.names).count == registry.names.count, "names are unique")
         #expect(!registry.defaultCandidates.isEmpty, "something is the default")
         let help = try kvmstat("--source", "help")
-        let nowhere = SystemPaths(root: "/nonexistent/kvmstat")
+        let nowhere = SourceConfiguration(paths: SystemPaths(root: "/nonexistent/kvmstat"),
+                                          architecture: Builtins.plugins.architectures.architecture(named: "x86")!)
         for source in registry.entries {
             #expect(help.stdout.contains("  \(source.name) "), "\(source.name) in --source help")
             #expect(!source.summary.isEmpty && !source.enabledPhrase.isEmpty)
@@ -94,10 +95,16 @@ import Testing
         }
         #expect(!foreign.isEmpty)
         for name in foreign {
-            let result = try kvmstat("--arch", name, "-1")
+            // Asked for: one line saying why.
+            let result = try kvmstat("--arch", name, "-t", "-1")
             #expect(result.status == 1, "\(name)")
             #expect(result.stderr.hasPrefix("kvmstat: tracepoints cannot be counted for --arch \(name)"), "\(result.stderr)")
             #expect(result.stderr.split(separator: "\n").count == 1)
+            // By default: the reason, and upstream's fallback to debugfs with that machine's rules.
+            let fallback = try kvmstat("--arch", name, "-1")
+            #expect(fallback.status == 0, "\(name): \(fallback.stderr)")
+            #expect(fallback.stderr.contains("tracepoints cannot be counted for --arch \(name)")
+                    && fallback.stderr.contains("Falling back to debugfs statistics!"))
         }
     }
 

@@ -86,7 +86,7 @@ enum ScreenModel {
                 continue
             }
             let base: UInt64
-            if !label.hasPrefix(" ") {
+            if !key.isChild {
                 currentSum &+= stat.delta
                 parentTotal = stat.value
                 base = total

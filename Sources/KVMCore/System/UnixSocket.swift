@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A client connection to a unix stream socket (a QEMU monitor), every operation bounded by a
+/// deadline on the monotonic clock: a peer that does not answer is a `.timedOut` error, never
+/// a hang.
+public final class UnixSocket {
+    public let descriptor: FileDescriptor
+    private var pending: [UInt8] = []
+
+    public static let timedOut = Errno(rawValue: ETIMEDOUT)
+
+    /// Connects to `path`, waiting until `deadline` at most.
+    public init(path: String, deadline: Double) throws(Errno) {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw Errno.current }
+        descriptor = FileDescriptor(rawValue: fd)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            descriptor.close()
+            throw Errno(rawValue: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in bytes.enumerated() { raw[i] = byte }
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if result != 0 {
+            let error = Errno.current
+            guard error.rawValue == EINPROGRESS || error.rawValue == EAGAIN else {
+                descriptor.close()
+                throw error
+            }
+            do throws(Errno) { try wait(for: Int16(POLLOUT), until: deadline) } catch {
+                descriptor.close()
+                throw error
+            }
+        }
+    }
+
+    deinit { descriptor.close() }
+
+    private func wait(for events: Int16, until deadline: Double) throws(Errno) {
+        while true {
+            let remaining = deadline - Signals.monotonicNow()
+            guard remaining > 0 else { throw Self.timedOut }
+            var poller = pollfd(fd: descriptor.rawValue, events: events, revents: 0)
+            let n = poll(&poller, 1, Int32(max(1, (remaining * 1000).rounded(.up))))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Errno.current
+            }
+            if n > 0 { return }
+        }
+    }
+
+    /// Sends all of `text`.
+    public func send(_ text: String, deadline: Double) throws(Errno) {
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                Glibc.send(descriptor.rawValue, raw.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR {
+                    try wait(for: Int16(POLLOUT), until: deadline)
+                    continue
+                }
+                throw Errno.current
+            }
+            done += n
+        }
+    }
+
+    /// The next line (without its newline); lines longer than `limit` bytes are an error
+    /// (EMSGSIZE), and a closed connection is ECONNRESET.
+    public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> String {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                return line
+            }
+            guard pending.count <= limit else { throw Errno(rawValue: EMSGSIZE) }
+            let n = chunk.withUnsafeMutableBytes { raw in
+                recv(descriptor.rawValue, raw.baseAddress, raw.count, 0)
+            }
+            if n == 0 { throw Errno(rawValue: ECONNRESET) }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR {
+                    try wait(for: Int16(POLLIN), until: deadline)
+                    continue
+                }
+                throw Errno.current
+            }
+            pending.append(contentsOf: chunk[0..<n])
+        }
+    }
+}
