@@ -20,6 +20,7 @@ public enum Builtins {
         sources: SourceRegistry([
             TracepointSource.description,
             DebugfsSource.description,
+            QMPSource.description,
         ]),
         formats: FormatRegistry([
             (TextFormat(), "kvm_stat's plain text (default)"),

@@ -344,6 +344,7 @@ public final class DebugfsSource: StatSource {
         reported.formUnion(fresh)
         warnings.append("debugfs fields not readable in any VM (Operation not permitted): "
             + fresh.joined(separator: ", ")
-            + "; kernel lockdown is the likely cause; -t gives tracepoint counts")
+            + "; kernel lockdown is the likely cause; -t gives tracepoint counts, "
+            + "--source qmp the same statistics from QEMU's monitors")
     }
 }

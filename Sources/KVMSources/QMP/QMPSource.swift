@@ -1,0 +1,297 @@
+import Dispatch
+import KVMCore
+
+/// KVM's binary statistics of every QEMU guest with a QMP monitor on a unix socket
+/// (`query-stats`, QEMU ≥ 7.1): the counters debugfs holds, by the same names, readable also
+/// when lockdown hides debugfs's. Totals over guests, per-vCPU values as child events
+/// (`exits(vcpu0)` under `exits`), and guests for the by-guest view.
+///
+/// A QEMU monitor serves one client at a time, so kvmstat connects for each sample and hangs
+/// up at once: between samples the monitor is free for its operator. A monitor that does not
+/// answer in time (busy with another client, a stopped guest) is reported once and skipped
+/// until it answers again; its guest's counts are kept.
+public final class QMPSource: StatSource {
+    public let name = "qmp"
+    public var supportsByGuest: Bool { Self.description.byGuest }
+
+    public static let description = SourceDescription(
+        name: "qmp", summary: "KVM's statistics from QEMU monitors (QMP query-stats), per guest and vCPU",
+        enabledPhrase: "qmp", onlyHint: "debugfs or qmp", byGuest: true, byVCPU: true,
+        reads: [.pid, .fields, .includePast], defaultRank: nil,
+        unavailableReason: { configuration in
+            FileSystem.isDirectory(configuration.paths.proc) ? nil
+                : "kvmstat: \(configuration.paths.proc) is not readable: QEMU processes cannot be found"
+        },
+        fields: { configuration in fieldNames(configuration) },
+        make: { configuration in QMPSource(configuration: configuration) })
+
+    /// How long one guest's monitor may take to answer a sample.
+    static let timeout = 0.5
+
+    enum Kind { case counter, level, histogram }
+
+    struct Guest {
+        let monitor: QEMUMonitor
+        var kinds: [String: Kind] = [:]
+        /// vCPU index by QOM path (from `query-cpus-fast`).
+        var vcpus: [String: Int] = [:]
+        var last: [EventID: UInt64] = [:]
+        var counted: [EventID: UInt64] = [:]
+        let countsFromZero: Bool
+        var silent = false
+    }
+
+    private let proc: String
+    private let architecture: any Architecture
+    private let includePast: Bool
+    private var filter: FieldFilter?
+    private var pid: Int
+    private var known: [Int: QEMUMonitor?] = [:]
+    private var guests: [Int: Guest] = [:]
+    private var departed: [EventID: UInt64] = [:]
+    private var departedByGuest: [Int: [EventID: UInt64]] = [:]
+    private var started = false
+    private var warnings: [String] = []
+    private var oddities: Set<String> = []
+    private var wanted: Set<String> = []
+    private var fields: [String] = []
+
+    public init(configuration: SourceConfiguration) {
+        proc = configuration.paths.proc
+        architecture = configuration.architecture
+        includePast = configuration.includePast
+        filter = configuration.fieldFilter
+        pid = configuration.pid
+        _ = sample(byGuest: false)
+    }
+
+    /// Every statistic the first QEMU that answers knows (its schema); none without a guest.
+    static func fieldNames(_ configuration: SourceConfiguration) -> [String] {
+        var known: [Int: QEMUMonitor?] = [:]
+        for monitor in QEMUMonitors.all(proc: configuration.paths.proc, known: &known) {
+            guard let session = try? QMPSession(path: monitor.socketPath, deadline: Signals.monotonicNow() + timeout),
+                  let kinds = try? schema(session)
+            else { continue }
+            return kinds.filter { $0.value != .histogram }.keys.sorted()
+        }
+        return []
+    }
+
+    public func availableFields() -> [String] { fields }
+
+    public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
+        self.filter = filter
+        selectFields()
+    }
+
+    public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
+
+    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] { sample(byGuest: byGuest) }
+
+    public func reset() throws(SourceError) {
+        _ = sample(byGuest: false)
+        for key in guests.keys {
+            guests[key]!.counted = guests[key]!.counted.mapValues { _ in 0 }
+        }
+        departed.removeAll()
+        departedByGuest.removeAll()
+    }
+
+    public func takeWarnings() -> [String] {
+        defer { warnings.removeAll() }
+        return warnings
+    }
+
+    public func close() {}
+
+    /// The statistics' kinds, from `query-stats-schemas` (vm and vcpu targets).
+    static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> [String: Kind] {
+        var kinds: [String: Kind] = [:]
+        for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
+            for stat in provider["stats"]?.arrayValue ?? [] {
+                guard let name = stat["name"]?.stringValue else { continue }
+                switch stat["type"]?.stringValue {
+                case "cumulative": kinds[name] = .counter
+                case "instant", "peak": kinds[name] = .level
+                default: kinds[name] = .histogram
+                }
+            }
+        }
+        return kinds
+    }
+
+    /// The wanted statistics: the filter's, and the parent of each wanted per-vCPU child.
+    private func selectFields() {
+        let all = Set(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })
+        fields = all.sorted()
+        wanted = Set(filter.select(fields, parentOf: { _ in nil }).map { fields[$0] })
+    }
+
+    /// One guest's answers, read on a worker thread.
+    struct Answer: Sendable {
+        var kinds: [String: Kind]?
+        var vcpus: [String: Int]?
+        /// (statistic, the vCPU's QOM path or nil for the VM, value)
+        var values: [(String, String?, JSONValue)] = []
+        var failure: String?
+    }
+
+    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool) -> Answer {
+        var answer = Answer()
+        do throws(QMPSession.Failure) {
+            let session = try QMPSession(path: monitor.socketPath, deadline: Signals.monotonicNow() + timeout)
+            if needsSchema {
+                answer.kinds = try schema(session)
+                var vcpus: [String: Int] = [:]
+                for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
+                    if let path = cpu["qom-path"]?.stringValue, case .int(let index)? = cpu["cpu-index"] {
+                        vcpus[path] = index
+                    }
+                }
+                answer.vcpus = vcpus
+            }
+            for target in ["vm", "vcpu"] {
+                let result = try session.execute("query-stats", arguments: .object([("target", .string(target))]))
+                for provider in result.arrayValue ?? [] where provider["provider"]?.stringValue == "kvm" {
+                    let path = provider["qom-path"]?.stringValue
+                    for stat in provider["stats"]?.arrayValue ?? [] {
+                        guard let name = stat["name"]?.stringValue, let value = stat["value"] else { continue }
+                        answer.values.append((name, path, value))
+                    }
+                }
+            }
+        } catch {
+            answer.failure = error.description
+        }
+        return answer
+    }
+
+    /// A vCPU's QOM path's trailing index (`/machine/unattached/device[2]`), a fallback when
+    /// `query-cpus-fast` did not name it.
+    static func vcpuIndex(_ path: String) -> Int {
+        guard path.hasSuffix("]"), let open = path.lastIndex(of: "[") else { return -1 }
+        return Int(path[path.index(after: open)..<path.index(before: path.endIndex)]) ?? -1
+    }
+
+    private func sample(byGuest: Bool) -> [EventID: UInt64] {
+        let initial = !started
+        started = true
+        let monitors = QEMUMonitors.all(proc: proc, known: &known)
+        let present = Set(monitors.map(\.pid))
+        // Guests whose process has gone keep what they counted.
+        for (guestPid, guest) in guests where !present.contains(guestPid) {
+            var mine = departedByGuest[guestPid] ?? [:]
+            for (key, value) in guest.counted where guest.kinds[key.parent ?? key.name] == .counter {
+                departed[key, default: 0] &+= value
+                mine[key, default: 0] &+= value
+            }
+            departedByGuest[guestPid] = mine
+            guests[guestPid] = nil
+        }
+        departedByGuest = departedByGuest.filter { $0.key == pid || FileSystem.exists("\(proc)/\($0.key)") }
+        // A guest that ran before kvmstat started counts from its first reading (or from zero
+        // with -i); one started later counts everything.
+        for monitor in monitors where guests[monitor.pid] == nil {
+            guests[monitor.pid] = Guest(monitor: monitor, countsFromZero: !initial || includePast)
+        }
+        // Ask the guests in view (only those: a monitor is not disturbed for nothing) in
+        // parallel, each within the timeout.
+        let asked = monitors.filter { pid == 0 || $0.pid == pid }
+        let needsSchema = asked.map { guests[$0.pid]!.kinds.isEmpty }
+        let slots = asked.map { _ in AnswerSlot() }
+        let workers = min(asked.count, 8)
+        if workers > 0 {
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                var i = worker
+                while i < asked.count {
+                    slots[i].answer = Self.ask(asked[i], needsSchema: needsSchema[i])
+                    i += workers
+                }
+            }
+        }
+        for (monitor, slot) in zip(asked, slots) { take(slot.answer, for: monitor) }
+        selectFields()
+        return totals(byGuest: byGuest)
+    }
+
+    private func take(_ answer: Answer, for monitor: QEMUMonitor) {
+        var guest = guests[monitor.pid]!
+        defer { guests[monitor.pid] = guest }
+        if let failure = answer.failure {
+            if !guest.silent {
+                warnings.append("qmp: guest \(monitor.name.isEmpty ? "?" : monitor.name) (pid \(monitor.pid)) "
+                    + "at \(monitor.socketPath): \(failure); skipped until it answers, its counts kept")
+            }
+            guest.silent = true
+            return
+        }
+        guest.silent = false
+        if let kinds = answer.kinds { guest.kinds = kinds }
+        if let vcpus = answer.vcpus { guest.vcpus = vcpus }
+        for (name, path, json) in answer.values {
+            let vcpu = path.map { guest.vcpus[$0] ?? Self.vcpuIndex($0) }
+            let kind = guest.kinds[name] ?? .counter
+            guard kind != .histogram else { continue }
+            let value: UInt64
+            switch json {
+            case .bool(let flag): value = flag ? 1 : 0
+            default:
+                guard let number = json.uint64Value else { continue }
+                value = number
+            }
+            let key = vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)
+            guard let previous = guest.last[key] else {
+                guest.last[key] = value
+                guest.counted[key] = kind == .counter && guest.countsFromZero ? value : 0
+                continue
+            }
+            guest.last[key] = value
+            guard kind == .counter else { continue }
+            if value >= previous {
+                guest.counted[key, default: 0] &+= value - previous
+            } else {
+                guest.counted[key, default: 0] &+= value
+                if oddities.insert(name).inserted {
+                    warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
+                }
+            }
+        }
+    }
+
+    /// Sums over the guests in view: per statistic (vm values and the sum of the vCPUs'),
+    /// per vCPU as children, or per guest.
+    private func totals(byGuest: Bool) -> [EventID: UInt64] {
+        var results: [EventID: UInt64] = [:]
+        for field in wanted { results[EventID(field)] = 0 }
+        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
+            if byGuest { results[.guestTotal(guestPid), default: 0] &+= 0 }
+            for (key, last) in guest.last {
+                let field = key.parent ?? key.name
+                guard wanted.contains(field), let kind = guest.kinds[field] else { continue }
+                let amount = kind == .counter ? guest.counted[key] ?? 0 : last
+                if byGuest {
+                    if kind == .counter && !key.isChild { results[.guestTotal(guestPid), default: 0] &+= amount }
+                    continue
+                }
+                results[key, default: 0] &+= amount
+                // A vCPU's value counts into the statistic's total too.
+                if key.isChild { results[EventID(field), default: 0] &+= amount }
+            }
+        }
+        if !byGuest {
+            let past = pid == 0 ? departed : departedByGuest[pid] ?? [:]
+            for (key, value) in past where wanted.contains(key.parent ?? key.name) {
+                results[key, default: 0] &+= value
+                if key.isChild { results[EventID(key.parent!), default: 0] &+= value }
+            }
+        }
+        if byGuest { for field in wanted { results[EventID(field)] = nil } }
+        return results
+    }
+}
+
+/// One guest's answer from a worker thread; each slot is written by one worker only and read
+/// after all have finished.
+private final class AnswerSlot: @unchecked Sendable {
+    var answer = QMPSource.Answer()
+}

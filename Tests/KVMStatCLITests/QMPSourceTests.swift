@@ -1,0 +1,148 @@
+import Foundation
+import KVMTestSupport
+import Testing
+
+/// `--source qmp` against real QEMU guests whose firmware does a known number of port
+/// writes: each write is one exit. KVM's `exits` also counts asynchronous exits (a host
+/// interrupt that lands while the guest runs), a handful at most while other tests load the
+/// machine: the differences are asserted to within `noise`.
+let noise = 10
+@Suite(.enabled(if: Kernel.required || (Kernel.available && QEMUGuest.available),
+                "needs real KVM and qemu-system-x86 (set KVMSTAT_REQUIRE_KVM=1 to fail instead)"))
+struct QMPSourceTests {
+    /// `name total delta` batch lines of one guest, with its whole past (`-i`).
+    private func batch(_ guest: QEMUGuest, _ extra: [String] = []) throws -> [String: (Int, Int)] {
+        let result = try kvmstat(["--source", "qmp", "-1", "-i", "-p", "\(guest.pid)"] + extra)
+        #expect(result.status == 0, "\(result.stderr)")
+        return parseBatch(result.stdout)
+    }
+
+    private func kvmstat(_ arguments: [String]) throws -> RunResult { try run(kvmstatBinary, arguments) }
+
+    @Test func exactCountsPerGuestAndVCPU() throws {
+        let none = try QEMUGuest(outs: 0, vcpus: 2)
+        let many = try QEMUGuest(outs: 10_000, vcpus: 2)
+        try none.waitUntilHalted()
+        try many.waitUntilHalted()
+        let base = try batch(none, ["-f", "exits|halt_exits"])
+        let counts = try batch(many, ["-f", "exits|halt_exits"])
+        let baseExits = try #require(base["exits"]?.0)
+        let exits = try #require(counts["exits"]?.0)
+        #expect((baseExits + 10_000)...(baseExits + 10_000 + noise) ~= exits, "\(counts) vs \(base)")
+        #expect(counts["halt_exits"]?.0 == 1 && base["halt_exits"]?.0 == 1)
+        // Per vCPU: the boot vCPU did the work; the second never ran.
+        #expect(counts["exits(vcpu0)"]?.0 == exits)
+        #expect(counts["exits(vcpu1)"]?.0 == 0)
+        // Everything at once: the two guests add up (other guests may run: at least ours).
+        let all = try run(kvmstatBinary, ["--source", "qmp", "-1", "-i", "-f", "halt_exits$"])
+        #expect((parseBatch(all.stdout)["halt_exits"]?.0 ?? 0) >= 2)
+    }
+
+    @Test func jsonLinesAndLogCarryTheSameNames() throws {
+        let guest = try QEMUGuest(outs: 500)
+        try guest.waitUntilHalted()
+        let json = try kvmstat(["--source", "qmp", "-1", "-i", "-p", "\(guest.pid)", "--format", "jsonl",
+                                "-f", "exits$"])
+        let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let events = try #require(object?["events"] as? [String: [String: Any]])
+        let exits = try #require(events["exits"]?["total"] as? Int)
+        #expect(exits >= 500)
+        #expect(events["exits(vcpu0)"]?["parent"] as? String == "exits")
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.2", "-p", "\(guest.pid)", "-f", "exits$"])
+        usleep(900_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.first?.split(separator: " ") == ["exits", "exits(vcpu0)"])
+        #expect(lines.count >= 3)
+    }
+
+    /// The tracepoint source counts the same writes as userspace IO exits: from guests started
+    /// paused and traced from their first instruction, the difference a write count makes is
+    /// the same in both sources, and exact.
+    @Test func tracepointsAgreeWithQMP() throws {
+        func traced(_ guest: QEMUGuest) throws -> (io: Int, exits: Int) {
+            let tracepoints = try BackgroundKvmstat(["-1", "-p", "\(guest.pid)", "-f", "kvm_userspace_exit"])
+            tracepoints.waitUntilCounting()
+            try guest.resume()
+            try guest.waitUntilHalted()
+            let counts = parseBatch(tracepoints.finish().stdout)
+            return (counts["kvm_userspace_exit(IO)"]?.0 ?? -1, try batch(guest, ["-f", "exits$"])["exits"]?.0 ?? -1)
+        }
+        let many = try traced(try QEMUGuest(outs: 3_000, paused: true))
+        let none = try traced(try QEMUGuest(outs: 0, paused: true))
+        // An `out` whose exit a signal interrupts is taken again: at most a few more.
+        #expect(3_000...(3_000 + noise) ~= many.io - none.io, "\(many) \(none)")
+        #expect((many.io - none.io)...(many.io - none.io + noise) ~= many.exits - none.exits, "\(many) \(none)")
+    }
+
+    @Test func guestThatGoesAwayKeepsItsCounts() throws {
+        let guest = try QEMUGuest(outs: 2_000)
+        try guest.waitUntilHalted()
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-i", "-s", "0.2", "-p", "\(guest.pid)",
+                                         "--format", "jsonl", "-f", "exits$"])
+        usleep(600_000)
+        guest.stop()
+        usleep(600_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return ((object?["events"] as? [String: Any])?["exits"] as? [String: Any])?["total"] as? Int
+        }
+        #expect(totals.count >= 3)
+        #expect(totals.allSatisfy { $0 >= 2_000 } && totals == totals.sorted(), "never drops: \(totals)")
+    }
+}
+
+/// Monitors that misbehave: each a clear line on stderr, the sample goes on, never a hang.
+@Suite struct QMPFaultTests {
+    /// A process whose command line names a QMP socket, served by `script` (Python), or by
+    /// nothing when `script` is nil (a regular file stands at the path).
+    private func fakeMonitor(_ script: String?) throws -> (Process, String) {
+        let dir = NSTemporaryDirectory() + "kvmstat-fake-qmp-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/qmp.sock"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        if script == nil { try "not a socket".write(toFile: path, atomically: false, encoding: .utf8) }
+        let server = """
+            import socket, sys, time
+            path = sys.argv[sys.argv.index('-qmp') + 1][5:].split(',')[0]
+            behaviour = sys.argv[1]
+            if behaviour == 'none':
+                time.sleep(30); sys.exit(0)
+            s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(4)
+            while True:
+                c, _ = s.accept()
+                if behaviour == 'silent':
+                    time.sleep(30)
+                elif behaviour == 'garbage':
+                    c.sendall(b'{"QMP": {"version": {}}}\\n'); c.recv(4096); c.sendall(b'{"return": {}\\n')
+                    c.close()
+            """
+        process.arguments = ["-c", server, script ?? "none", "-qmp", "unix:\(path),server=on,wait=off",
+                             "-name", "guest=fake-\(UUID().uuidString.prefix(6))"]
+        try process.run()
+        let deadline = Date().addingTimeInterval(5)
+        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(10_000) }
+        return (process, path)
+    }
+
+    @Test(arguments: [("silent", "no answer"), ("garbage", "malformed JSON"), (nil, "cannot connect")])
+    func misbehavingMonitorIsReportedOnceAndSkipped(behaviour: String?, said: String) throws {
+        let (fake, _) = try fakeMonitor(behaviour)
+        // SIGKILL: a test runner may have blocked SIGTERM, and children inherit that.
+        defer { kill(fake.processIdentifier, SIGKILL); fake.waitUntilExit() }
+        usleep(200_000)
+        let started = Date()
+        let result = try run(kvmstatBinary, ["--source", "qmp", "-1", "-p", "\(fake.processIdentifier)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(Date().timeIntervalSince(started) < 4, "bounded by the timeout")
+        let lines = result.stderr.split(separator: "\n").filter { $0.contains("qmp: guest") }
+        #expect(lines.count == 1, "\(result.stderr)")
+        #expect(lines.first?.contains(said) == true, "\(result.stderr)")
+    }
+}
