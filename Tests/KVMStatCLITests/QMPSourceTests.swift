@@ -146,3 +146,26 @@ struct QMPSourceTests {
         #expect(lines.first?.contains(said) == true, "\(result.stderr)")
     }
 }
+
+/// The screen with the qmp source: statistics, per-vCPU rows under `x`, guests under `b`.
+@Suite(.enabled(if: (Kernel.required || (Kernel.available && QEMUGuest.available))
+                && FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux"),
+                "needs real KVM, qemu-system-x86 and tmux"))
+struct QMPScreenTests {
+    @Test func perVCPUAndPerGuestOnTheScreen() throws {
+        let guest = try QEMUGuest(outs: 1_000, vcpus: 2)
+        try guest.waitUntilHalted()
+        let tmux = try TmuxSession(command: "'\(kvmstatBinary)' --source qmp -i -p \(guest.pid) -f 'exits$' -s 0.5")
+        let rows = try #require(tmux.wait(timeout: 10) { $0.contains { $0.hasPrefix(" exits ") } }, "\(tmux.screen())")
+        #expect(rows[0].contains("(\(guest.name))"))
+        tmux.send("x")
+        #expect(tmux.wait(for: "   exits(vcpu0)") != nil, "\(tmux.screen())")
+        tmux.send("x")
+        tmux.send("b")
+        let byGuest = try #require(tmux.wait(timeout: 10) { $0.contains { $0.hasPrefix(" \(guest.name) ") } },
+                                   "\(tmux.screen())")
+        #expect(byGuest[2].contains("Guest Name"))
+        tmux.send("q")
+        #expect(tmux.wait(for: "EXIT=0") != nil)
+    }
+}

@@ -270,7 +270,9 @@ public final class QMPSource: StatSource {
                 guard wanted.contains(field), let kind = guest.kinds[field] else { continue }
                 let amount = kind == .counter ? guest.counted[key] ?? 0 : last
                 if byGuest {
-                    if kind == .counter && !key.isChild { results[.guestTotal(guestPid), default: 0] &+= amount }
+                    // A guest's events: its VM counters and its vCPUs' (vCPU statistics exist
+                    // only per vCPU, so nothing is counted twice).
+                    if kind == .counter { results[.guestTotal(guestPid), default: 0] &+= amount }
                     continue
                 }
                 results[key, default: 0] &+= amount
