@@ -72,9 +72,10 @@ struct QMPSourceTests {
         }
         let many = try traced(try QEMUGuest(outs: 3_000, paused: true))
         let none = try traced(try QEMUGuest(outs: 0, paused: true))
-        // An `out` whose exit a signal interrupts is taken again: at most a few more.
+        // An `out` whose exit a signal interrupts is taken to userspace again, and `exits`
+        // counts host interrupts: each source may see a few more than the writes, never fewer.
         #expect(3_000...(3_000 + noise) ~= many.io - none.io, "\(many) \(none)")
-        #expect((many.io - none.io)...(many.io - none.io + noise) ~= many.exits - none.exits, "\(many) \(none)")
+        #expect(3_000...(3_000 + noise) ~= many.exits - none.exits, "\(many) \(none)")
     }
 
     @Test func guestThatGoesAwayKeepsItsCounts() throws {
