@@ -194,12 +194,12 @@ public final class QMPSource: StatSource {
         for monitor in monitors where guests[monitor.pid] == nil {
             guests[monitor.pid] = Guest(monitor: monitor, countsFromZero: !initial || includePast)
         }
-        // Ask the guests in view (only those: a monitor is not disturbed for nothing) in
-        // parallel, each within the timeout.
+        // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
+        // threads (more contend for the CPUs and make samples late), each within the timeout.
         let asked = monitors.filter { pid == 0 || $0.pid == pid }
         let needsSchema = asked.map { guests[$0.pid]!.kinds.isEmpty }
         let slots = asked.map { _ in AnswerSlot() }
-        let workers = min(asked.count, 8)
+        let workers = min(asked.count, 4)
         if workers > 0 {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 var i = worker
