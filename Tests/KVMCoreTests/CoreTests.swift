@@ -64,4 +64,17 @@ import Testing
         let sorted: [EventID] = [child, "kvm_pio", "kvm_exit", EventID("kvm_exit(IO)", parent: "kvm_exit"), guest].sorted()
         #expect(sorted.map(\.upstreamKey) == ["4242", "kvm_exit", "kvm_exit(HLT) kvm_exit", "kvm_exit(IO) kvm_exit", "kvm_pio"])
     }
+
+    @Test func jsonParsingOfWhatMonitorsSend() throws {
+        let value = try JSONValue.parse(#"{"a": [1, -2, 18446744073709551615, 1.5e3, true, null, "x\u00e9\ud83d\ude00"]}"#)
+        let items = try #require(value["a"]?.arrayValue)
+        #expect(items[0].uint64Value == 1 && items[1] == .int(-2) && items[2].uint64Value == UInt64.max)
+        #expect(items[3] == .double(1500) && items[4] == .bool(true) && items[5] == .null)
+        #expect(items[6].stringValue == "x\u{e9}\u{1F600}")
+        // A lone or broken surrogate is U+FFFD, never a trap; garbage is an error, not a crash.
+        #expect(try JSONValue.parse(#""\ud800\u0041""#).stringValue == "\u{FFFD}A")
+        for bad in ["{", "[1,]", #"{"a" 1}"#, "tru", "\"abc", "1 2", String(repeating: "[", count: 100)] {
+            #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(bad) }
+        }
+    }
 }

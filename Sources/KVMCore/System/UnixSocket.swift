@@ -21,8 +21,8 @@ public final class UnixSocket {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
+        // On any error below, deinit closes the descriptor (once).
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            descriptor.close()
             throw Errno(rawValue: ENAMETOOLONG)
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -35,14 +35,8 @@ public final class UnixSocket {
         }
         if result != 0 {
             let error = Errno.current
-            guard error.rawValue == EINPROGRESS || error.rawValue == EAGAIN else {
-                descriptor.close()
-                throw error
-            }
-            do throws(Errno) { try wait(for: Int16(POLLOUT), until: deadline) } catch {
-                descriptor.close()
-                throw error
-            }
+            guard error.rawValue == EINPROGRESS else { throw error }
+            try wait(for: Int16(POLLOUT), until: deadline)
         }
     }
 

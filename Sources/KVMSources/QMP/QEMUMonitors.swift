@@ -1,9 +1,11 @@
 import KVMCore
 
-/// QEMU processes with a QMP monitor on a unix socket, found from their command lines:
-/// `-qmp unix:PATH,server=on,wait=off` (or `-qmp-pretty`), and `-chardev socket,id=ID,path=PATH,
-/// server=on` with `-mon chardev=ID,mode=control`. A monitor passed as an inherited descriptor
-/// (`fd=N`, as libvirt does) has no path and is libvirt's to serve.
+/// QEMU processes with a QMP monitor on a unix socket they serve, found from their command
+/// lines: `-qmp unix:PATH,server=on,wait=off`, and `-chardev socket,id=ID,path=PATH,server=on`
+/// with `-mon chardev=ID,mode=control`. Not: client sockets (no `server`: a management
+/// daemon listens there), pretty-printed monitors (`-qmp-pretty`, `pretty=on`: answers span
+/// lines), and monitors passed as an inherited descriptor (`fd=N`, as libvirt does: no path,
+/// libvirt's to serve). A relative path is the process's, read through /proc/PID/cwd.
 struct QEMUMonitor: Equatable, Sendable {
     let pid: Int
     let name: String
@@ -20,23 +22,24 @@ enum QEMUMonitors {
             let option = arguments[index]
             let value = index + 1 < arguments.count ? arguments[index + 1] : ""
             switch option {
-            case "-qmp", "-qmp-pretty", "--qmp", "--qmp-pretty":
+            case "-qmp", "--qmp":
                 if value.hasPrefix("unix:") {
-                    let path = String(value.dropFirst(5).prefix { $0 != "," })
-                    if !path.isEmpty { return path }
+                    let parts = QEMUOptions.split(String(value.dropFirst(5)))
+                    if let path = parts.first, !path.isEmpty, QEMUOptions.isServer(parts) { return path }
                 }
                 index += 2
             case "-chardev", "--chardev":
                 let parts = QEMUOptions.split(value)
                 if parts.first == "socket", let id = QEMUOptions.value("id", in: parts),
-                   let path = QEMUOptions.value("path", in: parts) {
+                   let path = QEMUOptions.value("path", in: parts), QEMUOptions.isServer(parts) {
                     chardevPaths[id] = path
                 }
                 index += 2
             case "-mon", "--mon":
                 let parts = QEMUOptions.split(value)
                 if let id = QEMUOptions.value("chardev", in: parts),
-                   (QEMUOptions.value("mode", in: parts) ?? "readline") == "control" {
+                   (QEMUOptions.value("mode", in: parts) ?? "readline") == "control",
+                   !["on", "yes", "true"].contains(QEMUOptions.value("pretty", in: parts) ?? "off") {
                     controlChardevs.append(id)
                 }
                 index += 2
@@ -47,24 +50,35 @@ enum QEMUMonitors {
         return controlChardevs.lazy.compactMap { chardevPaths[$0] }.first
     }
 
-    /// Every process on the host whose command line names a QMP unix socket.
-    static func all(proc: String, known: inout [Int: QEMUMonitor?]) -> [QEMUMonitor] {
-        guard let pids = try? FileSystem.numericEntries(proc) else { return [] }
+    /// What is known of a process's command line: its monitor, and when it was read.
+    struct Known {
+        let monitor: QEMUMonitor?
+        let sample: Int
+    }
+
+    /// A process without a monitor is looked at again after this many samples (a wrapper
+    /// that `exec`s QEMU changes its command line once).
+    static let recheck = 20
+
+    /// Every process on the host whose command line names a QMP unix socket it serves; nil
+    /// when /proc cannot be listed (no news: nobody departs).
+    static func all(proc: String, known: inout [Int: Known], sample: Int) -> [QEMUMonitor]? {
+        guard let pids = try? FileSystem.numericEntries(proc) else { return nil }
         let live = Set(pids)
         known = known.filter { live.contains($0.key) }
         var monitors: [QEMUMonitor] = []
         for pid in pids {
-            if let cached = known[pid] {
-                if let cached { monitors.append(cached) }
+            if let cached = known[pid], cached.monitor != nil || sample - cached.sample < recheck {
+                if let monitor = cached.monitor { monitors.append(monitor) }
                 continue
             }
-            // A process's command line does not change: read it once.
             let arguments = Guests(proc: proc).arguments(of: pid) ?? []
             var found: QEMUMonitor?
-            if let path = socketPath(fromArguments: arguments) {
+            if var path = socketPath(fromArguments: arguments) {
+                if !path.hasPrefix("/") { path = "\(proc)/\(pid)/cwd/" + path }
                 found = QEMUMonitor(pid: pid, name: Guests.guestName(fromArguments: arguments), socketPath: path)
             }
-            if !arguments.isEmpty { known[pid] = found }
+            if !arguments.isEmpty { known[pid] = Known(monitor: found, sample: sample) }
             if let found { monitors.append(found) }
         }
         return monitors
@@ -95,6 +109,11 @@ enum QEMUOptions {
         parts.append(current)
         chars.removeAll()
         return parts
+    }
+
+    /// `server`, `server=on` (QEMU's older and newer spellings).
+    static func isServer(_ parts: [String]) -> Bool {
+        parts.contains("server") || ["on", "yes", "true"].contains(value("server", in: parts) ?? "off")
     }
 
     static func value(_ key: String, in parts: [String]) -> String? {

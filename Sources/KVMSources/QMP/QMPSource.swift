@@ -25,8 +25,11 @@ public final class QMPSource: StatSource {
         fields: { configuration in fieldNames(configuration) },
         make: { configuration in QMPSource(configuration: configuration) })
 
-    /// How long one guest's monitor may take to answer a sample.
+    /// How long the guests' monitors may take to answer one sample, all together.
     static let timeout = 0.5
+    /// A monitor that did not answer is asked again every this many samples (so a few that
+    /// hang cannot make every sample wait).
+    static let retryEvery = 10
 
     enum Kind { case counter, level, histogram }
 
@@ -37,8 +40,9 @@ public final class QMPSource: StatSource {
         var vcpus: [String: Int] = [:]
         var last: [EventID: UInt64] = [:]
         var counted: [EventID: UInt64] = [:]
-        let countsFromZero: Bool
-        var silent = false
+        var countsFromZero: Bool
+        /// The sample it stopped answering at, while it does not answer.
+        var silentSince: Int?
     }
 
     private let proc: String
@@ -46,7 +50,10 @@ public final class QMPSource: StatSource {
     private let includePast: Bool
     private var filter: FieldFilter?
     private var pid: Int
-    private var known: [Int: QEMUMonitor?] = [:]
+    private var known: [Int: QEMUMonitors.Known] = [:]
+    private var sampleNumber = 0
+    /// Every statistic any guest ever had: departed guests' counts stay reported.
+    private var allFields: Set<String> = []
     private var guests: [Int: Guest] = [:]
     private var departed: [EventID: UInt64] = [:]
     private var departedByGuest: [Int: [EventID: UInt64]] = [:]
@@ -65,11 +72,15 @@ public final class QMPSource: StatSource {
         _ = sample(byGuest: false)
     }
 
-    /// Every statistic the first QEMU that answers knows (its schema); none without a guest.
+    /// Every statistic the first QEMU that answers knows (its schema), within one timeout in
+    /// all; none without a guest. (Asking a monitor opens no counter.)
     static func fieldNames(_ configuration: SourceConfiguration) -> [String] {
-        var known: [Int: QEMUMonitor?] = [:]
-        for monitor in QEMUMonitors.all(proc: configuration.paths.proc, known: &known) {
-            guard let session = try? QMPSession(path: monitor.socketPath, deadline: Signals.monotonicNow() + timeout),
+        var known: [Int: QEMUMonitors.Known] = [:]
+        let deadline = Signals.monotonicNow() + timeout
+        for monitor in QEMUMonitors.all(proc: configuration.paths.proc, known: &known, sample: 0) ?? []
+        where configuration.pid == 0 || monitor.pid == configuration.pid {
+            guard Signals.monotonicNow() < deadline,
+                  let session = try? QMPSession(path: monitor.socketPath, deadline: deadline),
                   let kinds = try? schema(session)
             else { continue }
             return kinds.filter { $0.value != .histogram }.keys.sorted()
@@ -88,10 +99,14 @@ public final class QMPSource: StatSource {
 
     public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] { sample(byGuest: byGuest) }
 
+    /// New baselines from the values read now; guests not read now (out of view, silent)
+    /// take theirs when next read, and nothing counts from zero any more.
     public func reset() throws(SourceError) {
-        _ = sample(byGuest: false)
+        let readNow = sample(byGuest: false, returningAsked: true)
         for key in guests.keys {
             guests[key]!.counted = guests[key]!.counted.mapValues { _ in 0 }
+            guests[key]!.countsFromZero = false
+            if !readNow.contains(key) { guests[key]!.last.removeAll() }
         }
         departed.removeAll()
         departedByGuest.removeAll()
@@ -122,8 +137,8 @@ public final class QMPSource: StatSource {
 
     /// The wanted statistics: the filter's, and the parent of each wanted per-vCPU child.
     private func selectFields() {
-        let all = Set(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })
-        fields = all.sorted()
+        allFields.formUnion(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })
+        fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: { _ in nil }).map { fields[$0] })
     }
 
@@ -136,20 +151,19 @@ public final class QMPSource: StatSource {
         var failure: String?
     }
 
-    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool) -> Answer {
+    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double) -> Answer {
         var answer = Answer()
         do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: Signals.monotonicNow() + timeout)
-            if needsSchema {
-                answer.kinds = try schema(session)
-                var vcpus: [String: Int] = [:]
-                for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
-                    if let path = cpu["qom-path"]?.stringValue, case .int(let index)? = cpu["cpu-index"] {
-                        vcpus[path] = index
-                    }
+            let session = try QMPSession(path: monitor.socketPath, deadline: deadline)
+            if needsSchema { answer.kinds = try schema(session) }
+            // vCPUs come and go (hotplug): their indexes are asked each time.
+            var vcpus: [String: Int] = [:]
+            for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
+                if let path = cpu["qom-path"]?.stringValue, case .int(let index)? = cpu["cpu-index"] {
+                    vcpus[path] = index
                 }
-                answer.vcpus = vcpus
             }
+            answer.vcpus = vcpus
             for target in ["vm", "vcpu"] {
                 let result = try session.execute("query-stats", arguments: .object([("target", .string(target))]))
                 for provider in result.arrayValue ?? [] where provider["provider"]?.stringValue == "kvm" {
@@ -166,17 +180,20 @@ public final class QMPSource: StatSource {
         return answer
     }
 
-    /// A vCPU's QOM path's trailing index (`/machine/unattached/device[2]`), a fallback when
-    /// `query-cpus-fast` did not name it.
-    static func vcpuIndex(_ path: String) -> Int {
-        guard path.hasSuffix("]"), let open = path.lastIndex(of: "[") else { return -1 }
-        return Int(path[path.index(after: open)..<path.index(before: path.endIndex)]) ?? -1
+    private func sample(byGuest: Bool) -> [EventID: UInt64] {
+        _ = sample(byGuest: byGuest, returningAsked: true)
+        return totals(byGuest: byGuest)
     }
 
-    private func sample(byGuest: Bool) -> [EventID: UInt64] {
+    /// Reads the guests in view; returns the pids that answered.
+    @discardableResult
+    private func sample(byGuest: Bool, returningAsked: Bool) -> Set<Int> {
         let initial = !started
         started = true
-        let monitors = QEMUMonitors.all(proc: proc, known: &known)
+        sampleNumber += 1
+        // A /proc that cannot be listed is no news: the guests known stay.
+        let monitors = QEMUMonitors.all(proc: proc, known: &known, sample: sampleNumber)
+            ?? guests.values.map(\.monitor)
         let present = Set(monitors.map(\.pid))
         // Guests whose process has gone keep what they counted.
         for (guestPid, guest) in guests where !present.contains(guestPid) {
@@ -196,40 +213,53 @@ public final class QMPSource: StatSource {
         }
         // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
         // threads (more contend for the CPUs and make samples late), each within the timeout.
-        let asked = monitors.filter { pid == 0 || $0.pid == pid }
+        let sampleNumber = self.sampleNumber
+        let asked = monitors.filter { monitor in
+            guard pid == 0 || monitor.pid == pid else { return false }
+            guard let since = guests[monitor.pid]!.silentSince else { return true }
+            return (sampleNumber - since) % Self.retryEvery == 0
+        }
         let needsSchema = asked.map { guests[$0.pid]!.kinds.isEmpty }
         let slots = asked.map { _ in AnswerSlot() }
         let workers = min(asked.count, 4)
+        let deadline = Signals.monotonicNow() + Self.timeout
         if workers > 0 {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 var i = worker
                 while i < asked.count {
-                    slots[i].answer = Self.ask(asked[i], needsSchema: needsSchema[i])
+                    slots[i].answer = Self.ask(asked[i], needsSchema: needsSchema[i], deadline: deadline)
                     i += workers
                 }
             }
         }
-        for (monitor, slot) in zip(asked, slots) { take(slot.answer, for: monitor) }
+        var answered = Set<Int>()
+        for (monitor, slot) in zip(asked, slots) where take(slot.answer, for: monitor) { answered.insert(monitor.pid) }
         selectFields()
-        return totals(byGuest: byGuest)
+        return answered
     }
 
-    private func take(_ answer: Answer, for monitor: QEMUMonitor) {
+    /// Takes a guest's answer; false when it gave none.
+    private func take(_ answer: Answer, for monitor: QEMUMonitor) -> Bool {
         var guest = guests[monitor.pid]!
         defer { guests[monitor.pid] = guest }
         if let failure = answer.failure {
-            if !guest.silent {
+            // A guest that quit between discovery and query is gone, not silent: it departs
+            // at the next sample, keeping its counts, without a warning.
+            guard Guests(proc: proc).isRunning(monitor.pid) else { return false }
+            if guest.silentSince == nil {
                 warnings.append("qmp: guest \(monitor.name.isEmpty ? "?" : monitor.name) (pid \(monitor.pid)) "
                     + "at \(monitor.socketPath): \(failure); skipped until it answers, its counts kept")
+                guest.silentSince = sampleNumber
             }
-            guest.silent = true
-            return
+            return false
         }
-        guest.silent = false
+        guest.silentSince = nil
         if let kinds = answer.kinds { guest.kinds = kinds }
         if let vcpus = answer.vcpus { guest.vcpus = vcpus }
         for (name, path, json) in answer.values {
-            let vcpu = path.map { guest.vcpus[$0] ?? Self.vcpuIndex($0) }
+            // A vCPU the index list does not name (it just came) is counted from the next sample.
+            if let path, guest.vcpus[path] == nil { continue }
+            let vcpu = path.map { guest.vcpus[$0]! }
             let kind = guest.kinds[name] ?? .counter
             guard kind != .histogram else { continue }
             let value: UInt64
@@ -256,6 +286,7 @@ public final class QMPSource: StatSource {
                 }
             }
         }
+        return true
     }
 
     /// Sums over the guests in view: per statistic (vm values and the sum of the vCPUs'),
