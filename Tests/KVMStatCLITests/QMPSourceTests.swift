@@ -33,6 +33,11 @@ struct QMPSourceTests {
         // Per vCPU: the boot vCPU did the work; the second never ran.
         #expect(counts["exits(vcpu0)"]?.0 == exits)
         #expect(counts["exits(vcpu1)"]?.0 == 0)
+        // vCPU rows are children as tracepoints' are: `$` leaves them out, a child's name
+        // selects it and its parent (whose total is still every vCPU's).
+        #expect(Set(try batch(many, ["-f", "exits$"]).keys) == ["exits"])
+        let one = try batch(many, ["-f", #"exits\(vcpu1\)"#])
+        #expect(Set(one.keys) == ["exits", "exits(vcpu1)"] && one["exits"]?.0 == exits, "\(one)")
         // Everything at once: the two guests add up (other guests may run: at least ours).
         let all = try run(kvmstatBinary, ["--source", "qmp", "-1", "-i", "-f", "halt_exits$"])
         #expect((parseBatch(all.stdout)["halt_exits"]?.0 ?? 0) >= 2)
@@ -42,13 +47,13 @@ struct QMPSourceTests {
         let guest = try QEMUGuest(outs: 500)
         try guest.waitUntilHalted()
         let json = try kvmstat(["--source", "qmp", "-1", "-i", "-p", "\(guest.pid)", "--format", "jsonl",
-                                "-f", "exits$"])
+                                "-f", "exits"])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         let events = try #require(object?["events"] as? [String: [String: Any]])
         let exits = try #require(events["exits"]?["total"] as? Int)
         #expect(exits >= 500)
         #expect(events["exits(vcpu0)"]?["parent"] as? String == "exits")
-        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.2", "-p", "\(guest.pid)", "-f", "exits$"])
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.2", "-p", "\(guest.pid)", "-f", "exits"])
         usleep(900_000)
         log.signal(SIGINT)
         let result = log.finish()
@@ -156,7 +161,7 @@ struct QMPScreenTests {
     @Test func perVCPUAndPerGuestOnTheScreen() throws {
         let guest = try QEMUGuest(outs: 1_000, vcpus: 2)
         try guest.waitUntilHalted()
-        let tmux = try TmuxSession(command: "'\(kvmstatBinary)' --source qmp -i -p \(guest.pid) -f 'exits$' -s 0.5")
+        let tmux = try TmuxSession(command: "'\(kvmstatBinary)' --source qmp -i -p \(guest.pid) -f 'exits' -s 0.5")
         let rows = try #require(tmux.wait(timeout: 10) { $0.contains { $0.hasPrefix(" exits ") } }, "\(tmux.screen())")
         #expect(rows[0].contains("(\(guest.name))"))
         tmux.send("x")

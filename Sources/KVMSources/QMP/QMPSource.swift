@@ -135,11 +135,13 @@ public final class QMPSource: StatSource {
         return kinds
     }
 
-    /// The wanted statistics: the filter's, and the parent of each wanted per-vCPU child.
+    /// The wanted fields: the filter's, statistics and per-vCPU children (`exits(vcpu1)`)
+    /// alike as with tracepoints' children, and the parent of each wanted child.
     private func selectFields() {
         allFields.formUnion(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })
+        allFields.formUnion(guests.values.flatMap { $0.last.keys.filter(\.isChild).map(\.name) })
         fields = allFields.sorted()
-        wanted = Set(filter.select(fields, parentOf: { _ in nil }).map { fields[$0] })
+        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }
 
     /// One guest's answers, read on a worker thread.
@@ -293,30 +295,31 @@ public final class QMPSource: StatSource {
     /// per vCPU as children, or per guest.
     private func totals(byGuest: Bool) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
-        for field in wanted { results[EventID(field)] = 0 }
+        for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
+        // A value goes to its own row when wanted, and a vCPU's also into its statistic's
+        // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
+        func add(_ key: EventID, _ amount: UInt64) {
+            if wanted.contains(key.name) { results[key, default: 0] &+= amount }
+            if let parent = key.parent, wanted.contains(parent) { results[EventID(parent), default: 0] &+= amount }
+        }
         for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
             if byGuest { results[.guestTotal(guestPid), default: 0] &+= 0 }
             for (key, last) in guest.last {
                 let field = key.parent ?? key.name
-                guard wanted.contains(field), let kind = guest.kinds[field] else { continue }
+                guard wanted.contains(field) || wanted.contains(key.name), let kind = guest.kinds[field] else { continue }
                 let amount = kind == .counter ? guest.counted[key] ?? 0 : last
                 if byGuest {
-                    // A guest's events: its VM counters and its vCPUs' (vCPU statistics exist
-                    // only per vCPU, so nothing is counted twice).
-                    if kind == .counter { results[.guestTotal(guestPid), default: 0] &+= amount }
+                    // A guest's row sums its events (counters only).
+                    if kind == .counter && wanted.contains(field) {
+                        results[.guestTotal(guestPid), default: 0] &+= amount
+                    }
                     continue
                 }
-                results[key, default: 0] &+= amount
-                // A vCPU's value counts into the statistic's total too.
-                if key.isChild { results[EventID(field), default: 0] &+= amount }
+                add(key, amount)
             }
         }
         if !byGuest {
-            let past = pid == 0 ? departed : departedByGuest[pid] ?? [:]
-            for (key, value) in past where wanted.contains(key.parent ?? key.name) {
-                results[key, default: 0] &+= value
-                if key.isChild { results[EventID(key.parent!), default: 0] &+= value }
-            }
+            for (key, value) in pid == 0 ? departed : departedByGuest[pid] ?? [:] { add(key, value) }
         }
         if byGuest { for field in wanted { results[EventID(field)] = nil } }
         return results
