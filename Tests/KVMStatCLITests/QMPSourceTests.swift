@@ -107,7 +107,7 @@ struct QMPSourceTests {
 @Suite struct QMPFaultTests {
     /// A process whose command line names a QMP socket, served by `script` (Python), or by
     /// nothing when `script` is nil (a regular file stands at the path).
-    private func fakeMonitor(_ script: String?) throws -> (Process, String) {
+    private func fakeMonitor(_ script: String?) throws -> (process: Process, directory: String) {
         let dir = NSTemporaryDirectory() + "kvmstat-fake-qmp-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = dir + "/qmp.sock"
@@ -134,14 +134,18 @@ struct QMPSourceTests {
         try process.run()
         let deadline = Date().addingTimeInterval(5)
         while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(10_000) }
-        return (process, path)
+        return (process, dir)
     }
 
     @Test(arguments: [("silent", "no answer"), ("garbage", "malformed JSON"), (nil, "cannot connect")])
     func misbehavingMonitorIsReportedOnceAndSkipped(behaviour: String?, said: String) throws {
-        let (fake, _) = try fakeMonitor(behaviour)
+        let (fake, directory) = try fakeMonitor(behaviour)
         // SIGKILL: a test runner may have blocked SIGTERM, and children inherit that.
-        defer { kill(fake.processIdentifier, SIGKILL); fake.waitUntilExit() }
+        defer {
+            kill(fake.processIdentifier, SIGKILL)
+            fake.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
         usleep(200_000)
         let started = Date()
         let result = try run(kvmstatBinary, ["--source", "qmp", "-1", "-p", "\(fake.processIdentifier)"])

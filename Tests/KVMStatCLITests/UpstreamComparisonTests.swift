@@ -17,9 +17,10 @@ enum Upstream {
             && Kernel.available
     }
 
-    /// /proc/cpuinfo with `svm` added to every flags line.
+    /// /proc/cpuinfo with `svm` added to every flags line (one file, rewritten atomically by
+    /// each run, so runs leave nothing behind).
     static let cpuinfo: String = {
-        let path = NSTemporaryDirectory() + "kvmstat-cpuinfo-\(getpid())"
+        let path = NSTemporaryDirectory() + "kvmstat-cpuinfo-svm"
         let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let patched = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             line.hasPrefix("flags") ? line.replacingOccurrences(of: ": ", with: ": svm ") : String(line)
