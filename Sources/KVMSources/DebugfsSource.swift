@@ -81,11 +81,8 @@ public final class DebugfsSource: StatSource {
     private var pid: Int
     /// The VM directories present at the last sample, by name.
     private var vms: [String: DebugfsVM] = [:]
-    /// What VMs that went away counted, in all and per guest pid (for `-p`). Entries of guests
-    /// whose process has ended are dropped (their counts stay in `departed`), so memory does
-    /// not grow with every VM a long-running host ever had.
-    private var departed: [UInt64]
-    private var departedByGuest: [Int: [UInt64]] = [:]
+    /// What VMs that went away counted, by field index.
+    private var departed = DepartedCounts<Int>()
     /// Fields no VM would let us read, and those already reported.
     private var unreadable: [Bool]
     private var reported: Set<String> = []
@@ -114,7 +111,6 @@ public final class DebugfsSource: StatSource {
         }
         let directory = self.directory
         levels = fields.map { Self.isLevel($0, status: try? FileSystem.status("\(directory)/\($0)")) }
-        departed = Array(repeating: 0, count: fields.count)
         unreadable = Array(repeating: false, count: fields.count)
         wanted = select(configuration.fieldFilter)
         openKVMDirectory()
@@ -157,12 +153,11 @@ public final class DebugfsSource: StatSource {
                 vms[name]!.known[index] = false
             }
         }
-        departed = Array(repeating: 0, count: fields.count)
-        departedByGuest.removeAll()
+        departed.removeAll()
     }
 
     /// What the source keeps per VM and per departed guest (tests check it stays bounded).
-    var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departedByGuest.count) }
+    var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departed.guestCount) }
 
     public func takeWarnings() -> [String] {
         defer { warnings.removeAll() }
@@ -262,10 +257,7 @@ public final class DebugfsSource: StatSource {
         }
         departVanished(into: &sums, counting: !byGuest)
         if !byGuest {
-            let past = pid == 0 ? departed : departedByGuest[pid]
-            if let past {
-                for index in fields.indices { sums[index] &+= past[index] }
-            }
+            for (index, value) in departed.counts(watching: pid) { sums[index] &+= value }
         }
         noteDenied(denied, answered: answered)
         var results = guestSums
@@ -298,22 +290,14 @@ public final class DebugfsSource: StatSource {
             vms[name] = nil
             gone = true
         }
-        guard gone else { return }
-        // Guests whose process has ended can no longer be watched with -p (the one watched
-        // now excepted): their counts live on in `departed` only.
-        for guest in departedByGuest.keys where guest != pid && !FileSystem.exists("\(proc)/\(guest)") {
-            departedByGuest[guest] = nil
-        }
+        if gone { departed.forgetEnded(watching: pid, proc: proc) }
     }
 
-    /// Folds what a VM counted into the departed totals.
+    /// Folds what a VM counted into the departed totals (levels drop with their VM).
     private func depart(_ vm: DebugfsVM) {
-        var byGuest = departedByGuest[vm.guestPid] ?? Array(repeating: 0, count: fields.count)
         for index in fields.indices where !levels[index] && vm.known[index] {
-            departed[index] &+= vm.counted[index]
-            byGuest[index] &+= vm.counted[index]
+            departed.add(vm.counted[index], for: index, guest: vm.guestPid)
         }
-        departedByGuest[vm.guestPid] = byGuest
     }
 
     /// Says once per field that its file did something a counter should not.

@@ -50,12 +50,9 @@ struct DebugfsVM {
             return .counted
         }
         let previous = last[index]
-        if value >= previous {
-            counted[index] &+= value - previous
-            return .counted
-        }
-        counted[index] &+= value
-        return .wentBackwards(from: previous)
+        let step = Counting.step(from: previous, to: value)
+        counted[index] &+= step.amount
+        return step.wentBackwards ? .wentBackwards(from: previous) : .counted
     }
 }
 

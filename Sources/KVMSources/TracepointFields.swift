@@ -15,10 +15,11 @@ extension TracepointSource {
                 + "are \(architecture.name)'s, not this kernel's; use -d (debugfs) or --arch-info"
         }
         if FileSystem.isDirectory(paths.kvmEvents) { return nil }
-        if (try? FileSystem.status(paths.tracing + "/events"))?.isDirectory == true {
-            return "Please make sure that CONFIG_KVM is enabled in your kernel and that the modules are loaded."
-        }
-        do throws(Errno) { _ = try FileSystem.status(paths.tracing + "/events") } catch {
+        do throws(Errno) {
+            if try FileSystem.status(paths.tracing + "/events").isDirectory {
+                return "Please make sure that CONFIG_KVM is enabled in your kernel and that the modules are loaded."
+            }
+        } catch {
             if error == .permissionDenied {
                 return "kvmstat: cannot access \(paths.tracing): \(error): kvmstat needs root "
                     + "(tracefs is readable by root only)"

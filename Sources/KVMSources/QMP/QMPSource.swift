@@ -55,8 +55,7 @@ public final class QMPSource: StatSource {
     /// Every statistic any guest ever had: departed guests' counts stay reported.
     private var allFields: Set<String> = []
     private var guests: [Int: Guest] = [:]
-    private var departed: [EventID: UInt64] = [:]
-    private var departedByGuest: [Int: [EventID: UInt64]] = [:]
+    private var departed = DepartedCounts<EventID>()
     private var started = false
     private var warnings: [String] = []
     private var oddities: Set<String> = []
@@ -69,7 +68,7 @@ public final class QMPSource: StatSource {
         includePast = configuration.includePast
         filter = configuration.fieldFilter
         pid = configuration.pid
-        _ = sample(byGuest: false)
+        poll()
     }
 
     /// Every statistic the first QEMU that answers knows (its schema), within one timeout in
@@ -97,19 +96,21 @@ public final class QMPSource: StatSource {
 
     public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] { sample(byGuest: byGuest) }
+    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+        poll()
+        return totals(byGuest: byGuest)
+    }
 
     /// New baselines from the values read now; guests not read now (out of view, silent)
     /// take theirs when next read, and nothing counts from zero any more.
     public func reset() throws(SourceError) {
-        let readNow = sample(byGuest: false, returningAsked: true)
+        let readNow = poll()
         for key in guests.keys {
             guests[key]!.counted = guests[key]!.counted.mapValues { _ in 0 }
             guests[key]!.countsFromZero = false
             if !readNow.contains(key) { guests[key]!.last.removeAll() }
         }
         departed.removeAll()
-        departedByGuest.removeAll()
     }
 
     public func takeWarnings() -> [String] {
@@ -182,14 +183,9 @@ public final class QMPSource: StatSource {
         return answer
     }
 
-    private func sample(byGuest: Bool) -> [EventID: UInt64] {
-        _ = sample(byGuest: byGuest, returningAsked: true)
-        return totals(byGuest: byGuest)
-    }
-
     /// Reads the guests in view; returns the pids that answered.
     @discardableResult
-    private func sample(byGuest: Bool, returningAsked: Bool) -> Set<Int> {
+    private func poll() -> Set<Int> {
         let initial = !started
         started = true
         sampleNumber += 1
@@ -198,16 +194,14 @@ public final class QMPSource: StatSource {
             ?? guests.values.map(\.monitor)
         let present = Set(monitors.map(\.pid))
         // Guests whose process has gone keep what they counted.
-        for (guestPid, guest) in guests where !present.contains(guestPid) {
-            var mine = departedByGuest[guestPid] ?? [:]
+        let gone = guests.keys.filter { !present.contains($0) }
+        for guestPid in gone {
+            let guest = guests.removeValue(forKey: guestPid)!
             for (key, value) in guest.counted where guest.kinds[key.parent ?? key.name] == .counter {
-                departed[key, default: 0] &+= value
-                mine[key, default: 0] &+= value
+                departed.add(value, for: key, guest: guestPid)
             }
-            departedByGuest[guestPid] = mine
-            guests[guestPid] = nil
         }
-        departedByGuest = departedByGuest.filter { $0.key == pid || FileSystem.exists("\(proc)/\($0.key)") }
+        if !gone.isEmpty { departed.forgetEnded(watching: pid, proc: proc) }
         // A guest that ran before kvmstat started counts from its first reading (or from zero
         // with -i); one started later counts everything.
         for monitor in monitors where guests[monitor.pid] == nil {
@@ -279,13 +273,10 @@ public final class QMPSource: StatSource {
             }
             guest.last[key] = value
             guard kind == .counter else { continue }
-            if value >= previous {
-                guest.counted[key, default: 0] &+= value - previous
-            } else {
-                guest.counted[key, default: 0] &+= value
-                if oddities.insert(name).inserted {
-                    warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
-                }
+            let step = Counting.step(from: previous, to: value)
+            guest.counted[key, default: 0] &+= step.amount
+            if step.wentBackwards && oddities.insert(name).inserted {
+                warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
             }
         }
         return true
@@ -319,7 +310,7 @@ public final class QMPSource: StatSource {
             }
         }
         if !byGuest {
-            for (key, value) in pid == 0 ? departed : departedByGuest[pid] ?? [:] { add(key, value) }
+            for (key, value) in departed.counts(watching: pid) { add(key, value) }
         }
         if byGuest { for field in wanted { results[EventID(field)] = nil } }
         return results
