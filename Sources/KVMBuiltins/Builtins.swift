@@ -21,6 +21,7 @@ public enum Builtins {
             TracepointSource.description,
             DebugfsSource.description,
             QMPSource.description,
+            LibvirtSource.description,
         ]),
         formats: FormatRegistry([
             (TextFormat(), "kvm_stat's plain text (default)"),

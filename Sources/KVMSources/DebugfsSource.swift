@@ -329,6 +329,6 @@ public final class DebugfsSource: StatSource {
         warnings.append("debugfs fields not readable in any VM (Operation not permitted): "
             + fresh.joined(separator: ", ")
             + "; kernel lockdown is the likely cause; -t gives tracepoint counts, "
-            + "--source qmp the same statistics from QEMU's monitors")
+            + "--source qmp or --source libvirt the same statistics from QEMU or libvirt")
     }
 }

@@ -65,15 +65,19 @@ public struct SourceConfiguration: Sendable {
     public var pid: Int
     public var fieldFilter: FieldFilter?
     public var includePast: Bool
+    /// `--connect URI`: the management daemon to ask (libvirt), nil for its default.
+    public var connectURI: String?
 
     public init(paths: SystemPaths, architecture: any Architecture, architectureIsHosts: Bool = true,
-                pid: Int = 0, fieldFilter: FieldFilter? = nil, includePast: Bool = false) {
+                pid: Int = 0, fieldFilter: FieldFilter? = nil, includePast: Bool = false,
+                connectURI: String? = nil) {
         self.paths = paths
         self.architecture = architecture
         self.architectureIsHosts = architectureIsHosts
         self.pid = pid
         self.fieldFilter = fieldFilter
         self.includePast = includePast
+        self.connectURI = connectURI
     }
 }
 
@@ -83,6 +87,7 @@ public enum SourceOption: String, Sendable, CaseIterable {
     case pid = "-p/-g"
     case fields = "-f"
     case includePast = "-i"
+    case connect = "--connect"
 }
 
 /// Everything kvmstat needs to know about a source without opening it: the launcher picks,

@@ -54,7 +54,7 @@ struct Launcher {
         }
         let configuration = SourceConfiguration(
             paths: paths, architecture: architecture, architectureIsHosts: isHosts, pid: pid,
-            fieldFilter: filter, includePast: options.includePast)
+            fieldFilter: filter, includePast: options.includePast, connectURI: options.connect)
         let sources = availableSources(requested, configuration: configuration)
         if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") || pid < 0 {
             Console.err("Did you use a (unsupported) tid instead of a pid?\n")
@@ -102,7 +102,8 @@ struct Launcher {
                 + sources.filter { !$0.byGuest }.map(\.enabledPhrase).joined(separator: " and ") + " enabled",
                 capable.isEmpty ? "No source can show guests" : "Restart with " + capable.joined(separator: " or ")
                     + " and try again!"]
-            InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal).run()
+            InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal,
+                              guestSources: plugins.sources.entries.filter(\.byGuest).map(\.name)).run()
         }
         Console.leave(0)
     }

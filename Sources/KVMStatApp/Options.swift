@@ -23,6 +23,7 @@ struct Options: Sendable, Equatable {
     var sourceShorthands: [String] = []
     var archInfo = false
     var arch: String?
+    var connect: String?
 
     static let delayDefault = 3.0
     static let delayRange = 0.1...25.5
@@ -66,12 +67,16 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
                    help: "the architecture to use (or with --arch-info describe) instead of this\nhost's: {architectures}",
                    upstream: false),
+        OptionSpec(key: "connect", short: nil, longs: ["connect"], metavar: "URI",
+                   help: "the libvirt to read with --source libvirt (default: qemu:///system)",
+                   upstream: false),
     ]
 
     static let usage = """
         usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
                        [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
                        [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
+                       [--connect URI]
         """
 
     /// Parses and types the command line; only syntax and value types are checked here.
@@ -103,6 +108,7 @@ struct Options: Sendable, Equatable {
         options.sourceShorthands = (options.debugfs ? ["-d"] : []) + (options.tracepoints ? ["-t"] : [])
         options.archInfo = parsed.has("archInfo")
         options.arch = parsed.value("arch")
+        options.connect = parsed.value("connect")
         if let text = parsed.value("pid") {
             guard let pid = parsePythonInt(text) else {
                 throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")

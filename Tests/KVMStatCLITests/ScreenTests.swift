@@ -55,7 +55,8 @@ struct ScreenTests {
         // h: the help screen; any key returns.
         tmux.send("h")
         #expect(tmux.wait(for: "Interactive commands reference") != nil)
-        #expect(tmux.screen().contains("   x     toggle reporting of stats for individual child trace events"))
+        #expect(tmux.screen().contains("   x     toggle reporting of stats for individual child trace events and vCPUs"))
+        #expect(tmux.screen().contains("   b     toggle events by guests (debugfs, qmp, libvirt; honors filters)"))
         tmux.send("z")
         #expect(tmux.wait(for: "CurAvg/s") != nil)
 

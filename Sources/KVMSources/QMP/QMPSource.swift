@@ -31,16 +31,11 @@ public final class QMPSource: StatSource {
     /// hang cannot make every sample wait).
     static let retryEvery = 10
 
-    enum Kind { case counter, level, histogram }
-
+    /// What kvmstat knows of a guest's monitor; its counts are in `book`.
     struct Guest {
         let monitor: QEMUMonitor
-        var kinds: [String: Kind] = [:]
         /// vCPU index by QOM path (from `query-cpus-fast`).
         var vcpus: [String: Int] = [:]
-        var last: [EventID: UInt64] = [:]
-        var counted: [EventID: UInt64] = [:]
-        var countsFromZero: Bool
         /// The sample it stopped answering at, while it does not answer.
         var silentSince: Int?
     }
@@ -55,10 +50,9 @@ public final class QMPSource: StatSource {
     /// Every statistic any guest ever had: departed guests' counts stay reported.
     private var allFields: Set<String> = []
     private var guests: [Int: Guest] = [:]
-    private var departed = DepartedCounts<EventID>()
+    private var book = GuestStatBook()
     private var started = false
     private var warnings: [String] = []
-    private var oddities: Set<String> = []
     private var wanted: Set<String> = []
     private var fields: [String] = []
 
@@ -104,13 +98,7 @@ public final class QMPSource: StatSource {
     /// New baselines from the values read now; guests not read now (out of view, silent)
     /// take theirs when next read, and nothing counts from zero any more.
     public func reset() throws(SourceError) {
-        let readNow = poll()
-        for key in guests.keys {
-            guests[key]!.counted = guests[key]!.counted.mapValues { _ in 0 }
-            guests[key]!.countsFromZero = false
-            if !readNow.contains(key) { guests[key]!.last.removeAll() }
-        }
-        departed.removeAll()
+        book.reset(readNow: poll())
     }
 
     public func takeWarnings() -> [String] {
@@ -121,8 +109,8 @@ public final class QMPSource: StatSource {
     public func close() {}
 
     /// The statistics' kinds, from `query-stats-schemas` (vm and vcpu targets).
-    static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> [String: Kind] {
-        var kinds: [String: Kind] = [:]
+    static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> [String: StatKind] {
+        var kinds: [String: StatKind] = [:]
         for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
             for stat in provider["stats"]?.arrayValue ?? [] {
                 guard let name = stat["name"]?.stringValue else { continue }
@@ -139,15 +127,14 @@ public final class QMPSource: StatSource {
     /// The wanted fields: the filter's, statistics and per-vCPU children (`exits(vcpu1)`)
     /// alike as with tracepoints' children, and the parent of each wanted child.
     private func selectFields() {
-        allFields.formUnion(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })
-        allFields.formUnion(guests.values.flatMap { $0.last.keys.filter(\.isChild).map(\.name) })
+        allFields.formUnion(book.fieldNames())
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }
 
     /// One guest's answers, read on a worker thread.
     struct Answer: Sendable {
-        var kinds: [String: Kind]?
+        var kinds: [String: StatKind]?
         var vcpus: [String: Int]?
         /// (statistic, the vCPU's QOM path or nil for the VM, value)
         var values: [(String, String?, JSONValue)] = []
@@ -194,18 +181,13 @@ public final class QMPSource: StatSource {
             ?? guests.values.map(\.monitor)
         let present = Set(monitors.map(\.pid))
         // Guests whose process has gone keep what they counted.
-        let gone = guests.keys.filter { !present.contains($0) }
-        for guestPid in gone {
-            let guest = guests.removeValue(forKey: guestPid)!
-            for (key, value) in guest.counted where guest.kinds[key.parent ?? key.name] == .counter {
-                departed.add(value, for: key, guest: guestPid)
-            }
-        }
-        if !gone.isEmpty { departed.forgetEnded(watching: pid, proc: proc) }
+        for guestPid in guests.keys where !present.contains(guestPid) { guests[guestPid] = nil }
+        book.keepOnly(present, watching: pid, proc: proc)
         // A guest that ran before kvmstat started counts from its first reading (or from zero
         // with -i); one started later counts everything.
         for monitor in monitors where guests[monitor.pid] == nil {
-            guests[monitor.pid] = Guest(monitor: monitor, countsFromZero: !initial || includePast)
+            guests[monitor.pid] = Guest(monitor: monitor)
+            book.admit(monitor.pid, countsFromZero: !initial || includePast)
         }
         // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
         // threads (more contend for the CPUs and make samples late), each within the timeout.
@@ -215,7 +197,7 @@ public final class QMPSource: StatSource {
             guard let since = guests[monitor.pid]!.silentSince else { return true }
             return (sampleNumber - since) % Self.retryEvery == 0
         }
-        let needsSchema = asked.map { guests[$0.pid]!.kinds.isEmpty }
+        let needsSchema = asked.map { book.kinds(of: $0.pid).isEmpty }
         let slots = asked.map { _ in AnswerSlot() }
         let workers = min(asked.count, 4)
         let deadline = Signals.monotonicNow() + Self.timeout
@@ -250,14 +232,12 @@ public final class QMPSource: StatSource {
             return false
         }
         guest.silentSince = nil
-        if let kinds = answer.kinds { guest.kinds = kinds }
+        if let kinds = answer.kinds { book.setKinds(kinds, of: monitor.pid) }
         if let vcpus = answer.vcpus { guest.vcpus = vcpus }
+        var readings: [GuestReading] = []
         for (name, path, json) in answer.values {
             // A vCPU the index list does not name (it just came) is counted from the next sample.
             if let path, guest.vcpus[path] == nil { continue }
-            let vcpu = path.map { guest.vcpus[$0]! }
-            let kind = guest.kinds[name] ?? .counter
-            guard kind != .histogram else { continue }
             let value: UInt64
             switch json {
             case .bool(let flag): value = flag ? 1 : 0
@@ -265,55 +245,16 @@ public final class QMPSource: StatSource {
                 guard let number = json.uint64Value else { continue }
                 value = number
             }
-            let key = vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)
-            guard let previous = guest.last[key] else {
-                guest.last[key] = value
-                guest.counted[key] = kind == .counter && guest.countsFromZero ? value : 0
-                continue
-            }
-            guest.last[key] = value
-            guard kind == .counter else { continue }
-            let step = Counting.step(from: previous, to: value)
-            guest.counted[key, default: 0] &+= step.amount
-            if step.wentBackwards && oddities.insert(name).inserted {
-                warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
-            }
+            readings.append(GuestReading(name: name, vcpu: path.map { guest.vcpus[$0]! }, value: value))
+        }
+        for name in book.record(readings, of: monitor.pid) {
+            warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
         }
         return true
     }
 
-    /// Sums over the guests in view: per statistic (vm values and the sum of the vCPUs'),
-    /// per vCPU as children, or per guest.
     private func totals(byGuest: Bool) -> [EventID: UInt64] {
-        var results: [EventID: UInt64] = [:]
-        for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
-        // A value goes to its own row when wanted, and a vCPU's also into its statistic's
-        // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
-        func add(_ key: EventID, _ amount: UInt64) {
-            if wanted.contains(key.name) { results[key, default: 0] &+= amount }
-            if let parent = key.parent, wanted.contains(parent) { results[EventID(parent), default: 0] &+= amount }
-        }
-        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
-            if byGuest { results[.guestTotal(guestPid), default: 0] &+= 0 }
-            for (key, last) in guest.last {
-                let field = key.parent ?? key.name
-                guard wanted.contains(field) || wanted.contains(key.name), let kind = guest.kinds[field] else { continue }
-                let amount = kind == .counter ? guest.counted[key] ?? 0 : last
-                if byGuest {
-                    // A guest's row sums its events (counters only).
-                    if kind == .counter && wanted.contains(field) {
-                        results[.guestTotal(guestPid), default: 0] &+= amount
-                    }
-                    continue
-                }
-                add(key, amount)
-            }
-        }
-        if !byGuest {
-            for (key, value) in departed.counts(watching: pid) { add(key, value) }
-        }
-        if byGuest { for field in wanted { results[EventID(field)] = nil } }
-        return results
+        book.totals(byGuest: byGuest, wanted: wanted, pid: pid)
     }
 }
 

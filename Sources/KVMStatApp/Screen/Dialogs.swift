@@ -3,8 +3,10 @@ import KVMSources
 
 /// The screen's dialogs and messages, worded as upstream words them.
 extension InteractiveScreen {
-    static let helpLines = [
-        "   b     toggle events by guests (debugfs only, honors filters)",
+    /// Upstream's reference, with the sources that can show guests named in `b`'s line (the
+    /// registry's, so it cannot drift) and `x` also covering per-vCPU rows.
+    static func helpLines(guestSources: [String]) -> [String] { [
+        "   b     toggle events by guests (\(guestSources.joined(separator: ", ")); honors filters)",
         "   c     clear filter",
         "   f     filter by regular expression",
         "   g     filter by guest name/PID",
@@ -14,15 +16,15 @@ extension InteractiveScreen {
         "   q     quit",
         "   r     reset stats",
         "   s     set delay between refreshs (value range: 0.1-25.5 secs)",
-        "   x     toggle reporting of stats for individual child trace events",
+        "   x     toggle reporting of stats for individual child trace events and vCPUs",
         "Any other key refreshes statistics immediately",
-    ]
+    ] }
 
     func helpScreen() {
         terminal.erase()
         terminal.put(0, 0, "Interactive commands reference", Terminal.bold)
         terminal.put(2, 0, "Press any key to exit", Terminal.standout)
-        for (i, line) in Self.helpLines.enumerated() { terminal.put(4 + i, 0, line) }
+        for (i, line) in Self.helpLines(guestSources: guestSources).enumerated() { terminal.put(4 + i, 0, line) }
         terminal.refresh()
         terminal.anyKey()
     }

@@ -23,9 +23,12 @@ final class InteractiveScreen {
 
     /// The message `b` shows when a source cannot break counts down by guest.
     let byGuestRefusal: [String]
+    /// The sources that can show guests (for the help screen).
+    let guestSources: [String]
 
-    init(stats: Stats, delay: Double, byGuestRefusal: [String]) {
+    init(stats: Stats, delay: Double, byGuestRefusal: [String], guestSources: [String]) {
         self.byGuestRefusal = byGuestRefusal
+        self.guestSources = guestSources
         self.stats = stats
         self.delay = delay
     }

@@ -1,0 +1,224 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+
+/// KVM's binary statistics of every running domain of one libvirt (`--connect URI`, default
+/// `qemu:///system`, read-only): one `virConnectGetAllDomainStats` call per sample with the
+/// VM and vCPU groups (libvirt ≥ 8.9), the way to KVM's counters for libvirt's guests, whose
+/// QEMU monitor libvirt holds. Names as debugfs's (`exits`, `pages_4k`); per-vCPU values as
+/// children (`exits(vcpu0)`); guests for the by-guest view, keyed by their QEMU's pid.
+///
+/// libvirt names a statistic's kind by its suffix: `.sum` is cumulative (a counter), `.cur`
+/// and `.max` are levels. Histograms libvirt does not pass on.
+public final class LibvirtSource: StatSource {
+    public let name = "libvirt"
+    public var supportsByGuest: Bool { Self.description.byGuest }
+
+    public static let defaultURI = "qemu:///system"
+
+    public static let description = SourceDescription(
+        name: "libvirt", summary: "KVM's statistics of libvirt's domains (--connect URI), per guest and vCPU",
+        enabledPhrase: "libvirt", onlyHint: "debugfs, qmp or libvirt", byGuest: true, byVCPU: true,
+        reads: [.pid, .fields, .includePast, .connect], defaultRank: nil,
+        unavailableReason: { _ in
+            do throws(SharedLibrary.Failure) {
+                _ = try LibvirtAPI.load()
+                return nil
+            } catch {
+                return "kvmstat: --source libvirt needs libvirt's client library (\(error)); "
+                    + LibvirtAPI.missingAdvice
+            }
+        },
+        fields: { (configuration) throws(SourceError) in try fieldNames(configuration) },
+        make: { (configuration) throws(SourceError) in try LibvirtSource(configuration: configuration) })
+
+    /// How long libvirt may take to answer a sample, and the first one (connecting).
+    static let timeout = 0.5
+    static let firstTimeout = 5.0
+
+    private let client: LibvirtClient
+    private let proc: String
+    private let includePast: Bool
+    private let local: Bool
+    private var filter: FieldFilter?
+    private var pid: Int
+    private var book = GuestStatBook()
+    private var started = false
+    /// The guest key of each domain seen, by name and id (a domain started again gets a new
+    /// id and a new QEMU: a new guest).
+    private var keys: [String: Int] = [:]
+    private var allFields: Set<String> = []
+    private var wanted: Set<String> = []
+    private var fields: [String] = []
+    private var warnings: [String] = []
+    /// Why libvirt did not answer, while it does not (said once per episode).
+    private var trouble: String?
+
+    init(configuration: SourceConfiguration) throws(SourceError) {
+        let api: LibvirtAPI
+        do throws(SharedLibrary.Failure) { api = try LibvirtAPI.load() } catch {
+            throw SourceError("libvirt: \(error); \(LibvirtAPI.missingAdvice)")
+        }
+        let uri = configuration.connectURI ?? Self.defaultURI
+        client = LibvirtClient(api: api, uri: uri)
+        proc = configuration.paths.proc
+        includePast = configuration.includePast
+        filter = configuration.fieldFilter
+        pid = configuration.pid
+        local = Self.isLocal(uri)
+        switch client.fetch(timeout: Self.firstTimeout) {
+        case .stats(let domains): take(domains)
+        case .failed(let message, _):
+            client.close()
+            throw SourceError("libvirt: cannot read \(uri): \(message)")
+        case .timedOut:
+            throw SourceError("libvirt: \(uri) did not answer within \(Int(Self.firstTimeout)) s")
+        }
+    }
+
+    /// Statistics of the first running domain (none without one).
+    static func fieldNames(_ configuration: SourceConfiguration) throws(SourceError) -> [String] {
+        guard let api = try? LibvirtAPI.load() else { return [] }
+        let client = LibvirtClient(api: api, uri: configuration.connectURI ?? defaultURI)
+        defer { client.close() }
+        guard case .stats(let domains) = client.fetch(timeout: firstTimeout), let first = domains.first
+        else { return [] }
+        return Set(first.values.compactMap { parse($0.field).map(\.name) }).sorted()
+    }
+
+    /// A URI without a host names this machine's libvirt, whose guests' processes are ours
+    /// to find (`qemu:///system`, not `qemu+ssh://host/system`).
+    static func isLocal(_ uri: String) -> Bool {
+        let parts = uri.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        return parts.count < 2 || parts[1].isEmpty || parts[1].first == "/"
+    }
+
+    /// `vcpu.N.NAME.sum|cur|max` and `vm.NAME.sum|cur|max`: the statistic, its vCPU and kind;
+    /// nil for libvirt's own values (`vcpu.N.time`, `vcpu.current`).
+    static func parse(_ field: String) -> (name: String, vcpu: Int?, kind: StatKind)? {
+        let parts = field.split(separator: ".", omittingEmptySubsequences: false)
+        let kind: StatKind
+        switch parts.last {
+        case "sum": kind = .counter
+        case "cur", "max": kind = .level
+        default: return nil
+        }
+        if parts.count == 3, parts[0] == "vm", !parts[1].isEmpty { return (String(parts[1]), nil, kind) }
+        if parts.count == 4, parts[0] == "vcpu", let vcpu = Int(parts[1]), vcpu >= 0, !parts[2].isEmpty {
+            return (String(parts[2]), vcpu, kind)
+        }
+        return nil
+    }
+
+    public func availableFields() -> [String] { fields }
+
+    public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
+        self.filter = filter
+        selectFields()
+    }
+
+    public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
+
+    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+        poll()
+        return book.totals(byGuest: byGuest, wanted: wanted, pid: pid)
+    }
+
+    public func reset() throws(SourceError) {
+        let answered = poll()
+        book.reset(readNow: answered ? Set(book.pids) : [])
+    }
+
+    public func takeWarnings() -> [String] {
+        defer { warnings.removeAll() }
+        return warnings
+    }
+
+    public func close() { client.close() }
+
+    /// One call; false when libvirt gave no answer (every guest keeps its counts).
+    @discardableResult
+    private func poll() -> Bool {
+        switch client.fetch(timeout: Self.timeout) {
+        case .stats(let domains):
+            if trouble != nil {
+                warnings.append("libvirt: \(client.uri) answers again; counting resumed")
+                trouble = nil
+            }
+            take(domains)
+            return true
+        case .failed(let message, let connected):
+            complain(connected ? "libvirt: reading \(client.uri) failed: \(message)"
+                : "libvirt: lost the connection to \(client.uri) (\(message))")
+        case .timedOut:
+            complain("libvirt: \(client.uri) did not answer within \(Self.timeout) s")
+        }
+        return false
+    }
+
+    private func complain(_ message: String) {
+        guard trouble == nil else { return }
+        trouble = message
+        warnings.append(message + "; retrying every sample, the guests' counts kept")
+    }
+
+    private func take(_ domains: [LibvirtAPI.DomainStats]) {
+        let initial = !started
+        started = true
+        var present = Set<Int>()
+        var seen: [String: Int] = [:]
+        for domain in domains {
+            let identity = "\(domain.id) \(domain.name)"
+            let key = keys[identity] ?? guestKey(domain)
+            seen[identity] = key
+            present.insert(key)
+            // A domain running before kvmstat started counts from its first reading (or from
+            // zero with -i); one started later counts everything.
+            book.admit(key, countsFromZero: !initial || includePast)
+            var kinds = book.kinds(of: key)
+            var readings: [GuestReading] = []
+            for (field, value) in domain.values {
+                guard let stat = Self.parse(field) else { continue }
+                kinds[stat.name] = stat.kind
+                readings.append(GuestReading(name: stat.name, vcpu: stat.vcpu, value: value))
+            }
+            book.setKinds(kinds, of: key)
+            for name in book.record(readings, of: key) {
+                warnings.append("libvirt: \(name) of domain \(domain.name) went backwards; counted from the new value")
+            }
+        }
+        keys = seen
+        book.keepOnly(present, watching: pid, proc: proc)
+        selectFields()
+    }
+
+    /// The domain's QEMU pid where it runs here (libvirt's pid file, checked against the
+    /// process's `-name`); else a key of its own below zero, which names no process.
+    private func guestKey(_ domain: LibvirtAPI.DomainStats) -> Int {
+        if local {
+            for directory in Self.pidFileDirectories {
+                guard let text = try? FileSystem.readText("\(directory)/\(domain.name).pid"),
+                      let pid = Int(text.trimmingBlanks()), pid > 0,
+                      Guests(proc: proc).name(of: pid) == domain.name
+                else { continue }
+                return pid
+            }
+        }
+        return -max(domain.id, 1)
+    }
+
+    /// Where libvirt's QEMU driver keeps its pid files: the system daemon's and the session's.
+    private static var pidFileDirectories: [String] {
+        ["/run/libvirt/qemu"]
+            + (getenv("XDG_RUNTIME_DIR").map { ["\(String(cString: $0))/libvirt/qemu/run"] } ?? [])
+    }
+
+    private func selectFields() {
+        allFields.formUnion(book.fieldNames())
+        fields = allFields.sorted()
+        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
+    }
+}
