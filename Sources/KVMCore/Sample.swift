@@ -10,11 +10,15 @@ public struct Sample: Sendable {
     public var time: WallClock
     public var interval: Double
     public var values: [EventID: EventStat]
+    /// Histogram statistics where a source has them (jsonl shows them; others need not).
+    public var histograms: [EventID: Histogram]
 
-    public init(time: WallClock, interval: Double, values: [EventID: EventStat]) {
+    public init(time: WallClock, interval: Double, values: [EventID: EventStat],
+                histograms: [EventID: Histogram] = [:]) {
         self.time = time
         self.interval = interval
         self.values = values
+        self.histograms = histograms
     }
 }
 

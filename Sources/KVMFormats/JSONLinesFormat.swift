@@ -3,7 +3,9 @@ import KVMCore
 /// One JSON object per sample, for log pipelines:
 /// `{"timestamp": "...", "interval_s": 1.0, "events": {"kvm_exit": {"total": 5, "delta": 1}, ...}}`.
 /// Child events appear under their own names with a `"parent"` key. Keys are stable and
-/// numbers are integers.
+/// numbers are integers. Histogram statistics (qmp), when there are any, follow under
+/// `"histograms"`: `{"halt_wait_hist": {"scale": "log2", "unit": "seconds", "base": 10,
+/// "exponent": -9, "buckets": [...]}}`, per-vCPU ones with a `"parent"` key.
 public struct JSONLinesFormat: Format {
     public init() {}
 
@@ -23,11 +25,30 @@ public struct JSONLinesFormat: Format {
             events.append((key.name, .object(members)))
         }
         let interval = (sample.interval * 1000).rounded() / 1000
-        return JSONValue.object([
+        var members: [(String, JSONValue)] = [
             ("timestamp", .string(sample.time.rfc3339)),
             ("interval_s", .double(interval)),
             ("events", .object(events)),
-        ]).rendered()
+        ]
+        if !sample.histograms.isEmpty {
+            members.append(("histograms", .object(sample.histograms.keys.sorted().map { key in
+                (key.name, Self.histogram(sample.histograms[key]!, parent: key.parent))
+            })))
+        }
+        return JSONValue.object(members).rendered()
+    }
+
+    private static func histogram(_ histogram: Histogram, parent: String?) -> JSONValue {
+        var members: [(String, JSONValue)]
+        switch histogram.scale {
+        case .log2: members = [("scale", .string("log2"))]
+        case .linear(let size): members = [("scale", .string("linear")), ("bucket_size", .uint(size))]
+        }
+        if let unit = histogram.unit { members.append(("unit", .string(unit))) }
+        members += [("base", .int(histogram.base)), ("exponent", .int(histogram.exponent)),
+                    ("buckets", .array(histogram.buckets.map { .uint($0) }))]
+        if let parent { members.append(("parent", .string(parent))) }
+        return .object(members)
     }
 
     public func batch(_ sample: Sample) -> String {

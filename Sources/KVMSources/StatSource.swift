@@ -25,6 +25,12 @@ public protocol StatSource: AnyObject {
     func takeWarnings() -> [String]
     /// Releases kernel resources; called once at exit. Must not keep the user waiting.
     func close()
+    /// The wanted histogram statistics as last read (most sources have none).
+    func histograms() -> [EventID: Histogram]
+}
+
+extension StatSource {
+    public func histograms() -> [EventID: Histogram] { [:] }
 }
 
 /// A source failure the operator must see, as one line, keeping its cause: what was being

@@ -66,6 +66,11 @@ public final class Stats {
         sources.flatMap { $0.availableFields() }
     }
 
+    /// The sources' histograms as last read.
+    public func histograms() -> [EventID: Histogram] {
+        sources.reduce(into: [:]) { all, source in all.merge(source.histograms()) { first, _ in first } }
+    }
+
     public func takeWarnings() -> [String] {
         sources.flatMap { $0.takeWarnings() }
     }

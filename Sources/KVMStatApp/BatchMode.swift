@@ -22,7 +22,8 @@ struct BatchMode {
             if signal == nil {
                 let values = try stats.get()
                 Console.out(format.batch(Sample(
-                    time: stamp, interval: Signals.monotonicNow() - start, values: values)))
+                    time: stamp, interval: Signals.monotonicNow() - start, values: values,
+                    histograms: stats.histograms())))
             }
         } catch {
             Console.fail(error.description)

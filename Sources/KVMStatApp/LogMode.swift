@@ -59,7 +59,8 @@ struct LogMode {
             let values: [EventID: EventStat]
             do { values = try stats.get() } catch { Console.fail(error.description) }
             reportWarnings()
-            let sample = Sample(time: WallClock.now(), interval: now - last, values: values)
+            let sample = Sample(time: WallClock.now(), interval: now - last, values: values,
+                                histograms: stats.histograms())
             last = now
             if !skipZero || keys.contains(where: { values[$0]?.delta ?? 0 != 0 }) {
                 sink.write(line: format.record(sample, keys: keys))

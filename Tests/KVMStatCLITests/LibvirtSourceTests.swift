@@ -29,7 +29,10 @@ struct LibvirtSourceTests {
         let counts = try batch(many, ["-f", "exits|halt_exits|pages_4k"])
         let baseExits = try #require(base["exits"]?.0)
         let exits = try #require(counts["exits"]?.0)
-        #expect((baseExits + 10_000)...(baseExits + 10_000 + noise) ~= exits, "\(counts) vs \(base)")
+        // Asynchronous exits come with run time, and libvirt's machine has more devices than the
+        // QMP tests' (a USB controller, an RTC ticking): 12 more than the idle domain here. The
+        // exact check is the next one, against libvirt's own figure.
+        #expect((baseExits + 10_000)...(baseExits + 10_000 + 3 * noise) ~= exits, "\(counts) vs \(base)")
         #expect(counts["halt_exits"]?.0 == 1 && base["halt_exits"]?.0 == 1)
         // libvirt's own figure for the same domain: what kvmstat shows is what libvirt says.
         #expect(try many.stat("vcpu.0.exits.sum") == exits)

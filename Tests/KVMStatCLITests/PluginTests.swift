@@ -70,8 +70,10 @@ import Testing
         for source in registry.entries {
             #expect(help.stdout.contains("  \(source.name) "), "\(source.name) in --source help")
             #expect(!source.summary.isEmpty && !source.enabledPhrase.isEmpty)
-            // A host without what it needs gets a reason, not a crash.
-            #expect(source.unavailableReason(nowhere) != nil, "\(source.name) on an empty host")
+            // A host without what it needs gets a reason, not a crash. (A source that asks a
+            // daemon by URI needs no host files: its missing library is LibvirtFaultTests'.)
+            let reason = source.unavailableReason(nowhere)
+            #expect(reason != nil || source.reads.contains(.connect), "\(source.name) on an empty host")
         }
     }
 

@@ -63,6 +63,42 @@ struct QMPSourceTests {
         #expect(lines.count >= 3)
     }
 
+    /// Histograms go to jsonl as the kernel's buckets: per vCPU as children, summed in their
+    /// parent, equal to what QEMU itself answers; other formats and unmatched filters leave
+    /// them out.
+    @Test func histogramsInJSONLines() throws {
+        let guest = try QEMUGuest(outs: 100, vcpus: 2)
+        try guest.waitUntilHalted()
+        let json = try kvmstat(["--source", "qmp", "-1", "-p", "\(guest.pid)", "--format", "jsonl",
+                                "-f", "halt_wait_hist"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let histograms = try #require(object?["histograms"] as? [String: [String: Any]], "\(json.stdout)")
+        let total = try #require(histograms["halt_wait_hist"])
+        #expect(total["scale"] as? String == "log2" && total["unit"] as? String == "seconds")
+        #expect(total["exponent"] as? Int == -9 && total["base"] as? Int == 10)
+        let buckets = try #require(total["buckets"] as? [Int])
+        let vcpu0 = try #require(histograms["halt_wait_hist(vcpu0)"]?["buckets"] as? [Int])
+        let vcpu1 = try #require(histograms["halt_wait_hist(vcpu1)"]?["buckets"] as? [Int])
+        #expect(histograms["halt_wait_hist(vcpu1)"]?["parent"] as? String == "halt_wait_hist")
+        #expect(buckets == zip(vcpu0, vcpu1).map { $0 + $1 } && buckets.count == vcpu0.count)
+        // QEMU's own answer, asked later: the boot vCPU's buckets are ours or a few wake-ups on.
+        let answer = try guest.command(#"{"execute": "query-stats", "arguments": {"target": "vcpu", "providers": [{"provider": "kvm", "names": ["halt_wait_hist"]}]}}"#)
+        let returned = try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any]
+        let perVCPU = (returned?["return"] as? [[String: Any]] ?? []).compactMap {
+            (($0["stats"] as? [[String: Any]])?.first?["value"] as? [Int])
+        }
+        #expect(vcpu0.reduce(0, +) > 0)
+        #expect(perVCPU.contains { later in
+            zip(later, vcpu0).allSatisfy { $0 >= $1 } && later.reduce(0, +) - vcpu0.reduce(0, +) <= noise
+        }, "\(perVCPU) vs \(vcpu0)")
+        // Not asked for: no histograms key; text has no place for them.
+        let plain = try kvmstat(["--source", "qmp", "-1", "-p", "\(guest.pid)", "--format", "jsonl", "-f", "exits"])
+        #expect(!plain.stdout.contains("histograms"))
+        let text = try kvmstat(["--source", "qmp", "-1", "-p", "\(guest.pid)", "-f", "halt_wait_hist"])
+        #expect(text.status == 0 && !text.stdout.contains("halt_wait_hist"), "\(text.stdout)")
+    }
+
     /// The tracepoint source counts the same writes as userspace IO exits: from guests started
     /// paused and traced from their first instruction, the difference a write count makes is
     /// the same in both sources, and exact.

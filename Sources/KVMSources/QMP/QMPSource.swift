@@ -51,6 +51,8 @@ public final class QMPSource: StatSource {
     private var allFields: Set<String> = []
     private var guests: [Int: Guest] = [:]
     private var book = GuestStatBook()
+    private var histogramBook = HistogramBook()
+    private var wantedHistograms: Set<String> = []
     private var started = false
     private var warnings: [String] = []
     private var wanted: Set<String> = []
@@ -74,7 +76,7 @@ public final class QMPSource: StatSource {
         where configuration.pid == 0 || monitor.pid == configuration.pid {
             guard Signals.monotonicNow() < deadline,
                   let session = try? QMPSession(path: monitor.socketPath, deadline: deadline),
-                  let kinds = try? schema(session)
+                  let kinds = try? schema(session).kinds
             else { continue }
             return kinds.filter { $0.value != .histogram }.keys.sorted()
         }
@@ -108,20 +110,31 @@ public final class QMPSource: StatSource {
 
     public func close() {}
 
-    /// The statistics' kinds, from `query-stats-schemas` (vm and vcpu targets).
-    static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> [String: StatKind] {
+    public func histograms() -> [EventID: Histogram] {
+        histogramBook.totals(wanted: wantedHistograms, pid: pid)
+    }
+
+    /// What `query-stats-schemas` says of a guest's statistics (vm and vcpu targets).
+    struct Schema: Sendable {
         var kinds: [String: StatKind] = [:]
+        var histograms: [String: Histogram] = [:]
+    }
+
+    static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> Schema {
+        var schema = Schema()
         for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
             for stat in provider["stats"]?.arrayValue ?? [] {
                 guard let name = stat["name"]?.stringValue else { continue }
                 switch stat["type"]?.stringValue {
-                case "cumulative": kinds[name] = .counter
-                case "instant", "peak": kinds[name] = .level
-                default: kinds[name] = .histogram
+                case "cumulative": schema.kinds[name] = .counter
+                case "instant", "peak": schema.kinds[name] = .level
+                default:
+                    schema.kinds[name] = .histogram
+                    schema.histograms[name] = HistogramBook.shape(stat)
                 }
             }
         }
-        return kinds
+        return schema
     }
 
     /// The wanted fields: the filter's, statistics and per-vCPU children (`exits(vcpu1)`)
@@ -130,11 +143,14 @@ public final class QMPSource: StatSource {
         allFields.formUnion(book.fieldNames())
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
+        let histogramNames = histogramBook.names
+        wantedHistograms = Set(filter.select(histogramNames, parentOf: FieldName.tracepointParent(of:))
+            .map { histogramNames[$0] })
     }
 
     /// One guest's answers, read on a worker thread.
     struct Answer: Sendable {
-        var kinds: [String: StatKind]?
+        var schema: Schema?
         var vcpus: [String: Int]?
         /// (statistic, the vCPU's QOM path or nil for the VM, value)
         var values: [(String, String?, JSONValue)] = []
@@ -145,7 +161,7 @@ public final class QMPSource: StatSource {
         var answer = Answer()
         do throws(QMPSession.Failure) {
             let session = try QMPSession(path: monitor.socketPath, deadline: deadline)
-            if needsSchema { answer.kinds = try schema(session) }
+            if needsSchema { answer.schema = try schema(session) }
             // vCPUs come and go (hotplug): their indexes are asked each time.
             var vcpus: [String: Int] = [:]
             for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
@@ -181,7 +197,10 @@ public final class QMPSource: StatSource {
             ?? guests.values.map(\.monitor)
         let present = Set(monitors.map(\.pid))
         // Guests whose process has gone keep what they counted.
-        for guestPid in guests.keys where !present.contains(guestPid) { guests[guestPid] = nil }
+        for guestPid in guests.keys where !present.contains(guestPid) {
+            guests[guestPid] = nil
+            histogramBook.forget(guestPid)
+        }
         book.keepOnly(present, watching: pid, proc: proc)
         // A guest that ran before kvmstat started counts from its first reading (or from zero
         // with -i); one started later counts everything.
@@ -232,7 +251,10 @@ public final class QMPSource: StatSource {
             return false
         }
         guest.silentSince = nil
-        if let kinds = answer.kinds { book.setKinds(kinds, of: monitor.pid) }
+        if let schema = answer.schema {
+            book.setKinds(schema.kinds, of: monitor.pid)
+            histogramBook.setShapes(schema.histograms, of: monitor.pid)
+        }
         if let vcpus = answer.vcpus { guest.vcpus = vcpus }
         var readings: [GuestReading] = []
         for (name, path, json) in answer.values {
@@ -240,6 +262,9 @@ public final class QMPSource: StatSource {
             if let path, guest.vcpus[path] == nil { continue }
             let value: UInt64
             switch json {
+            case .array(let buckets):
+                histogramBook.record(name, vcpu: path.map { guest.vcpus[$0]! }, buckets: buckets, of: monitor.pid)
+                continue
             case .bool(let flag): value = flag ? 1 : 0
             default:
                 guard let number = json.uint64Value else { continue }

@@ -1,0 +1,30 @@
+/// One of KVM's histogram statistics (`halt_wait_hist`): bucket counts as the kernel keeps
+/// them, cumulative since the VM started. Bucket i of a log2 histogram counts values in
+/// [2^(i-1), 2^i) units (bucket 0: the value 0); of a linear one, [i·size, (i+1)·size).
+/// A value's unit is `unit` × `base`^`exponent` (nanoseconds: seconds, 10, -9).
+public struct Histogram: Sendable, Equatable {
+    public enum Scale: Sendable, Equatable {
+        case log2
+        case linear(bucketSize: UInt64)
+    }
+
+    public var scale: Scale
+    public var unit: String?
+    public var base: Int
+    public var exponent: Int
+    public var buckets: [UInt64]
+
+    public init(scale: Scale, unit: String? = nil, base: Int = 10, exponent: Int = 0, buckets: [UInt64] = []) {
+        self.scale = scale
+        self.unit = unit
+        self.base = base
+        self.exponent = exponent
+        self.buckets = buckets
+    }
+
+    /// Adds another histogram's buckets (several vCPUs or guests), wrapping as counters do.
+    public mutating func add(_ other: [UInt64]) {
+        if other.count > buckets.count { buckets += Array(repeating: 0, count: other.count - buckets.count) }
+        for (index, count) in other.enumerated() { buckets[index] &+= count }
+    }
+}

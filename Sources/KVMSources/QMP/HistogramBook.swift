@@ -1,0 +1,66 @@
+import KVMCore
+
+/// The histogram statistics of the qmp source's guests (`halt_wait_hist`, ...): their shapes
+/// from `query-stats-schemas`, and each guest's latest buckets per vCPU. Histograms are
+/// shown as the kernel keeps them (cumulative since the VM started, not since kvmstat's
+/// baseline), summed over the guests in view, and per vCPU as children
+/// (`halt_wait_hist(vcpu0)`). They go to jsonl; the screen and the text formats leave them
+/// out (a row of buckets has no single number to show).
+struct HistogramBook {
+    private var shapes: [Int: [String: Histogram]] = [:]
+    private var latest: [Int: [EventID: [UInt64]]] = [:]
+
+    /// A histogram's shape from its schema entry, nil for other statistics.
+    static func shape(_ stat: JSONValue) -> Histogram? {
+        let scale: Histogram.Scale
+        switch stat["type"]?.stringValue {
+        case "log2-histogram": scale = .log2
+        case "linear-histogram":
+            guard let size = stat["bucket-size"]?.uint64Value else { return nil }
+            scale = .linear(bucketSize: size)
+        default: return nil
+        }
+        func integer(_ key: String) -> Int? {
+            if case .int(let value)? = stat[key] { return value }
+            return stat[key]?.uint64Value.flatMap { Int(exactly: $0) }
+        }
+        return Histogram(scale: scale, unit: stat["unit"]?.stringValue, base: integer("base") ?? 10,
+                         exponent: integer("exponent") ?? 0)
+    }
+
+    mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) { shapes[pid] = guestShapes }
+
+    /// A guest's buckets of one statistic (of a vCPU, or of the VM).
+    mutating func record(_ name: String, vcpu: Int?, buckets: [JSONValue], of pid: Int) {
+        guard shapes[pid]?[name] != nil else { return }
+        let counts = buckets.compactMap(\.uint64Value)
+        guard counts.count == buckets.count else { return }
+        let key = vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)
+        latest[pid, default: [:]][key] = counts
+    }
+
+    mutating func forget(_ pid: Int) {
+        shapes[pid] = nil
+        latest[pid] = nil
+    }
+
+    /// Every histogram statistic and per-vCPU child known.
+    var names: [String] {
+        Set(latest.values.flatMap { $0.keys.map(\.name) }).union(shapes.values.flatMap(\.keys)).sorted()
+    }
+
+    /// Sums over the guests in view of the statistics `wanted` names (parents and children).
+    func totals(wanted: Set<String>, pid: Int) -> [EventID: Histogram] {
+        var results: [EventID: Histogram] = [:]
+        for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
+            for (key, buckets) in histograms {
+                let name = key.parent ?? key.name
+                guard let shape = shapes[guestPid]?[name] else { continue }
+                for target in [key, key.parent.map { EventID($0) }].compactMap({ $0 }) where wanted.contains(target.name) {
+                    results[target, default: shape].add(buckets)
+                }
+            }
+        }
+        return results
+    }
+}
