@@ -9,6 +9,9 @@ public struct SystemPaths: Sendable, Equatable {
     public var tracing: String
     /// Whether debugfs was found mounted (`detect`); a fake tree counts as mounted.
     public var debugfsMounted = true
+    /// The cgroup v2 hierarchy's mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+    /// hybrid hosts), nil where none is mounted.
+    public var cgroup2: String?
 
     public init(root: String = "/") {
         let base = root.hasSuffix("/") ? String(root.dropLast()) : root
@@ -37,13 +40,16 @@ public struct SystemPaths: Sendable, Equatable {
         var paths = SystemPaths()
         var debugfs: String?
         var tracefs: String?
+        var cgroup2: String?
         for line in mounts.split(separator: "\n") {
             let parts = line.split(separator: " ")
             guard parts.count >= 3 else { continue }
             let point = unescapeMountPath(String(parts[1]))
             if parts[2] == "debugfs" && debugfs == nil { debugfs = point }
             if parts[2] == "tracefs" && tracefs == nil { tracefs = point }
+            if parts[2] == "cgroup2" && cgroup2 == nil { cgroup2 = point }
         }
+        paths.cgroup2 = cgroup2
         guard let debugfs else { return nil }
         paths.debugfs = debugfs
         paths.tracing = tracefs ?? debugfs + "/tracing"
@@ -56,7 +62,18 @@ public struct SystemPaths: Sendable, Equatable {
         if let paths = mounted(proc: proc) { return paths }
         var paths = SystemPaths()
         paths.debugfsMounted = false
+        paths.cgroup2 = cgroup2Mount(proc: proc)
         return paths
+    }
+
+    /// The cgroup v2 mount point alone (hosts without debugfs still have cgroups).
+    static func cgroup2Mount(proc: String) -> String? {
+        guard let mounts = try? FileSystem.readText(proc + "/mounts") else { return nil }
+        for line in mounts.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 3 && parts[2] == "cgroup2" { return unescapeMountPath(String(parts[1])) }
+        }
+        return nil
     }
 
     /// /proc/mounts writes space, tab, newline and backslash as octal escapes.

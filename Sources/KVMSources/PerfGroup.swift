@@ -9,8 +9,11 @@ import KVMCore
 /// every later change (new members, a reset) happens with the leader stopped. Parent and child
 /// events therefore always start together, and no child counts what its filter rejects.
 final class PerfGroup {
+    /// A thread, -1 (every task on `cpu`), or with `cgroup` a cgroup directory's descriptor.
     let pid: Int32
     let cpu: Int32
+    /// Counts the tasks of a cgroup on `cpu` (PERF_FLAG_PID_CGROUP).
+    let cgroup: Bool
     private(set) var members: [FileDescriptor] = []
     /// The source's field index of each member, in the kernel's read order.
     private(set) var slots: [Int] = []
@@ -23,9 +26,10 @@ final class PerfGroup {
     private var lastClock: UInt64 = 0
     private var cachedCount = -1
 
-    init(pid: Int32, cpu: Int32, activity: FileDescriptor? = nil) {
+    init(pid: Int32, cpu: Int32, activity: FileDescriptor? = nil, cgroup: Bool = false) {
         self.pid = pid
         self.cpu = cpu
+        self.cgroup = cgroup
         self.activity = activity
         buffer = .allocate(capacity: 1)
     }
@@ -37,6 +41,9 @@ final class PerfGroup {
 
     var leader: FileDescriptor? { members.first }
 
+    /// The thread it counts, if it counts one thread.
+    var thread: Int? { pid > 0 && !cgroup ? Int(pid) : nil }
+
     func contains(_ field: Int) -> Bool { position[field] != nil }
 
     /// Opens a counter for the source's field `field` in this group. The first becomes the
@@ -45,7 +52,7 @@ final class PerfGroup {
              architecture: any Architecture) throws(Errno) {
         let fd = try PerfEvent.openTracepoint(
             id: tracepointID, pid: pid, cpu: cpu, group: leader, disabled: leader == nil,
-            syscallNumber: architecture.perfEventOpenSyscall)
+            cgroup: cgroup, syscallNumber: architecture.perfEventOpenSyscall)
         if let filter {
             do throws(Errno) {
                 try PerfEvent.setFilter(fd, filter, request: architecture.perfIoctls.setFilter)

@@ -27,10 +27,13 @@ public protocol StatSource: AnyObject {
     func close()
     /// The wanted histogram statistics as last read (most sources have none).
     func histograms() -> [EventID: Histogram]
+    /// How the source set itself up, in a line per choice it made (`--verbose`).
+    func setupNotes() -> [String]
 }
 
 extension StatSource {
     public func histograms() -> [EventID: Histogram] { [:] }
+    public func setupNotes() -> [String] { [] }
 }
 
 /// A source failure the operator must see, as one line, keeping its cause: what was being

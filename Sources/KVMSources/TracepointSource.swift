@@ -22,7 +22,7 @@ public final class TracepointSource: StatSource {
         fields: { (configuration) throws(SourceError) in try fieldNames(configuration) },
         make: { (configuration) throws(SourceError) in try TracepointSource(configuration: configuration) })
 
-    private let architecture: any Architecture
+    let architecture: any Architecture
     let paths: SystemPaths
     private let eventsDirectory: String
     /// Tracepoints that get one child per named value: tracepoint → (field, values).
@@ -30,14 +30,14 @@ public final class TracepointSource: StatSource {
     private let fields: [String]
     /// Per field: the key it reports under (`child/parent` for a child), and whether wanted.
     private let keys: [EventID]
-    private var wanted: [Int] = []
+    var wanted: [Int] = []
     private var wantedMask: [Bool]
     private let totals: UnsafeMutableBufferPointer<UInt64>
     /// What the groups of threads that have exited counted, per field: their groups are
     /// closed, their counts stay in the totals.
     private let retired: UnsafeMutableBufferPointer<UInt64>
-    private var pid: Int
-    private var groups: [PerfGroup] = []
+    var pid: Int
+    var groups: [PerfGroup] = []
     /// Threads of the watched process that have a group open, and those still listed that
     /// the kernel refused as gone (an exited main thread stays listed while others run).
     private var watchedThreads: Set<Int> = []
@@ -48,7 +48,11 @@ public final class TracepointSource: StatSource {
     private let childValues: [String: [String: Int]]
     private var openDescriptors = 0
     private var handoffs: [Int32] = []
-    private var warnings: [String] = []
+    var warnings: [String] = []
+    /// The watched process's cgroup while its events are counted through it.
+    var watchedCGroup: CGroup?
+    /// How counting was set up, for `--verbose`.
+    var notes: [String] = []
 
     public init(configuration: SourceConfiguration) throws(SourceError) {
         architecture = configuration.architecture
@@ -110,7 +114,7 @@ public final class TracepointSource: StatSource {
     }
 
     public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
-        if pid > 0 { try followThreads() }
+        if pid > 0 { try followWatchedProcess() }
         reapHandoffs()
         _ = totals.update(fromContentsOf: retired)
         for group in groups {
@@ -123,6 +127,10 @@ public final class TracepointSource: StatSource {
         for field in wanted { counts[keys[field]] = totals[field] }
         return counts
     }
+
+    func resetRetired() { retired.update(repeating: 0) }
+
+    public func setupNotes() -> [String] { notes }
 
     public func reset() throws(SourceError) {
         retired.update(repeating: 0)
@@ -155,9 +163,11 @@ public final class TracepointSource: StatSource {
         handoffs.removeAll { DescriptorHandoff.reap($0) }
     }
 
-    private func rebuildGroups() throws(SourceError) {
+    func rebuildGroups() throws(SourceError) {
         releaseGroups()
+        watchedCGroup = nil
         if pid > 0 {
+            if try countThroughCGroup() { return }
             try followThreads()
         } else {
             try addGroups(try onlineCPUs().map { (pid: Int32(-1), cpu: Int32($0)) })
@@ -166,7 +176,7 @@ public final class TracepointSource: StatSource {
 
     /// Keeps one group per live thread of the watched process: retires the groups of threads
     /// that have exited and starts one for every thread not yet counted.
-    private func followThreads() throws(SourceError) {
+    func followThreads() throws(SourceError) {
         guard let tids = try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task") else { return }
         let live = Set(tids)
         if watchedThreads.count > live.count || !watchedThreads.isSubset(of: live) {
@@ -183,7 +193,7 @@ public final class TracepointSource: StatSource {
     /// descriptor limit ends kvmstat. A thread leaves /proc only after the kernel has
     /// finished its perf events (perf_event_exit_task comes before the thread is released),
     /// so the last read of a gone thread's group is final.
-    private func retireGroups(where gone: (PerfGroup) -> Bool) {
+    func retireGroups(where gone: (PerfGroup) -> Bool) {
         var kept: [PerfGroup] = []
         var released: [FileDescriptor] = []
         for group in groups {
@@ -192,7 +202,7 @@ public final class TracepointSource: StatSource {
                 continue
             }
             try? group.accumulate(into: retired)
-            watchedThreads.remove(Int(group.pid))
+            if let thread = group.thread { watchedThreads.remove(thread) }
             released += group.descriptors
         }
         groups = kept
@@ -225,7 +235,7 @@ public final class TracepointSource: StatSource {
 
     /// Opens one group per target. The kernel takes tens of microseconds per tracepoint
     /// event, so groups are opened on several threads at once (each group on one thread).
-    private func addGroups(_ targets: [(pid: Int32, cpu: Int32)]) throws(SourceError) {
+    func addGroups(_ targets: [(pid: Int32, cpu: Int32)], cgroup: Bool = false) throws(SourceError) {
         let eventPlans = wanted.compactMap { plan(for: $0) }
         guard !eventPlans.isEmpty else { return }
         try raiseDescriptorLimit(adding: targets.count * (eventPlans.count + 1))
@@ -236,7 +246,7 @@ public final class TracepointSource: StatSource {
         let open = { @Sendable (worker: Int) in
             var i = worker
             while i < targets.count {
-                slots[i].result = Self.openGroup(pid: targets[i].pid, cpu: targets[i].cpu,
+                slots[i].result = Self.openGroup(pid: targets[i].pid, cpu: targets[i].cpu, cgroup: cgroup,
                                                  plans: eventPlans, architecture: architecture,
                                                  proc: proc)
                 i += workers
@@ -248,10 +258,10 @@ public final class TracepointSource: StatSource {
             switch slot.result {
             case .success(let group?):
                 groups.append(group)
-                if group.pid > 0 { watchedThreads.insert(Int(group.pid)) }
+                if let thread = group.thread { watchedThreads.insert(thread) }
                 openDescriptors += group.descriptors.count
             case .success(nil):
-                if target.pid > 0 { vanishedThreads.insert(Int(target.pid)) }
+                if target.pid > 0 && !cgroup { vanishedThreads.insert(Int(target.pid)) }
             case .failure(let error): failure = failure ?? error
             }
         }
@@ -261,19 +271,19 @@ public final class TracepointSource: StatSource {
     /// Opens a group of `plans` for one CPU or thread, complete before it starts counting;
     /// nil when the thread is gone.
     private static func openGroup(
-        pid: Int32, cpu: Int32, plans: [EventPlan], architecture: any Architecture, proc: String
+        pid: Int32, cpu: Int32, cgroup: Bool, plans: [EventPlan], architecture: any Architecture, proc: String
     ) -> Result<PerfGroup?, Errno> {
         // A thread's group gets its task-clock, so the group is read only when it ran.
-        let activity = pid > 0
+        let activity = pid > 0 && !cgroup
             ? try? PerfEvent.openTaskClock(pid: pid, syscallNumber: architecture.perfEventOpenSyscall)
             : nil
-        let group = PerfGroup(pid: pid, cpu: cpu, activity: activity)
+        let group = PerfGroup(pid: pid, cpu: cpu, activity: activity, cgroup: cgroup)
         do throws(Errno) {
             try add(plans, to: group, architecture: architecture)
             try group.start(ioctls: architecture.perfIoctls)
         } catch {
             for fd in group.descriptors { fd.close() }
-            return threadGone(pid, error, proc: proc) ? .success(nil) : .failure(error)
+            return !cgroup && threadGone(pid, error, proc: proc) ? .success(nil) : .failure(error)
         }
         return .success(group.leader == nil ? nil : group)
     }
@@ -305,7 +315,7 @@ public final class TracepointSource: StatSource {
         let before = group.members.count
         defer { openDescriptors += group.members.count - before }
         do throws(Errno) { try Self.add(missing, to: group, architecture: architecture) } catch {
-            if Self.threadGone(group.pid, error, proc: paths.proc) { return }
+            if let thread = group.thread, Self.threadGone(Int32(thread), error, proc: paths.proc) { return }
             throw openError(error)
         }
     }

@@ -32,6 +32,10 @@ struct Launcher {
             paths.debugfs = override
             paths.debugfsMounted = true
         }
+        // The cgroup v2 mount to use ("none": as on a host without one).
+        if let override = getenv("KVMSTAT_CGROUP2").map({ String(cString: $0) }) {
+            paths.cgroup2 = override == "none" ? nil : override
+        }
 
         // Every -g is looked up while the options are read, as upstream's argparse action
         // does: a guest that is not found is an error whichever of -g and -p comes last.
@@ -86,6 +90,9 @@ struct Launcher {
                 for done in opened { done.close() }
                 Console.fail(error.description)
             }
+        }
+        if options.verbose {
+            for note in opened.flatMap({ $0.setupNotes() }) { Console.err("kvmstat: \(note)\n") }
         }
         let stats = Stats(sources: opened, pid: pid, fieldsFilter: filter)
         Console.cleanup = { stats.close() }

@@ -24,6 +24,7 @@ struct Options: Sendable, Equatable {
     var archInfo = false
     var arch: String?
     var connect: String?
+    var verbose = false
 
     static let delayDefault = 3.0
     static let delayRange = 0.1...25.5
@@ -67,6 +68,9 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
                    help: "the architecture to use (or with --arch-info describe) instead of this\nhost's: {architectures}",
                    upstream: false),
+        OptionSpec(key: "verbose", short: nil, longs: ["verbose"], metavar: nil,
+                   help: "say on stderr how the sources set up counting (e.g. -p through a cgroup)",
+                   upstream: false),
         OptionSpec(key: "connect", short: nil, longs: ["connect"], metavar: "URI",
                    help: "the libvirt to read with --source libvirt (default: qemu:///system)",
                    upstream: false),
@@ -76,7 +80,7 @@ struct Options: Sendable, Equatable {
         usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
                        [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
                        [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
-                       [--connect URI]
+                       [--verbose] [--connect URI]
         """
 
     /// Parses and types the command line; only syntax and value types are checked here.
@@ -109,6 +113,7 @@ struct Options: Sendable, Equatable {
         options.archInfo = parsed.has("archInfo")
         options.arch = parsed.value("arch")
         options.connect = parsed.value("connect")
+        options.verbose = parsed.has("verbose")
         if let text = parsed.value("pid") {
             guard let pid = parsePythonInt(text) else {
                 throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")

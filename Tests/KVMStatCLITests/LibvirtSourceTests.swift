@@ -110,6 +110,33 @@ struct LibvirtSourceTests {
         #expect(totals.count >= 8 && totals.allSatisfy { $0 >= 300 } && totals == totals.sorted(), "\(totals)")
     }
 
+    /// A daemon that stops answering (SIGSTOP) costs samples their libvirt values, never a
+    /// hang: said once, sampling stays on time, counting resumes when it answers again.
+    @Test func silentDaemonNeverStallsSampling() throws {
+        let domain = try LibvirtDomain(outs: 200)
+        try domain.waitUntilHalted()
+        let log = try BackgroundKvmstat(["--source", "libvirt", "-l", "-i", "-s", "0.2", "-p", "\(domain.pid)",
+                                         "--format", "jsonl", "-f", "halt_exits$"])
+        usleep(600_000)
+        let daemon = try LibvirtDaemon.pid()
+        kill(daemon, SIGSTOP)
+        usleep(2_000_000)
+        kill(daemon, SIGCONT)
+        usleep(1_500_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.components(separatedBy: "did not answer").count - 1 == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("answers again"), "\(result.stderr)")
+        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return ((object?["events"] as? [String: Any])?["halt_exits"] as? [String: Any])?["total"] as? Int
+        }
+        // 4.1 s at 0.2 s: records kept coming while libvirt was silent (a sample waits 0.5 s
+        // at most), and the count never dropped.
+        #expect(totals.count >= 12 && totals.allSatisfy { $0 == 1 }, "\(totals)")
+    }
+
     @Test func screenShowsVCPUsAndGuests() throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else { return }
         let domain = try LibvirtDomain(outs: 1_000, vcpus: 2)

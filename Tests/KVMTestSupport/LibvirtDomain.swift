@@ -50,12 +50,18 @@ public enum LibvirtDaemon {
         }
     }
 
-    /// Stops the daemon (its domains keep running, as with a real restart) and waits until
-    /// it has gone.
-    public static func stop() throws {
+    /// The running daemon's pid.
+    public static func pid() throws -> Int32 {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
         else { throw QEMUGuest.Failure(description: "libvirtd has no pid file") }
+        return pid
+    }
+
+    /// Stops the daemon (its domains keep running, as with a real restart) and waits until
+    /// it has gone.
+    public static func stop() throws {
+        let pid = try pid()
         kill(pid, SIGKILL)
         let deadline = Date().addingTimeInterval(10)
         while kill(pid, 0) == 0 && Date() < deadline { usleep(50_000) }

@@ -19,13 +19,20 @@ public enum PerfEvent {
     /// `group` nil and becomes its leader. A `disabled` event counts nothing until enabled: a
     /// group's leader is opened so, and enabled once every member has its filter, so no member
     /// ever counts what its filter would have rejected.
+    ///
+    /// With `cgroup`, `pid` is a descriptor of a cgroup v2 directory and the event counts every
+    /// task of that cgroup (and the cgroups below it) while it runs on `cpu`.
     public static func openTracepoint(
         id: UInt64, pid: Int32, cpu: Int32, group: FileDescriptor?, disabled: Bool = false,
-        syscallNumber: Int
+        cgroup: Bool = false, syscallNumber: Int
     ) throws(Errno) -> FileDescriptor {
         try open(type: typeTracepoint, config: id, readFormat: formatGroup, pid: pid, cpu: cpu,
-                 group: group, flags: disabled ? flagDisabled : 0, syscallNumber: syscallNumber)
+                 group: group, flags: disabled ? flagDisabled : 0, openFlags: cgroup ? flagPidCgroup : 0,
+                 syscallNumber: syscallNumber)
     }
+
+    /// perf_event_open(2)'s PERF_FLAG_PID_CGROUP.
+    static let flagPidCgroup: UInt = 1 << 2
 
     /// perf_event_attr's first flag bit: `disabled`.
     static let flagDisabled: UInt64 = 1
@@ -34,7 +41,7 @@ public enum PerfEvent {
     /// whose task-clock did not move since the last sample cannot have counted anything.
     public static func openTaskClock(pid: Int32, syscallNumber: Int) throws(Errno) -> FileDescriptor {
         try open(type: typeSoftware, config: softwareTaskClock, readFormat: 0, pid: pid, cpu: -1,
-                 group: nil, flags: 0, syscallNumber: syscallNumber)
+                 group: nil, flags: 0, openFlags: 0, syscallNumber: syscallNumber)
     }
 
     static let typeSoftware: UInt32 = 1
@@ -44,7 +51,7 @@ public enum PerfEvent {
     /// (counting, enabled at once unless `flags` says disabled).
     private static func open(
         type: UInt32, config: UInt64, readFormat: UInt64, pid: Int32, cpu: Int32,
-        group: FileDescriptor?, flags: UInt64, syscallNumber: Int
+        group: FileDescriptor?, flags: UInt64, openFlags: UInt, syscallNumber: Int
     ) throws(Errno) -> FileDescriptor {
         var attr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
                     UInt64(0), UInt64(0))
@@ -55,7 +62,7 @@ public enum PerfEvent {
             raw.storeBytes(of: readFormat, toByteOffset: 32, as: UInt64.self)
             raw.storeBytes(of: flags, toByteOffset: 40, as: UInt64.self)
             return ckvm_perf_event_open(syscallNumber, raw.baseAddress, pid, cpu,
-                                        group?.rawValue ?? -1, flagFDCloexec)
+                                        group?.rawValue ?? -1, flagFDCloexec | openFlags)
         }
         guard fd >= 0 else { throw Errno.current }
         return FileDescriptor(rawValue: Int32(fd))
