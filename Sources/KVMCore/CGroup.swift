@@ -31,7 +31,7 @@ public struct CGroup: Sendable, Equatable {
                   let entries = try? FileSystem.listDirectory(next)
             else { return nil }
             all += text.split(separator: "\n").compactMap { Int($0) }
-            pending += entries.filter { FileSystem.isDirectory(next + "/" + $0.name) }.map { next + "/" + $0.name }
+            pending += entries.filter(\.isDirectory).map { next + "/" + $0.name }
         }
         return all
     }

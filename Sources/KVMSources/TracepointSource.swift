@@ -46,7 +46,7 @@ public final class TracepointSource: StatSource {
     private var plans: [Int: EventPlan] = [:]
     /// Child reason values by tracepoint and reason name.
     private let childValues: [String: [String: Int]]
-    private var openDescriptors = 0
+    private(set) var openDescriptors = 0
     private var handoffs: [Int32] = []
     var warnings: [String] = []
     /// The watched process's cgroup while its events are counted through it.
