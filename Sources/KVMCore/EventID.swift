@@ -22,6 +22,21 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// All events of one guest (a row of the by-guest view).
     public static func guestTotal(_ pid: Int) -> EventID { EventID("", guest: pid) }
 
+    /// By-guest rows that are not one guest: what guests without a cgroup of their own and the
+    /// host counted (the tracepoint source counts guests through their cgroups), and what guests
+    /// that have quit counted. Their ids name no process.
+    public static let otherGuests = -1
+    public static let departedGuests = -2
+
+    /// The row label of a special guest id, nil for a process.
+    public static func specialGuestLabel(_ id: Int) -> String? {
+        switch id {
+        case otherGuests: return "(host, guests sharing a cgroup)"
+        case departedGuests: return "(guests that have quit)"
+        default: return nil
+        }
+    }
+
     public var isChild: Bool { parent != nil }
     public var isGuestTotal: Bool { guest != nil && name.isEmpty }
 

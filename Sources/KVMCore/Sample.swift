@@ -12,13 +12,25 @@ public struct Sample: Sendable {
     public var values: [EventID: EventStat]
     /// Histogram statistics where a source has them (jsonl shows them; others need not).
     public var histograms: [EventID: Histogram]
+    /// The names of the guests whose rows the sample has (by-guest records).
+    public var guestNames: [Int: String]
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
-                histograms: [EventID: Histogram] = [:]) {
+                histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:]) {
         self.time = time
         self.interval = interval
         self.values = values
         self.histograms = histograms
+        self.guestNames = guestNames
+    }
+
+    /// What a row is called: the event's name, or for a guest's row its name and pid
+    /// (`web1 (pid 4242)`), or what a special row holds.
+    public func label(_ key: EventID) -> String {
+        guard key.isGuestTotal, let pid = key.guest else { return key.name }
+        if let special = EventID.specialGuestLabel(pid) { return special }
+        let name = guestNames[pid] ?? ""
+        return name.isEmpty ? "pid \(pid)" : "\(name) (pid \(pid))"
     }
 }
 

@@ -26,6 +26,7 @@ public struct CSVFormat: Format {
 
     public func batch(_ sample: Sample) -> String {
         let keys = sample.sortedKeys
-        return banner(keys: keys)! + "\n" + record(sample, keys: keys) + "\n"
+        return "timestamp" + keys.map { "," + Self.quoted(sample.label($0)) }.joined() + "\n"
+            + record(sample, keys: keys) + "\n"
     }
 }

@@ -16,10 +16,14 @@ public protocol Format: Sendable {
     var repeatsBannerInFile: Bool { get }
     /// The upstream option that picks it (`-c`), if any.
     var shorthand: String? { get }
+    /// Whether records stand alone, so that the rows may differ from one record to the next
+    /// (by-guest logs, where guests come and go); columns under one banner cannot.
+    var recordsStandAlone: Bool { get }
 }
 
 extension Format {
     public var shorthand: String? { nil }
+    public var recordsStandAlone: Bool { false }
 }
 
 /// Formats by the names users type; the executable registers the built-ins.

@@ -11,13 +11,25 @@ public struct JSONLinesFormat: Format {
 
     public var name: String { "jsonl" }
     public var repeatsBannerInFile: Bool { false }
+    public var recordsStandAlone: Bool { true }
 
     public func banner(keys: [EventID]) -> String? { nil }
 
     public func record(_ sample: Sample, keys: [EventID]) -> String {
         var events: [(String, JSONValue)] = []
+        var guests: [JSONValue] = []
         events.reserveCapacity(keys.count)
         for key in keys {
+            if key.isGuestTotal, let pid = key.guest {
+                // By-guest records: `{"pid": 4242, "name": "web1", "total": .., "delta": ..}`;
+                // rows that are not one guest have a null pid and say what they hold.
+                let stat = sample.values[key] ?? .zero
+                let special = EventID.specialGuestLabel(pid)
+                guests.append(.object([("pid", special == nil ? .int(pid) : .null),
+                                       ("name", .string(special ?? sample.guestNames[pid] ?? "")),
+                                       ("total", .uint(stat.value)), ("delta", .int(Int(stat.delta)))]))
+                continue
+            }
             let stat = sample.values[key] ?? .zero
             var members: [(String, JSONValue)] = [("total", .uint(stat.value)),
                                                   ("delta", .int(Int(stat.delta)))]
@@ -30,6 +42,7 @@ public struct JSONLinesFormat: Format {
             ("interval_s", .double(interval)),
             ("events", .object(events)),
         ]
+        if !guests.isEmpty { members.append(("guests", .array(guests))) }
         if !sample.histograms.isEmpty {
             members.append(("histograms", .object(sample.histograms.keys.sorted().map { key in
                 (key.name, Self.histogram(sample.histograms[key]!, parent: key.parent))

@@ -24,7 +24,7 @@ public struct TextFormat: Format {
         var out = ""
         for key in sample.sortedKeys {
             let stat = sample.values[key]!
-            out += key.name.padded(to: 42) + String(stat.value).rightAligned(to: 10)
+            out += sample.label(key).padded(to: 42) + String(stat.value).rightAligned(to: 10)
                 + String(stat.delta).rightAligned(to: 10) + "\n"
         }
         return out

@@ -34,11 +34,16 @@ public final class Stats {
     /// Reads every source and returns the updated table.
     @discardableResult
     public func get(byGuest: Bool = false) throws(SourceError) -> [EventID: EventStat] {
+        var returned = Set<EventID>()
         for source in sources {
             for (key, newValue) in try source.read(byGuest: byGuest) {
                 values[key] = EventStat(value: newValue, previous: values[key]?.value ?? 0)
+                if byGuest { returned.insert(key) }
             }
         }
+        // A guest no source reports any more (it quit; its counts went to another row) has no
+        // row, rather than a stale one.
+        if byGuest { values = values.filter { !$0.key.isGuestTotal || returned.contains($0.key) } }
         return values
     }
 

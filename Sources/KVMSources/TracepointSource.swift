@@ -15,7 +15,7 @@ public final class TracepointSource: StatSource {
     public static let description = SourceDescription(
         name: "tracepoint", summary: "KVM tracepoints through perf (default)",
         enabledPhrase: "tracepoints", onlyHint: "tracepoints only (see option '-t')",
-        byGuest: false, byVCPU: false,
+        byGuest: true, byVCPU: false,
         reads: [.pid, .fields], defaultRank: 0,
         shorthand: "-t",
         unavailableReason: unavailableReason(_:),
@@ -29,10 +29,10 @@ public final class TracepointSource: StatSource {
     private let childFilters: [String: (field: String, reasons: [ExitReason])]
     private let fields: [String]
     /// Per field: the key it reports under (`child/parent` for a child), and whether wanted.
-    private let keys: [EventID]
+    let keys: [EventID]
     var wanted: [Int] = []
     private var wantedMask: [Bool]
-    private let totals: UnsafeMutableBufferPointer<UInt64>
+    let totals: UnsafeMutableBufferPointer<UInt64>
     /// What the groups of threads that have exited counted, per field: their groups are
     /// closed, their counts stay in the totals.
     private let retired: UnsafeMutableBufferPointer<UInt64>
@@ -49,6 +49,8 @@ public final class TracepointSource: StatSource {
     private(set) var openDescriptors = 0
     private var handoffs: [Int32] = []
     var warnings: [String] = []
+    /// The by-guest view's groups, while it is shown.
+    var guestState = TracepointGuests()
     /// The watched process's cgroup while its events are counted through it.
     var watchedCGroup: CGroup?
     /// How counting was set up, for `--verbose`.
@@ -96,6 +98,8 @@ public final class TracepointSource: StatSource {
     /// group stopped while it changes so that parents and children start together.
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         setWanted(filter)
+        // The guests' groups are opened again, with the new fields, when next asked for.
+        releaseGuestGroups()
         // A filter that wanted nothing opened no CPU groups: open them now.
         if pid == 0 && groups.isEmpty { return try rebuildGroups() }
         retired.update(repeating: 0)
@@ -122,6 +126,8 @@ public final class TracepointSource: StatSource {
                 throw SourceError("reading perf events", errno: error)
             }
         }
+        if byGuest { return try guestRows() }
+        if guestState.active { releaseGuestGroups() }
         var counts: [EventID: UInt64] = [:]
         counts.reserveCapacity(wanted.count)
         for field in wanted { counts[keys[field]] = totals[field] }
@@ -133,6 +139,7 @@ public final class TracepointSource: StatSource {
     public func setupNotes() -> [String] { notes }
 
     public func reset() throws(SourceError) {
+        resetGuestGroups()
         retired.update(repeating: 0)
         for group in groups { group.resetAll(ioctls: architecture.perfIoctls) }
     }
@@ -150,7 +157,11 @@ public final class TracepointSource: StatSource {
     }
 
     private func releaseGroups() {
-        let descriptors = groups.flatMap(\.descriptors)
+        // The guests' groups go with the rest to the handoff child (closing is slow).
+        let guestDescriptors = guestState.guests.values.flatMap { $0.groups.flatMap(\.descriptors) }
+        guestState.guests.removeAll()
+        releaseGuestGroups()
+        let descriptors = groups.flatMap(\.descriptors) + guestDescriptors
         groups.removeAll()
         watchedThreads.removeAll()
         vanishedThreads.removeAll()
@@ -236,8 +247,23 @@ public final class TracepointSource: StatSource {
     /// Opens one group per target. The kernel takes tens of microseconds per tracepoint
     /// event, so groups are opened on several threads at once (each group on one thread).
     func addGroups(_ targets: [(pid: Int32, cpu: Int32)], cgroup: Bool = false) throws(SourceError) {
+        let (opened, vanished, failure) = try openGroups(targets, cgroup: cgroup)
+        for group in opened {
+            groups.append(group)
+            if let thread = group.thread { watchedThreads.insert(thread) }
+        }
+        vanishedThreads.formUnion(vanished)
+        if let failure { throw openError(failure) }
+    }
+
+    /// Opens one group per target (counted in `openDescriptors`); returns the groups, the
+    /// threads that were gone, and the first failure. The kernel takes tens of microseconds
+    /// per tracepoint event, so groups are opened on several threads at once.
+    func openGroups(_ targets: [(pid: Int32, cpu: Int32)], cgroup: Bool)
+        throws(SourceError) -> (opened: [PerfGroup], vanished: [Int], failure: Errno?)
+    {
         let eventPlans = wanted.compactMap { plan(for: $0) }
-        guard !eventPlans.isEmpty else { return }
+        guard !eventPlans.isEmpty else { return ([], [], nil) }
         try raiseDescriptorLimit(adding: targets.count * (eventPlans.count + 1))
         let architecture = self.architecture
         let proc = paths.proc
@@ -252,20 +278,30 @@ public final class TracepointSource: StatSource {
                 i += workers
             }
         }
-        if workers == 1 { open(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: open) }
+        if workers == 1 { open(0) } else if workers > 1 {
+            DispatchQueue.concurrentPerform(iterations: workers, execute: open)
+        }
+        var opened: [PerfGroup] = []
+        var vanished: [Int] = []
         var failure: Errno?
         for (slot, target) in zip(slots, targets) {
             switch slot.result {
             case .success(let group?):
-                groups.append(group)
-                if let thread = group.thread { watchedThreads.insert(thread) }
+                opened.append(group)
                 openDescriptors += group.descriptors.count
             case .success(nil):
-                if target.pid > 0 && !cgroup { vanishedThreads.insert(Int(target.pid)) }
+                if target.pid > 0 && !cgroup { vanished.append(Int(target.pid)) }
             case .failure(let error): failure = failure ?? error
             }
         }
-        if let failure { throw openError(failure) }
+        return (opened, vanished, failure)
+    }
+
+    /// Closes groups that are not in `groups` (a guest's), keeping the count of descriptors.
+    func closeGroups(_ list: [PerfGroup]) {
+        let descriptors = list.flatMap(\.descriptors)
+        openDescriptors -= descriptors.count
+        for fd in descriptors { fd.close() }
     }
 
     /// Opens a group of `plans` for one CPU or thread, complete before it starts counting;
@@ -320,7 +356,7 @@ public final class TracepointSource: StatSource {
         }
     }
 
-    private func openError(_ error: Errno) -> SourceError {
+    func openError(_ error: Errno) -> SourceError {
         switch error {
         case .permissionDenied, .notPermitted:
             return SourceError("perf_event_open", errno: error, advice: "kvmstat needs CAP_SYS_ADMIN (root) or "

@@ -11,23 +11,34 @@ import KVMSources
 struct BatchMode {
     let stats: Stats
     let format: any Format
+    var byGuest = false
 
     func run() {
         do {
-            try stats.get()
+            try stats.get(byGuest: byGuest)
             let start = Signals.monotonicNow()
             let stamp = WallClock.now()
             let signal = Signals.wait(seconds: 1)
             if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
             if signal == nil {
-                let values = try stats.get()
+                let values = try stats.get(byGuest: byGuest)
                 Console.out(format.batch(Sample(
                     time: stamp, interval: Signals.monotonicNow() - start, values: values,
-                    histograms: stats.histograms())))
+                    histograms: stats.histograms(), guestNames: Self.guestNames(values))))
             }
         } catch {
             Console.fail(error.description)
         }
         for warning in stats.takeWarnings() { Console.warn(warning) }
+    }
+
+    /// The names of the guests that have rows, from their command lines.
+    static func guestNames(_ values: [EventID: EventStat]) -> [Int: String] {
+        let guests = Guests()
+        var names: [Int: String] = [:]
+        for key in values.keys where key.isGuestTotal && key.guest! > 0 {
+            names[key.guest!] = guests.name(of: key.guest!)
+        }
+        return names
     }
 }

@@ -45,6 +45,13 @@ struct Launcher {
             if options.guestWins { pid = found }
         }
         if options.csv && !logging { Console.failAsUpstream("Error: Option -c/--csv requires -l/--log") }
+        if options.byGuest && !logging && !options.once {
+            Console.fail("--by-guest is for -1 and -l/-L; the screen has 'b'", status: 2)
+        }
+        if options.byGuest && logging && !format.recordsStandAlone {
+            Console.fail("--by-guest logs need --format jsonl: guests come and go, a banner's columns cannot",
+                         status: 2)
+        }
         if options.skipZeroRecords && !logging {
             Console.failAsUpstream("Error: Option -z/--skip-zero-records requires -l/-L")
         }
@@ -95,13 +102,18 @@ struct Launcher {
             for note in opened.flatMap({ $0.setupNotes() }) { Console.err("kvmstat: \(note)\n") }
         }
         let stats = Stats(sources: opened, pid: pid, fieldsFilter: filter)
+        if options.byGuest && !stats.supportsByGuest {
+            for done in opened { done.close() }
+            Console.fail("--by-guest: " + sources.filter { !$0.byGuest }.map(\.name).joined(separator: ", ")
+                + " cannot count by guest")
+        }
         Console.cleanup = { stats.close() }
 
         if let log {
             LogMode(stats: stats, format: format, sink: log, delay: options.delay,
-                    skipZero: options.skipZeroRecords).run()
+                    skipZero: options.skipZeroRecords, byGuest: options.byGuest).run()
         } else if options.once {
-            BatchMode(stats: stats, format: format).run()
+            BatchMode(stats: stats, format: format, byGuest: options.byGuest).run()
         } else {
             // What `b` says when a source cannot break counts down by guest (upstream's words).
             let capable = plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)

@@ -16,12 +16,13 @@ struct LogMode {
     let sink: LogSink
     let delay: Double
     let skipZero: Bool
+    var byGuest = false
 
     static let bannerEvery = 20
 
     func run() {
         let keys: [EventID]
-        do { keys = try stats.get().keys.sorted() } catch { Console.fail(error.description) }
+        do { keys = try stats.get(byGuest: byGuest).keys.sorted() } catch { Console.fail(error.description) }
         reportWarnings()
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
@@ -57,13 +58,16 @@ struct LogMode {
             }
             let now = Signals.monotonicNow()
             let values: [EventID: EventStat]
-            do { values = try stats.get() } catch { Console.fail(error.description) }
+            do { values = try stats.get(byGuest: byGuest) } catch { Console.fail(error.description) }
             reportWarnings()
             let sample = Sample(time: WallClock.now(), interval: now - last, values: values,
-                                histograms: stats.histograms())
+                                histograms: stats.histograms(),
+                                guestNames: byGuest ? BatchMode.guestNames(values) : [:])
             last = now
-            if !skipZero || keys.contains(where: { values[$0]?.delta ?? 0 != 0 }) {
-                sink.write(line: format.record(sample, keys: keys))
+            // By guest, each record has the guests there are now.
+            let rows = byGuest ? values.keys.sorted() : keys
+            if !skipZero || rows.contains(where: { values[$0]?.delta ?? 0 != 0 }) {
+                sink.write(line: format.record(sample, keys: rows))
                 records += 1
                 bannerShown = false
             }

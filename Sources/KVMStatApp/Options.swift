@@ -25,6 +25,7 @@ struct Options: Sendable, Equatable {
     var arch: String?
     var connect: String?
     var verbose = false
+    var byGuest = false
 
     static let delayDefault = 3.0
     static let delayRange = 0.1...25.5
@@ -68,6 +69,9 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
                    help: "the architecture to use (or with --arch-info describe) instead of this\nhost's: {architectures}",
                    upstream: false),
+        OptionSpec(key: "byGuest", short: nil, longs: ["by-guest"], metavar: nil,
+                   help: "records per guest instead of per event (-1, or -l/-L with --format\njsonl), as the screen's 'b'",
+                   upstream: false),
         OptionSpec(key: "verbose", short: nil, longs: ["verbose"], metavar: nil,
                    help: "say on stderr how the sources set up counting (e.g. -p through a cgroup)",
                    upstream: false),
@@ -80,7 +84,7 @@ struct Options: Sendable, Equatable {
         usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
                        [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
                        [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
-                       [--verbose] [--connect URI]
+                       [--by-guest] [--verbose] [--connect URI]
         """
 
     /// Parses and types the command line; only syntax and value types are checked here.
@@ -114,6 +118,7 @@ struct Options: Sendable, Equatable {
         options.arch = parsed.value("arch")
         options.connect = parsed.value("connect")
         options.verbose = parsed.has("verbose")
+        options.byGuest = parsed.has("byGuest")
         if let text = parsed.value("pid") {
             guard let pid = parsePythonInt(text) else {
                 throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")

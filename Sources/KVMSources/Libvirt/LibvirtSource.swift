@@ -196,7 +196,8 @@ public final class LibvirtSource: StatSource {
     }
 
     /// The domain's QEMU pid where it runs here (libvirt's pid file, checked against the
-    /// process's `-name`); else a key of its own below zero, which names no process.
+    /// process's `-name`); else a key of its own far below zero, which names no process (and
+    /// no special row).
     private func guestKey(_ domain: LibvirtAPI.DomainStats) -> Int {
         if local {
             for directory in Self.pidFileDirectories {
@@ -207,7 +208,7 @@ public final class LibvirtSource: StatSource {
                 return pid
             }
         }
-        return -max(domain.id, 1)
+        return -1_000_000 - domain.id
     }
 
     /// Where libvirt's QEMU driver keeps its pid files: the system daemon's and the session's.

@@ -144,7 +144,7 @@ final class InteractiveScreen {
             displayGuests: displayGuests, interval: interval, height: terminal.height,
             guestName: { [guests] pid in
                 if let known = names[pid] { return known }
-                let name = guests.name(of: pid)
+                let name = EventID.specialGuestLabel(pid) ?? guests.name(of: pid)
                 names[pid] = name
                 return name
             })
