@@ -379,7 +379,8 @@ public final class TracepointSource: StatSource {
                 ? "kvmstat lacks CAP_SYS_RESOURCE to raise the hard limit (a container?); raise it "
                     + "where kvmstat is started (ulimit -Hn, LimitNOFILE=)"
                 : "run as root or raise the hard limit (ulimit -Hn)"
-            throw SourceError("NOFILE rlimit could not be raised to \(needed)", errno: error, advice: who)
+            throw SourceError("NOFILE rlimit could not be raised to \(needed)", errno: error,
+                              advice: who + ", or count fewer events with a narrower -f filter")
         }
     }
 

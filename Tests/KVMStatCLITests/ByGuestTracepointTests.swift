@@ -95,6 +95,26 @@ struct ByGuestTracepointTests {
         #expect((records.last?["(guests that have quit)"] ?? 0) >= 2 * 1_500 * 2, "\(records.last ?? [:])")
     }
 
+    /// Guests × CPUs × fields events under a descriptor limit that cannot be raised (no
+    /// CAP_SYS_RESOURCE, as in a container): one line naming the number needed and `-f`; a
+    /// narrower filter fits.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+                   && FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit")))
+    func descriptorLimitIsNamedWithAWayOut() throws {
+        let guest = try WorkloadProcess(vcpus: 1, iterations: 10, name: "nofile-\(getpid())")
+        let cgroup = try TestCGroup("nofile")
+        try cgroup.add(guest.pid)
+        let limited = ["/usr/bin/prlimit", "--nofile=120:120", "/usr/bin/setpriv", "--inh-caps=-sys_resource",
+                       "--bounding-set=-sys_resource", kvmstatBinary, "-1", "--by-guest"]
+        let refused = try run(limited[0], Array(limited.dropFirst()))
+        #expect(refused.status == 1, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stderr.hasPrefix("kvmstat: NOFILE rlimit could not be raised to "), "\(refused.stderr)")
+        #expect(refused.stderr.contains("narrower -f filter") && refused.stderr.split(separator: "\n").count == 1)
+        let narrow = try run(limited[0], Array(limited.dropFirst()) + ["-f", "^kvm_pio$"])
+        #expect(narrow.status == 0 && narrow.stdout.contains("nofile-\(getpid()) (pid \(guest.pid))"),
+                "\(narrow.stdout)\(narrow.stderr)")
+    }
+
     @Test func optionsThatCannotCountByGuest() throws {
         let log = try run(kvmstatBinary, ["-l", "--by-guest"])
         #expect(log.status == 2 && log.stderr.contains("--by-guest logs need --format jsonl"), "\(log.stderr)")
