@@ -1,6 +1,8 @@
+#define _GNU_SOURCE
 #include "ckvm_syscalls.h"
 
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,4 +22,8 @@ int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer) {
 
 int ckvm_set_not_dumpable(void) {
     return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+int ckvm_accept_nonblocking(int fd) {
+    return accept4(fd, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }

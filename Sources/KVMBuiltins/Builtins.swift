@@ -27,6 +27,7 @@ public enum Builtins {
             (TextFormat(), "kvm_stat's plain text (default)"),
             (CSVFormat(), "comma-separated values, kvm_stat's -c"),
             (JSONLinesFormat(), "one JSON object per sample"),
+            (PrometheusFormat(), "Prometheus text exposition 0.0.4; with -L FILE each sample replaces the file"),
         ])
     )
 }

@@ -7,17 +7,39 @@ public struct CGroup: Sendable, Equatable {
     /// Its path inside the hierarchy (`/machine.slice/…`), as /proc/PID/cgroup names it.
     public let path: String
 
-    /// The cgroup v2 group of a process (the `0::PATH` line of /proc/PID/cgroup); nil without
-    /// a v2 hierarchy or when the process has gone.
+    /// The cgroup v2 group holding every thread of a process: the threads' own groups when
+    /// they share one, else their closest common ancestor (libvirt puts QEMU's main thread in
+    /// `…scope/libvirt/emulator` and each vCPU thread in a threaded `…/libvirt/vcpuN`: the
+    /// scope's `libvirt` is what holds them all). Nil without a v2 hierarchy or when the
+    /// process has gone.
     public static func of(pid: Int, paths: SystemPaths) -> CGroup? {
-        guard let mount = paths.cgroup2,
-              let text = try? FileSystem.readText("\(paths.proc)/\(pid)/cgroup")
-        else { return nil }
+        guard let mount = paths.cgroup2 else { return nil }
+        let tids = (try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task")) ?? []
+        var common: [Substring]?
+        for file in ["\(paths.proc)/\(pid)/cgroup"] + tids.map({ "\(paths.proc)/\(pid)/task/\($0)/cgroup" }) {
+            guard let path = v2Path(file) else {
+                if file.hasSuffix("/\(pid)/cgroup") { return nil }
+                continue  // a thread that just ended
+            }
+            let parts = path.split(separator: "/")
+            guard let known = common else {
+                common = parts
+                continue
+            }
+            common = Array(zip(known, parts).prefix { $0.0 == $0.1 }.map(\.0))
+        }
+        guard let common else { return nil }
+        let path = "/" + common.joined(separator: "/")
+        let directory = common.isEmpty ? mount : mount + path
+        return FileSystem.isDirectory(directory) ? CGroup(directory: directory, path: path) : nil
+    }
+
+    /// The `0::PATH` line of a /proc cgroup file.
+    static func v2Path(_ file: String) -> String? {
+        guard let text = try? FileSystem.readText(file) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("0::") {
             let path = String(line.dropFirst(3))
-            guard path.hasPrefix("/"), !path.hasSuffix(" (deleted)") else { return nil }
-            let directory = path == "/" ? mount : mount + path
-            return FileSystem.isDirectory(directory) ? CGroup(directory: directory, path: path) : nil
+            return path.hasPrefix("/") && !path.hasSuffix(" (deleted)") ? path : nil
         }
         return nil
     }
@@ -42,6 +64,8 @@ public struct CGroup: Sendable, Equatable {
         guard let threads = threads(), !threads.isEmpty,
               let own = try? FileSystem.numericEntries("\(proc)/\(pid)/task")
         else { return false }
+        // Every task in the cgroup is the process's, and (with `of`'s common ancestor) every
+        // thread of the process is in the cgroup.
         return Set(threads).isSubset(of: Set(own)) || threads.allSatisfy { Self.process(of: $0, proc: proc) == pid }
     }
 
@@ -54,10 +78,18 @@ public struct CGroup: Sendable, Equatable {
         return nil
     }
 
-    /// Whether the cgroup's own process list still names only `pid` (a cheap check, each
-    /// sample, that nothing else joined).
+    /// Whether the process lists of the cgroup and those below it still name only `pid` (a
+    /// cheap check, each sample, that nothing else joined). Threaded cgroups have no process
+    /// list and hold only threads of processes above them: they are skipped.
     public func stillOnly(pid: Int) -> Bool {
-        guard let text = try? FileSystem.readText(directory + "/cgroup.procs") else { return false }
-        return text.split(separator: "\n").allSatisfy { Int($0) == pid }
+        var pending = [directory]
+        while let next = pending.popLast() {
+            if let text = try? FileSystem.readText(next + "/cgroup.procs"),
+               !text.split(separator: "\n").allSatisfy({ Int($0) == pid }) {
+                return false
+            }
+            pending += ((try? FileSystem.listDirectory(next)) ?? []).filter(\.isDirectory).map { next + "/" + $0.name }
+        }
+        return true
     }
 }

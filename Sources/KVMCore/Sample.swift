@@ -14,6 +14,9 @@ public struct Sample: Sendable {
     public var histograms: [EventID: Histogram]
     /// The names of the guests whose rows the sample has (by-guest records).
     public var guestNames: [Int: String]
+    /// Statistics that are levels (instant or peak values), not counts: formats that type
+    /// their numbers (Prometheus's gauges and counters) need to know.
+    public var levels: Set<String> = []
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
                 histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:]) {

@@ -19,11 +19,15 @@ public protocol Format: Sendable {
     /// Whether records stand alone, so that the rows may differ from one record to the next
     /// (by-guest logs, where guests come and go); columns under one banner cannot.
     var recordsStandAlone: Bool { get }
+    /// Whether each record replaces a log file's content (atomically) instead of being
+    /// appended: node_exporter's textfile collector reads whole files.
+    var replacesFile: Bool { get }
 }
 
 extension Format {
     public var shorthand: String? { nil }
     public var recordsStandAlone: Bool { false }
+    public var replacesFile: Bool { false }
 }
 
 /// Formats by the names users type; the executable registers the built-ins.

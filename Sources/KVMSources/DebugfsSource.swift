@@ -159,6 +159,10 @@ public final class DebugfsSource: StatSource {
     /// What the source keeps per VM and per departed guest (tests check it stays bounded).
     var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departed.guestCount) }
 
+    public func levelFields() -> Set<String> {
+        Set(fields.indices.filter { levels[$0] }.map { fields[$0] })
+    }
+
     public func takeWarnings() -> [String] {
         defer { warnings.removeAll() }
         return warnings

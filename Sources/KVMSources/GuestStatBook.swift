@@ -81,6 +81,11 @@ struct GuestStatBook {
         return backwards
     }
 
+    /// The statistics any guest has as levels.
+    func levelNames() -> Set<String> {
+        Set(guests.values.flatMap { $0.kinds.filter { $0.value == .level }.keys })
+    }
+
     /// Every statistic and per-vCPU child the guests kept have (histograms left out).
     func fieldNames() -> Set<String> {
         var names = Set(guests.values.flatMap { $0.kinds.filter { $0.value != .histogram }.keys })

@@ -29,11 +29,14 @@ public protocol StatSource: AnyObject {
     func histograms() -> [EventID: Histogram]
     /// How the source set itself up, in a line per choice it made (`--verbose`).
     func setupNotes() -> [String]
+    /// The fields that are levels (instant or peak values), not counts.
+    func levelFields() -> Set<String>
 }
 
 extension StatSource {
     public func histograms() -> [EventID: Histogram] { [:] }
     public func setupNotes() -> [String] { [] }
+    public func levelFields() -> Set<String> { [] }
 }
 
 /// A source failure the operator must see, as one line, keeping its cause: what was being

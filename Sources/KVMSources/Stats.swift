@@ -52,8 +52,9 @@ public final class Stats {
         for source in sources { try source.reset() }
     }
 
-    /// Whether every source can key counts by guest (only debugfs can).
-    public var supportsByGuest: Bool { sources.allSatisfy(\.supportsByGuest) }
+    /// Whether the guest view is possible: one source, able to key counts by guest (two
+    /// sources' rows for one guest could not be told apart or added up).
+    public var supportsByGuest: Bool { sources.count == 1 && sources[0].supportsByGuest }
 
     /// Switches between keys by event and keys by guest pid; false (refused) when a source
     /// cannot key by guest.
@@ -69,6 +70,11 @@ public final class Stats {
     /// Every field the sources can report, whatever the filter.
     public func availableFields() -> [String] {
         sources.flatMap { $0.availableFields() }
+    }
+
+    /// The fields that are levels, not counts (every source's).
+    public func levelFields() -> Set<String> {
+        sources.reduce(into: []) { $0.formUnion($1.levelFields()) }
     }
 
     /// The sources' histograms as last read.

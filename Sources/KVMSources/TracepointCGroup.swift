@@ -11,6 +11,8 @@ extension TracepointSource {
     /// Sets up cgroup counting for `pid` if it is alone in its cgroup and that needs fewer
     /// events; false (with a note why) when per-thread counting applies.
     func countThroughCGroup() throws(SourceError) -> Bool {
+        // Nothing wanted: per-thread counting opens groups when a filter wants something.
+        guard !wanted.isEmpty else { return false }
         let threads = (try? FileSystem.numericEntries("\(paths.proc)/\(pid)/task"))?.count ?? 0
         guard let cgroup = CGroup.of(pid: pid, paths: paths) else {
             notes.append("tracepoint: -p \(pid): one group per thread (\(threads) threads): "
@@ -39,12 +41,12 @@ extension TracepointSource {
         do {
             try addGroups(cpus.map { (pid: directory.rawValue, cpu: Int32($0)) }, cgroup: true)
         } catch {
-            if let errno = error.errno, errno == .tooManyOpenFiles || errno == .tooManyOpenFilesInSystem
-                || errno == .permissionDenied || errno == .notPermitted {
+            if let errno = error.errno, errno == .tooManyOpenFiles || errno == .tooManyOpenFilesInSystem {
                 throw error
             }
             // A kernel without cgroup perf events (CONFIG_CGROUP_PERF off) says EINVAL or
-            // EOPNOTSUPP: count per thread.
+            // EOPNOTSUPP, CPU-wide events may need more privilege than per-thread ones
+            // (perf_event_paranoid), the cgroup may have gone: count per thread.
             rebuildWithoutCGroup()
             notes.append("tracepoint: -p \(pid): one group per thread (\(threads) threads): the kernel "
                 + "refused cgroup events (\(error))")

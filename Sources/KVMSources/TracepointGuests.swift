@@ -91,7 +91,12 @@ extension TracepointSource {
                 guestState.cpus.map { (pid: directory.rawValue, cpu: Int32($0)) }, cgroup: true)
             if let failure {
                 closeGroups(opened)
-                throw openError(failure)
+                // Out of descriptors is the operator's to fix; anything else (no cgroup perf
+                // events in this kernel, the guest and its cgroup just went) leaves the guest
+                // in the rest's row.
+                if failure == .tooManyOpenFiles || failure == .tooManyOpenFilesInSystem { throw openError(failure) }
+                guestState.shared[guestPid] = guestState.sample
+                continue
             }
             guestState.shared[guestPid] = nil
             guestState.guests[guestPid] = TracepointGuests.Guest(cgroup: cgroup, groups: opened)

@@ -100,8 +100,9 @@ public final class TracepointSource: StatSource {
         setWanted(filter)
         // The guests' groups are opened again, with the new fields, when next asked for.
         releaseGuestGroups()
-        // A filter that wanted nothing opened no CPU groups: open them now.
-        if pid == 0 && groups.isEmpty { return try rebuildGroups() }
+        // A filter that wanted nothing opened no CPU groups: open them now. Groups counting
+        // a cgroup are opened anew too (their cgroup's descriptor was closed once they had it).
+        if pid == 0 && groups.isEmpty || watchedCGroup != nil { return try rebuildGroups() }
         retired.update(repeating: 0)
         let ioctls = architecture.perfIoctls
         for group in groups {

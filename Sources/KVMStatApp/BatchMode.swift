@@ -22,9 +22,11 @@ struct BatchMode {
             if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
             if signal == nil {
                 let values = try stats.get(byGuest: byGuest)
-                Console.out(format.batch(Sample(
+                var sample = Sample(
                     time: stamp, interval: Signals.monotonicNow() - start, values: values,
-                    histograms: stats.histograms(), guestNames: Self.guestNames(values))))
+                    histograms: stats.histograms(), guestNames: Self.guestNames(values))
+                sample.levels = stats.levelFields()
+                Console.out(format.batch(sample))
             }
         } catch {
             Console.fail(error.description)

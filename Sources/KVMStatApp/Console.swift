@@ -40,6 +40,7 @@ enum Console {
     /// claimed the ending first (it is ending now).
     @Sendable static func endStuck(by signal: Int32, force: Bool) {
         guard Signals.claimEnding() || force else { return }
+        TemporaryFile.remove()
         DescriptorHandoff.releaseAll()
         emergencyTerminalRestore?()
         if signal == SIGINT { _exit(0) }
@@ -97,6 +98,7 @@ enum Console {
     /// releases what kvmstat holds.
     private static func runCleanup() {
         if !Signals.claimEnding() { Signals.waitForTheEnd() }
+        TemporaryFile.remove()
         if let restore = restoreTerminal {
             restoreTerminal = nil
             restore()

@@ -84,7 +84,7 @@ struct Launcher {
         // Log file first: a bad path must fail before perf events are set up.
         let log: LogSink?
         if logging {
-            do { log = try LogSink(path: options.logFile) } catch {
+            do { log = try LogSink(path: options.logFile, replacing: format.replacesFile) } catch {
                 Console.failAsUpstream("Error: Could not open file: \(options.logFile ?? "") (\(error))")
             }
         } else {
@@ -104,8 +104,9 @@ struct Launcher {
         let stats = Stats(sources: opened, pid: pid, fieldsFilter: filter)
         if options.byGuest && !stats.supportsByGuest {
             for done in opened { done.close() }
-            Console.fail("--by-guest: " + sources.filter { !$0.byGuest }.map(\.name).joined(separator: ", ")
-                + " cannot count by guest")
+            let lacking = sources.filter { !$0.byGuest }.map(\.name)
+            Console.fail("--by-guest: " + (lacking.isEmpty ? "counts by guest come from one source at a time"
+                : lacking.joined(separator: ", ") + " cannot count by guest"))
         }
         Console.cleanup = { stats.close() }
 
@@ -117,8 +118,9 @@ struct Launcher {
         } else {
             // What `b` says when a source cannot break counts down by guest (upstream's words).
             let capable = plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)
+            let lacking = sources.filter { !$0.byGuest }
             let refusal = ["Command not available with "
-                + sources.filter { !$0.byGuest }.map(\.enabledPhrase).joined(separator: " and ") + " enabled",
+                + (lacking.isEmpty ? sources : lacking).map(\.enabledPhrase).joined(separator: " and ") + " enabled",
                 capable.isEmpty ? "No source can show guests" : "Restart with " + capable.joined(separator: " or ")
                     + " and try again!"]
             InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal,

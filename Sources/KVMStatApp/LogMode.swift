@@ -60,9 +60,10 @@ struct LogMode {
             let values: [EventID: EventStat]
             do { values = try stats.get(byGuest: byGuest) } catch { Console.fail(error.description) }
             reportWarnings()
-            let sample = Sample(time: WallClock.now(), interval: now - last, values: values,
+            var sample = Sample(time: WallClock.now(), interval: now - last, values: values,
                                 histograms: stats.histograms(),
                                 guestNames: byGuest ? BatchMode.guestNames(values) : [:])
+            sample.levels = stats.levelFields()
             last = now
             // By guest, each record has the guests there are now.
             let rows = byGuest ? values.keys.sorted() : keys

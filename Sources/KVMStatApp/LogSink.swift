@@ -12,13 +12,30 @@ import KVMCore
 /// back to the last complete record before kvmstat says so and ends; and a file that does
 /// not end with a complete record (an older failure, another program) gets a line break
 /// before the first new record, so two records are never glued together.
+///
+/// With `replacing` (formats read whole, node_exporter's textfile collector), each record
+/// replaces the file instead: written to a temporary file in the same directory, then renamed
+/// over it, so a reader sees the old file or the new one, never part of one; a failed write
+/// (a full disk) removes the temporary file and leaves the old file whole.
 final class LogSink {
     let path: String?
     private var fd: FileDescriptor
     private var regular: Bool
+    private let replacing: Bool
+    private var temporary: String { TemporaryFile.path(for: path!) }
 
-    init(path: String?) throws(Errno) {
+    init(path: String?, replacing: Bool = false) throws(Errno) {
         self.path = path
+        self.replacing = replacing && path != nil
+        if self.replacing, let path {
+            // The directory must take the temporary file: find out now, before sources open.
+            let probe = try FileDescriptor.open(TemporaryFile.path(for: path), [.writeOnly, .create, .truncate])
+            probe.close()
+            unlink(TemporaryFile.path(for: path))
+            fd = Console.standardOutput
+            regular = false
+            return
+        }
         if let path {
             fd = try FileDescriptor.open(path, [.writeOnly, .create, .append])
         } else {
@@ -35,7 +52,7 @@ final class LogSink {
 
     /// logrotate moved the file away: start a new one at the same path.
     func reopen() throws(Errno) {
-        guard let path else { return }
+        guard let path, !replacing else { return }
         let fresh = try FileDescriptor.open(path, [.writeOnly, .create, .append])
         fd.close()
         fd = fresh
@@ -44,6 +61,7 @@ final class LogSink {
     }
 
     func write(line: String) {
+        if replacing { return replace(with: line + "\n") }
         let before = regular ? try? fd.writePosition() : nil
         do { try fd.writeAll(line + "\n") } catch {
             if !isFile && error == .brokenPipe { Console.leave(0) }
@@ -56,6 +74,25 @@ final class LogSink {
                 }
             }
             Console.fail(message)
+        }
+    }
+
+    private func replace(with text: String) {
+        let path = path!
+        let temporary = self.temporary
+        TemporaryFile.pending(temporary)
+        defer { TemporaryFile.pending(nil) }
+        do throws(Errno) {
+            let file = try FileDescriptor.open(temporary, [.writeOnly, .create, .truncate])
+            do throws(Errno) { try file.writeAll(text) } catch {
+                file.close()
+                throw error
+            }
+            file.close()
+            guard rename(temporary, path) == 0 else { throw Errno.current }
+        } catch {
+            unlink(temporary)
+            Console.fail("error writing \(path): \(error); the previous file is kept whole")
         }
     }
 

@@ -118,6 +118,9 @@ struct ByGuestTracepointTests {
     @Test func optionsThatCannotCountByGuest() throws {
         let log = try run(kvmstatBinary, ["-l", "--by-guest"])
         #expect(log.status == 2 && log.stderr.contains("--by-guest logs need --format jsonl"), "\(log.stderr)")
+        // Two sources' rows for one guest could not be added up: one source at a time.
+        let two = try run(kvmstatBinary, ["-1", "--by-guest", "-t", "-d"])
+        #expect(two.status == 1 && two.stderr.contains("come from one source at a time"), "\(two.stderr)")
         let screen = try run(kvmstatBinary, ["--by-guest"])
         #expect(screen.status == 2 && screen.stderr.contains("the screen has 'b'"), "\(screen.stderr)")
     }

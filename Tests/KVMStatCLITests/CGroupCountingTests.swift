@@ -108,4 +108,21 @@ struct CGroupCountingTests {
         }
         #expect(totals.last == 2 * 2 * 1_000 * 4, "\(totals)")
     }
+
+    /// A wider filter on the screen while counting through the cgroup: the groups are opened
+    /// anew for the cgroup (its descriptor is not kept), and count.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")))
+    func filterChangeWhileCountingThroughTheCGroup() throws {
+        let workload = try WorkloadProcess(vcpus: 4, iterations: 50_000)
+        let cgroup = try TestCGroup("filter")
+        try cgroup.add(workload.pid)
+        let tmux = try TmuxSession(command: "'\(kvmstatBinary)' -p \(workload.pid) -f '^kvm_pio$' -s 0.5")
+        #expect(tmux.wait(for: "kvm statistics - pid \(workload.pid)") != nil, "\(tmux.screen())")
+        tmux.send("f")
+        tmux.type("kvm_pio|kvm_userspace_exit$")
+        try workload.run()
+        #expect(tmux.wait(timeout: 10) { $0.contains { $0.hasPrefix(" kvm_userspace_exit ") } } != nil, "\(tmux.screen())")
+        tmux.send("q")
+        #expect(tmux.wait(for: "EXIT=0") != nil, "\(tmux.screen())")
+    }
 }

@@ -20,4 +20,8 @@ int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer);
 /* prctl(PR_SET_DUMPABLE, 0): no core dump, whatever core_pattern says. */
 int ckvm_set_not_dumpable(void);
 
+/* accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (a GNU extension the Swift Glibc module
+ * does not show). */
+int ckvm_accept_nonblocking(int fd);
+
 #endif

@@ -139,6 +139,8 @@ public final class LibvirtSource: StatSource {
 
     public func close() { client.close() }
 
+    public func levelFields() -> Set<String> { book.levelNames() }
+
     /// One call; false when libvirt gave no answer (every guest keeps its counts).
     @discardableResult
     private func poll() -> Bool {

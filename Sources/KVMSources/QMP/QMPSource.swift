@@ -110,6 +110,8 @@ public final class QMPSource: StatSource {
 
     public func close() {}
 
+    public func levelFields() -> Set<String> { book.levelNames() }
+
     public func histograms() -> [EventID: Histogram] {
         histogramBook.totals(wanted: wantedHistograms, pid: pid)
     }

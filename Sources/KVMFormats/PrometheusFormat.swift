@@ -1,0 +1,136 @@
+import KVMCore
+
+/// Prometheus's text exposition format 0.0.4 (or OpenMetrics 1.0 with `openMetrics`), for
+/// node_exporter's textfile collector (`-L FILE.prom`, each sample replacing the file) and the
+/// `--listen` endpoint. Every record is a whole exposition.
+///
+/// Naming (README, "Prometheus"): tracepoints are `kvm_tracepoint_total{tracepoint=...}` and
+/// their exit reasons `kvm_tracepoint_reason_total{tracepoint=...,reason=...}`; KVM's own
+/// statistics (debugfs, qmp, libvirt) are one family each, `kvm_<stat>_total` for counters and
+/// `kvm_<stat>` for levels (gauges), with a `vcpu` label where the source has per-vCPU values
+/// (then only those are exported, so `sum()` counts each event once). Totals count since
+/// kvmstat started and never go down within one kvmstat process.
+public struct PrometheusFormat: Format {
+    public let openMetrics: Bool
+
+    public init(openMetrics: Bool = false) { self.openMetrics = openMetrics }
+
+    public var name: String { openMetrics ? "openmetrics" : "prometheus" }
+    public var repeatsBannerInFile: Bool { false }
+    public var replacesFile: Bool { true }
+    public var recordsStandAlone: Bool { true }
+
+    /// The HTTP Content-Type of an exposition.
+    public var contentType: String {
+        openMetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            : "text/plain; version=0.0.4; charset=utf-8"
+    }
+
+    public func banner(keys: [EventID]) -> String? { nil }
+
+    public func batch(_ sample: Sample) -> String { exposition(sample, keys: sample.sortedKeys) }
+
+    /// The whole exposition without its last line break (log mode adds it).
+    public func record(_ sample: Sample, keys: [EventID]) -> String {
+        String(exposition(sample, keys: keys).dropLast())
+    }
+
+    /// One series: its labels (name, value) and number.
+    struct Series {
+        var labels: [(String, String)]
+        var value: UInt64
+    }
+
+    struct Family {
+        var name: String
+        var isCounter: Bool
+        var help: String
+        var series: [Series] = []
+    }
+
+    public func exposition(_ sample: Sample, keys: [EventID]) -> String {
+        var families: [String: Family] = [:]
+        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: UInt64) {
+            families[family, default: Family(name: family, isCounter: counter, help: help)]
+                .series.append(Series(labels: labels, value: value))
+        }
+        // Statistics that have per-vCPU rows: the vCPUs' series stand for them.
+        let perVCPU = Set(keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
+        for key in keys where !key.isGuestTotal {
+            let value = sample.values[key]?.value ?? 0
+            if key.name.hasPrefix("kvm_") || key.parent?.hasPrefix("kvm_") == true {
+                if let parent = key.parent {
+                    let reason = String(key.name.dropFirst(parent.count + 1).dropLast())
+                    add("kvm_tracepoint_reason", counter: true,
+                        help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))",
+                        [("tracepoint", parent), ("reason", reason)], value)
+                } else {
+                    add("kvm_tracepoint", counter: true, help: "KVM tracepoint events counted by perf",
+                        [("tracepoint", key.name)], value)
+                }
+                continue
+            }
+            let statistic = key.vcpu != nil ? key.parent ?? key.name : key.name
+            if key.vcpu == nil && perVCPU.contains(statistic) { continue }
+            let level = sample.levels.contains(statistic)
+            let family = "kvm_" + Self.metricName(statistic)
+            let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
+            add(family, counter: !level,
+                help: "KVM statistic \(statistic) (" + (level ? "current value" : "events since kvmstat started") + ")",
+                labels, value)
+        }
+        var out = ""
+        for family in families.values.sorted(by: { $0.name < $1.name }) {
+            let typeName = openMetrics || !family.isCounter ? family.name : family.name + "_total"
+            out += "# HELP \(typeName) \(Self.escapeHelp(family.help))\n"
+            out += "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n"
+            let sampleName = family.isCounter ? family.name + "_total" : family.name
+            for series in family.series.sorted(by: { Self.labelText($0.labels) < Self.labelText($1.labels) }) {
+                out += sampleName + Self.labelText(series.labels) + " " + String(series.value) + "\n"
+            }
+        }
+        if openMetrics { out += "# EOF\n" }
+        return out
+    }
+
+    /// A metric name from a statistic's: [a-zA-Z0-9_], not starting with a digit.
+    static func metricName(_ name: String) -> String {
+        var result = String(name.unicodeScalars.map { scalar -> Character in
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_")
+                ? Character(scalar) : "_"
+        })
+        if result.first?.isNumber == true { result = "_" + result }
+        return result
+    }
+
+    /// `{a="x",b="y"}`, values escaped as the format wants (backslash, quote, line break).
+    static func labelText(_ labels: [(String, String)]) -> String {
+        guard !labels.isEmpty else { return "" }
+        return "{" + labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}"
+    }
+
+    static func escapeLabel(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    static func escapeHelp(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}
