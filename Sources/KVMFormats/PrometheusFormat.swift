@@ -38,7 +38,7 @@ public struct PrometheusFormat: Format {
     /// One series: its labels (name, value) and number.
     struct Series {
         var labels: [(String, String)]
-        var value: UInt64
+        var value: String
     }
 
     struct Family {
@@ -50,9 +50,12 @@ public struct PrometheusFormat: Format {
 
     public func exposition(_ sample: Sample, keys: [EventID]) -> String {
         var families: [String: Family] = [:]
-        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: UInt64) {
+        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: UInt64,
+                 nanoseconds: Bool = false) {
+            // Prometheus wants base units: nanosecond statistics are exported in seconds.
+            let text = nanoseconds ? Self.seconds(fromNanoseconds: value) : String(value)
             families[family, default: Family(name: family, isCounter: counter, help: help)]
-                .series.append(Series(labels: labels, value: value))
+                .series.append(Series(labels: labels, value: text))
         }
         // Statistics that have per-vCPU rows: the vCPUs' series stand for them.
         let perVCPU = Set(keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
@@ -73,11 +76,13 @@ public struct PrometheusFormat: Format {
             let statistic = key.vcpu != nil ? key.parent ?? key.name : key.name
             if key.vcpu == nil && perVCPU.contains(statistic) { continue }
             let level = sample.levels.contains(statistic)
-            let family = "kvm_" + Self.metricName(statistic)
+            let nanoseconds = statistic.hasSuffix("_ns")
+            let family = "kvm_" + Self.metricName(nanoseconds ? String(statistic.dropLast(3)) + "_seconds" : statistic)
             let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
             add(family, counter: !level,
-                help: "KVM statistic \(statistic) (" + (level ? "current value" : "events since kvmstat started") + ")",
-                labels, value)
+                help: "KVM statistic \(statistic) (" + (level ? "current value" : "since kvmstat started")
+                    + (nanoseconds ? ", in seconds" : "") + ")",
+                labels, value, nanoseconds: nanoseconds)
         }
         var out = ""
         for family in families.values.sorted(by: { $0.name < $1.name }) {
@@ -91,6 +96,17 @@ public struct PrometheusFormat: Format {
         }
         if openMetrics { out += "# EOF\n" }
         return out
+    }
+
+    /// `1234567890` ns as `1.23456789` (exact: nine decimals, trailing zeros dropped).
+    static func seconds(fromNanoseconds value: UInt64) -> String {
+        let whole = value / 1_000_000_000
+        let fraction = value % 1_000_000_000
+        guard fraction > 0 else { return String(whole) }
+        var digits = String(fraction)
+        digits = String(repeating: "0", count: 9 - digits.count) + digits
+        while digits.hasSuffix("0") { digits.removeLast() }
+        return "\(whole).\(digits)"
     }
 
     /// A metric name from a statistic's: [a-zA-Z0-9_], not starting with a digit.

@@ -45,6 +45,17 @@ struct Launcher {
             if options.guestWins { pid = found }
         }
         if options.csv && !logging { Console.failAsUpstream("Error: Option -c/--csv requires -l/--log") }
+        var endpoint: (address: String, port: Int)?
+        if let listen = options.listen {
+            guard let parsed = ListenMode.parseEndpoint(listen) else {
+                Console.usageError("argument --listen: invalid endpoint: '\(listen)' (PORT, ADDR:PORT or [ADDR]:PORT)")
+            }
+            if logging || options.once || options.byGuest {
+                Console.fail("--listen serves metrics by itself; it cannot be combined with -1, -l, -L or --by-guest",
+                             status: 2)
+            }
+            endpoint = parsed
+        }
         if options.byGuest && !logging && !options.once {
             Console.fail("--by-guest is for -1 and -l/-L; the screen has 'b'", status: 2)
         }
@@ -75,8 +86,16 @@ struct Launcher {
 
         if options.fields == "help" { FieldHelp.run(sources: sources, configuration: configuration) }
 
+        // Listening first, as the log file: a taken port fails before perf events are set up.
+        var server: MetricsServer?
+        if let endpoint {
+            do { server = try MetricsServer(address: endpoint.address, port: endpoint.port) } catch {
+                Console.fail("cannot listen on \(endpoint.address):\(endpoint.port): \(error)")
+            }
+        }
+
         // The screen needs a terminal: without one it would spin on end-of-input.
-        if !logging && !options.once && (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
+        if server == nil && !logging && !options.once && (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
             Console.fail("the interactive screen needs a terminal on standard input and output; "
                 + "use -1 or -l for files and pipes")
         }
@@ -110,7 +129,12 @@ struct Launcher {
         }
         Console.cleanup = { stats.close() }
 
-        if let log {
+        if let server {
+            let shown = server.listener.port
+            Console.err("kvmstat: serving metrics at http://"
+                + (endpoint!.address.contains(":") ? "[\(endpoint!.address)]" : endpoint!.address) + ":\(shown)/metrics\n")
+            ListenMode(stats: stats, server: server, delay: options.delay).run()
+        } else if let log {
             LogMode(stats: stats, format: format, sink: log, delay: options.delay,
                     skipZero: options.skipZeroRecords, byGuest: options.byGuest).run()
         } else if options.once {
@@ -135,8 +159,9 @@ struct Launcher {
         let shorthand = options.csv ? registry.format(shorthand: "-c") : nil
         var name = options.format ?? (shorthand ?? registry.defaultFormat)?.name ?? ""
         if name == "help" {
+            let width = max(8, (registry.entries.map(\.format.name.count).max() ?? 0) + 2)
             for entry in registry.entries {
-                Console.out("  " + entry.format.name.padded(to: 8) + entry.summary + "\n")
+                Console.out("  " + entry.format.name.padded(to: width) + entry.summary + "\n")
             }
             exit(0)
         }

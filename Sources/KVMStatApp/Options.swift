@@ -26,6 +26,7 @@ struct Options: Sendable, Equatable {
     var connect: String?
     var verbose = false
     var byGuest = false
+    var listen: String?
 
     static let delayDefault = 3.0
     static let delayRange = 0.1...25.5
@@ -72,6 +73,9 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "byGuest", short: nil, longs: ["by-guest"], metavar: nil,
                    help: "records per guest instead of per event (-1, or -l/-L with --format\njsonl), as the screen's 'b'",
                    upstream: false),
+        OptionSpec(key: "listen", short: nil, longs: ["listen"], metavar: "[ADDR:]PORT",
+                   help: "serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1\nunless given; default port 9595)",
+                   upstream: false),
         OptionSpec(key: "verbose", short: nil, longs: ["verbose"], metavar: nil,
                    help: "say on stderr how the sources set up counting (e.g. -p through a cgroup)",
                    upstream: false),
@@ -84,7 +88,7 @@ struct Options: Sendable, Equatable {
         usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
                        [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
                        [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
-                       [--by-guest] [--verbose] [--connect URI]
+                       [--by-guest] [--listen [ADDR:]PORT] [--verbose] [--connect URI]
         """
 
     /// Parses and types the command line; only syntax and value types are checked here.
@@ -119,6 +123,7 @@ struct Options: Sendable, Equatable {
         options.connect = parsed.value("connect")
         options.verbose = parsed.has("verbose")
         options.byGuest = parsed.has("byGuest")
+        options.listen = parsed.value("listen")
         if let text = parsed.value("pid") {
             guard let pid = parsePythonInt(text) else {
                 throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")

@@ -1,0 +1,209 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+import KVMFormats
+import Synchronization
+
+/// `--listen`'s scrape endpoint: `GET /metrics` serves the latest sample in Prometheus's text
+/// format (OpenMetrics when the scraper's Accept header asks for it), `/` a short page linking
+/// to it. One thread with poll(2) serves every connection, one request per connection
+/// (`Connection: close`); sampling never waits for it.
+///
+/// No client can stall it or exhaust descriptors: a request must arrive whole within
+/// `requestTimeout` (a client sending a byte a second is dropped), headers are bounded
+/// (`headerLimit`, else 431), an answer must be taken within `responseTimeout`, and at most
+/// `maxConnections` are open: a new connection beyond that evicts the oldest one still
+/// sending its request (so idle connections cannot lock scrapers out).
+final class MetricsServer: @unchecked Sendable {
+    static let defaultPort = 9595
+    static let maxConnections = 256
+    static let headerLimit = 8192
+    static let requestTimeout = 5.0
+    static let responseTimeout = 10.0
+
+    let listener: TCPListener
+    /// The latest sample and how many have been taken.
+    private let latest = Mutex<(sample: Sample?, count: UInt64)>((nil, 0))
+
+    init(address: String, port: Int) throws(Errno) {
+        listener = try TCPListener(address: address, port: port)
+    }
+
+    /// Makes `sample` the one scrapes get.
+    func publish(_ sample: Sample) {
+        latest.withLock { $0 = (sample, $0.count + 1) }
+    }
+
+    func start() {
+        let thread = ServerThread(server: self)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var handle = pthread_t()
+        let context = Unmanaged.passRetained(thread).toOpaque()
+        pthread_create(&handle, &attributes, { raw in
+            Unmanaged<ServerThread>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, context)
+        pthread_attr_destroy(&attributes)
+    }
+
+    struct Connection {
+        let fd: FileDescriptor
+        let accepted: Double
+        var request: [UInt8] = []
+        var response: [UInt8]?
+        var sent = 0
+    }
+
+    /// The answer to a whole request head (`request` up to its blank line).
+    func respond(to head: [UInt8]) -> [UInt8] {
+        let text = String(decoding: head, as: UTF8.self)
+        let lines = text.split(omittingEmptySubsequences: false) { $0 == "\r\n" || $0 == "\n" }
+        guard let first = lines.first, case let parts = first.split(separator: " ", omittingEmptySubsequences: false),
+              parts.count == 3, Self.isToken(parts[0]), parts[1].hasPrefix("/") || parts[1] == "*",
+              parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0",
+              lines.dropFirst().allSatisfy({ $0.isEmpty || $0.contains(":") })
+        else { return Self.answer(400, "Bad Request", "bad request\n") }
+        let method = String(parts[0])
+        guard method == "GET" || method == "HEAD" else {
+            return Self.answer(405, "Method Not Allowed", "only GET and HEAD\n", extra: "Allow: GET, HEAD\r\n")
+        }
+        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        let bodyWanted = method == "GET"
+        switch path {
+        case "/metrics":
+            let (sample, count) = latest.withLock { $0 }
+            guard let sample else {
+                return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
+            }
+            let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("accept:") }?.lowercased() ?? ""
+            let format = PrometheusFormat(openMetrics: accept.contains("application/openmetrics-text"))
+            var text = format.exposition(sample, keys: sample.sortedKeys)
+            // kvmstat's own: whether sampling keeps its schedule shows here.
+            let own = "# HELP kvmstat_samples\(format.openMetrics ? "" : "_total") Samples kvmstat has taken\n"
+                + "# TYPE kvmstat_samples\(format.openMetrics ? "" : "_total") counter\n"
+                + "kvmstat_samples_total \(count)\n"
+            if format.openMetrics { text.removeLast("# EOF\n".count) }
+            text += own + (format.openMetrics ? "# EOF\n" : "")
+            return Self.answer(200, "OK", text, contentType: format.contentType, body: bodyWanted)
+        case "/":
+            return Self.answer(200, "OK", Self.homePage, contentType: "text/html; charset=utf-8", body: bodyWanted)
+        default:
+            return Self.answer(404, "Not Found", "not found; metrics are at /metrics\n", body: bodyWanted)
+        }
+    }
+
+    static let homePage = """
+        <html><head><title>kvmstat</title></head><body>
+        <h1>kvmstat</h1><p>KVM statistics for Prometheus: <a href="/metrics">/metrics</a></p>
+        </body></html>
+
+        """
+
+    static func isToken(_ text: Substring) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 > 32 && $0 < 127 && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }
+    }
+
+    static func answer(_ status: Int, _ reason: String, _ body: String, contentType: String = "text/plain; charset=utf-8",
+                       extra: String = "", body bodyWanted: Bool = true) -> [UInt8] {
+        let bytes = Array(body.utf8)
+        let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\n"
+            + "Content-Length: \(bytes.count)\r\nConnection: close\r\n" + extra + "\r\n"
+        return Array(head.utf8) + (bodyWanted ? bytes : [])
+    }
+}
+
+/// The server's loop, on its own thread.
+private final class ServerThread: @unchecked Sendable {
+    let server: MetricsServer
+    var connections: [MetricsServer.Connection] = []
+
+    init(server: MetricsServer) { self.server = server }
+
+    func run() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let entries = [(server.listener.descriptor, readable: true, writable: false)]
+                + connections.map { ($0.fd, readable: $0.response == nil, writable: $0.response != nil) }
+            let events = SocketIO.poll(entries, milliseconds: 100)
+            let now = Signals.monotonicNow()
+            var keep: [MetricsServer.Connection] = []
+            for (index, var connection) in connections.enumerated() {
+                let ready = events[index + 1]
+                if ready != 0 && !serve(&connection, ready: ready, buffer: &buffer) {
+                    connection.fd.close()
+                    continue
+                }
+                let limit = connection.response == nil ? MetricsServer.requestTimeout
+                    : MetricsServer.requestTimeout + MetricsServer.responseTimeout
+                if now - connection.accepted > limit {
+                    connection.fd.close()
+                    continue
+                }
+                keep.append(connection)
+            }
+            connections = keep
+            if events[0] != 0 { acceptAll(now: now) }
+        }
+    }
+
+    private func acceptAll(now: Double) {
+        while let fd = try? server.listener.accept() {
+            if connections.count >= MetricsServer.maxConnections {
+                // Make room by dropping the oldest connection still sending its request.
+                guard let oldest = connections.indices.filter({ connections[$0].response == nil })
+                    .min(by: { connections[$0].accepted < connections[$1].accepted })
+                else {
+                    fd.close()
+                    continue
+                }
+                connections[oldest].fd.close()
+                connections.remove(at: oldest)
+            }
+            connections.append(MetricsServer.Connection(fd: fd, accepted: now))
+        }
+    }
+
+    /// Reads or writes what the connection is ready for; false when it is done or broken.
+    private func serve(_ connection: inout MetricsServer.Connection, ready: Int16, buffer: inout [UInt8]) -> Bool {
+        if connection.response == nil {
+            guard ready & Int16(POLLIN | POLLHUP | POLLERR) != 0 else { return true }
+            let received = buffer.withUnsafeMutableBytes { raw in try? SocketIO.receive(connection.fd, into: raw) }
+            switch received {
+            case .bytes(let count)?: connection.request += buffer[0..<count]
+            case .wouldBlock?: return true
+            case .closed?, nil: return false
+            }
+            if let end = Self.endOfHead(connection.request) {
+                connection.response = server.respond(to: Array(connection.request[0..<end]))
+                connection.request = []
+            } else if connection.request.count > MetricsServer.headerLimit {
+                connection.response = MetricsServer.answer(431, "Request Header Fields Too Large", "headers too large\n")
+                connection.request = []
+            } else {
+                return true
+            }
+        }
+        guard let response = connection.response else { return true }
+        let sent = response[connection.sent...].withUnsafeBytes { raw in try? SocketIO.send(connection.fd, raw) }
+        guard let sent else { return false }
+        connection.sent += sent
+        if connection.sent < response.count { return true }
+        shutdown(connection.fd.rawValue, Int32(SHUT_WR))
+        return false
+    }
+
+    /// Where the request head ends (after its blank line), if it has.
+    static func endOfHead(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for i in 3..<bytes.count where bytes[i] == 10 {
+            if bytes[i - 1] == 13 && bytes[i - 2] == 10 && bytes[i - 3] == 13 { return i + 1 }
+            if bytes[i - 1] == 10 { return i + 1 }
+        }
+        return nil
+    }
+}

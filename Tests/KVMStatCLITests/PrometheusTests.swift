@@ -1,0 +1,254 @@
+import Foundation
+import KVMCore
+import KVMFormats
+import KVMTestSupport
+import Synchronization
+import Testing
+
+/// The prometheus format's names, types and escaping, on a sample made by hand.
+struct PrometheusFormatTests {
+    @Test func familiesTypesAndLabels() {
+        let stat = { (value: UInt64) in EventStat(value: value, previous: 0) }
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [
+            "kvm_exit": stat(7),
+            EventID("kvm_exit(HLT)", parent: "kvm_exit"): stat(5),
+            EventID("kvm_exit(A\"B\\C\nD)", parent: "kvm_exit"): stat(2),
+            "exits": stat(30),
+            EventID("exits(vcpu0)", parent: "exits", vcpu: 0): stat(10),
+            EventID("exits(vcpu1)", parent: "exits", vcpu: 1): stat(20),
+            "pages_4k": stat(512),
+            "halt-exits.x": stat(1),
+            "halt_wait_ns": stat(1_500_000_007),
+        ])
+        sample.levels = ["pages_4k"]
+        let text = PrometheusFormat().batch(sample)
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.contains("# TYPE kvm_tracepoint_total counter"))
+        #expect(lines.contains(#"kvm_tracepoint_total{tracepoint="kvm_exit"} 7"#))
+        #expect(lines.contains(#"kvm_tracepoint_reason_total{tracepoint="kvm_exit",reason="HLT"} 5"#))
+        #expect(lines.contains(#"kvm_tracepoint_reason_total{tracepoint="kvm_exit",reason="A\"B\\C\nD"} 2"#))
+        // Per-vCPU series stand for the statistic: no unlabelled series to count twice.
+        #expect(lines.contains(#"kvm_exits_total{vcpu="0"} 10"#) && lines.contains(#"kvm_exits_total{vcpu="1"} 20"#))
+        #expect(!lines.contains("kvm_exits_total 30"))
+        #expect(lines.contains("# TYPE kvm_pages_4k gauge") && lines.contains("kvm_pages_4k 512"))
+        #expect(lines.contains("kvm_halt_exits_x_total 1"))
+        #expect(lines.contains("kvm_halt_wait_seconds_total 1.500000007"))
+        // Every family has HELP and TYPE before its series.
+        #expect(lines.filter { $0.hasPrefix("# HELP ") }.count == lines.filter { $0.hasPrefix("# TYPE ") }.count)
+        let open = PrometheusFormat(openMetrics: true).batch(sample)
+        #expect(open.hasSuffix("# EOF\n") && open.contains("# TYPE kvm_exits counter\n"))
+    }
+}
+
+/// promtool, Prometheus and node_exporter from Debian against kvmstat's output.
+@Suite(.serialized,
+       .enabled(if: Kernel.required || (Kernel.available && PrometheusBinaries.installed),
+                "needs real KVM and Debian's prometheus and prometheus-node-exporter"))
+struct PrometheusTests {
+    private func promtool(_ kvmstatArguments: String) throws -> RunResult {
+        try run("/bin/bash", ["-c", "set -o pipefail; '\(kvmstatBinary)' \(kvmstatArguments) --format prometheus "
+            + "| \(PrometheusBinaries.promtool) check metrics"])
+    }
+
+    @Test func promtoolAcceptsEverySource() throws {
+        for arguments in ["-1 -t", "-1 -t -f 'kvm_exit|kvm_userspace_exit'", "-1 -d"] {
+            let result = try promtool(arguments)
+            #expect(result.status == 0, "\(arguments): \(result.stdout)\(result.stderr)")
+        }
+        if QEMUGuest.available {
+            let guest = try QEMUGuest(outs: 100, vcpus: 2)
+            try guest.waitUntilHalted()
+            let result = try promtool("-1 --source qmp -p \(guest.pid)")
+            #expect(result.status == 0, "qmp: \(result.stdout)\(result.stderr)")
+            let text = try run(kvmstatBinary, ["-1", "--source", "qmp", "-i", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
+            #expect(text.contains(#"kvm_exits_total{vcpu="0"} "#) && text.contains("# TYPE kvm_pages_4k gauge"), "\(text)")
+        }
+        if LibvirtDaemon.installed && LibvirtDaemon.answers {
+            let domain = try LibvirtDomain(outs: 100)
+            try domain.waitUntilHalted()
+            let result = try promtool("-1 --source libvirt -p \(domain.pid)")
+            #expect(result.status == 0, "libvirt: \(result.stdout)\(result.stderr)")
+        }
+    }
+
+    /// node_exporter's textfile collector reads the file kvmstat replaces every sample: never
+    /// an error, across many rewrites; a reader looping over the file never sees part of one;
+    /// SIGTERM and SIGINT leave no temporary file.
+    @Test(arguments: [SIGTERM, SIGINT])
+    func textfileForNodeExporter(ending: Int32) throws {
+        let directory = NSTemporaryDirectory() + "kvmstat-textfile-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/kvmstat.prom"
+        let kvmstat = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "-s", "0.1", "-f", "kvm_pio|kvm_exit"])
+        let exporter = try ServerProcess(PrometheusBinaries.nodeExporter, arguments: { port, _ in
+            ["--web.listen-address=127.0.0.1:\(port)", "--collector.disable-defaults", "--collector.textfile",
+             "--collector.textfile.directory=\(directory)"]
+        })
+        // A reader looping over the file while it is replaced 10 times a second.
+        var reads = 0
+        let until = Date().addingTimeInterval(2)
+        while Date() < until {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            reads += 1
+            #expect(text.hasSuffix("\n") && text.hasPrefix("# HELP ") && text.contains("kvm_tracepoint_total{tracepoint=\"kvm_pio\"}"),
+                    "a partial file: \(text.suffix(80))")
+        }
+        #expect(reads > 100)
+        for _ in 0..<10 {
+            let scrape = try HTTPClient.get(port: exporter.port, path: "/metrics")
+            #expect(scrape.status == 200)
+            #expect(scrape.body.contains("kvm_tracepoint_total{tracepoint=\"kvm_pio\"}"), "\(scrape.body.prefix(400))")
+            #expect(scrape.body.contains("node_textfile_scrape_error 0"), "\(scrape.body.prefix(400))")
+            usleep(150_000)
+        }
+        kvmstat.signal(ending)
+        let result = kvmstat.finish()
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["kvmstat.prom"])
+    }
+
+    /// A full disk: one line, exit 1, the last complete file kept, no temporary file.
+    @Test func fullDiskKeepsTheLastCompleteFile() throws {
+        let directory = NSTemporaryDirectory() + "kvmstat-full-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer {
+            _ = try? run("/bin/umount", [directory])
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let mounted = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "none", directory])
+        try #require(mounted.status == 0, "tmpfs: \(mounted.stderr)")
+        let file = directory + "/kvmstat.prom"
+        let kvmstat = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "-s", "0.2", "-f", "kvm_exit"])
+        let deadline = Date().addingTimeInterval(5)
+        while !FileManager.default.fileExists(atPath: file) && Date() < deadline { usleep(20_000) }
+        let before = try String(contentsOfFile: file, encoding: .utf8)
+        // Fill what is left.
+        _ = try run("/bin/dd", ["if=/dev/zero", "of=\(directory)/filler", "bs=4k", "count=100"])
+        let result = kvmstat.finish()
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("kvmstat: error writing \(file): ") && result.stderr.hasSuffix("the previous file is kept whole\n"),
+                "\(result.stderr)")
+        let after = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(after.hasSuffix("\n") && after.count == before.count && after.contains("kvm_tracepoint_reason_total"))
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == ["kvmstat.prom", "filler"])
+    }
+
+    /// A real Prometheus scrapes `--listen` every second and answers the workload's exact count.
+    @Test func prometheusScrapesTheEndpoint() throws {
+        let workload = try WorkloadProcess(vcpus: 2, iterations: 3_000)
+        let port = try HTTPClient.freePort()
+        let kvmstat = try BackgroundKvmstat(["--listen", "127.0.0.1:\(port)", "-s", "0.2", "-p", "\(workload.pid)",
+                                             "-f", "^kvm_pio$"])
+        defer {
+            kvmstat.signal(SIGINT)
+            _ = kvmstat.finish()
+        }
+        var page: HTTPClient.Response?
+        for _ in 0..<50 where page == nil {
+            page = try? HTTPClient.get(port: port, path: "/")
+            if page == nil { usleep(100_000) }
+        }
+        #expect(page?.status == 200 && page?.body.contains("href=\"/metrics\"") == true)
+        let config = """
+            global:
+              scrape_interval: 1s
+            scrape_configs:
+              - job_name: kvmstat
+                static_configs:
+                  - targets: ['127.0.0.1:\(port)']
+            """
+        let prometheus = try ServerProcess(PrometheusBinaries.prometheus, arguments: { promPort, directory in
+            ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
+             "--web.listen-address=127.0.0.1:\(promPort)"]
+        }, files: ["prometheus.yml": config], readyPath: "/-/ready")
+        try workload.run()
+        let query = "kvm_tracepoint_total%7Btracepoint%3D%22kvm_pio%22%2Cjob%3D%22kvmstat%22%7D"
+        var value = ""
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let answer = try? HTTPClient.get(port: prometheus.port, path: "/api/v1/query?query=" + query)
+            let object = answer.flatMap { try? JSONSerialization.jsonObject(with: Data($0.body.utf8)) as? [String: Any] }
+            let result = ((object?["data"] as? [String: Any])?["result"] as? [[String: Any]])?.first
+            value = (result?["value"] as? [Any])?.last as? String ?? ""
+            if value == "12000" { break }
+            usleep(300_000)
+        }
+        #expect(value == "12000", "Prometheus says \(value)")
+    }
+
+    /// Load and hostile clients, bounded in count and time: scrapes stay complete, sampling on
+    /// schedule, idle connections lock nobody out, slow and broken clients are dropped.
+    @Test func loadAndHostileClients() throws {
+        let port = try HTTPClient.freePort()
+        let kvmstat = try BackgroundKvmstat(["--listen", "\(port)", "-s", "0.1", "-f", "^kvm_pio$"])
+        defer {
+            kvmstat.signal(SIGTERM)
+            _ = kvmstat.finish()
+        }
+        func samples() throws -> Int {
+            let body = try HTTPClient.get(port: port, path: "/metrics").body
+            let line = body.split(separator: "\n").first { $0.hasPrefix("kvmstat_samples_total ") }
+            return Int(line?.split(separator: " ").last ?? "") ?? -1
+        }
+        var ready = false
+        for _ in 0..<50 where !ready {
+            ready = ((try? samples()) ?? -1) > 0
+            if !ready { usleep(100_000) }
+        }
+        try #require(ready)
+        let started = Date()
+        let first = try samples()
+        for _ in 0..<1000 {
+            let scrape = try HTTPClient.get(port: port, path: "/metrics")
+            #expect(scrape.status == 200 && scrape.body.hasSuffix("\n") && scrape.body.contains("kvm_tracepoint_total"))
+        }
+        let failures = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 50) { _ in
+            for _ in 0..<10 {
+                let scrape = try? HTTPClient.get(port: port, path: "/metrics")
+                if scrape?.status != 200 || scrape?.body.contains("kvmstat_samples_total") != true {
+                    failures.withLock { $0 += 1 }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == 0)
+        let elapsed = Date().timeIntervalSince(started)
+        let taken = try samples() - first
+        #expect(Double(taken) >= elapsed / 0.1 * 0.8, "\(taken) samples in \(elapsed) s")
+
+        // 200 idle connections, then a scrape.
+        let idle = try (0..<200).map { _ in try HTTPClient.connect(port: port) }
+        defer { idle.forEach { close($0) } }
+        let t0 = Date()
+        #expect(try HTTPClient.get(port: port, path: "/metrics").status == 200)
+        #expect(Date().timeIntervalSince(t0) < 1)
+
+        // Wrong method, huge headers, garbage: their codes, and nothing else changes.
+        #expect(try HTTPClient.exchange(port: port, raw: Array("DELETE /metrics HTTP/1.1\r\n\r\n".utf8)).status == 405)
+        let huge = "GET /metrics HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 100_000) + "\r\n\r\n"
+        #expect(try HTTPClient.exchange(port: port, raw: Array(huge.utf8)).status == 431)
+        #expect(try HTTPClient.exchange(port: port, raw: [0x16, 0x03, 0x01, 0x00, 0xff, 0x0d, 0x0a, 0x0d, 0x0a]).status == 400)
+        #expect(try HTTPClient.get(port: port, path: "/nothing").status == 404)
+
+        // A client sending a byte a second is dropped (within the 5 s request limit).
+        let slow = try HTTPClient.connect(port: port)
+        defer { close(slow) }
+        var dropped = false
+        for byte in Array("GET /metrics HTTP/1.1\r\nHost: x\r\n".utf8) {
+            var one = byte
+            if Glibc.send(slow, &one, 1, Int32(MSG_NOSIGNAL)) <= 0 {
+                dropped = true
+                break
+            }
+            var probe: UInt8 = 0
+            var poller = pollfd(fd: slow, events: Int16(POLLIN), revents: 0)
+            if poll(&poller, 1, 1000) > 0 && recv(slow, &probe, 1, Int32(MSG_DONTWAIT)) == 0 {
+                dropped = true
+                break
+            }
+        }
+        #expect(dropped)
+        #expect(try HTTPClient.get(port: port, path: "/metrics").status == 200)
+    }
+}
