@@ -17,6 +17,9 @@ public struct Sample: Sendable {
     /// Statistics that are levels (instant or peak values), not counts: formats that type
     /// their numbers (Prometheus's gauges and counters) need to know.
     public var levels: Set<String> = []
+    /// Per-guest values of each event (keys with `guest` set), for formats that label series
+    /// by guest; empty unless such a format asked.
+    public var guestEvents: [EventID: UInt64] = [:]
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
                 histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:]) {

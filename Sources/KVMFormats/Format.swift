@@ -22,12 +22,15 @@ public protocol Format: Sendable {
     /// Whether each record replaces a log file's content (atomically) instead of being
     /// appended: node_exporter's textfile collector reads whole files.
     var replacesFile: Bool { get }
+    /// Whether records carry per-guest values (`Sample.guestEvents`) when sources have them.
+    var wantsGuestEvents: Bool { get }
 }
 
 extension Format {
     public var shorthand: String? { nil }
     public var recordsStandAlone: Bool { false }
     public var replacesFile: Bool { false }
+    public var wantsGuestEvents: Bool { false }
 }
 
 /// Formats by the names users type; the executable registers the built-ins.

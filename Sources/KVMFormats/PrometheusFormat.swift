@@ -19,6 +19,7 @@ public struct PrometheusFormat: Format {
     public var repeatsBannerInFile: Bool { false }
     public var replacesFile: Bool { true }
     public var recordsStandAlone: Bool { true }
+    public var wantsGuestEvents: Bool { true }
 
     /// The HTTP Content-Type of an exposition.
     public var contentType: String {
@@ -57,32 +58,40 @@ public struct PrometheusFormat: Format {
             families[family, default: Family(name: family, isCounter: counter, help: help)]
                 .series.append(Series(labels: labels, value: text))
         }
-        // Statistics that have per-vCPU rows: the vCPUs' series stand for them.
-        let perVCPU = Set(keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
-        for key in keys where !key.isGuestTotal {
-            let value = sample.values[key]?.value ?? 0
-            if key.name.hasPrefix("kvm_") || key.parent?.hasPrefix("kvm_") == true {
-                if let parent = key.parent {
-                    let reason = String(key.name.dropFirst(parent.count + 1).dropLast())
-                    add("kvm_tracepoint_reason", counter: true,
-                        help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))",
-                        [("tracepoint", parent), ("reason", reason)], value)
-                } else {
-                    add("kvm_tracepoint", counter: true, help: "KVM tracepoint events counted by perf",
-                        [("tracepoint", key.name)], value)
+        // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
+        // separate families, so that no sum() counts an event twice.
+        let guestKeys = sample.guestEvents.keys.sorted()
+        for (keyList, perGuest) in [(keys.filter { !$0.isGuestTotal }, false), (guestKeys, true)] {
+            // Statistics that have per-vCPU rows (per guest): the vCPUs' series stand for them.
+            let perVCPU = Set(keyList.compactMap { $0.vcpu != nil ? "\($0.guest ?? 0) \($0.parent ?? "")" : nil })
+            for key in keyList {
+                let value = perGuest ? sample.guestEvents[key] ?? 0 : sample.values[key]?.value ?? 0
+                let prefix = perGuest ? "kvm_guest_" : "kvm_"
+                let guestLabels = perGuest ? [("guest", sample.guestNames[key.guest!] ?? ""), ("pid", String(key.guest!))] : []
+                let whose = perGuest ? " per guest" : ""
+                if key.name.hasPrefix("kvm_") || key.parent?.hasPrefix("kvm_") == true {
+                    if let parent = key.parent {
+                        let reason = String(key.name.dropFirst(parent.count + 1).dropLast())
+                        add(prefix + "tracepoint_reason", counter: true,
+                            help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))" + whose,
+                            guestLabels + [("tracepoint", parent), ("reason", reason)], value)
+                    } else {
+                        add(prefix + "tracepoint", counter: true, help: "KVM tracepoint events counted by perf" + whose,
+                            guestLabels + [("tracepoint", key.name)], value)
+                    }
+                    continue
                 }
-                continue
+                let statistic = key.vcpu != nil ? key.parent ?? key.name : key.name
+                if key.vcpu == nil && perVCPU.contains("\(key.guest ?? 0) \(statistic)") { continue }
+                let level = sample.levels.contains(statistic)
+                let nanoseconds = statistic.hasSuffix("_ns")
+                let family = prefix + Self.metricName(nanoseconds ? String(statistic.dropLast(3)) + "_seconds" : statistic)
+                let labels = guestLabels + (key.vcpu.map { [("vcpu", String($0))] } ?? [])
+                add(family, counter: !level,
+                    help: "KVM statistic \(statistic)\(whose) (" + (level ? "current value" : "since kvmstat started")
+                        + (nanoseconds ? ", in seconds" : "") + ")",
+                    labels, value, nanoseconds: nanoseconds)
             }
-            let statistic = key.vcpu != nil ? key.parent ?? key.name : key.name
-            if key.vcpu == nil && perVCPU.contains(statistic) { continue }
-            let level = sample.levels.contains(statistic)
-            let nanoseconds = statistic.hasSuffix("_ns")
-            let family = "kvm_" + Self.metricName(nanoseconds ? String(statistic.dropLast(3)) + "_seconds" : statistic)
-            let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
-            add(family, counter: !level,
-                help: "KVM statistic \(statistic) (" + (level ? "current value" : "since kvmstat started")
-                    + (nanoseconds ? ", in seconds" : "") + ")",
-                labels, value, nanoseconds: nanoseconds)
         }
         var out = ""
         for family in families.values.sorted(by: { $0.name < $1.name }) {

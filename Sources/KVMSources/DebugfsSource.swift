@@ -72,6 +72,9 @@ public final class DebugfsSource: StatSource {
     private let proc: String
     private let includePast: Bool
     private let fields: [String]
+    /// Per-guest sums of the last sample, by guest pid and field, while asked for.
+    private var guestEventsWanted = false
+    private var perGuest: [Int: [UInt64]] = [:]
     /// Per field (by index into `fields`): its name as a C string for openat(2), the key it
     /// reports under (`child/parent` for a child), and whether it is a level.
     private let cNames: [[CChar]]
@@ -159,6 +162,21 @@ public final class DebugfsSource: StatSource {
     /// What the source keeps per VM and per departed guest (tests check it stays bounded).
     var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departed.guestCount) }
 
+    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {
+        guestEventsWanted = wanted
+        if !wanted { perGuest.removeAll() }
+    }
+
+    public func guestEvents() -> [EventID: UInt64] {
+        var results: [EventID: UInt64] = [:]
+        for (guestPid, sums) in perGuest {
+            for index in wanted where !unreadable[index] {
+                results[EventID(keys[index].name, parent: keys[index].parent, guest: guestPid)] = sums[index]
+            }
+        }
+        return results
+    }
+
     public func levelFields() -> Set<String> {
         Set(fields.indices.filter { levels[$0] }.map { fields[$0] })
     }
@@ -208,6 +226,7 @@ public final class DebugfsSource: StatSource {
 
         var sums = Array(repeating: UInt64(0), count: fields.count)
         var guestSums: [EventID: UInt64] = [:]
+        perGuest.removeAll(keepingCapacity: true)
         // Per field: VMs that answered (a value or EPERM), and those that said EPERM.
         var answered = Array(repeating: 0, count: fields.count)
         var denied = Array(repeating: 0, count: fields.count)
@@ -251,6 +270,9 @@ public final class DebugfsSource: StatSource {
                 }
                 guard counted, vm.known[index] else { continue }
                 let amount = levels[index] ? vm.last[index] : vm.counted[index]
+                if guestEventsWanted {
+                    perGuest[vm.guestPid, default: Array(repeating: 0, count: fields.count)][index] &+= amount
+                }
                 if byGuest && !keys[index].isChild {
                     // A guest's row sums its events; levels are no events.
                     if !levels[index] { guestSums[guest, default: 0] &+= amount }

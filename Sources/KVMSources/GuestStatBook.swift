@@ -81,6 +81,21 @@ struct GuestStatBook {
         return backwards
     }
 
+    /// Each guest's values of the wanted statistics (counts since the baseline, levels as
+    /// they are), keyed by guest.
+    func guestEvents(wanted: Set<String>, pid: Int) -> [EventID: UInt64] {
+        var results: [EventID: UInt64] = [:]
+        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
+            for (key, last) in guest.last {
+                let field = key.parent ?? key.name
+                guard wanted.contains(field) || wanted.contains(key.name), let kind = guest.kinds[field] else { continue }
+                let amount = kind == .counter ? guest.counted[key] ?? 0 : last
+                results[EventID(key.name, parent: key.parent, guest: guestPid, vcpu: key.vcpu)] = amount
+            }
+        }
+        return results
+    }
+
     /// The statistics any guest has as levels.
     func levelNames() -> Set<String> {
         Set(guests.values.flatMap { $0.kinds.filter { $0.value == .level }.keys })

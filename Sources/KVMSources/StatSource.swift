@@ -31,12 +31,20 @@ public protocol StatSource: AnyObject {
     func setupNotes() -> [String]
     /// The fields that are levels (instant or peak values), not counts.
     func levelFields() -> Set<String>
+    /// Asks for (or stops asking for) per-guest values of every wanted event, kept from each
+    /// read for `guestEvents` (Prometheus's guest labels).
+    func setGuestEvents(_ wanted: Bool) throws(SourceError)
+    /// The last read's values per guest and event: keys with `guest` set and the event's
+    /// name (`EventID("exits(vcpu0)", parent: "exits", guest: 4242, vcpu: 0)`).
+    func guestEvents() -> [EventID: UInt64]
 }
 
 extension StatSource {
     public func histograms() -> [EventID: Histogram] { [:] }
     public func setupNotes() -> [String] { [] }
     public func levelFields() -> Set<String> { [] }
+    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {}
+    public func guestEvents() -> [EventID: UInt64] { [:] }
 }
 
 /// A source failure the operator must see, as one line, keeping its cause: what was being

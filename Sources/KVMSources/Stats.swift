@@ -72,6 +72,16 @@ public final class Stats {
         sources.flatMap { $0.availableFields() }
     }
 
+    /// Per-guest values of every event from now on (`guestEvents`).
+    public func enableGuestEvents() throws(SourceError) {
+        for source in sources { try source.setGuestEvents(true) }
+    }
+
+    /// The last read's per-guest values, every source's.
+    public func guestEvents() -> [EventID: UInt64] {
+        sources.reduce(into: [:]) { all, source in all.merge(source.guestEvents()) { first, _ in first } }
+    }
+
     /// The fields that are levels, not counts (every source's).
     public func levelFields() -> Set<String> {
         sources.reduce(into: []) { $0.formUnion($1.levelFields()) }

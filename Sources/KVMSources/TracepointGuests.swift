@@ -59,7 +59,7 @@ extension TracepointSource {
 
     /// Finds guests (processes with `-name`), opens the groups of those alone in a cgroup,
     /// and retires those that have quit, keeping what they counted.
-    private func followGuests() throws(SourceError) {
+    func followGuests() throws(SourceError) {
         guestState.sample += 1
         if guestState.scratch == nil {
             guestState.scratch = .allocate(capacity: keys.count)
@@ -101,6 +101,29 @@ extension TracepointSource {
             guestState.shared[guestPid] = nil
             guestState.guests[guestPid] = TracepointGuests.Guest(cgroup: cgroup, groups: opened)
         }
+    }
+
+    /// Every wanted event per guest (Prometheus's guest labels): the watched guest's totals
+    /// with `-p`, else each guest's cgroup groups.
+    func collectGuestEvents() throws(SourceError) -> [EventID: UInt64] {
+        var results: [EventID: UInt64] = [:]
+        func add(_ counts: UnsafeMutableBufferPointer<UInt64>, guest: Int) {
+            for field in wanted {
+                results[EventID(keys[field].name, parent: keys[field].parent, guest: guest)] = counts[field]
+            }
+        }
+        if pid > 0 {
+            add(totals, guest: pid)
+            return results
+        }
+        try followGuests()
+        let scratch = guestState.scratch!
+        for (guestPid, guest) in guestState.guests {
+            scratch.update(repeating: 0)
+            for group in guest.groups { try? group.accumulate(into: scratch) }
+            add(scratch, guest: guestPid)
+        }
+        return results
     }
 
     /// Leaves the by-guest view: its groups are closed (reopened when asked again).

@@ -49,8 +49,17 @@ public final class TracepointSource: StatSource {
     private(set) var openDescriptors = 0
     private var handoffs: [Int32] = []
     var warnings: [String] = []
-    /// The by-guest view's groups, while it is shown.
+    /// The by-guest view's groups, while it is shown or per-guest events are asked for.
     var guestState = TracepointGuests()
+    private var guestEventsWanted = false
+    private var lastGuestEvents: [EventID: UInt64] = [:]
+
+    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {
+        guestEventsWanted = wanted
+        lastGuestEvents.removeAll()
+    }
+
+    public func guestEvents() -> [EventID: UInt64] { lastGuestEvents }
     /// The watched process's cgroup while its events are counted through it.
     var watchedCGroup: CGroup?
     /// How counting was set up, for `--verbose`.
@@ -128,7 +137,11 @@ public final class TracepointSource: StatSource {
             }
         }
         if byGuest { return try guestRows() }
-        if guestState.active { releaseGuestGroups() }
+        if guestEventsWanted {
+            lastGuestEvents = try collectGuestEvents()
+        } else if guestState.active {
+            releaseGuestGroups()
+        }
         var counts: [EventID: UInt64] = [:]
         counts.reserveCapacity(wanted.count)
         for field in wanted { counts[keys[field]] = totals[field] }

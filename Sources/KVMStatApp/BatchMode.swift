@@ -15,6 +15,7 @@ struct BatchMode {
 
     func run() {
         do {
+            if format.wantsGuestEvents { try stats.enableGuestEvents() }
             try stats.get(byGuest: byGuest)
             let start = Signals.monotonicNow()
             let stamp = WallClock.now()
@@ -22,10 +23,12 @@ struct BatchMode {
             if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
             if signal == nil {
                 let values = try stats.get(byGuest: byGuest)
+                let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
                 var sample = Sample(
                     time: stamp, interval: Signals.monotonicNow() - start, values: values,
-                    histograms: stats.histograms(), guestNames: Self.guestNames(values))
+                    histograms: stats.histograms(), guestNames: Self.guestNames(values, events))
                 sample.levels = stats.levelFields()
+                sample.guestEvents = events
                 Console.out(format.batch(sample))
             }
         } catch {
@@ -35,10 +38,10 @@ struct BatchMode {
     }
 
     /// The names of the guests that have rows, from their command lines.
-    static func guestNames(_ values: [EventID: EventStat]) -> [Int: String] {
+    static func guestNames(_ values: [EventID: EventStat], _ events: [EventID: UInt64] = [:]) -> [Int: String] {
         let guests = Guests()
         var names: [Int: String] = [:]
-        for key in values.keys where key.isGuestTotal && key.guest! > 0 {
+        for key in Array(values.keys) + Array(events.keys) where key.guest ?? 0 > 0 && names[key.guest!] == nil {
             names[key.guest!] = guests.name(of: key.guest!)
         }
         return names

@@ -15,6 +15,7 @@ struct ListenMode {
     let delay: Double
 
     func run() {
+        do { try stats.enableGuestEvents() } catch { Console.fail(error.description) }
         server.start()
         var last = Signals.monotonicNow()
         publish(interval: 0, now: last)
@@ -36,8 +37,11 @@ struct ListenMode {
         let values: [EventID: EventStat]
         do { values = try stats.get() } catch { Console.fail(error.description) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
-        var sample = Sample(time: WallClock.now(), interval: interval, values: values)
+        let events = stats.guestEvents()
+        var sample = Sample(time: WallClock.now(), interval: interval, values: values,
+                            guestNames: BatchMode.guestNames(values, events))
         sample.levels = stats.levelFields()
+        sample.guestEvents = events
         server.publish(sample)
     }
 

@@ -22,7 +22,10 @@ struct LogMode {
 
     func run() {
         let keys: [EventID]
-        do { keys = try stats.get(byGuest: byGuest).keys.sorted() } catch { Console.fail(error.description) }
+        do {
+            if format.wantsGuestEvents { try stats.enableGuestEvents() }
+            keys = try stats.get(byGuest: byGuest).keys.sorted()
+        } catch { Console.fail(error.description) }
         reportWarnings()
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
@@ -60,10 +63,12 @@ struct LogMode {
             let values: [EventID: EventStat]
             do { values = try stats.get(byGuest: byGuest) } catch { Console.fail(error.description) }
             reportWarnings()
+            let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
             var sample = Sample(time: WallClock.now(), interval: now - last, values: values,
                                 histograms: stats.histograms(),
-                                guestNames: byGuest ? BatchMode.guestNames(values) : [:])
+                                guestNames: byGuest || !events.isEmpty ? BatchMode.guestNames(values, events) : [:])
             sample.levels = stats.levelFields()
+            sample.guestEvents = events
             last = now
             // By guest, each record has the guests there are now.
             let rows = byGuest ? values.keys.sorted() : keys

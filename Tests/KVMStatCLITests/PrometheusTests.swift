@@ -62,6 +62,7 @@ struct PrometheusTests {
             #expect(result.status == 0, "qmp: \(result.stdout)\(result.stderr)")
             let text = try run(kvmstatBinary, ["-1", "--source", "qmp", "-i", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
             #expect(text.contains(#"kvm_exits_total{vcpu="0"} "#) && text.contains("# TYPE kvm_pages_4k gauge"), "\(text)")
+            #expect(text.contains("kvm_guest_exits_total{guest=\"\(guest.name)\",pid=\"\(guest.pid)\",vcpu=\"1\"} 0"), "\(text)")
         }
         if LibvirtDaemon.installed && LibvirtDaemon.answers {
             let domain = try LibvirtDomain(outs: 100)
@@ -134,12 +135,15 @@ struct PrometheusTests {
         #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == ["kvmstat.prom", "filler"])
     }
 
-    /// A real Prometheus scrapes `--listen` every second and answers the workload's exact count.
+    /// A real Prometheus scrapes `--listen` every second and answers the workload's exact count
+    /// by guest (the workload is a named guest alone in its cgroup).
     @Test func prometheusScrapesTheEndpoint() throws {
-        let workload = try WorkloadProcess(vcpus: 2, iterations: 3_000)
+        let name = "prom-\(getpid())-\(UUID().uuidString.prefix(6))"
+        let workload = try WorkloadProcess(vcpus: 2, iterations: 3_000, name: name)
+        let cgroup = try TestCGroup("prom")
+        try cgroup.add(workload.pid)
         let port = try HTTPClient.freePort()
-        let kvmstat = try BackgroundKvmstat(["--listen", "127.0.0.1:\(port)", "-s", "0.2", "-p", "\(workload.pid)",
-                                             "-f", "^kvm_pio$"])
+        let kvmstat = try BackgroundKvmstat(["--listen", "127.0.0.1:\(port)", "-s", "0.2", "-f", "^kvm_pio$"])
         defer {
             kvmstat.signal(SIGINT)
             _ = kvmstat.finish()
@@ -163,7 +167,7 @@ struct PrometheusTests {
              "--web.listen-address=127.0.0.1:\(promPort)"]
         }, files: ["prometheus.yml": config], readyPath: "/-/ready")
         try workload.run()
-        let query = "kvm_tracepoint_total%7Btracepoint%3D%22kvm_pio%22%2Cjob%3D%22kvmstat%22%7D"
+        let query = "kvm_guest_tracepoint_total%7Bguest%3D%22\(name)%22%2Ctracepoint%3D%22kvm_pio%22%2Cjob%3D%22kvmstat%22%7D"
         var value = ""
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {

@@ -141,6 +141,8 @@ public final class LibvirtSource: StatSource {
 
     public func levelFields() -> Set<String> { book.levelNames() }
 
+    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: wanted, pid: pid) }
+
     /// One call; false when libvirt gave no answer (every guest keeps its counts).
     @discardableResult
     private func poll() -> Bool {

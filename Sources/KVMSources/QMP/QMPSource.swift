@@ -112,6 +112,8 @@ public final class QMPSource: StatSource {
 
     public func levelFields() -> Set<String> { book.levelNames() }
 
+    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: wanted, pid: pid) }
+
     public func histograms() -> [EventID: Histogram] {
         histogramBook.totals(wanted: wantedHistograms, pid: pid)
     }
