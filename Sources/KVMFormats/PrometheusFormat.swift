@@ -94,6 +94,7 @@ public struct PrometheusFormat: Format {
             }
         }
         var out = ""
+        out += histogramFamilies(sample)
         for family in families.values.sorted(by: { $0.name < $1.name }) {
             let typeName = openMetrics || !family.isCounter ? family.name : family.name + "_total"
             out += "# HELP \(typeName) \(Self.escapeHelp(family.help))\n"
@@ -105,6 +106,68 @@ public struct PrometheusFormat: Format {
         }
         if openMetrics { out += "# EOF\n" }
         return out
+    }
+
+    /// KVM's histograms (qmp: `halt_wait_hist`) as Prometheus histograms: `kvm_halt_wait_seconds`
+    /// with cumulative `le` buckets in base units, per vCPU where the source has them, and a
+    /// `_count`; KVM keeps no sum, so there is no `_sum` (promtool accepts that).
+    func histogramFamilies(_ sample: Sample) -> String {
+        let perVCPU = Set(sample.histograms.keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
+        var byFamily: [String: [(EventID, Histogram)]] = [:]
+        for (key, histogram) in sample.histograms {
+            let statistic = key.parent ?? key.name
+            if key.vcpu == nil && perVCPU.contains(statistic) { continue }
+            // `halt_wait_hist` → `kvm_halt_wait_hist_seconds` (not `kvm_halt_wait_seconds`: that
+            // is the `halt_wait_ns` counter's family in OpenMetrics).
+            let name = "kvm_" + Self.metricName(statistic) + (histogram.unit == "seconds" ? "_seconds" : "")
+            byFamily[name, default: []].append((key, histogram))
+        }
+        var out = ""
+        for name in byFamily.keys.sorted() {
+            let series = byFamily[name]!.sorted { $0.0 < $1.0 }
+            out += "# HELP \(name) KVM histogram \(series[0].0.parent ?? series[0].0.name) (buckets since each VM started)\n"
+            out += "# TYPE \(name) histogram\n"
+            for (key, histogram) in series {
+                let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
+                var cumulative: UInt64 = 0
+                for (index, count) in histogram.buckets.enumerated() {
+                    cumulative &+= count
+                    let last = index == histogram.buckets.count - 1
+                    let bound = last ? "+Inf" : Self.upperBound(of: index, histogram)
+                    out += name + "_bucket" + Self.labelText(labels + [("le", bound)]) + " \(cumulative)\n"
+                }
+                if histogram.buckets.isEmpty { out += name + "_bucket" + Self.labelText(labels + [("le", "+Inf")]) + " 0\n" }
+                out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n"
+            }
+        }
+        return out
+    }
+
+    /// The inclusive upper bound of bucket `index`, in the histogram's base unit: log2 bucket
+    /// i holds [2^(i-1), 2^i) (bucket 0 the value 0), linear bucket i [i·size, (i+1)·size).
+    static func upperBound(of index: Int, _ histogram: Histogram) -> String {
+        let units: UInt64
+        switch histogram.scale {
+        case .log2: units = index == 0 ? 0 : (UInt64(1) << UInt64(min(index, 63))) - 1
+        case .linear(let size): units = UInt64(index + 1) &* size &- 1
+        }
+        return scaled(units, base: histogram.base, exponent: histogram.exponent)
+    }
+
+    /// `units` × base^exponent, exactly in decimal for base 10 (`3e-9` as `0.000000003`).
+    static func scaled(_ units: UInt64, base: Int, exponent: Int) -> String {
+        guard base == 10 else {
+            var factor = 1.0
+            for _ in 0..<abs(exponent) { factor *= Double(base) }
+            return "\(exponent < 0 ? Double(units) / factor : Double(units) * factor)"
+        }
+        if exponent >= 0 { return units == 0 ? "0" : String(units) + String(repeating: "0", count: exponent) }
+        var digits = String(units)
+        if digits.count <= -exponent { digits = String(repeating: "0", count: -exponent - digits.count + 1) + digits }
+        let point = digits.index(digits.endIndex, offsetBy: exponent)
+        var fraction = String(digits[point...])
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return String(digits[..<point]) + (fraction.isEmpty ? "" : "." + fraction)
     }
 
     /// `1234567890` ns as `1.23456789` (exact: nine decimals, trailing zeros dropped).

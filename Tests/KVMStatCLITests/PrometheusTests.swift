@@ -35,6 +35,16 @@ struct PrometheusFormatTests {
         #expect(lines.contains("kvm_halt_wait_seconds_total 1.500000007"))
         // Every family has HELP and TYPE before its series.
         #expect(lines.filter { $0.hasPrefix("# HELP ") }.count == lines.filter { $0.hasPrefix("# TYPE ") }.count)
+        // A log2 histogram in nanoseconds: cumulative buckets in seconds, the last +Inf.
+        var histogram = sample
+        histogram.histograms = [EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0):
+            Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9, buckets: [1, 0, 2, 3])]
+        let hist = PrometheusFormat().batch(histogram).split(separator: "\n").map(String.init)
+        #expect(hist.contains("# TYPE kvm_halt_wait_hist_seconds histogram"))
+        #expect(hist.contains(#"kvm_halt_wait_hist_seconds_bucket{vcpu="0",le="0"} 1"#), "\(hist)")
+        #expect(hist.contains(#"kvm_halt_wait_hist_seconds_bucket{vcpu="0",le="0.000000003"} 3"#), "\(hist)")
+        #expect(hist.contains(#"kvm_halt_wait_hist_seconds_bucket{vcpu="0",le="+Inf"} 6"#))
+        #expect(hist.contains(#"kvm_halt_wait_hist_seconds_count{vcpu="0"} 6"#))
         let open = PrometheusFormat(openMetrics: true).batch(sample)
         #expect(open.hasSuffix("# EOF\n") && open.contains("# TYPE kvm_exits counter\n"))
     }
@@ -59,6 +69,8 @@ struct PrometheusTests {
             let guest = try QEMUGuest(outs: 100, vcpus: 2)
             try guest.waitUntilHalted()
             let result = try promtool("-1 --source qmp -p \(guest.pid)")
+            let histograms = try run(kvmstatBinary, ["-1", "--source", "qmp", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
+            #expect(histograms.contains("# TYPE kvm_halt_wait_hist_seconds histogram"), "\(histograms.prefix(300))")
             #expect(result.status == 0, "qmp: \(result.stdout)\(result.stderr)")
             let text = try run(kvmstatBinary, ["-1", "--source", "qmp", "-i", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
             #expect(text.contains(#"kvm_exits_total{vcpu="0"} "#) && text.contains("# TYPE kvm_pages_4k gauge"), "\(text)")
