@@ -14,7 +14,8 @@ import Testing
         let sources = try run(Self.fixture, ["--source", "help"])
         #expect(sources.status == 0 && sources.stdout.contains("  counting    counters that count reads"))
         let formats = try run(Self.fixture, ["--format", "help"])
-        #expect(formats.status == 0 && formats.stdout.contains("  tsv     tab-separated values"))
+        // Names in one column, as wide as the longest name needs.
+        #expect(formats.status == 0 && formats.stdout.contains("  tsv         tab-separated values"), "\(formats.stdout)")
         let fields = try run(Self.fixture, ["--source", "counting", "-f", "help"])
         #expect(fields.stdout == "  apples\n  pears\n  plums\n", "\(fields.stdout)\(fields.stderr)")
 
