@@ -21,6 +21,8 @@ let package = Package(
         .target(name: "KVMArchARM64", dependencies: ["KVMCore"]),
         .target(name: "KVMArchPPC", dependencies: ["KVMCore"]),
         .target(name: "KVMArchS390", dependencies: ["KVMCore"]),
+        .target(name: "KVMArchRISCV", dependencies: ["KVMCore"]),
+        .target(name: "KVMArchLoongArch", dependencies: ["KVMCore"]),
         .target(name: "KVMSources", dependencies: ["KVMCore"]),
         .target(name: "KVMFormats", dependencies: ["KVMCore"]),
         // The program (options, checks, modes, the screen); it names no plugin.
@@ -29,7 +31,7 @@ let package = Package(
         .target(
             name: "KVMBuiltins",
             dependencies: [
-                "KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390",
+                "KVMCore", "KVMArchX86", "KVMArchARM64", "KVMArchPPC", "KVMArchS390", "KVMArchRISCV", "KVMArchLoongArch",
                 "KVMSources", "KVMFormats", "KVMStatApp",
             ]
         ),

@@ -1,5 +1,7 @@
 import KVMArchARM64
+import KVMArchLoongArch
 import KVMArchPPC
+import KVMArchRISCV
 import KVMArchS390
 import KVMArchX86
 import KVMCore
@@ -16,6 +18,8 @@ public enum Builtins {
             ARM64Architecture(),
             PPCArchitecture(),
             S390Architecture(),
+            RISCVArchitecture(),
+            LoongArchArchitecture(),
         ]),
         sources: SourceRegistry([
             TracepointSource.description,

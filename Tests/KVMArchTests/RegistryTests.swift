@@ -100,7 +100,9 @@ func builtinRegistry() -> ArchitectureRegistry { Builtins.plugins.architectures 
         #expect(try detect(HostFacts(machine: "s390x")).architecture.name == "s390")
         #expect(try detect(HostFacts(machine: "i686", cpuFlags: ["vmx"])).architecture.name
                 == "x86/vmx")
-        #expect(throws: ArchitectureError.self) { try detect(HostFacts(machine: "riscv64")) }
+        #expect(try detect(HostFacts(machine: "riscv64")).architecture.name == "riscv")
+        #expect(try detect(HostFacts(machine: "loongarch64")).architecture.name == "loongarch")
+        #expect(throws: ArchitectureError.self) { try detect(HostFacts(machine: "mips64")) }
         #expect(throws: ArchitectureError.self) { try detect(HostFacts(machine: "")) }
     }
 

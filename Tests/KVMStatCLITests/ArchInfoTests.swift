@@ -48,6 +48,19 @@ import Testing
 
         let arm = try json("--arch", "arm64")
         #expect((arm["exit_reasons"] as? [String: Int])?["WFx"] == 1)
+
+        // The generic syscall table's perf_event_open and ioctls; reasons from the headers.
+        let riscv = try json("--arch", "riscv")
+        #expect(riscv["perf_event_open_syscall"] as? Int == 241 && riscv["exit_reason_field"] as? String == "scause")
+        #expect((riscv["exit_reasons"] as? [String: Int])?["VIRTUAL_INST_FAULT"] == 22)
+        #expect((riscv["ioctls"] as? [String: Int])?["SET_FILTER"] == 0x4008_2406)
+        let loongarch = try json("--arch", "loongarch")
+        #expect(loongarch["perf_event_open_syscall"] as? Int == 241 && loongarch["exit_reason_field"] as? String == "reason")
+        let codes = try #require(loongarch["exit_reasons"] as? [String: Int])
+        #expect(codes["HVC"] == 23 && codes["GSPR"] == 22 && codes.count == 26)
+        let text = try run(kvmstatBinary, ["--arch-info", "--arch", "loongarch"])
+        #expect(text.status == 0 && text.stdout.contains("Exit-reason field:        reason")
+                && text.stdout.contains("  HVC         23  0x017"), "\(text.stdout)")
     }
 
     @Test func detectedOnThisHost() throws {
