@@ -4,10 +4,7 @@ enum HelpText {
         var text = Options.usage + "\n\n" + description + "\noptions:\n"
         for var spec in Options.specs {
             // The plugins' names, as registered.
-            spec.help = spec.help
-                .replacing("{formats}", with: plugins.formats.names.joined(separator: ", "))
-                .replacing("{sources}", with: plugins.sources.names.joined(separator: ", "))
-                .replacing("{architectures}", with: plugins.architectures.names.joined(separator: ", "))
+            spec.help = spec.help.replacingPlaceholders(plugins: plugins)
             let names = spec.optionStrings.map { name in spec.metavar.map { "\(name) \($0)" } ?? name }
             let invocation = "  " + names.joined(separator: ", ")
             let helpLines = spec.help.split(separator: "\n").map(String.init)

@@ -42,6 +42,14 @@ public enum KVMStat {
             Console.out(HelpText.render(plugins: plugins))
             exit(0)
         }
+        if let shell = options.completions {
+            guard let script = Completions.script(for: shell, plugins: plugins) else {
+                Console.usageError("argument --completions: invalid choice: '\(shell)' (choose from "
+                    + Completions.shells.map { "'\($0)'" }.joined(separator: ", ") + ")")
+            }
+            Console.out(script)
+            exit(0)
+        }
         if options.archInfo {
             ArchInfoCommand.run(options, plugins: plugins)
         }

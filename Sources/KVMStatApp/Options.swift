@@ -27,6 +27,7 @@ struct Options: Sendable, Equatable {
     var verbose = false
     var byGuest = false
     var listen: String?
+    var completions: String?
 
     static let delayDefault = 3.0
     static let delayRange = 0.1...25.5
@@ -76,6 +77,9 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "listen", short: nil, longs: ["listen"], metavar: "[ADDR:]PORT",
                    help: "serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1\nunless given; default port 9595)",
                    upstream: false),
+        OptionSpec(key: "completions", short: nil, longs: ["completions"], metavar: "SHELL",
+                   help: "print the completion script for bash, zsh or fish and exit",
+                   upstream: false),
         OptionSpec(key: "verbose", short: nil, longs: ["verbose"], metavar: nil,
                    help: "say on stderr how the sources set up counting (e.g. -p through a cgroup)",
                    upstream: false),
@@ -89,6 +93,7 @@ struct Options: Sendable, Equatable {
                        [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
                        [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
                        [--by-guest] [--listen [ADDR:]PORT] [--verbose] [--connect URI]
+                       [--completions SHELL]
         """
 
     /// Parses and types the command line; only syntax and value types are checked here.
@@ -124,6 +129,7 @@ struct Options: Sendable, Equatable {
         options.verbose = parsed.has("verbose")
         options.byGuest = parsed.has("byGuest")
         options.listen = parsed.value("listen")
+        options.completions = parsed.value("completions")
         if let text = parsed.value("pid") {
             guard let pid = parsePythonInt(text) else {
                 throw UsageError(message: "argument -p/--pid: invalid int value: '\(text)'")
