@@ -34,6 +34,12 @@ public struct CGroup: Sendable, Equatable {
         return FileSystem.isDirectory(directory) ? CGroup(directory: directory, path: path) : nil
     }
 
+    /// The cgroup v2 path of a process's main thread (cheap: one small read), to notice a
+    /// process moved to another cgroup.
+    public static func path(ofProcess pid: Int, proc: String) -> String? {
+        v2Path("\(proc)/\(pid)/cgroup")
+    }
+
     /// The `0::PATH` line of a /proc cgroup file.
     static func v2Path(_ file: String) -> String? {
         guard let text = try? FileSystem.readText(file) else { return nil }

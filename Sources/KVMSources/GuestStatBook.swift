@@ -28,6 +28,11 @@ struct GuestStatBook {
     }
 
     private(set) var guests: [Int: Guest] = [:]
+    /// Every statistic any guest ever had (departed guests' counts stay reported), sorted,
+    /// and those the filter wants (statistics and per-vCPU children, as tracepoints' are).
+    private(set) var fields: [String] = []
+    private(set) var wanted: Set<String> = []
+    private var allFields: Set<String> = []
     private var departed = DepartedCounts<EventID>()
     /// Statistics that went backwards, warned about once each.
     private var oddities: Set<String> = []
@@ -99,6 +104,13 @@ struct GuestStatBook {
     /// The statistics any guest has as levels.
     func levelNames() -> Set<String> {
         Set(guests.values.flatMap { $0.kinds.filter { $0.value == .level }.keys })
+    }
+
+    /// Takes in the statistics guests have now and applies `filter`.
+    mutating func select(_ filter: FieldFilter?) {
+        allFields.formUnion(fieldNames())
+        fields = allFields.sorted()
+        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }
 
     /// Every statistic and per-vCPU child the guests kept have (histograms left out).

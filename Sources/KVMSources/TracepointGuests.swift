@@ -2,8 +2,8 @@ import KVMCore
 
 /// What the tracepoint source keeps for its by-guest view (`b`, `--by-guest`): per guest that
 /// is alone in its cgroup v2 group, one group per CPU counting that cgroup; guests that share
-/// a cgroup (or have none) are looked at again every `recheckEvery` samples (libvirt moves a
-/// new QEMU into its scope just after starting it).
+/// a cgroup (or have none) are looked at again every `recheckEvery` samples, and at once when
+/// they move to another cgroup (libvirt moves a new QEMU into its scope just after starting it).
 struct TracepointGuests {
     struct Guest {
         let cgroup: CGroup
@@ -13,8 +13,9 @@ struct TracepointGuests {
     static let recheckEvery = 10
 
     var guests: [Int: Guest] = [:]
-    /// Guests not counted on their own, and the sample they were last checked at.
-    var shared: [Int: Int] = [:]
+    /// Guests not counted on their own: the sample they were last checked at, and their
+    /// cgroup then (a guest moved to another cgroup is checked again at once).
+    var shared: [Int: (sample: Int, cgroup: String?)] = [:]
     /// What guests that have quit counted.
     var departed: UInt64 = 0
     var sample = 0
@@ -29,17 +30,26 @@ struct TracepointGuests {
 /// host and guests without a cgroup of their own — so that rows add up to the system-wide
 /// total. The cost is guests × CPUs × fields events (README's scaling table).
 extension TracepointSource {
-    /// By-guest rows (with `-p`: the watched guest's one row).
-    func guestRows() throws(SourceError) -> [EventID: UInt64] {
-        if pid > 0 { return [.guestTotal(pid): rowSum(totals)] }
+    /// Each guest's row sum, read now (before the system-wide groups are).
+    func readGuestSums() throws(SourceError) -> [Int: UInt64] {
         try followGuests()
         let scratch = guestState.scratch!
-        var rows: [EventID: UInt64] = [:]
-        var counted: UInt64 = 0
+        var sums: [Int: UInt64] = [:]
         for (guestPid, guest) in guestState.guests {
             scratch.update(repeating: 0)
             for group in guest.groups { try? group.accumulate(into: scratch) }
-            let sum = rowSum(scratch)
+            sums[guestPid] = rowSum(scratch)
+        }
+        return sums
+    }
+
+    /// By-guest rows from the guests' sums and the total read after them (with `-p`: the
+    /// watched guest's one row).
+    func guestRows(_ guestSums: [Int: UInt64]) -> [EventID: UInt64] {
+        if pid > 0 { return [.guestTotal(pid): rowSum(totals)] }
+        var rows: [EventID: UInt64] = [:]
+        var counted: UInt64 = 0
+        for (guestPid, sum) in guestSums {
             rows[.guestTotal(guestPid)] = sum
             counted &+= sum
         }
@@ -78,12 +88,14 @@ extension TracepointSource {
         guestState.shared = guestState.shared.filter { present.contains($0.key) }
         for guestPid in present.sorted() where guestState.guests[guestPid] == nil {
             if let checked = guestState.shared[guestPid],
-               guestState.sample - checked < TracepointGuests.recheckEvery { continue }
+               guestState.sample - checked.sample < TracepointGuests.recheckEvery,
+               CGroup.path(ofProcess: guestPid, proc: paths.proc) == checked.cgroup { continue }
+            let now = (sample: guestState.sample, cgroup: CGroup.path(ofProcess: guestPid, proc: paths.proc))
             guard let cgroup = CGroup.of(pid: guestPid, paths: paths), cgroup.path != "/",
                   cgroup.holdsOnly(pid: guestPid, proc: paths.proc),
                   let directory = try? FileDescriptor.open(cgroup.directory, .directory)
             else {
-                guestState.shared[guestPid] = guestState.sample
+                guestState.shared[guestPid] = now
                 continue
             }
             defer { directory.close() }
@@ -95,7 +107,7 @@ extension TracepointSource {
                 // events in this kernel, the guest and its cgroup just went) leaves the guest
                 // in the rest's row.
                 if failure == .tooManyOpenFiles || failure == .tooManyOpenFilesInSystem { throw openError(failure) }
-                guestState.shared[guestPid] = guestState.sample
+                guestState.shared[guestPid] = now
                 continue
             }
             guestState.shared[guestPid] = nil

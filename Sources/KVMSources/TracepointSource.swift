@@ -130,13 +130,17 @@ public final class TracepointSource: StatSource {
     public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
         if pid > 0 { try followWatchedProcess() }
         reapHandoffs()
+        // The guests' groups are read before the system-wide ones: counters only grow, so the
+        // total then holds every event a guest's row does, and the rest's row (the total less
+        // the guests') never comes out short by what a busy guest did in between.
+        let guestSums = byGuest && pid == 0 ? try readGuestSums() : [:]
         _ = totals.update(fromContentsOf: retired)
         for group in groups {
             do throws(Errno) { try group.accumulate(into: totals) } catch {
                 throw SourceError("reading perf events", errno: error)
             }
         }
-        if byGuest { return try guestRows() }
+        if byGuest { return guestRows(guestSums) }
         if guestEventsWanted {
             lastGuestEvents = try collectGuestEvents()
         } else if guestState.active {

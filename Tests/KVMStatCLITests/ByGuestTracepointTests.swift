@@ -28,6 +28,19 @@ struct ByGuestTracepointTests {
         return result
     }
 
+    /// The by-guest rows of the last jsonl record of a log taken while `work` ran (a log, not
+    /// `-1`: its one second may end before a loaded machine has run the work).
+    private func rowsAfter(_ work: () throws -> Void) throws -> [String: Int] {
+        let log = try BackgroundKvmstat(["-l", "-s", "0.2", "--by-guest", "--format", "jsonl", "-f", "^kvm_pio$"])
+        log.waitUntilCounting()
+        try work()
+        usleep(600_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        return result.stdout.split(separator: "\n").last.map(guestRows) ?? [:]
+    }
+
     @Test func exactCountsPerGuestAndTheRestInOneRow() throws {
         let tag = "\(getpid())-\(UUID().uuidString.prefix(6))"
         let a = try WorkloadProcess(vcpus: 2, iterations: 2_000, name: "bg-a-\(tag)")
@@ -38,18 +51,18 @@ struct ByGuestTracepointTests {
         let cgroupB = try TestCGroup("bgb")
         try cgroupA.add(a.pid)
         try cgroupB.add(b.pid)
-        let kvmstat = try BackgroundKvmstat(["-1", "--by-guest", "-f", "^kvm_pio$"])
-        kvmstat.waitUntilCounting()
-        try a.run()
-        try b.run()
-        try c.run()
-        let result = kvmstat.finish()
-        #expect(result.status == 0, "\(result.stderr)")
-        let counts = rows(result.stdout)
-        #expect(counts["bg-a-\(tag) (pid \(a.pid))"] == 2 * 2_000 * 2, "\(result.stdout)")
-        #expect(counts["bg-b-\(tag) (pid \(b.pid))"] == 2 * 3_000, "\(result.stdout)")
-        #expect(counts["bg-c-\(tag) (pid \(c.pid))"] == nil)
-        #expect((counts["(host, guests sharing a cgroup)"] ?? 0) >= 2 * 1_000, "\(result.stdout)")
+        let counts = try rowsAfter {
+            try a.run()
+            try b.run()
+            try c.run()
+        }
+        #expect(counts["bg-a-\(tag)"] == 2 * 2_000 * 2, "\(counts)")
+        #expect(counts["bg-b-\(tag)"] == 2 * 3_000, "\(counts)")
+        #expect(counts["bg-c-\(tag)"] == nil)
+        #expect((counts["(host, guests sharing a cgroup)"] ?? 0) >= 2 * 1_000, "\(counts)")
+        // Batch mode's rows are labelled with name and pid.
+        let batch = try run(kvmstatBinary, ["-1", "--by-guest", "-f", "^kvm_pio$"])
+        #expect(rows(batch.stdout)["bg-a-\(tag) (pid \(a.pid))"] != nil, "\(batch.stdout)")
     }
 
     /// Two guests in one cgroup cannot be told apart: both are in the rest's row.
@@ -60,14 +73,12 @@ struct ByGuestTracepointTests {
         let cgroup = try TestCGroup("shared")
         try cgroup.add(a.pid)
         try cgroup.add(b.pid)
-        let kvmstat = try BackgroundKvmstat(["-1", "--by-guest", "-f", "^kvm_pio$"])
-        kvmstat.waitUntilCounting()
-        try a.run()
-        try b.run()
-        let result = kvmstat.finish()
-        let counts = rows(result.stdout)
-        #expect(!result.stdout.contains("sh-a-\(tag)") && !result.stdout.contains("sh-b-\(tag)"), "\(result.stdout)")
-        #expect((counts["(host, guests sharing a cgroup)"] ?? 0) >= 4_000, "\(result.stdout)")
+        let counts = try rowsAfter {
+            try a.run()
+            try b.run()
+        }
+        #expect(counts["sh-a-\(tag)"] == nil && counts["sh-b-\(tag)"] == nil, "\(counts)")
+        #expect((counts["(host, guests sharing a cgroup)"] ?? 0) >= 4_000, "\(counts)")
     }
 
     /// A guest that starts after kvmstat is found at the next sample and counted from there;

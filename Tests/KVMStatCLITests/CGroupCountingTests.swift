@@ -102,10 +102,7 @@ struct CGroupCountingTests {
         let result = log.finish()
         #expect(result.status == 0)
         #expect(result.stderr.components(separatedBy: "joined cgroup").count - 1 == 1, "\(result.stderr)")
-        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
-            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            return ((object?["events"] as? [String: Any])?["kvm_pio"] as? [String: Any])?["total"] as? Int
-        }
+        let totals = jsonTotals(result.stdout, "kvm_pio")
         #expect(totals.last == 2 * 2 * 1_000 * 4, "\(totals)")
     }
 

@@ -76,10 +76,7 @@ struct LibvirtSourceTests {
         log.signal(SIGINT)
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
-        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
-            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            return ((object?["events"] as? [String: Any])?["halt_exits"] as? [String: Any])?["total"] as? Int
-        }
+        let totals = jsonTotals(result.stdout, "halt_exits")
         #expect(totals.count >= 6 && totals == totals.sorted(), "never drops: \(totals)")
         // The first domain's halt stays counted, and the new one's is added.
         #expect((totals.last ?? 0) - (totals.first ?? 0) == 1, "\(totals)")
@@ -103,10 +100,7 @@ struct LibvirtSourceTests {
         let lost = result.stderr.components(separatedBy: "lost the connection").count - 1
         #expect(lost == 1, "\(result.stderr)")
         #expect(result.stderr.contains("answers again"), "\(result.stderr)")
-        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
-            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            return ((object?["events"] as? [String: Any])?["exits"] as? [String: Any])?["total"] as? Int
-        }
+        let totals = jsonTotals(result.stdout, "exits")
         #expect(totals.count >= 8 && totals.allSatisfy { $0 >= 300 } && totals == totals.sorted(), "\(totals)")
     }
 
@@ -128,10 +122,7 @@ struct LibvirtSourceTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.components(separatedBy: "did not answer").count - 1 == 1, "\(result.stderr)")
         #expect(result.stderr.contains("answers again"), "\(result.stderr)")
-        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
-            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            return ((object?["events"] as? [String: Any])?["halt_exits"] as? [String: Any])?["total"] as? Int
-        }
+        let totals = jsonTotals(result.stdout, "halt_exits")
         // 4.1 s at 0.2 s: records kept coming while libvirt was silent (a sample waits 0.5 s
         // at most), and the count never dropped.
         #expect(totals.count >= 12 && totals.allSatisfy { $0 == 1 }, "\(totals)")

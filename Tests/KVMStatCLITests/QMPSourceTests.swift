@@ -130,10 +130,7 @@ struct QMPSourceTests {
         log.signal(SIGINT)
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
-        let totals = result.stdout.split(separator: "\n").compactMap { line -> Int? in
-            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            return ((object?["events"] as? [String: Any])?["exits"] as? [String: Any])?["total"] as? Int
-        }
+        let totals = jsonTotals(result.stdout, "exits")
         #expect(totals.count >= 3)
         #expect(totals.allSatisfy { $0 >= 2_000 } && totals == totals.sorted(), "never drops: \(totals)")
     }

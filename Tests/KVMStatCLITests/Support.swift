@@ -170,6 +170,14 @@ extension Thread {
     static func detachNewReader(_ handle: FileHandle) -> DataReader { DataReader(handle) }
 }
 
+/// The `total` of `event` in each JSON-lines record of `text`.
+func jsonTotals(_ text: String, _ event: String) -> [Int] {
+    text.split(separator: "\n").compactMap { line -> Int? in
+        let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        return ((object?["events"] as? [String: Any])?[event] as? [String: Any])?["total"] as? Int
+    }
+}
+
 /// Batch/log text lines as name → (total, delta) columns.
 func parseBatch(_ text: String) -> [String: (Int, Int)] {
     var result: [String: (Int, Int)] = [:]

@@ -50,9 +50,6 @@ public final class LibvirtSource: StatSource {
     /// The guest key of each domain seen, by name and id (a domain started again gets a new
     /// id and a new QEMU: a new guest).
     private var keys: [String: Int] = [:]
-    private var allFields: Set<String> = []
-    private var wanted: Set<String> = []
-    private var fields: [String] = []
     private var warnings: [String] = []
     /// Why libvirt did not answer, while it does not (said once per episode).
     private var trouble: String?
@@ -113,7 +110,7 @@ public final class LibvirtSource: StatSource {
         return nil
     }
 
-    public func availableFields() -> [String] { fields }
+    public func availableFields() -> [String] { book.fields }
 
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         self.filter = filter
@@ -124,7 +121,7 @@ public final class LibvirtSource: StatSource {
 
     public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
         poll()
-        return book.totals(byGuest: byGuest, wanted: wanted, pid: pid)
+        return book.totals(byGuest: byGuest, wanted: book.wanted, pid: pid)
     }
 
     public func reset() throws(SourceError) {
@@ -141,7 +138,7 @@ public final class LibvirtSource: StatSource {
 
     public func levelFields() -> Set<String> { book.levelNames() }
 
-    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: wanted, pid: pid) }
+    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: book.wanted, pid: pid) }
 
     /// One call; false when libvirt gave no answer (every guest keeps its counts).
     @discardableResult
@@ -221,9 +218,5 @@ public final class LibvirtSource: StatSource {
             + (getenv("XDG_RUNTIME_DIR").map { ["\(String(cString: $0))/libvirt/qemu/run"] } ?? [])
     }
 
-    private func selectFields() {
-        allFields.formUnion(book.fieldNames())
-        fields = allFields.sorted()
-        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
-    }
+    private func selectFields() { book.select(filter) }
 }

@@ -47,16 +47,12 @@ public final class QMPSource: StatSource {
     private var pid: Int
     private var known: [Int: QEMUMonitors.Known] = [:]
     private var sampleNumber = 0
-    /// Every statistic any guest ever had: departed guests' counts stay reported.
-    private var allFields: Set<String> = []
     private var guests: [Int: Guest] = [:]
     private var book = GuestStatBook()
     private var histogramBook = HistogramBook()
     private var wantedHistograms: Set<String> = []
     private var started = false
     private var warnings: [String] = []
-    private var wanted: Set<String> = []
-    private var fields: [String] = []
 
     public init(configuration: SourceConfiguration) {
         proc = configuration.paths.proc
@@ -83,7 +79,7 @@ public final class QMPSource: StatSource {
         return []
     }
 
-    public func availableFields() -> [String] { fields }
+    public func availableFields() -> [String] { book.fields }
 
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         self.filter = filter
@@ -112,7 +108,7 @@ public final class QMPSource: StatSource {
 
     public func levelFields() -> Set<String> { book.levelNames() }
 
-    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: wanted, pid: pid) }
+    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: book.wanted, pid: pid) }
 
     public func histograms() -> [EventID: Histogram] {
         histogramBook.totals(wanted: wantedHistograms, pid: pid)
@@ -144,9 +140,7 @@ public final class QMPSource: StatSource {
     /// The wanted fields: the filter's, statistics and per-vCPU children (`exits(vcpu1)`)
     /// alike as with tracepoints' children, and the parent of each wanted child.
     private func selectFields() {
-        allFields.formUnion(book.fieldNames())
-        fields = allFields.sorted()
-        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
+        book.select(filter)
         let histogramNames = histogramBook.names
         wantedHistograms = Set(filter.select(histogramNames, parentOf: FieldName.tracepointParent(of:))
             .map { histogramNames[$0] })
@@ -283,7 +277,7 @@ public final class QMPSource: StatSource {
     }
 
     private func totals(byGuest: Bool) -> [EventID: UInt64] {
-        book.totals(byGuest: byGuest, wanted: wanted, pid: pid)
+        book.totals(byGuest: byGuest, wanted: book.wanted, pid: pid)
     }
 }
 
