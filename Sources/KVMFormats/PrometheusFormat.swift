@@ -197,25 +197,18 @@ public struct PrometheusFormat: Format {
         return "{" + labels.map { "\($0.0)=\"\(escapeLabel($0.1))\"" }.joined(separator: ",") + "}"
     }
 
-    static func escapeLabel(_ value: String) -> String {
-        var out = ""
-        for character in value {
-            switch character {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            default: out.append(character)
-            }
-        }
-        return out
-    }
+    static func escapeLabel(_ value: String) -> String { escape(value, quotes: true) }
 
-    static func escapeHelp(_ text: String) -> String {
+    static func escapeHelp(_ text: String) -> String { escape(text, quotes: false) }
+
+    /// Backslashes and line breaks escaped (and double quotes, in label values).
+    private static func escape(_ text: String, quotes: Bool) -> String {
         var out = ""
         for character in text {
             switch character {
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
+            case "\"" where quotes: out += "\\\""
             default: out.append(character)
             }
         }
