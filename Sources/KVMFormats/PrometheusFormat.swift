@@ -110,7 +110,8 @@ public struct PrometheusFormat: Format {
 
     /// KVM's histograms (qmp: `halt_wait_hist`) as Prometheus histograms: `kvm_halt_wait_seconds`
     /// with cumulative `le` buckets in base units, per vCPU where the source has them, and a
-    /// `_count`; KVM keeps no sum, so there is no `_sum` (promtool accepts that).
+    /// `_count` in the text format; KVM keeps no sum, so there is no `_sum` (promtool accepts
+    /// that; OpenMetrics then wants no `_count` either).
     func histogramFamilies(_ sample: Sample) -> String {
         let perVCPU = Set(sample.histograms.keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
         var byFamily: [String: [(EventID, Histogram)]] = [:]
@@ -137,7 +138,8 @@ public struct PrometheusFormat: Format {
                     out += name + "_bucket" + Self.labelText(labels + [("le", bound)]) + " \(cumulative)\n"
                 }
                 if histogram.buckets.isEmpty { out += name + "_bucket" + Self.labelText(labels + [("le", "+Inf")]) + " 0\n" }
-                out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n"
+                // OpenMetrics allows `_count` only beside a `_sum`, which KVM does not keep.
+                if !openMetrics { out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n" }
             }
         }
         return out

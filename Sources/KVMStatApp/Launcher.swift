@@ -59,6 +59,9 @@ struct Launcher {
         if options.byGuest && !logging && !options.once {
             Console.fail("--by-guest is for -1 and -l/-L; the screen has 'b'", status: 2)
         }
+        if options.byGuest && format.wantsGuestEvents {
+            Console.fail("--by-guest: --format \(format.name) labels every guest's series itself", status: 2)
+        }
         if options.byGuest && logging && !format.recordsStandAlone {
             Console.fail("--by-guest logs need --format jsonl: guests come and go, a banner's columns cannot",
                          status: 2)

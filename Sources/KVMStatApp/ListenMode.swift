@@ -39,7 +39,7 @@ struct ListenMode {
         for warning in stats.takeWarnings() { Console.warn(warning) }
         let events = stats.guestEvents()
         var sample = Sample(time: WallClock.now(), interval: interval, values: values,
-                            guestNames: BatchMode.guestNames(values, events))
+                            histograms: stats.histograms(), guestNames: BatchMode.guestNames(values, events))
         sample.levels = stats.levelFields()
         sample.guestEvents = events
         server.publish(sample)

@@ -29,7 +29,8 @@ final class LogSink {
         self.replacing = replacing && path != nil
         if self.replacing, let path {
             // The directory must take the temporary file: find out now, before sources open.
-            let probe = try FileDescriptor.open(TemporaryFile.path(for: path), [.writeOnly, .create, .truncate])
+            unlink(TemporaryFile.path(for: path))
+            let probe = try FileDescriptor.open(TemporaryFile.path(for: path), [.writeOnly, .create, .exclusive, .noFollow])
             probe.close()
             unlink(TemporaryFile.path(for: path))
             fd = Console.standardOutput
@@ -83,7 +84,10 @@ final class LogSink {
         TemporaryFile.pending(temporary)
         defer { TemporaryFile.pending(nil) }
         do throws(Errno) {
-            let file = try FileDescriptor.open(temporary, [.writeOnly, .create, .truncate])
+            // Created anew, never through a link another user planted (the directory may be
+            // writable by node_exporter's user): a root kvmstat overwrites nothing else.
+            unlink(temporary)
+            let file = try FileDescriptor.open(temporary, [.writeOnly, .create, .exclusive, .noFollow])
             do throws(Errno) { try file.writeAll(text) } catch {
                 file.close()
                 throw error

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
 /// The temporary file of a replacing log (`-L FILE.prom`) while it is being written, so that
 /// every way out — the main thread's exit, the signal watcher's emergency end — removes it
@@ -16,18 +17,18 @@ enum TemporaryFile {
         return directory + "." + base + ".tmp-" + String(getpid())
     }
 
-    /// The path being written, as a C string the watcher thread can unlink without
-    /// allocating.
-    nonisolated(unsafe) private static var current: UnsafeMutablePointer<CChar>?
+    /// The path being written, under a lock: the watcher thread may remove it while the main
+    /// thread finishes with it.
+    private static let current = Mutex<String?>(nil)
 
     static func pending(_ path: String?) {
-        let old = current
-        current = path.map { strdup($0) }
-        free(old)
+        current.withLock { $0 = path }
     }
 
     /// Removes the file being written, if any (exit paths).
     static func remove() {
-        if let current { unlink(current) }
+        current.withLock { path in
+            if let path { unlink(path) }
+        }
     }
 }

@@ -129,6 +129,8 @@ struct ByGuestTracepointTests {
     @Test func optionsThatCannotCountByGuest() throws {
         let log = try run(kvmstatBinary, ["-l", "--by-guest"])
         #expect(log.status == 2 && log.stderr.contains("--by-guest logs need --format jsonl"), "\(log.stderr)")
+        let prometheus = try run(kvmstatBinary, ["-1", "--by-guest", "--format", "prometheus"])
+        #expect(prometheus.status == 2 && prometheus.stderr.contains("labels every guest's series itself"), "\(prometheus.stderr)")
         // Two sources' rows for one guest could not be added up: one source at a time.
         let two = try run(kvmstatBinary, ["-1", "--by-guest", "-t", "-d"])
         #expect(two.status == 1 && two.stderr.contains("come from one source at a time"), "\(two.stderr)")

@@ -71,6 +71,22 @@ struct PrometheusTests {
             let result = try promtool("-1 --source qmp -p \(guest.pid)")
             let histograms = try run(kvmstatBinary, ["-1", "--source", "qmp", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
             #expect(histograms.contains("# TYPE kvm_halt_wait_hist_seconds histogram"), "\(histograms.prefix(300))")
+            // The endpoint serves them too; OpenMetrics without `_count` (KVM keeps no `_sum`).
+            let port = try HTTPClient.freePort()
+            let server = try BackgroundKvmstat(["--listen", "\(port)", "-s", "0.2", "--source", "qmp", "-p", "\(guest.pid)"])
+            defer {
+                server.signal(SIGINT)
+                _ = server.finish()
+            }
+            var scraped = ""
+            for _ in 0..<50 where !scraped.contains("kvm_halt_wait_hist_seconds_bucket") {
+                scraped = (try? HTTPClient.get(port: port, path: "/metrics"))?.body ?? ""
+                usleep(100_000)
+            }
+            #expect(scraped.contains("kvm_halt_wait_hist_seconds_count"), "\(scraped.prefix(300))")
+            let open = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept: application/openmetrics-text; version=1.0.0"])
+            #expect(open.head.contains("application/openmetrics-text") && open.body.hasSuffix("# EOF\n"))
+            #expect(open.body.contains("kvm_halt_wait_hist_seconds_bucket") && !open.body.contains("kvm_halt_wait_hist_seconds_count"))
             #expect(result.status == 0, "qmp: \(result.stdout)\(result.stderr)")
             let text = try run(kvmstatBinary, ["-1", "--source", "qmp", "-i", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
             #expect(text.contains(#"kvm_exits_total{vcpu="0"} "#) && text.contains("# TYPE kvm_pages_4k gauge"), "\(text)")

@@ -22,6 +22,7 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let append = OpenOptions(rawValue: O_APPEND)
         public static let truncate = OpenOptions(rawValue: O_TRUNC)
         public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+        public static let exclusive = OpenOptions(rawValue: O_EXCL)
         /// O_NONBLOCK: opening a FIFO without a writer returns at once.
         public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
         /// O_NOFOLLOW: a symbolic link is refused, not followed (to a device, say).

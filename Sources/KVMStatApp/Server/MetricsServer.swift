@@ -121,13 +121,16 @@ final class MetricsServer: @unchecked Sendable {
 private final class ServerThread: @unchecked Sendable {
     let server: MetricsServer
     var connections: [MetricsServer.Connection] = []
+    /// After accept(2) failed (out of descriptors), the listener is left alone until then:
+    /// a readable listener that cannot be served would make poll(2) spin.
+    var listenerRestsUntil = 0.0
 
     init(server: MetricsServer) { self.server = server }
 
     func run() {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            let entries = [(server.listener.descriptor, readable: true, writable: false)]
+            let entries = [(server.listener.descriptor, readable: Signals.monotonicNow() >= listenerRestsUntil, writable: false)]
                 + connections.map { ($0.fd, readable: $0.response == nil, writable: $0.response != nil) }
             let events = SocketIO.poll(entries, milliseconds: 100)
             let now = Signals.monotonicNow()
@@ -152,7 +155,13 @@ private final class ServerThread: @unchecked Sendable {
     }
 
     private func acceptAll(now: Double) {
-        while let fd = try? server.listener.accept() {
+        while true {
+            let accepted: FileDescriptor?
+            do { accepted = try server.listener.accept() } catch {
+                listenerRestsUntil = now + 0.1
+                return
+            }
+            guard let fd = accepted else { return }
             if connections.count >= MetricsServer.maxConnections {
                 // Make room by dropping the oldest connection still sending its request.
                 guard let oldest = connections.indices.filter({ connections[$0].response == nil })
