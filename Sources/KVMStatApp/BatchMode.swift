@@ -24,9 +24,10 @@ struct BatchMode {
             if signal == nil {
                 let values = try stats.get(byGuest: byGuest)
                 let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
+                var guestNames = GuestNames()
                 var sample = Sample(
                     time: stamp, interval: Signals.monotonicNow() - start, values: values,
-                    histograms: stats.histograms(), guestNames: Self.guestNames(values, events))
+                    histograms: stats.histograms(), guestNames: guestNames.names(values, events))
                 sample.levels = stats.levelFields()
                 sample.guestEvents = events
                 Console.out(format.batch(sample))
@@ -35,15 +36,5 @@ struct BatchMode {
             Console.fail(error.description)
         }
         for warning in stats.takeWarnings() { Console.warn(warning) }
-    }
-
-    /// The names of the guests that have rows, from their command lines.
-    static func guestNames(_ values: [EventID: EventStat], _ events: [EventID: UInt64] = [:]) -> [Int: String] {
-        let guests = Guests()
-        var names: [Int: String] = [:]
-        for key in Array(values.keys) + Array(events.keys) where key.guest ?? 0 > 0 && names[key.guest!] == nil {
-            names[key.guest!] = guests.name(of: key.guest!)
-        }
-        return names
     }
 }

@@ -136,10 +136,12 @@ struct Launcher {
             let shown = server.listener.port
             Console.err("kvmstat: serving metrics at http://"
                 + (endpoint!.address.contains(":") ? "[\(endpoint!.address)]" : endpoint!.address) + ":\(shown)/metrics\n")
-            ListenMode(stats: stats, server: server, delay: options.delay).run()
+            var mode = ListenMode(stats: stats, server: server, delay: options.delay)
+            mode.run()
         } else if let log {
-            LogMode(stats: stats, format: format, sink: log, delay: options.delay,
-                    skipZero: options.skipZeroRecords, byGuest: options.byGuest).run()
+            var mode = LogMode(stats: stats, format: format, sink: log, delay: options.delay,
+                               skipZero: options.skipZeroRecords, byGuest: options.byGuest)
+            mode.run()
         } else if options.once {
             BatchMode(stats: stats, format: format, byGuest: options.byGuest).run()
         } else {

@@ -13,8 +13,9 @@ struct ListenMode {
     let stats: Stats
     let server: MetricsServer
     let delay: Double
+    var guestNames = GuestNames()
 
-    func run() {
+    mutating func run() {
         do { try stats.enableGuestEvents() } catch { Console.fail(error.description) }
         server.start()
         var last = Signals.monotonicNow()
@@ -33,13 +34,13 @@ struct ListenMode {
         }
     }
 
-    private func publish(interval: Double, now: Double) {
+    private mutating func publish(interval: Double, now: Double) {
         let values: [EventID: EventStat]
         do { values = try stats.get() } catch { Console.fail(error.description) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
         let events = stats.guestEvents()
         var sample = Sample(time: WallClock.now(), interval: interval, values: values,
-                            histograms: stats.histograms(), guestNames: BatchMode.guestNames(values, events))
+                            histograms: stats.histograms(), guestNames: guestNames.names(values, events))
         sample.levels = stats.levelFields()
         sample.guestEvents = events
         server.publish(sample)

@@ -17,10 +17,11 @@ struct LogMode {
     let delay: Double
     let skipZero: Bool
     var byGuest = false
+    var guestNames = GuestNames()
 
     static let bannerEvery = 20
 
-    func run() {
+    mutating func run() {
         let keys: [EventID]
         do {
             if format.wantsGuestEvents { try stats.enableGuestEvents() }
@@ -66,7 +67,7 @@ struct LogMode {
             let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
             var sample = Sample(time: WallClock.now(), interval: now - last, values: values,
                                 histograms: stats.histograms(),
-                                guestNames: byGuest || !events.isEmpty ? BatchMode.guestNames(values, events) : [:])
+                                guestNames: byGuest || !events.isEmpty ? guestNames.names(values, events) : [:])
             sample.levels = stats.levelFields()
             sample.guestEvents = events
             last = now
