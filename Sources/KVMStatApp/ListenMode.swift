@@ -46,9 +46,15 @@ struct ListenMode {
         server.publish(sample)
     }
 
-    /// `PORT`, `ADDR:PORT`, `[V6ADDR]:PORT` or `ADDR` (the default port); 127.0.0.1 unless
-    /// an address is given. Nil when it is none of these.
+    /// `PORT`, `ADDR:PORT`, `[V6ADDR]:PORT`, `ADDR` or a bare IPv6 `V6ADDR` (the default port);
+    /// 127.0.0.1 unless an address is given; `localhost` is 127.0.0.1 (no name lookups: an
+    /// exporter binds addresses). Nil when it is none of these.
     static func parseEndpoint(_ text: String) -> (address: String, port: Int)? {
+        guard let endpoint = parseAddressAndPort(text) else { return nil }
+        return (endpoint.address == "localhost" ? "127.0.0.1" : endpoint.address, endpoint.port)
+    }
+
+    private static func parseAddressAndPort(_ text: String) -> (address: String, port: Int)? {
         func port(_ part: Substring) -> Int? {
             guard let value = Int(part), (0...65535).contains(value), part.allSatisfy(\.isNumber) else { return nil }
             return value
@@ -64,6 +70,7 @@ struct ListenMode {
         if let number = port(Substring(text)) { return ("127.0.0.1", number) }
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         if parts.count == 1, !text.isEmpty { return (text, MetricsServer.defaultPort) }
+        if parts.count > 2 { return (text, MetricsServer.defaultPort) }  // `::1`: IPv6 alone
         guard parts.count == 2, let number = port(parts[1]) else { return nil }
         return (parts[0].isEmpty ? "127.0.0.1" : String(parts[0]), number)
     }

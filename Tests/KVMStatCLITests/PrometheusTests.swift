@@ -1,6 +1,7 @@
 import Foundation
 import KVMCore
 import KVMFormats
+@testable import KVMStatApp
 import KVMTestSupport
 import Synchronization
 import Testing
@@ -48,6 +49,35 @@ struct PrometheusFormatTests {
         let open = PrometheusFormat(openMetrics: true).batch(sample)
         #expect(open.hasSuffix("# EOF\n") && open.contains("# TYPE kvm_exits counter\n"))
     }
+}
+
+/// `--listen`'s endpoint spellings.
+struct ListenEndpointTests {
+    @Test func spellings() {
+        let parse = { (text: String) in ListenMode.parseEndpoint(text).map { "\($0.address) \($0.port)" } }
+        #expect(parse("9100") == "127.0.0.1 9100")
+        #expect(parse("0.0.0.0:9595") == "0.0.0.0 9595" && parse(":9595") == "127.0.0.1 9595")
+        #expect(parse("[::1]:9595") == "::1 9595" && parse("[::1]") == "::1 9595" && parse("::1") == "::1 9595")
+        #expect(parse("localhost:9000") == "127.0.0.1 9000" && parse("10.0.0.1") == "10.0.0.1 9595")
+        for bad in ["", "host:", "host:99999", "1.2.3.4:x", "[::1", "[::1]x"] {
+            #expect(parse(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func unusableEndpointsAreOneLine() throws {
+        let bad = try run(kvmstatBinary, ["--listen", "host:99999"])
+        #expect(bad.status == 2 && bad.stderr.contains("argument --listen: invalid endpoint"))
+        let name = try run(kvmstatBinary, ["--listen", "no.such.host:9595", "-t"])
+        #expect(name.status == 1 && name.stderr == "kvmstat: cannot listen on no.such.host:9595: Invalid argument\n", "\(name.stderr)")
+        let taken = try TCPListenerProbe.taken()
+        let busy = try run(kvmstatBinary, ["--listen", "\(taken.port)"])
+        #expect(busy.status == 1 && busy.stderr.hasPrefix("kvmstat: cannot listen on 127.0.0.1:\(taken.port): "), "\(busy.stderr)")
+    }
+}
+
+/// A port in use, held while a test needs it.
+enum TCPListenerProbe {
+    static func taken() throws -> TCPListener { try TCPListener(address: "127.0.0.1", port: 0) }
 }
 
 /// promtool, Prometheus and node_exporter from Debian against kvmstat's output.

@@ -56,8 +56,15 @@ final class MetricsServer: @unchecked Sendable {
         let accepted: Double
         var request: [UInt8] = []
         var response: [UInt8]?
+        /// When the answer was ready (its own time limit starts there).
+        var answered = 0.0
         var sent = 0
+        /// When the answer was all sent: what the client still sends is read and dropped
+        /// (up to `lingerTime`) before closing, so the answer is not lost to a reset.
+        var closing: Double?
     }
+
+    static let lingerTime = 1.0
 
     /// The answer to a whole request head (`request` up to its blank line).
     func respond(to head: [UInt8]) -> [UInt8] {
@@ -131,7 +138,10 @@ private final class ServerThread: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let entries = [(server.listener.descriptor, readable: Signals.monotonicNow() >= listenerRestsUntil, writable: false)]
-                + connections.map { ($0.fd, readable: $0.response == nil, writable: $0.response != nil) }
+                + connections.map {
+                    ($0.fd, readable: $0.response == nil || $0.closing != nil,
+                     writable: $0.response != nil && $0.closing == nil)
+                }
             let events = SocketIO.poll(entries, milliseconds: 100)
             let now = Signals.monotonicNow()
             var keep: [MetricsServer.Connection] = []
@@ -141,9 +151,15 @@ private final class ServerThread: @unchecked Sendable {
                     connection.fd.close()
                     continue
                 }
-                let limit = connection.response == nil ? MetricsServer.requestTimeout
-                    : MetricsServer.requestTimeout + MetricsServer.responseTimeout
-                if now - connection.accepted > limit {
+                let expired: Bool
+                if let closing = connection.closing {
+                    expired = now - closing > MetricsServer.lingerTime
+                } else if connection.response != nil {
+                    expired = now - connection.answered > MetricsServer.responseTimeout
+                } else {
+                    expired = now - connection.accepted > MetricsServer.requestTimeout
+                }
+                if expired {
                     connection.fd.close()
                     continue
                 }
@@ -179,6 +195,13 @@ private final class ServerThread: @unchecked Sendable {
 
     /// Reads or writes what the connection is ready for; false when it is done or broken.
     private func serve(_ connection: inout MetricsServer.Connection, ready: Int16, buffer: inout [UInt8]) -> Bool {
+        if connection.closing != nil {
+            // Answered: drop what the client still sends until it closes.
+            let received = buffer.withUnsafeMutableBytes { raw in try? SocketIO.receive(connection.fd, into: raw) }
+            if case .bytes? = received { return true }
+            if case .wouldBlock? = received { return true }
+            return false
+        }
         if connection.response == nil {
             guard ready & Int16(POLLIN | POLLHUP | POLLERR) != 0 else { return true }
             let received = buffer.withUnsafeMutableBytes { raw in try? SocketIO.receive(connection.fd, into: raw) }
@@ -187,12 +210,14 @@ private final class ServerThread: @unchecked Sendable {
             case .wouldBlock?: return true
             case .closed?, nil: return false
             }
-            if let end = Self.endOfHead(connection.request) {
+            if let end = Self.endOfHead(connection.request), end <= MetricsServer.headerLimit {
                 connection.response = server.respond(to: Array(connection.request[0..<end]))
                 connection.request = []
+                connection.answered = Signals.monotonicNow()
             } else if connection.request.count > MetricsServer.headerLimit {
                 connection.response = MetricsServer.answer(431, "Request Header Fields Too Large", "headers too large\n")
                 connection.request = []
+                connection.answered = Signals.monotonicNow()
             } else {
                 return true
             }
@@ -203,7 +228,8 @@ private final class ServerThread: @unchecked Sendable {
         connection.sent += sent
         if connection.sent < response.count { return true }
         shutdown(connection.fd.rawValue, Int32(SHUT_WR))
-        return false
+        connection.closing = Signals.monotonicNow()
+        return true
     }
 
     /// Where the request head ends (after its blank line), if it has.
