@@ -3,12 +3,15 @@ import KVMCore
 /// The histogram statistics of the qmp source's guests (`halt_wait_hist`, ...): their shapes
 /// from `query-stats-schemas`, and each guest's latest buckets per vCPU. Histograms are
 /// shown as the kernel keeps them (cumulative since the VM started, not since kvmstat's
-/// baseline), summed over the guests in view, and per vCPU as children
+/// baseline), summed over the guests in view and those that went away, and per vCPU as children
 /// (`halt_wait_hist(vcpu0)`). They go to jsonl; the screen and the text formats leave them
 /// out (a row of buckets has no single number to show).
 struct HistogramBook {
     private var shapes: [Int: [String: Histogram]] = [:]
     private var latest: [Int: [EventID: [UInt64]]] = [:]
+    /// What guests that went away had, added up: host totals never go down (Prometheus would
+    /// take a drop for a reset).
+    private var departed: [EventID: Histogram] = [:]
 
     /// A histogram's shape from its schema entry, nil for other statistics.
     static func shape(_ stat: JSONValue) -> Histogram? {
@@ -40,6 +43,10 @@ struct HistogramBook {
     }
 
     mutating func forget(_ pid: Int) {
+        for (key, buckets) in latest[pid] ?? [:] {
+            guard let shape = shapes[pid]?[key.parent ?? key.name] else { continue }
+            departed[key, default: shape].add(buckets)
+        }
         shapes[pid] = nil
         latest[pid] = nil
     }
@@ -52,6 +59,14 @@ struct HistogramBook {
     /// Sums over the guests in view of the statistics `wanted` names (parents and children).
     func totals(wanted: Set<String>, pid: Int) -> [EventID: Histogram] {
         var results: [EventID: Histogram] = [:]
+        if pid == 0 {
+            for (key, histogram) in departed {
+                for target in [key, key.parent.map { EventID($0) }].compactMap({ $0 }) where wanted.contains(target.name) {
+                    results[target, default: Histogram(scale: histogram.scale, unit: histogram.unit, base: histogram.base,
+                                                       exponent: histogram.exponent)].add(histogram.buckets)
+                }
+            }
+        }
         for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
             for (key, buckets) in histograms {
                 let name = key.parent ?? key.name
