@@ -87,10 +87,11 @@ extension TracepointSource {
         }
         guestState.shared = guestState.shared.filter { present.contains($0.key) }
         for guestPid in present.sorted() where guestState.guests[guestPid] == nil {
+            // One read of the guest's cgroup a sample: it tells whether the guest moved.
+            let now = (sample: guestState.sample, cgroup: CGroup.path(ofProcess: guestPid, proc: paths.proc))
             if let checked = guestState.shared[guestPid],
                guestState.sample - checked.sample < TracepointGuests.recheckEvery,
-               CGroup.path(ofProcess: guestPid, proc: paths.proc) == checked.cgroup { continue }
-            let now = (sample: guestState.sample, cgroup: CGroup.path(ofProcess: guestPid, proc: paths.proc))
+               now.cgroup == checked.cgroup { continue }
             guard let cgroup = CGroup.of(pid: guestPid, paths: paths), cgroup.path != "/",
                   cgroup.holdsOnly(pid: guestPid, proc: paths.proc),
                   let directory = try? FileDescriptor.open(cgroup.directory, .directory)

@@ -23,14 +23,10 @@ struct BatchMode {
             if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
             if signal == nil {
                 let values = try stats.get(byGuest: byGuest)
-                let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
-                var guestNames = GuestNames()
-                var sample = Sample(
-                    time: stamp, interval: Signals.monotonicNow() - start, values: values,
-                    histograms: stats.histograms(), guestNames: guestNames.names(values, events))
-                sample.levels = stats.levelFields()
-                sample.guestEvents = events
-                Console.out(format.batch(sample))
+                var maker = SampleMaker()
+                Console.out(format.batch(maker.sample(values, of: stats, time: stamp,
+                                                      interval: Signals.monotonicNow() - start,
+                                                      guestEvents: format.wantsGuestEvents)))
             }
         } catch {
             Console.fail(error.description)

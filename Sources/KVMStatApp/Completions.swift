@@ -10,7 +10,6 @@ enum Completions {
         case "format": return plugins.formats.names + ["help", "json"]
         case "source": return plugins.sources.names + ["help"]
         case "arch": return plugins.architectures.names
-        case "logFile": return nil
         default: return nil
         }
     }

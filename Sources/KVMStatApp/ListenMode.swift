@@ -13,7 +13,7 @@ struct ListenMode {
     let stats: Stats
     let server: MetricsServer
     let delay: Double
-    var guestNames = GuestNames()
+    var maker = SampleMaker()
 
     mutating func run() {
         do { try stats.enableGuestEvents() } catch { Console.fail(error.description) }
@@ -38,12 +38,7 @@ struct ListenMode {
         let values: [EventID: EventStat]
         do { values = try stats.get() } catch { Console.fail(error.description) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
-        let events = stats.guestEvents()
-        var sample = Sample(time: WallClock.now(), interval: interval, values: values,
-                            histograms: stats.histograms(), guestNames: guestNames.names(values, events))
-        sample.levels = stats.levelFields()
-        sample.guestEvents = events
-        server.publish(sample)
+        server.publish(maker.sample(values, of: stats, time: WallClock.now(), interval: interval, guestEvents: true))
     }
 
     /// `PORT`, `ADDR:PORT`, `[V6ADDR]:PORT`, `ADDR` or a bare IPv6 `V6ADDR` (the default port);

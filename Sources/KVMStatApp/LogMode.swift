@@ -17,7 +17,7 @@ struct LogMode {
     let delay: Double
     let skipZero: Bool
     var byGuest = false
-    var guestNames = GuestNames()
+    var maker = SampleMaker()
 
     static let bannerEvery = 20
 
@@ -64,12 +64,8 @@ struct LogMode {
             let values: [EventID: EventStat]
             do { values = try stats.get(byGuest: byGuest) } catch { Console.fail(error.description) }
             reportWarnings()
-            let events = format.wantsGuestEvents ? stats.guestEvents() : [:]
-            var sample = Sample(time: WallClock.now(), interval: now - last, values: values,
-                                histograms: stats.histograms(),
-                                guestNames: byGuest || !events.isEmpty ? guestNames.names(values, events) : [:])
-            sample.levels = stats.levelFields()
-            sample.guestEvents = events
+            let sample = maker.sample(values, of: stats, time: WallClock.now(), interval: now - last,
+                                      guestEvents: format.wantsGuestEvents)
             last = now
             // By guest, each record has the guests there are now.
             let rows = byGuest ? values.keys.sorted() : keys

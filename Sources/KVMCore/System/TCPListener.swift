@@ -34,17 +34,13 @@ public final class TCPListener {
             socketAddress.sin_family = sa_family_t(AF_INET)
             socketAddress.sin_port = in_port_t(UInt16(clamping: port)).bigEndian
             socketAddress.sin_addr = v4
-            bound = withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
+            bound = Self.bind(fd, &socketAddress)
         } else {
             var socketAddress = sockaddr_in6()
             socketAddress.sin6_family = sa_family_t(AF_INET6)
             socketAddress.sin6_port = in_port_t(UInt16(clamping: port)).bigEndian
             socketAddress.sin6_addr = v6
-            bound = withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
+            bound = Self.bind(fd, &socketAddress)
         }
         guard bound == 0, listen(fd, backlog) == 0 else {
             let error = Errno.current
@@ -65,6 +61,15 @@ public final class TCPListener {
     }
 
     deinit { descriptor.close() }
+
+    /// bind(2) with a `sockaddr_in` or `sockaddr_in6`.
+    private static func bind<Address>(_ fd: Int32, _ address: inout Address) -> Int32 {
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<Address>.size))
+            }
+        }
+    }
 
     /// A waiting connection (non-blocking), or nil when there is none.
     public func accept() throws(Errno) -> FileDescriptor? {

@@ -1,6 +1,24 @@
 import KVMCore
 import KVMSources
 
+/// Turns a reading of the sources into a `Sample` with what formats may need beside the
+/// values — histograms, which fields are levels, guest names, per-guest values — the same way
+/// in batch, log and listen modes.
+struct SampleMaker {
+    private var guestNames = GuestNames()
+
+    /// `guestEvents`: whether per-guest values are wanted (formats that label by guest).
+    mutating func sample(_ values: [EventID: EventStat], of stats: Stats, time: WallClock, interval: Double,
+                         guestEvents: Bool) -> Sample {
+        let events = guestEvents ? stats.guestEvents() : [:]
+        var sample = Sample(time: time, interval: interval, values: values, histograms: stats.histograms(),
+                            guestNames: guestNames.names(values, events))
+        sample.levels = stats.levelFields()
+        sample.guestEvents = events
+        return sample
+    }
+}
+
 /// The names of the guests a sample has rows or series for, from their command lines; kept
 /// between samples, so that a log or the endpoint reads a guest's /proc/PID/cmdline once, not
 /// every sample (200 guests at -s 0.1 would be 2,000 reads a second).
