@@ -32,6 +32,7 @@ public enum Builtins {
             (CSVFormat(), "comma-separated values, kvm_stat's -c"),
             (JSONLinesFormat(), "one JSON object per sample"),
             (PrometheusFormat(), "Prometheus text exposition 0.0.4; with -L FILE each sample replaces the file"),
+            (PrometheusFormat(openMetrics: true), "OpenMetrics 1.0 text; with -L FILE each sample replaces the file"),
         ])
     )
 }

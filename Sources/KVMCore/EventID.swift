@@ -11,12 +11,39 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let guest: Int?
     /// The vCPU for a per-vCPU count, or nil.
     public let vcpu: Int?
+    /// The source that counted it, once `Stats` has merged the sources' readings (a source
+    /// reports its own keys without it): two sources' `exits` never overwrite each other.
+    public let source: String?
 
-    public init(_ name: String, parent: String? = nil, guest: Int? = nil, vcpu: Int? = nil) {
+    public init(_ name: String, parent: String? = nil, guest: Int? = nil, vcpu: Int? = nil, source: String? = nil) {
         self.name = name
         self.parent = parent
         self.guest = guest
         self.vcpu = vcpu
+        self.source = source
+    }
+
+    /// The same count, as `source` counted it.
+    public func from(_ source: String) -> EventID {
+        EventID(name, parent: parent, guest: guest, vcpu: vcpu, source: source)
+    }
+
+    /// The same count for guest `pid` (nil: for the host).
+    public func of(guest pid: Int?) -> EventID {
+        EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source)
+    }
+
+    /// The family it belongs to (a child belongs to its parent's), once its source is known.
+    public var family: FamilyKey? {
+        guard let source, !isGuestTotal else { return nil }
+        return FamilyKey(source: source, name: parent ?? name)
+    }
+
+    /// The value a child stands for under its parent: `HLT` of `kvm_exit(HLT)`; nil for an
+    /// event that is no child, or a vCPU's value.
+    public var childLabel: String? {
+        guard let parent, vcpu == nil, name.count > parent.count + 1, name.hasSuffix(")") else { return nil }
+        return String(name.dropFirst(parent.count + 1).dropLast())
     }
 
     /// All events of one guest (a row of the by-guest view).
@@ -47,10 +74,12 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
         return parent.map { name + " " + $0 } ?? name
     }
 
-    /// Upstream's order; per-vCPU values of the same event by vCPU number.
+    /// Upstream's order; per-vCPU values of the same event by vCPU number, then by source.
     public static func < (lhs: EventID, rhs: EventID) -> Bool {
         if lhs.upstreamKey != rhs.upstreamKey { return lhs.upstreamKey < rhs.upstreamKey }
-        return (lhs.vcpu ?? -1) < (rhs.vcpu ?? -1)
+        if lhs.vcpu != rhs.vcpu { return (lhs.vcpu ?? -1) < (rhs.vcpu ?? -1) }
+        if lhs.guest != rhs.guest { return (lhs.guest ?? Int.min) < (rhs.guest ?? Int.min) }
+        return (lhs.source ?? "") < (rhs.source ?? "")
     }
 
     public var description: String { upstreamKey }

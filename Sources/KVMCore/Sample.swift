@@ -4,39 +4,83 @@ import Glibc
 import Musl
 #endif
 
-/// One reading of every event: when it was taken, over how long, and each event's
-/// `(value, delta)`.
+/// One sample of every source, merged: when it was taken, over how long, each event's
+/// `(value, delta)`, each guest's values where asked, histograms, and the descriptions of the
+/// families all these belong to. Formats, the screen and the endpoint read it and nothing
+/// else: what a number is (counter or level, its unit, its help) comes from `families`.
 public struct Sample: Sendable {
     public var time: WallClock
     public var interval: Double
-    public var values: [EventID: EventStat]
-    /// Histogram statistics where a source has them (jsonl shows them; others need not).
+    public var values: [EventID: EventStat] {
+        didSet { ambiguous = Self.sharedNames(values.keys) }
+    }
+    /// Histogram statistics where a source has them (jsonl and Prometheus show them; the text
+    /// formats and the screen, which have one number per row, leave them out).
     public var histograms: [EventID: Histogram]
-    /// The names of the guests whose rows the sample has (by-guest records).
+    /// The names of the guests the sample has rows or series for, by pid.
     public var guestNames: [Int: String]
-    /// Statistics that are levels (instant or peak values), not counts: formats that type
-    /// their numbers (Prometheus's gauges and counters) need to know.
-    public var levels: Set<String> = []
-    /// Per-guest values of each event (keys with `guest` set), for formats that label series
-    /// by guest; empty unless such a format asked.
-    public var guestEvents: [EventID: UInt64] = [:]
+    /// Each guest's value of every wanted event (keys with `guest` set), when a format that
+    /// labels series by guest asked for them.
+    public var guestValues: [EventID: UInt64]
+    /// What each family is, by source and name.
+    public var families: [FamilyKey: MetricFamily]
+    /// Names that more than one source reports (shown qualified: `qmp:exits`).
+    private var ambiguous: Set<String>
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
-                histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:]) {
+                histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:],
+                guestValues: [EventID: UInt64] = [:], families: [FamilyKey: MetricFamily] = [:]) {
         self.time = time
         self.interval = interval
         self.values = values
         self.histograms = histograms
         self.guestNames = guestNames
+        self.guestValues = guestValues
+        self.families = families
+        ambiguous = Self.sharedNames(values.keys)
+    }
+
+    /// The description of the family `key` belongs to, if its source gave one.
+    public func family(of key: EventID) -> MetricFamily? {
+        key.family.flatMap { families[$0] }
+    }
+
+    /// The values `source` counted, keyed as the source reported them (without `source`).
+    public func values(of source: String) -> [EventID: EventStat] {
+        var result: [EventID: EventStat] = [:]
+        for (key, stat) in values where key.source == source {
+            result[EventID(key.name, parent: key.parent, guest: key.guest, vcpu: key.vcpu)] = stat
+        }
+        return result
+    }
+
+    /// Whether `key` is a level (a gauge or flag shown as it is), not a count.
+    public func isLevel(_ key: EventID) -> Bool { family(of: key)?.isLevel ?? false }
+
+    /// An event's name as a column or row shows it: its own name, qualified by its source
+    /// (`qmp:exits`) only when another source reports the same name.
+    public func name(of key: EventID) -> String {
+        guard let source = key.source, ambiguous.contains(key.name) else { return key.name }
+        return source + ":" + key.name
     }
 
     /// What a row is called: the event's name, or for a guest's row its name and pid
     /// (`web1 (pid 4242)`), or what a special row holds.
     public func label(_ key: EventID) -> String {
-        guard key.isGuestTotal, let pid = key.guest else { return key.name }
+        guard key.isGuestTotal, let pid = key.guest else { return name(of: key) }
         if let special = EventID.specialGuestLabel(pid) { return special }
         let name = guestNames[pid] ?? ""
         return name.isEmpty ? "pid \(pid)" : "\(name) (pid \(pid))"
+    }
+
+    private static func sharedNames(_ keys: Dictionary<EventID, EventStat>.Keys) -> Set<String> {
+        var sources: [String: String] = [:]
+        var shared = Set<String>()
+        for key in keys where !key.isGuestTotal {
+            guard let source = key.source else { continue }
+            if let other = sources.updateValue(source, forKey: key.name), other != source { shared.insert(key.name) }
+        }
+        return shared
     }
 }
 

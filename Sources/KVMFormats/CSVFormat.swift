@@ -9,8 +9,11 @@ public struct CSVFormat: Format {
     public var repeatsBannerInFile: Bool { false }
     public var shorthand: String? { "-c" }
 
-    public func banner(keys: [EventID]) -> String? {
-        "timestamp" + keys.map { "," + Self.quoted($0.name) }.joined()
+    /// Served as `text/csv` (the header and one row) to a scraper that asks for it.
+    public var mediaTypes: [MediaType] { [MediaType("text/csv", parameters: "charset=utf-8", quality: 0.3)] }
+
+    public func banner(keys: [EventID], of sample: Sample) -> String? {
+        "timestamp" + keys.map { "," + Self.quoted(sample.name(of: $0)) }.joined()
     }
 
     /// A field as RFC 4180 wants it: names are the kernel's data, and one with a comma, a

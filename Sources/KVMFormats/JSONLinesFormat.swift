@@ -13,7 +13,12 @@ public struct JSONLinesFormat: Format {
     public var repeatsBannerInFile: Bool { false }
     public var recordsStandAlone: Bool { true }
 
-    public func banner(keys: [EventID]) -> String? { nil }
+    /// Served as JSON Lines (one record) to a client that asks for it.
+    public var mediaTypes: [MediaType] {
+        [MediaType("application/jsonl", quality: 0.5), MediaType("application/x-ndjson", quality: 0.5)]
+    }
+
+    public func banner(keys: [EventID], of sample: Sample) -> String? { nil }
 
     public func record(_ sample: Sample, keys: [EventID]) -> String {
         var events: [(String, JSONValue)] = []
@@ -34,7 +39,7 @@ public struct JSONLinesFormat: Format {
             var members: [(String, JSONValue)] = [("total", .uint(stat.value)),
                                                   ("delta", .int(Int(stat.delta)))]
             if let parent = key.parent { members.append(("parent", .string(parent))) }
-            events.append((key.name, .object(members)))
+            events.append((sample.name(of: key), .object(members)))
         }
         let interval = (sample.interval * 1000).rounded() / 1000
         var members: [(String, JSONValue)] = [
@@ -45,7 +50,7 @@ public struct JSONLinesFormat: Format {
         if !guests.isEmpty { members.append(("guests", .array(guests))) }
         if !sample.histograms.isEmpty {
             members.append(("histograms", .object(sample.histograms.keys.sorted().map { key in
-                (key.name, Self.histogram(sample.histograms[key]!, parent: key.parent))
+                (sample.name(of: key), Self.histogram(sample.histograms[key]!, parent: key.parent))
             })))
         }
         return JSONValue.object(members).rendered()

@@ -4,12 +4,16 @@ import KVMCore
 /// node_exporter's textfile collector (`-L FILE.prom`, each sample replacing the file) and the
 /// `--listen` endpoint. Every record is a whole exposition.
 ///
-/// Naming (README, "Prometheus"): tracepoints are `kvm_tracepoint_total{tracepoint=...}` and
-/// their exit reasons `kvm_tracepoint_reason_total{tracepoint=...,reason=...}`; KVM's own
-/// statistics (debugfs, qmp, libvirt) are one family each, `kvm_<stat>_total` for counters and
-/// `kvm_<stat>` for levels (gauges), with a `vcpu` label where the source has per-vCPU values
-/// (then only those are exported, so `sum()` counts each event once). Totals count since
-/// kvmstat started and never go down within one kvmstat process.
+/// Names and types come from the sample's family descriptions (README, "Prometheus"):
+/// tracepoints are `kvm_tracepoint_total{tracepoint=...}` and their exit reasons
+/// `kvm_tracepoint_reason_total{tracepoint=...,reason=...}`; KVM's own statistics are one
+/// family each, `kvm_<stat>_total` for counters and `kvm_<stat>` for gauges, in base units
+/// (`halt_wait_ns` as `kvm_halt_wait_seconds_total`), with a `vcpu` label where the source has
+/// per-vCPU values (then only those are exported, so `sum()` counts each event once); other
+/// origins go under their namespace (`kvm_<namespace>_<name>`), kvmstat's own under
+/// `kvmstat_`. Guests' values are separate `kvm_guest_*` families labelled by guest and pid.
+/// A name two sources report gets a `source` label. Totals count since kvmstat started and
+/// never go down within one kvmstat process.
 public struct PrometheusFormat: Format {
     public let openMetrics: Bool
 
@@ -19,15 +23,17 @@ public struct PrometheusFormat: Format {
     public var repeatsBannerInFile: Bool { false }
     public var replacesFile: Bool { true }
     public var recordsStandAlone: Bool { true }
-    public var wantsGuestEvents: Bool { true }
+    public var labelsGuests: Bool { true }
 
-    /// The HTTP Content-Type of an exposition.
-    public var contentType: String {
-        openMetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-            : "text/plain; version=0.0.4; charset=utf-8"
+    /// The endpoint serves the text format to whoever accepts anything, OpenMetrics to those
+    /// who ask for it (Prometheus rates it above the text format).
+    public var mediaTypes: [MediaType] {
+        openMetrics
+            ? [MediaType("application/openmetrics-text", parameters: "version=1.0.0; charset=utf-8", quality: 1)]
+            : [MediaType("text/plain", parameters: "version=0.0.4; charset=utf-8", quality: 1)]
     }
 
-    public func banner(keys: [EventID]) -> String? { nil }
+    public func banner(keys: [EventID], of sample: Sample) -> String? { nil }
 
     public func batch(_ sample: Sample) -> String { exposition(sample, keys: sample.sortedKeys) }
 
@@ -49,48 +55,74 @@ public struct PrometheusFormat: Format {
         var series: [Series] = []
     }
 
+    /// What a key without a description is taken for: a counter of events of its source.
+    static func undescribed(_ key: EventID) -> MetricFamily {
+        let source = key.source ?? "unknown"
+        return MetricFamily(key.parent ?? key.name, kind: .counter, help: "\(key.parent ?? key.name) of source \(source)",
+                            origin: .other(namespace: source))
+    }
+
+    /// The exposition's name of a family (before `_total`): by origin, in base units.
+    static func familyName(_ family: MetricFamily, perGuest: Bool) -> String {
+        var base = family.name
+        if family.unit.name == "seconds" && family.unit.exponent == -9 && base.hasSuffix("_ns") {
+            base.removeLast(3)
+        }
+        var name = metricName(base)
+        for unit in ["seconds", "bytes"] where family.unit.name == unit && !name.hasSuffix("_" + unit) {
+            name += "_" + unit
+        }
+        let guest = perGuest ? "guest_" : ""
+        switch family.origin {
+        case .tracepoint: return "kvm_\(guest)tracepoint"
+        case .kvmStatistic: return "kvm_" + guest + name
+        case .program: return "kvmstat_" + guest + name
+        case .other(let namespace): return "kvm_" + guest + metricName(namespace) + "_" + name
+        }
+    }
+
     public func exposition(_ sample: Sample, keys: [EventID]) -> String {
         var families: [String: Family] = [:]
-        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: UInt64,
-                 nanoseconds: Bool = false) {
-            // Prometheus wants base units: nanosecond statistics are exported in seconds.
-            let text = nanoseconds ? Self.seconds(fromNanoseconds: value) : String(value)
+        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: String) {
             families[family, default: Family(name: family, isCounter: counter, help: help)]
-                .series.append(Series(labels: labels, value: text))
+                .series.append(Series(labels: labels, value: value))
         }
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
-        let guestKeys = sample.guestEvents.keys.sorted()
+        let guestKeys = sample.guestValues.keys.sorted()
         for (keyList, perGuest) in [(keys.filter { !$0.isGuestTotal }, false), (guestKeys, true)] {
             // Statistics that have per-vCPU rows (per guest): the vCPUs' series stand for them.
-            let perVCPU = Set(keyList.compactMap { $0.vcpu != nil ? "\($0.guest ?? 0) \($0.parent ?? "")" : nil })
+            let perVCPU = Set(keyList.compactMap { key in key.vcpu != nil ? key.family.map { "\(key.guest ?? 0) \($0)" } : nil })
             for key in keyList {
-                let value = perGuest ? sample.guestEvents[key] ?? 0 : sample.values[key]?.value ?? 0
-                let prefix = perGuest ? "kvm_guest_" : "kvm_"
-                let guestLabels = perGuest ? [("guest", sample.guestNames[key.guest!] ?? ""), ("pid", String(key.guest!))] : []
+                let family = sample.family(of: key) ?? Self.undescribed(key)
+                if family.kind == .histogram { continue }
+                if key.vcpu == nil && key.parent == nil, let own = key.family, perVCPU.contains("\(key.guest ?? 0) \(own)") {
+                    continue
+                }
+                let value = perGuest ? sample.guestValues[key] ?? 0 : sample.values[key]?.value ?? 0
+                var labels = perGuest ? [("guest", sample.guestNames[key.guest!] ?? ""), ("pid", String(key.guest!))] : []
+                if sample.name(of: key) != key.name, let source = key.source { labels.append(("source", source)) }
                 let whose = perGuest ? " per guest" : ""
-                if key.name.hasPrefix("kvm_") || key.parent?.hasPrefix("kvm_") == true {
-                    if let parent = key.parent {
-                        let reason = String(key.name.dropFirst(parent.count + 1).dropLast())
-                        add(prefix + "tracepoint_reason", counter: true,
+                if family.origin == .tracepoint {
+                    if let parent = key.parent, let reason = key.childLabel {
+                        add("kvm_\(perGuest ? "guest_" : "")tracepoint_reason", counter: true,
                             help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))" + whose,
-                            guestLabels + [("tracepoint", parent), ("reason", reason)], value)
+                            labels + [("tracepoint", parent), ("reason", reason)], String(value))
                     } else {
-                        add(prefix + "tracepoint", counter: true, help: "KVM tracepoint events counted by perf" + whose,
-                            guestLabels + [("tracepoint", key.name)], value)
+                        add(Self.familyName(family, perGuest: perGuest), counter: true,
+                            help: "KVM tracepoint events counted by perf" + whose,
+                            labels + [("tracepoint", key.parent ?? key.name)]
+                                + (key.vcpu.map { [("vcpu", String($0))] } ?? []), String(value))
                     }
                     continue
                 }
-                let statistic = key.vcpu != nil ? key.parent ?? key.name : key.name
-                if key.vcpu == nil && perVCPU.contains("\(key.guest ?? 0) \(statistic)") { continue }
-                let level = sample.levels.contains(statistic)
-                let nanoseconds = statistic.hasSuffix("_ns")
-                let family = prefix + Self.metricName(nanoseconds ? String(statistic.dropLast(3)) + "_seconds" : statistic)
-                let labels = guestLabels + (key.vcpu.map { [("vcpu", String($0))] } ?? [])
-                add(family, counter: !level,
-                    help: "KVM statistic \(statistic)\(whose) (" + (level ? "current value" : "since kvmstat started")
-                        + (nanoseconds ? ", in seconds" : "") + ")",
-                    labels, value, nanoseconds: nanoseconds)
+                let counter = family.kind == .counter
+                let scaled = !family.unit.isBase
+                if let vcpu = key.vcpu { labels.append(("vcpu", String(vcpu))) }
+                add(Self.familyName(family, perGuest: perGuest), counter: counter,
+                    help: family.help + whose + " (" + (counter ? "since kvmstat started" : "current value")
+                        + (scaled ? ", in \(family.unit.name)" : "") + ")",
+                    labels, scaled ? Self.scaled(value, base: family.unit.base, exponent: family.unit.exponent) : String(value))
             }
         }
         var out = ""
@@ -113,20 +145,24 @@ public struct PrometheusFormat: Format {
     /// `_count` in the text format; KVM keeps no sum, so there is no `_sum` (promtool accepts
     /// that; OpenMetrics then wants no `_count` either).
     func histogramFamilies(_ sample: Sample) -> String {
-        let perVCPU = Set(sample.histograms.keys.compactMap { $0.vcpu != nil ? $0.parent : nil })
+        let perVCPU = Set(sample.histograms.keys.compactMap { $0.vcpu != nil ? $0.family : nil })
         var byFamily: [String: [(EventID, Histogram)]] = [:]
+        var helps: [String: String] = [:]
         for (key, histogram) in sample.histograms {
-            let statistic = key.parent ?? key.name
-            if key.vcpu == nil && perVCPU.contains(statistic) { continue }
+            if key.vcpu == nil, let own = key.family, perVCPU.contains(own) { continue }
+            let family = sample.family(of: key) ?? Self.undescribed(key)
             // `halt_wait_hist` → `kvm_halt_wait_hist_seconds` (not `kvm_halt_wait_seconds`: that
-            // is the `halt_wait_ns` counter's family in OpenMetrics).
-            let name = "kvm_" + Self.metricName(statistic) + (histogram.unit == "seconds" ? "_seconds" : "")
+            // is the `halt_wait_ns` counter's family in OpenMetrics). The unit is the buckets'.
+            var named = family
+            named.unit = MetricUnit(histogram.unit ?? "")
+            let name = Self.familyName(named, perGuest: false)
             byFamily[name, default: []].append((key, histogram))
+            helps[name] = family.help
         }
         var out = ""
         for name in byFamily.keys.sorted() {
             let series = byFamily[name]!.sorted { $0.0 < $1.0 }
-            out += "# HELP \(name) KVM histogram \(series[0].0.parent ?? series[0].0.name) (buckets since each VM started)\n"
+            out += "# HELP \(name) \(Self.escapeHelp(helps[name] ?? name)) (buckets since each VM started)\n"
             out += "# TYPE \(name) histogram\n"
             for (key, histogram) in series {
                 let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
@@ -157,7 +193,10 @@ public struct PrometheusFormat: Format {
     }
 
     /// `units` × base^exponent, exactly in decimal for base 10 (`3e-9` as `0.000000003`).
+    /// Bases and exponents are whatever a source (another user's QEMU) says: outside
+    /// 2...16 and -40...40 they give the plain number of units, never a trap or a huge string.
     static func scaled(_ units: UInt64, base: Int, exponent: Int) -> String {
+        guard (2...16).contains(base), (-40...40).contains(exponent) else { return String(units) }
         guard base == 10 else {
             var factor = 1.0
             for _ in 0..<abs(exponent) { factor *= Double(base) }
@@ -203,17 +242,21 @@ public struct PrometheusFormat: Format {
 
     static func escapeHelp(_ text: String) -> String { escape(text, quotes: false) }
 
-    /// Backslashes and line breaks escaped (and double quotes, in label values).
+    /// Backslashes and line breaks escaped (and double quotes, in label values), by Unicode
+    /// scalar: Swift takes CR LF for one Character, which must not slip through whole.
     private static func escape(_ text: String, quotes: Bool) -> String {
-        var out = ""
-        for character in text {
-            switch character {
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\"" where quotes: out += "\\\""
-            default: out.append(character)
+        guard text.utf8.contains(where: { $0 == 0x5C || $0 == 0x0A || (quotes && $0 == 0x22) }) else {
+            return text
+        }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": out.append(contentsOf: "\\\\".unicodeScalars)
+            case "\n": out.append(contentsOf: "\\n".unicodeScalars)
+            case "\"" where quotes: out.append(contentsOf: "\\\"".unicodeScalars)
+            default: out.append(scalar)
             }
         }
-        return out
+        return String(out)
     }
 }

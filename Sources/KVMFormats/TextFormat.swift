@@ -8,8 +8,8 @@ public struct TextFormat: Format {
     public var name: String { "text" }
     public var repeatsBannerInFile: Bool { true }
 
-    public func banner(keys: [EventID]) -> String? {
-        keys.map { $0.name + " " }.joined()
+    public func banner(keys: [EventID], of sample: Sample) -> String? {
+        keys.map { sample.name(of: $0) + " " }.joined()
     }
 
     public func record(_ sample: Sample, keys: [EventID]) -> String {

@@ -16,9 +16,7 @@ public final class DebugfsSource: StatSource {
 
     public static let description = SourceDescription(
         name: "debugfs", summary: "KVM's per-VM statistics files in debugfs",
-        enabledPhrase: "debugfs", onlyHint: "debugfs only (see option '-d')",
-        byGuest: true, byVCPU: false,
-        reads: [.pid, .fields, .includePast], defaultRank: 1,
+        enabledPhrase: "debugfs", byGuest: true, reads: [.pid, .fields, .includePast], defaultRank: 1,
         shorthand: "-d",
         unavailableReason: { unavailableReason($0.paths) },
         fields: { (configuration) throws(SourceError) in try fieldNames(configuration.paths) },
@@ -72,9 +70,12 @@ public final class DebugfsSource: StatSource {
     private let proc: String
     private let includePast: Bool
     private let fields: [String]
-    /// Per-guest sums of the last sample, by guest pid and field, while asked for.
-    private var guestEventsWanted = false
+    /// Per-guest sums of the sample being read, by guest pid and field, when asked for.
+    private var guestValuesWanted = false
     private var perGuest: [Int: [UInt64]] = [:]
+    /// What each field is, by name (a child's is its parent's).
+    private let families: [String: MetricFamily]
+    private var guestNames: GuestNames
     /// Per field (by index into `fields`): its name as a C string for openat(2), the key it
     /// reports under (`child/parent` for a child), and whether it is a level.
     private let cNames: [[CChar]]
@@ -115,6 +116,12 @@ public final class DebugfsSource: StatSource {
         let directory = self.directory
         levels = fields.map { Self.isLevel($0, status: try? FileSystem.status("\(directory)/\($0)")) }
         unreadable = Array(repeating: false, count: fields.count)
+        var families: [String: MetricFamily] = [:]
+        for (index, key) in keys.enumerated() where key.parent == nil {
+            families[key.name] = Self.family(key.name, isLevel: levels[index])
+        }
+        self.families = families
+        guestNames = GuestNames(proc: configuration.paths.proc)
         wanted = select(configuration.fieldFilter)
         openKVMDirectory()
         noteDeniedHostWide()
@@ -137,8 +144,29 @@ public final class DebugfsSource: StatSource {
         self.pid = pid
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
-        sample(byGuest: byGuest)
+    /// What a statistic is, by KVM's conventions: levels are gauges, `pages_*` count pages.
+    static func family(_ name: String, isLevel: Bool) -> MetricFamily {
+        let unit: MetricUnit = name.hasPrefix("pages_") ? .pages : isLevel ? .none : .events
+        return MetricFamily(name, kind: isLevel ? .gauge : .counter, unit: unit,
+                            help: "KVM statistic \(name)", origin: .kvmStatistic)
+    }
+
+    public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        guestValuesWanted = request.perGuest
+        let values = sample(byGuest: request.byGuest)
+        var reading = Reading(families: families, values: values, warnings: warnings)
+        warnings.removeAll()
+        if request.perGuest {
+            for (guestPid, sums) in perGuest {
+                for index in wanted where !unreadable[index] {
+                    reading.guestValues[keys[index].of(guest: guestPid)] = sums[index]
+                }
+            }
+        }
+        if request.byGuest || request.perGuest {
+            reading.guestNames = guestNames.names(of: Array(perGuest.keys) + values.keys.compactMap(\.guest))
+        }
+        return reading
     }
 
     /// New baselines from the values read now, as upstream's read(1) takes them. What this
@@ -161,30 +189,6 @@ public final class DebugfsSource: StatSource {
 
     /// What the source keeps per VM and per departed guest (tests check it stays bounded).
     var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departed.guestCount) }
-
-    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {
-        guestEventsWanted = wanted
-        if !wanted { perGuest.removeAll() }
-    }
-
-    public func guestEvents() -> [EventID: UInt64] {
-        var results: [EventID: UInt64] = [:]
-        for (guestPid, sums) in perGuest {
-            for index in wanted where !unreadable[index] {
-                results[EventID(keys[index].name, parent: keys[index].parent, guest: guestPid)] = sums[index]
-            }
-        }
-        return results
-    }
-
-    public func levelFields() -> Set<String> {
-        Set(fields.indices.filter { levels[$0] }.map { fields[$0] })
-    }
-
-    public func takeWarnings() -> [String] {
-        defer { warnings.removeAll() }
-        return warnings
-    }
 
     public func close() {
         kvmDirectory?.close()
@@ -270,7 +274,7 @@ public final class DebugfsSource: StatSource {
                 }
                 guard counted, vm.known[index] else { continue }
                 let amount = levels[index] ? vm.last[index] : vm.counted[index]
-                if guestEventsWanted {
+                if guestValuesWanted {
                     perGuest[vm.guestPid, default: Array(repeating: 0, count: fields.count)][index] &+= amount
                 }
                 if byGuest && !keys[index].isChild {

@@ -1,10 +1,11 @@
 import KVMCore
 
-/// A provider of KVM event counts (upstream's "provider"). Counts are cumulative since the
-/// source's baseline; `Stats` turns them into values and deltas.
+/// A provider of KVM event counts (upstream's "provider"). Each read returns a `Reading`:
+/// every value of that sample with the descriptions of the families they belong to, counters
+/// cumulative since the source's baseline; `Stats` merges readings into a `Sample`.
 ///
-/// Counts are keyed by `EventID`: an event, a child under its parent, and with `byGuest` a
-/// guest's events taken together.
+/// Keys are `EventID`s: an event, a child under its parent, a guest's value, and with
+/// `ReadRequest.byGuest` a guest's events taken together.
 public protocol StatSource: AnyObject {
     /// The name users pick it by (`--source tracepoint`).
     var name: String { get }
@@ -14,37 +15,26 @@ public protocol StatSource: AnyObject {
     func updateFields(_ filter: FieldFilter?) throws(SourceError)
     /// Restricts counting to one process (0: all).
     func setPid(_ pid: Int) throws(SourceError)
-    /// Counts of the wanted fields: cumulative for counters, the current level for instant
-    /// values.
-    func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64]
+    /// Everything of this sample: the wanted fields' counts (cumulative) and levels (as they
+    /// are), what `request` asks beyond them, and the warnings that arose since the last read.
+    func read(_ request: ReadRequest) throws(SourceError) -> Reading
     /// Starts counting from zero again.
     func reset() throws(SourceError)
     /// Whether the source can key its counts by guest (`b` in the screen).
     var supportsByGuest: Bool { get }
-    /// Messages for the operator that arose since the last call (printed once, on stderr).
-    func takeWarnings() -> [String]
     /// Releases kernel resources; called once at exit. Must not keep the user waiting.
     func close()
-    /// The wanted histogram statistics as last read (most sources have none).
-    func histograms() -> [EventID: Histogram]
     /// How the source set itself up, in a line per choice it made (`--verbose`).
     func setupNotes() -> [String]
-    /// The fields that are levels (instant or peak values), not counts.
-    func levelFields() -> Set<String>
-    /// Asks for (or stops asking for) per-guest values of every wanted event, kept from each
-    /// read for `guestEvents` (Prometheus's guest labels).
-    func setGuestEvents(_ wanted: Bool) throws(SourceError)
-    /// The last read's values per guest and event: keys with `guest` set and the event's
-    /// name (`EventID("exits(vcpu0)", parent: "exits", guest: 4242, vcpu: 0)`).
-    func guestEvents() -> [EventID: UInt64]
 }
 
 extension StatSource {
-    public func histograms() -> [EventID: Histogram] { [:] }
     public func setupNotes() -> [String] { [] }
-    public func levelFields() -> Set<String> { [] }
-    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {}
-    public func guestEvents() -> [EventID: UInt64] { [:] }
+
+    /// A read of events (or guest rows) alone.
+    public func read(byGuest: Bool) throws(SourceError) -> Reading {
+        try read(ReadRequest(byGuest: byGuest))
+    }
 }
 
 /// A source failure the operator must see, as one line, keeping its cause: what was being
@@ -118,13 +108,10 @@ public struct SourceDescription: Sendable {
     /// The name users pick it by (`--source debugfs`).
     public let name: String
     public let summary: String
-    /// How upstream's screen names it in "Command not available with … enabled", and in
-    /// "Restart with … and try again!" (`debugfs only (see option '-d')`).
+    /// How upstream's screen names it in "Command not available with … enabled".
     public let enabledPhrase: String
-    public let onlyHint: String
-    /// Whether it can key counts by guest (the screen's `b`) and by vCPU.
+    /// Whether it can key counts by guest (the screen's `b`).
     public let byGuest: Bool
-    public let byVCPU: Bool
     public let reads: Set<SourceOption>
     /// Candidates for the default, lowest first (upstream: tracepoints when available, else
     /// debugfs); nil when it is used only when asked for.
@@ -134,12 +121,15 @@ public struct SourceDescription: Sendable {
     public let unavailableReason: @Sendable (SourceConfiguration) -> String?
     /// The upstream option that picks it alone (`-d`, `-t`), if any.
     public let shorthand: String?
+
+    /// How a user picks it alone: its shorthand, else `--source NAME`.
+    public var selection: String { shorthand ?? "--source \(name)" }
     /// Every field it could report, without opening any counter (`-f help`).
     public let fields: @Sendable (SourceConfiguration) throws(SourceError) -> [String]
     public let make: Factory
 
-    public init(name: String, summary: String, enabledPhrase: String, onlyHint: String,
-                byGuest: Bool, byVCPU: Bool,
+    public init(name: String, summary: String, enabledPhrase: String,
+                byGuest: Bool,
                 reads: Set<SourceOption>, defaultRank: Int?,
                 shorthand: String? = nil,
                 unavailableReason: @escaping @Sendable (SourceConfiguration) -> String?,
@@ -148,9 +138,7 @@ public struct SourceDescription: Sendable {
         self.name = name
         self.summary = summary
         self.enabledPhrase = enabledPhrase
-        self.onlyHint = onlyHint
         self.byGuest = byGuest
-        self.byVCPU = byVCPU
         self.reads = reads
         self.defaultRank = defaultRank
         self.unavailableReason = unavailableReason

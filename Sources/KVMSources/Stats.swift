@@ -1,7 +1,8 @@
 import KVMCore
 
-/// Merges the chosen sources into one table of `(value, delta)` per event, and carries the
-/// filters the screen and command line change (upstream's Stats).
+/// Merges the chosen sources' readings into samples — `(value, delta)` per event, each key
+/// qualified by the source that counted it, so that no source overwrites another's — and
+/// carries the filters the screen and command line change (upstream's Stats).
 public final class Stats {
     public let sources: [any StatSource]
     public private(set) var fieldsFilter: FieldFilter?
@@ -9,6 +10,9 @@ public final class Stats {
     /// Whether child events (`kvm_exit(HLT)`) are shown; counting does not depend on it.
     public var childEvents = false
     public private(set) var values: [EventID: EventStat] = [:]
+    /// When the last sample was read (monotonic seconds), for its interval.
+    private var lastRead: Double?
+    private var warnings: [String] = []
 
     public init(sources: [any StatSource], pid: Int = 0, fieldsFilter: FieldFilter? = nil) {
         self.sources = sources
@@ -31,20 +35,37 @@ public final class Stats {
         for source in sources { try source.setPid(pid) }
     }
 
-    /// Reads every source and returns the updated table.
-    @discardableResult
-    public func get(byGuest: Bool = false) throws(SourceError) -> [EventID: EventStat] {
+    /// Reads every source once and merges what they read into a sample; its interval is the
+    /// time since the previous read (0 for the first).
+    public func read(_ request: ReadRequest = ReadRequest()) throws(SourceError) -> Sample {
+        let now = Signals.monotonicNow()
+        let time = WallClock.now()
         var returned = Set<EventID>()
+        var families: [FamilyKey: MetricFamily] = [:]
+        var guestValues: [EventID: UInt64] = [:]
+        var histograms: [EventID: Histogram] = [:]
+        var guestNames: [Int: String] = [:]
         for source in sources {
-            for (key, newValue) in try source.read(byGuest: byGuest) {
-                values[key] = EventStat(value: newValue, previous: values[key]?.value ?? 0)
-                if byGuest { returned.insert(key) }
+            let reading = try source.read(request)
+            let origin = source.name
+            for (name, family) in reading.families { families[FamilyKey(source: origin, name: name)] = family }
+            for (key, newValue) in reading.values {
+                let qualified = key.from(origin)
+                values[qualified] = EventStat(value: newValue, previous: values[qualified]?.value ?? 0)
+                returned.insert(qualified)
             }
+            for (key, value) in reading.guestValues { guestValues[key.from(origin)] = value }
+            for (key, histogram) in reading.histograms { histograms[key.from(origin)] = histogram }
+            guestNames.merge(reading.guestNames) { first, _ in first }
+            warnings += reading.warnings
         }
-        // A guest no source reports any more (it quit; its counts went to another row) has no
-        // row, rather than a stale one.
-        if byGuest { values = values.filter { !$0.key.isGuestTotal || returned.contains($0.key) } }
-        return values
+        // Rows no source reports any more (a guest that quit, whose counts went to another
+        // row; events of the other view) are dropped rather than shown stale.
+        if values.count != returned.count { values = values.filter { returned.contains($0.key) } }
+        let interval = lastRead.map { now - $0 } ?? 0
+        lastRead = now
+        return Sample(time: time, interval: interval, values: values, histograms: histograms,
+                      guestNames: guestNames, guestValues: guestValues, families: families)
     }
 
     public func reset() throws(SourceError) {
@@ -56,44 +77,15 @@ public final class Stats {
     /// sources' rows for one guest could not be told apart or added up).
     public var supportsByGuest: Bool { sources.count == 1 && sources[0].supportsByGuest }
 
-    /// Switches between keys by event and keys by guest pid; false (refused) when a source
-    /// cannot key by guest.
-    public func setDisplayGuests(_ byGuest: Bool) throws(SourceError) -> Bool {
-        guard supportsByGuest else { return false }
-        values = values.filter { key, _ in
-            byGuest ? key.isChild : !key.isGuestTotal
-        }
-        try get(byGuest: byGuest)
-        return true
-    }
-
     /// Every field the sources can report, whatever the filter.
     public func availableFields() -> [String] {
         sources.flatMap { $0.availableFields() }
     }
 
-    /// Per-guest values of every event from now on (`guestEvents`).
-    public func enableGuestEvents() throws(SourceError) {
-        for source in sources { try source.setGuestEvents(true) }
-    }
-
-    /// The last read's per-guest values, every source's.
-    public func guestEvents() -> [EventID: UInt64] {
-        sources.reduce(into: [:]) { all, source in all.merge(source.guestEvents()) { first, _ in first } }
-    }
-
-    /// The fields that are levels, not counts (every source's).
-    public func levelFields() -> Set<String> {
-        sources.reduce(into: []) { $0.formUnion($1.levelFields()) }
-    }
-
-    /// The sources' histograms as last read.
-    public func histograms() -> [EventID: Histogram] {
-        sources.reduce(into: [:]) { all, source in all.merge(source.histograms()) { first, _ in first } }
-    }
-
+    /// Warnings the sources gave since the last call (each said once, on stderr).
     public func takeWarnings() -> [String] {
-        sources.flatMap { $0.takeWarnings() }
+        defer { warnings.removeAll() }
+        return warnings
     }
 
     public func close() {

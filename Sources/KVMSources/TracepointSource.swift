@@ -14,9 +14,7 @@ public final class TracepointSource: StatSource {
 
     public static let description = SourceDescription(
         name: "tracepoint", summary: "KVM tracepoints through perf (default)",
-        enabledPhrase: "tracepoints", onlyHint: "tracepoints only (see option '-t')",
-        byGuest: true, byVCPU: false,
-        reads: [.pid, .fields], defaultRank: 0,
+        enabledPhrase: "tracepoints", byGuest: true, reads: [.pid, .fields], defaultRank: 0,
         shorthand: "-t",
         unavailableReason: unavailableReason(_:),
         fields: { (configuration) throws(SourceError) in try fieldNames(configuration) },
@@ -51,15 +49,9 @@ public final class TracepointSource: StatSource {
     var warnings: [String] = []
     /// The by-guest view's groups, while it is shown or per-guest events are asked for.
     var guestState = TracepointGuests()
-    private var guestEventsWanted = false
-    private var lastGuestEvents: [EventID: UInt64] = [:]
-
-    public func setGuestEvents(_ wanted: Bool) throws(SourceError) {
-        guestEventsWanted = wanted
-        lastGuestEvents.removeAll()
-    }
-
-    public func guestEvents() -> [EventID: UInt64] { lastGuestEvents }
+    private var guestNames: GuestNames
+    /// Every tracepoint is a family of its own; its children (exit reasons) belong to it.
+    private let families: [String: MetricFamily]
     /// The watched process's cgroup while its events are counted through it.
     var watchedCGroup: CGroup?
     /// How counting was set up, for `--verbose`.
@@ -80,6 +72,10 @@ public final class TracepointSource: StatSource {
         fields = try Self.fieldNames(configuration)
         let architecture = configuration.architecture
         keys = fields.map { EventID($0, parent: architecture.tracepointParent(of: $0)) }
+        families = Dictionary(keys.filter { $0.parent == nil }.map {
+            ($0.name, MetricFamily($0.name, kind: .counter, help: "KVM tracepoint \($0.name)", origin: .tracepoint))
+        }, uniquingKeysWith: { first, _ in first })
+        guestNames = GuestNames(proc: configuration.paths.proc)
         totals = .allocate(capacity: fields.count)
         retired = .allocate(capacity: fields.count)
         retired.initialize(repeating: 0)
@@ -127,7 +123,8 @@ public final class TracepointSource: StatSource {
         try rebuildGroups()
     }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+    public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        let byGuest = request.byGuest
         if pid > 0 { try followWatchedProcess() }
         reapHandoffs()
         // The guests' groups are read before the system-wide ones: counters only grow, so the
@@ -140,16 +137,24 @@ public final class TracepointSource: StatSource {
                 throw SourceError("reading perf events", errno: error)
             }
         }
-        if byGuest { return guestRows(guestSums) }
-        if guestEventsWanted {
-            lastGuestEvents = try collectGuestEvents()
-        } else if guestState.active {
-            releaseGuestGroups()
+        var reading = Reading(families: families, warnings: warnings)
+        warnings.removeAll()
+        if byGuest {
+            reading.values = guestRows(guestSums)
+        } else {
+            if request.perGuest {
+                reading.guestValues = try collectGuestEvents()
+            } else if guestState.active {
+                releaseGuestGroups()
+            }
+            reading.values.reserveCapacity(wanted.count)
+            for field in wanted { reading.values[keys[field]] = totals[field] }
         }
-        var counts: [EventID: UInt64] = [:]
-        counts.reserveCapacity(wanted.count)
-        for field in wanted { counts[keys[field]] = totals[field] }
-        return counts
+        if byGuest || request.perGuest {
+            reading.guestNames = guestNames.names(of: Array(reading.values.keys.compactMap(\.guest))
+                + reading.guestValues.keys.compactMap(\.guest))
+        }
+        return reading
     }
 
     func resetRetired() { retired.update(repeating: 0) }
@@ -164,11 +169,6 @@ public final class TracepointSource: StatSource {
 
     /// Descriptors the groups hold now (tests check they stay flat over thread churn).
     var descriptorCount: Int { groups.reduce(0) { $0 + $1.descriptors.count } }
-
-    public func takeWarnings() -> [String] {
-        defer { warnings.removeAll() }
-        return warnings
-    }
 
     public func close() {
         releaseGroups()

@@ -14,20 +14,12 @@ struct BatchMode {
     var byGuest = false
 
     func run() {
+        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
         do {
-            if format.wantsGuestEvents { try stats.enableGuestEvents() }
-            try stats.get(byGuest: byGuest)
-            let start = Signals.monotonicNow()
-            let stamp = WallClock.now()
+            _ = try stats.read(request)
             let signal = Signals.wait(seconds: 1)
             if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
-            if signal == nil {
-                let values = try stats.get(byGuest: byGuest)
-                var maker = SampleMaker()
-                Console.out(format.batch(maker.sample(values, of: stats, time: stamp,
-                                                      interval: Signals.monotonicNow() - start,
-                                                      guestEvents: format.wantsGuestEvents)))
-            }
+            if signal == nil { Console.out(format.batch(try stats.read(request))) }
         } catch {
             Console.fail(error.description)
         }

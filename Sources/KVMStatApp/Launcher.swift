@@ -59,7 +59,7 @@ struct Launcher {
         if options.byGuest && !logging && !options.once {
             Console.fail("--by-guest is for -1 and -l/-L; the screen has 'b'", status: 2)
         }
-        if options.byGuest && format.wantsGuestEvents {
+        if options.byGuest && format.labelsGuests {
             Console.fail("--by-guest: --format \(format.name) labels every guest's series itself", status: 2)
         }
         if options.byGuest && logging && !format.recordsStandAlone {
@@ -92,7 +92,7 @@ struct Launcher {
         // Listening first, as the log file: a taken port fails before perf events are set up.
         var server: MetricsServer?
         if let endpoint {
-            do { server = try MetricsServer(address: endpoint.address, port: endpoint.port) } catch {
+            do { server = try MetricsServer(address: endpoint.address, port: endpoint.port, formats: plugins.formats) } catch {
                 Console.fail("cannot listen on \(endpoint.address):\(endpoint.port): \(error)")
             }
         }
@@ -145,13 +145,14 @@ struct Launcher {
         } else if options.once {
             BatchMode(stats: stats, format: format, byGuest: options.byGuest).run()
         } else {
-            // What `b` says when a source cannot break counts down by guest (upstream's words).
-            let capable = plugins.sources.entries.filter(\.byGuest).map(\.onlyHint)
+            // What `b` says when the sources cannot break counts down by guest (after
+            // upstream's words, which name the one source that could).
+            let capable = plugins.sources.entries.filter(\.byGuest).map(\.selection)
             let lacking = sources.filter { !$0.byGuest }
             let refusal = ["Command not available with "
                 + (lacking.isEmpty ? sources : lacking).map(\.enabledPhrase).joined(separator: " and ") + " enabled",
-                capable.isEmpty ? "No source can show guests" : "Restart with " + capable.joined(separator: " or ")
-                    + " and try again!"]
+                capable.isEmpty ? "No source can show guests"
+                    : "Restart with one source of " + capable.joined(separator: ", ") + " and try again!"]
             InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: refusal,
                               guestSources: plugins.sources.entries.filter(\.byGuest).map(\.name)).run()
         }

@@ -13,14 +13,23 @@ struct ListenMode {
     let stats: Stats
     let server: MetricsServer
     let delay: Double
-    var maker = SampleMaker()
+    private var samplesTaken: UInt64 = 0
+
+    /// kvmstat's own counter of samples: whether sampling keeps its schedule shows here.
+    static let samplesFamily = MetricFamily("samples", kind: .counter, unit: .none, help: "Samples kvmstat has taken",
+                                            origin: .program)
+    static let samplesKey = EventID("samples", source: "kvmstat")
+
+    init(stats: Stats, server: MetricsServer, delay: Double) {
+        self.stats = stats
+        self.server = server
+        self.delay = delay
+    }
 
     mutating func run() {
-        do { try stats.enableGuestEvents() } catch { Console.fail(error.description) }
         server.start()
-        var last = Signals.monotonicNow()
-        publish(interval: 0, now: last)
-        var deadline = last + delay
+        publish()
+        var deadline = Signals.monotonicNow() + delay
         while true {
             if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
             while let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
@@ -28,17 +37,20 @@ struct ListenMode {
                 Console.leave(bySignal: signal)
             }
             deadline += delay
-            let now = Signals.monotonicNow()
-            publish(interval: now - last, now: now)
-            last = now
+            publish()
         }
     }
 
-    private mutating func publish(interval: Double, now: Double) {
-        let values: [EventID: EventStat]
-        do { values = try stats.get() } catch { Console.fail(error.description) }
+    /// Takes a sample with every guest's values (the formats served label guests) and makes
+    /// it the one scrapes get.
+    private mutating func publish() {
+        var sample: Sample
+        do { sample = try stats.read(ReadRequest(perGuest: true)) } catch { Console.fail(error.description) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
-        server.publish(maker.sample(values, of: stats, time: WallClock.now(), interval: interval, guestEvents: true))
+        samplesTaken += 1
+        sample.values[Self.samplesKey] = EventStat(value: samplesTaken, previous: samplesTaken - 1)
+        sample.families[FamilyKey(source: "kvmstat", name: "samples")] = Self.samplesFamily
+        server.publish(sample)
     }
 
     /// `PORT`, `ADDR:PORT`, `[V6ADDR]:PORT`, `ADDR` or a bare IPv6 `V6ADDR` (the default port);

@@ -17,26 +17,23 @@ struct LogMode {
     let delay: Double
     let skipZero: Bool
     var byGuest = false
-    var maker = SampleMaker()
 
     static let bannerEvery = 20
 
     mutating func run() {
-        let keys: [EventID]
-        do {
-            if format.wantsGuestEvents { try stats.enableGuestEvents() }
-            keys = try stats.get(byGuest: byGuest).keys.sorted()
-        } catch { Console.fail(error.description) }
+        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
+        let first: Sample
+        do { first = try stats.read(request) } catch { Console.fail(error.description) }
+        let keys = first.sortedKeys
         reportWarnings()
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
         var records = 0
         var bannerShown = true
-        writeBanner(keys: keys)
-        var last = Signals.monotonicNow()
+        writeBanner(keys: keys, of: first)
         // Samples keep to a fixed schedule (start + n × delay), so the time a sample takes
         // does not stretch the interval; after a stall the schedule starts again from now.
-        var deadline = last + delay
+        var deadline = Signals.monotonicNow() + delay
         while true {
             if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
             // Wait for the next sample; signals are handled as they come.
@@ -52,24 +49,20 @@ struct LogMode {
                 }
                 records = 0
                 bannerShown = true
-                writeBanner(keys: keys)
+                writeBanner(keys: keys, of: first)
             }
             deadline += delay
             if records % Self.bannerEvery == 0 && !bannerShown
                 && (!sink.isFile || format.repeatsBannerInFile) {
-                writeBanner(keys: keys)
+                writeBanner(keys: keys, of: first)
                 bannerShown = true
             }
-            let now = Signals.monotonicNow()
-            let values: [EventID: EventStat]
-            do { values = try stats.get(byGuest: byGuest) } catch { Console.fail(error.description) }
+            let sample: Sample
+            do { sample = try stats.read(request) } catch { Console.fail(error.description) }
             reportWarnings()
-            let sample = maker.sample(values, of: stats, time: WallClock.now(), interval: now - last,
-                                      guestEvents: format.wantsGuestEvents)
-            last = now
             // By guest, each record has the guests there are now.
-            let rows = byGuest ? values.keys.sorted() : keys
-            if !skipZero || rows.contains(where: { values[$0]?.delta ?? 0 != 0 }) {
+            let rows = byGuest ? sample.sortedKeys : keys
+            if !skipZero || rows.contains(where: { sample.values[$0]?.delta ?? 0 != 0 }) {
                 sink.write(line: format.record(sample, keys: rows))
                 records += 1
                 bannerShown = false
@@ -77,8 +70,8 @@ struct LogMode {
         }
     }
 
-    private func writeBanner(keys: [EventID]) {
-        guard let banner = format.banner(keys: keys) else { return }
+    private func writeBanner(keys: [EventID], of sample: Sample) {
+        guard let banner = format.banner(keys: keys, of: sample) else { return }
         if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
         sink.write(line: banner)
     }

@@ -24,11 +24,11 @@ struct DebugfsSourceRealTests {
         #expect(try vmDirectories(of: b.pid).count == 1)
 
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(a.pid)))
-        let byGuest = try source.read(byGuest: true)
+        let byGuest = try source.read(byGuest: true).values
         #expect(Set(byGuest.keys) == [.guestTotal(Int(a.pid))])
 
         let all = try DebugfsSource(configuration: try realConfiguration(pid: 0))
-        let guests = Set(try all.read(byGuest: true).keys)
+        let guests = Set(try all.read(byGuest: true).values.keys)
         #expect(guests.isSuperset(of: [.guestTotal(Int(a.pid)), .guestTotal(Int(b.pid))]))
     }
 
@@ -41,8 +41,9 @@ struct DebugfsSourceRealTests {
             locked = error == .notPermitted
         }
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
-        let warnings = source.takeWarnings()
-        let counts = try source.read(byGuest: false)
+        let first = try source.read(byGuest: false)
+        let warnings = first.warnings
+        let counts = first.values
         if locked {
             #expect(warnings.count == 1)
             let warning = try #require(warnings.first)
@@ -50,11 +51,12 @@ struct DebugfsSourceRealTests {
             #expect(counts["exits"] == nil, "unreadable fields are no columns of zeros")
             #expect(counts["pages_4k"] != nil, "readable fields still are")
             // Not again on the next samples, nor when a new VM makes us look again.
-            _ = try source.read(byGuest: false)
+            var later = try source.read(byGuest: false).warnings
             try workload.addVMs(1)
-            _ = try source.read(byGuest: false)
-            #expect(source.takeWarnings().isEmpty)
-            #expect(try source.read(byGuest: false)["exits"] == nil)
+            later += try source.read(byGuest: false).warnings
+            let last = try source.read(byGuest: false)
+            #expect((later + last.warnings).isEmpty)
+            #expect(last.values["exits"] == nil)
         } else {
             #expect(warnings.isEmpty)
             #expect(counts["exits"] != nil)
@@ -64,21 +66,21 @@ struct DebugfsSourceRealTests {
     @Test func vmDestroyedBetweenSamples() throws {
         let workload = try WorkloadProcess(vms: 3, vcpus: 1, iterations: 10)
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
-        let before = try source.read(byGuest: false)
+        let before = try source.read(byGuest: false).values
         try workload.destroyVM()
         #expect(try vmDirectories(of: workload.pid).count == 2)
-        let after = try source.read(byGuest: false)
+        let after = try source.read(byGuest: false).values
         #expect(Set(after.keys) == Set(before.keys))
         for (key, value) in before { #expect(after[key]! >= value, "\(key) never goes back") }
         try workload.destroyVM()
         try workload.destroyVM()
-        #expect(try source.read(byGuest: true).isEmpty)
+        #expect(try source.read(byGuest: true).values.isEmpty)
     }
 
     @Test func noDebugfsFileIsHeldOpenBetweenSamples() throws {
         let workload = try WorkloadProcess(vms: 2, vcpus: 1, iterations: 10)
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
-        _ = try source.read(byGuest: false)
+        _ = try source.read(byGuest: false).values
         let debugfs = try #require(Kernel.paths).debugfsKVM
         let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap {
             try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)
@@ -153,14 +155,14 @@ final class FakeDebugfs {
         let fresh = try tree.source()
         let past = try tree.source(includePast: true)
         #expect(fresh.availableFields().sorted() == ["exits", "halt_exits"])
-        #expect(try fresh.read(byGuest: false) == ["exits": 0, "halt_exits": 0])
-        #expect(try past.read(byGuest: false) == ["exits": 50, "halt_exits": 7])
+        #expect(try fresh.read(byGuest: false).values == ["exits": 0, "halt_exits": 0])
+        #expect(try past.read(byGuest: false).values == ["exits": 50, "halt_exits": 7])
         try tree.set("100-5", "exits", 80)
-        #expect(try fresh.read(byGuest: false)["exits"] == 30)
-        #expect(try past.read(byGuest: false)["exits"] == 80)
+        #expect(try fresh.read(byGuest: false).values["exits"] == 30)
+        #expect(try past.read(byGuest: false).values["exits"] == 80)
         try fresh.reset()
         try tree.set("100-5", "exits", 85)
-        #expect(try fresh.read(byGuest: false)["exits"] == 5)
+        #expect(try fresh.read(byGuest: false).values["exits"] == 5)
     }
 
     @Test func pidFilterAndByGuestKeys() throws {
@@ -169,30 +171,30 @@ final class FakeDebugfs {
         try tree.set("100-9", "exits", 2)
         try tree.set("10-3", "exits", 4)
         let all = try tree.source(includePast: true)
-        #expect(try all.read(byGuest: false) == ["exits": 7])
-        #expect(try all.read(byGuest: true) == [.guestTotal(100): 3, .guestTotal(10): 4])
+        #expect(try all.read(byGuest: false).values == ["exits": 7])
+        #expect(try all.read(byGuest: true).values == [.guestTotal(100): 3, .guestTotal(10): 4])
         // "10-" must not match "100-5" (upstream's substring test would).
         let ten = try tree.source(pid: 10, includePast: true)
-        #expect(try ten.read(byGuest: false) == ["exits": 4])
+        #expect(try ten.read(byGuest: false).values == ["exits": 4])
         try ten.setPid(100)
-        #expect(try ten.read(byGuest: false) == ["exits": 3])
+        #expect(try ten.read(byGuest: false).values == ["exits": 3])
     }
 
     @Test func vmsThatComeAndGo() throws {
         let tree = try FakeDebugfs(fields: ["exits"])
         try tree.set("100-5", "exits", 10)
         let source = try tree.source()
-        #expect(try source.read(byGuest: false) == ["exits": 0])
+        #expect(try source.read(byGuest: false).values == ["exits": 0])
         // A VM created later counted everything while kvmstat watched.
         try tree.set("200-5", "exits", 6)
         try tree.set("100-5", "exits", 12)
-        #expect(try source.read(byGuest: false) == ["exits": 8])
+        #expect(try source.read(byGuest: false).values == ["exits": 8])
         // A VM that goes away keeps what it counted: totals never drop.
         try tree.remove("100-5")
-        #expect(try source.read(byGuest: false) == ["exits": 8])
+        #expect(try source.read(byGuest: false).values == ["exits": 8])
         try tree.set("200-5", "exits", 9)
-        #expect(try source.read(byGuest: false) == ["exits": 11])
-        #expect(try source.read(byGuest: true) == [.guestTotal(200): 9])
+        #expect(try source.read(byGuest: false).values == ["exits": 11])
+        #expect(try source.read(byGuest: true).values == [.guestTotal(200): 9])
     }
 
     @Test func departedCountsStayWithTheirGuest() throws {
@@ -200,39 +202,39 @@ final class FakeDebugfs {
         try tree.set("100-5", "exits", 10)
         try tree.set("200-5", "exits", 20)
         let watched = try tree.source(pid: 100, includePast: true)
-        #expect(try watched.read(byGuest: false) == ["exits": 10])
+        #expect(try watched.read(byGuest: false).values == ["exits": 10])
         try tree.remove("200-5")
-        #expect(try watched.read(byGuest: false) == ["exits": 10], "another guest's exit is not ours")
+        #expect(try watched.read(byGuest: false).values == ["exits": 10], "another guest's exit is not ours")
         try watched.setPid(0)
-        #expect(try watched.read(byGuest: false) == ["exits": 30])
+        #expect(try watched.read(byGuest: false).values == ["exits": 30])
         try tree.remove("100-5")
-        #expect(try watched.read(byGuest: false) == ["exits": 30])
+        #expect(try watched.read(byGuest: false).values == ["exits": 30])
         try watched.setPid(100)
-        #expect(try watched.read(byGuest: false) == ["exits": 10])
+        #expect(try watched.read(byGuest: false).values == ["exits": 10])
     }
 
     @Test func resetTakesTheValuesOfNow() throws {
         let tree = try FakeDebugfs(fields: ["exits"])
         try tree.set("100-5", "exits", 10)
         let source = try tree.source()
-        #expect(try source.read(byGuest: false) == ["exits": 0])
+        #expect(try source.read(byGuest: false).values == ["exits": 0])
         try tree.set("100-5", "exits", 15)  // not sampled before the reset
         try source.reset()
-        #expect(try source.read(byGuest: false) == ["exits": 0])
+        #expect(try source.read(byGuest: false).values == ["exits": 0])
         try tree.set("100-5", "exits", 18)
-        #expect(try source.read(byGuest: false) == ["exits": 3])
+        #expect(try source.read(byGuest: false).values == ["exits": 3])
     }
 
     @Test func includePastCountsAVMOnlyOnce() throws {
         let tree = try FakeDebugfs(fields: ["exits"])
         try tree.set("100-5", "exits", 10)
         let source = try tree.source(includePast: true)
-        #expect(try source.read(byGuest: false) == ["exits": 10])
+        #expect(try source.read(byGuest: false).values == ["exits": 10])
         // A listing that misses the VM once (it looked gone), then finds it again.
         try FileManager.default.moveItem(atPath: tree.kvm + "/100-5", toPath: tree.root + "/away")
-        #expect(try source.read(byGuest: false) == ["exits": 10])
+        #expect(try source.read(byGuest: false).values == ["exits": 10])
         try FileManager.default.moveItem(atPath: tree.root + "/away", toPath: tree.kvm + "/100-5")
-        #expect(try source.read(byGuest: false) == ["exits": 10])
+        #expect(try source.read(byGuest: false).values == ["exits": 10])
     }
 
     @Test func s390InstructionFieldsAreChildren() throws {
@@ -242,10 +244,10 @@ final class FakeDebugfs {
         try tree.set("100-5", "exit_instruction", 7)
         let source = try tree.source(filter: "instruction_sigp", includePast: true,
                                      architecture: S390Architecture())
-        #expect(try source.read(byGuest: false)
+        #expect(try source.read(byGuest: false).values
                 == [EventID("instruction_sigp", parent: "exit_instruction"): 3, "exit_instruction": 7])
         let x86 = try tree.source(filter: "instruction_sigp", includePast: true)
-        #expect(try x86.read(byGuest: false) == ["instruction_sigp": 3])
+        #expect(try x86.read(byGuest: false).values == ["instruction_sigp": 3])
     }
 
     @Test func fieldFilterChanges() throws {
@@ -253,9 +255,9 @@ final class FakeDebugfs {
         try tree.set("100-5", "exits", 1)
         try tree.set("100-5", "halt_exits", 2)
         let source = try tree.source(filter: "halt", includePast: true)
-        #expect(try source.read(byGuest: false) == ["halt_exits": 2])
+        #expect(try source.read(byGuest: false).values == ["halt_exits": 2])
         try source.updateFields(nil)
-        #expect(try source.read(byGuest: false) == ["exits": 1, "halt_exits": 2])
+        #expect(try source.read(byGuest: false).values == ["exits": 1, "halt_exits": 2])
     }
 
     @Test func unreadableKVMDirectoryIsAnErrorThatKeepsItsCause() throws {

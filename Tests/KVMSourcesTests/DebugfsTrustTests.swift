@@ -13,10 +13,10 @@ import Testing
     @Test func startedWithNoVMReportsEveryFieldFromTheStart() throws {
         let tree = try FakeDebugfs(fields: ["exits", "halt_exits", "halt_wait_hist"])
         let source = try tree.source()
-        #expect(try source.read(byGuest: false) == ["exits": 0, "halt_exits": 0])
+        #expect(try source.read(byGuest: false).values == ["exits": 0, "halt_exits": 0])
         try tree.set("100-5", "exits", 4)
         try tree.set("100-5", "halt_exits", 1)
-        #expect(try source.read(byGuest: false) == ["exits": 4, "halt_exits": 1])
+        #expect(try source.read(byGuest: false).values == ["exits": 4, "halt_exits": 1])
     }
 
     @Test func reusedVMDirectoryNameIsANewVM() throws {
@@ -24,22 +24,22 @@ import Testing
         let source = try tree.source()
         for round in 1...3 {
             try tree.recreate("100-5", ["exits": 0])
-            #expect(try source.read(byGuest: false)["exits"] == UInt64(50 * (round - 1)))
+            #expect(try source.read(byGuest: false).values["exits"] == UInt64(50 * (round - 1)))
             try tree.set("100-5", "exits", 50)
-            #expect(try source.read(byGuest: false)["exits"] == UInt64(50 * round), "VM \(round)")
+            #expect(try source.read(byGuest: false).values["exits"] == UInt64(50 * round), "VM \(round)")
         }
         // Re-created between two samples, with its old value already passed.
         try tree.recreate("100-5", ["exits": 70])
-        #expect(try source.read(byGuest: false)["exits"] == 220)
+        #expect(try source.read(byGuest: false).values["exits"] == 220)
     }
 
     @Test func statFileAppearingAfterItsVMDirectoryCountsFromZero() throws {
         let tree = try FakeDebugfs(fields: ["exits", "halt_exits"])
         let source = try tree.source()
         try tree.set("100-5", "halt_exits", 2)  // the directory, without `exits` yet
-        #expect(try source.read(byGuest: false) == ["exits": 0, "halt_exits": 2])
+        #expect(try source.read(byGuest: false).values == ["exits": 0, "halt_exits": 2])
         try tree.set("100-5", "exits", 7)
-        #expect(try source.read(byGuest: false) == ["exits": 7, "halt_exits": 2])
+        #expect(try source.read(byGuest: false).values == ["exits": 7, "halt_exits": 2])
     }
 
     @Test func recreatedKVMDirectoryIsFollowed() throws {
@@ -47,15 +47,15 @@ import Testing
         try tree.set("100-5", "exits", 10)
         let source = try tree.source()
         try tree.set("100-5", "exits", 15)
-        #expect(try source.read(byGuest: false)["exits"] == 5)
+        #expect(try source.read(byGuest: false).values["exits"] == 5)
         // Module reload: a new kvm directory; the old one (still open here) keeps its VM.
         try FileManager.default.moveItem(atPath: tree.kvm, toPath: tree.root + "/kvm.old")
         try FileManager.default.createDirectory(atPath: tree.kvm, withIntermediateDirectories: true)
         try "0\n".write(toFile: tree.kvm + "/exits", atomically: false, encoding: .utf8)
         try tree.set("100-6", "exits", 4)
-        #expect(try source.read(byGuest: false)["exits"] == 9)
+        #expect(try source.read(byGuest: false).values["exits"] == 9)
         try tree.set("100-6", "exits", 6)
-        #expect(try source.read(byGuest: false)["exits"] == 11)
+        #expect(try source.read(byGuest: false).values["exits"] == 11)
     }
 
     @Test func instantValuesAreLevelsThatDropWithTheirVM() throws {
@@ -66,23 +66,23 @@ import Testing
         try tree.set("100-5", "exits", 10)
         let stats = Stats(sources: [try tree.source()])
         // A level is what it is now, not a change since kvmstat started.
-        var values = try stats.get()
+        var values = try stats.read().values(of: "debugfs")
         #expect(values["pages_4k"]?.value == 300 && values["max_mmu_rmap_size"]?.value == 9)
         #expect(values["exits"]?.value == 0)
         try tree.set("100-5", "pages_4k", 200)
         try tree.set("200-5", "pages_4k", 50)
         try tree.set("100-5", "exits", 12)
-        values = try stats.get()
+        values = try stats.read().values(of: "debugfs")
         #expect(values["pages_4k"] == EventStat(value: 250, delta: -50))
         #expect(values["exits"] == EventStat(value: 2, delta: 2))
         try tree.remove("100-5")
-        values = try stats.get()
+        values = try stats.read().values(of: "debugfs")
         #expect(values["pages_4k"] == EventStat(value: 50, delta: -200), "its VM is gone")
         #expect(values["max_mmu_rmap_size"]?.value == 0)
         #expect(values["exits"]?.value == 2, "counts stay")
         try tree.remove("200-5")
-        _ = try stats.get()
-        values = try stats.get()
+        _ = try stats.read().values(of: "debugfs")
+        values = try stats.read().values(of: "debugfs")
         #expect(values["pages_4k"]?.value == 0 && values["exits"]?.value == 2)
     }
 
@@ -92,24 +92,24 @@ import Testing
         try tree.write("100-5", "halt_exits", "9223372036854775808\n")  // 2^63
         try tree.write("100-5", "io_exits", "100\n")
         let stats = Stats(sources: [try tree.source(includePast: true)])
-        var values = try stats.get()
+        var values = try stats.read().values(of: "debugfs")
         #expect(values["exits"] == EventStat(value: UInt64.max, delta: .max))
         #expect(values["halt_exits"]?.value == 1 << 63)
         // A second VM's 2^63 wraps the sum at 2^64, as the kernel's own sum does.
         try tree.write("200-5", "halt_exits", "9223372036854775808\n")
-        values = try stats.get()
+        values = try stats.read().values(of: "debugfs")
         #expect(values["halt_exits"]?.value == 0)
         // Backwards: a reset of the counter; counted from the new value, said once.
         try tree.write("100-5", "io_exits", "40\n")
-        values = try stats.get()
+        values = try stats.read().values(of: "debugfs")
         #expect(values["io_exits"] == EventStat(value: 140, delta: 40))
         // Past 2^64 (23 digits) and not a number: ignored, the last value kept, said once.
         try tree.write("100-5", "io_exits", "20037642052068966312345\n")
-        #expect(try stats.get()["io_exits"]?.value == 140)
+        #expect(try stats.read().values(of: "debugfs")["io_exits"]?.value == 140)
         try tree.write("100-5", "io_exits", "many\n")
-        #expect(try stats.get()["io_exits"]?.value == 140)
+        #expect(try stats.read().values(of: "debugfs")["io_exits"]?.value == 140)
         try tree.write("100-5", "io_exits", "30\n")
-        #expect(try stats.get()["io_exits"]?.value == 170)
+        #expect(try stats.read().values(of: "debugfs")["io_exits"]?.value == 170)
         let warnings = stats.takeWarnings()
         #expect(warnings.count == 1, "\(warnings)")
         #expect(warnings.first?.contains("io_exits") == true)
@@ -117,8 +117,7 @@ import Testing
         let other = try FakeDebugfs(fields: ["exits"])
         try other.write("100-5", "exits", "20037642052068966312345\n")
         let odd = try other.source()
-        _ = try odd.read(byGuest: false)
-        #expect(odd.takeWarnings() == ["debugfs field exits of VM 100-5 holds no number below 2^64; "
+        #expect(try odd.read(byGuest: false).warnings == ["debugfs field exits of VM 100-5 holds no number below 2^64; "
             + "its last value is kept"])
     }
 
@@ -130,15 +129,15 @@ import Testing
         try tree.set("200-5", "exits", 25)  // before the reset, out of view
         try tree.set("300-5", "exits", 7)  // a VM born before the reset
         try tree.set("300-5", "halt_exits", 3)  // a field not wanted at the reset
-        _ = try source.read(byGuest: false)
+        _ = try source.read(byGuest: false).values
         try source.reset()
         try tree.set("200-5", "exits", 26)
         try source.setPid(0)
         try source.updateFields(nil)
-        #expect(try source.read(byGuest: false) == ["exits": 0, "halt_exits": 0])
+        #expect(try source.read(byGuest: false).values == ["exits": 0, "halt_exits": 0])
         try tree.set("200-5", "exits", 28)
         try tree.set("300-5", "halt_exits", 4)
-        #expect(try source.read(byGuest: false) == ["exits": 2, "halt_exits": 1])
+        #expect(try source.read(byGuest: false).values == ["exits": 2, "halt_exits": 1])
     }
 
     @Test func bookkeepingStaysFlatOverVMChurn() throws {
@@ -151,16 +150,16 @@ import Testing
             let vm = i % 2 == 0 ? "\(10_000 + i)-5" : "7-\(i)"
             try tree.set(vm, "exits", 3)
             try tree.set(vm, "pages_4k", 100)
-            _ = try source.read(byGuest: false)
+            _ = try source.read(byGuest: false).values
             try tree.remove(vm)
         }
-        _ = try source.read(byGuest: false)
-        let counts = try source.read(byGuest: false)
+        _ = try source.read(byGuest: false).values
+        let counts = try source.read(byGuest: false).values
         #expect(counts == ["exits": 6_000, "pages_4k": 0])
         #expect(source.bookkeeping.vms == 0)
         #expect(source.bookkeeping.departedGuests <= 1, "only the live guest 7 is kept apart")
         try source.setPid(7)
-        #expect(try source.read(byGuest: false)["exits"] == 3_000)
+        #expect(try source.read(byGuest: false).values["exits"] == 3_000)
     }
 }
 
@@ -204,13 +203,13 @@ struct DebugfsTrustRealTests {
         }
         let source = try DebugfsSource(configuration: try realConfiguration(pid: Int(workload.pid)))
         let before = try vms()
-        let keys = Set(try source.read(byGuest: false).keys)
+        let keys = Set(try source.read(byGuest: false).values.keys)
         try workload.destroyVM()
         try workload.addVMs(1)
         let after = try vms()
         #expect(before.map(\.name) == after.map(\.name), "the test's premise: PID-FD comes back")
         #expect(before.first?.inode != after.first?.inode)
-        #expect(Set(try source.read(byGuest: false).keys) == keys)
+        #expect(Set(try source.read(byGuest: false).values.keys) == keys)
     }
 
     @Test func noVMYetStillHasEveryReadableField() throws {
@@ -221,6 +220,6 @@ struct DebugfsTrustRealTests {
             .filter { (try? FileSystem.readText(try #require(Kernel.paths).debugfsKVM + "/" + $0.name)) != nil }
             .map(\.name)
         #expect(!readable.isEmpty)
-        #expect(Set(try source.read(byGuest: false).keys) == Set(readable.map { EventID($0) }))
+        #expect(Set(try source.read(byGuest: false).values.keys) == Set(readable.map { EventID($0) }))
     }
 }

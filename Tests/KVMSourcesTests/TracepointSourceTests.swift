@@ -11,9 +11,9 @@ struct TracepointSourceTests {
         let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 2000)
         let source = try TracepointSource(configuration: try realConfiguration(pid: Int(workload.pid)))
         defer { source.close() }
-        let before = try source.read(byGuest: false)
+        let before = try source.read(byGuest: false).values
         try workload.run()
-        let after = try source.read(byGuest: false)
+        let after = try source.read(byGuest: false).values
         func delta(_ key: EventID) -> Int { after[key].map { Int($0) - Int(before[key] ?? 0) } ?? -1 }
         #expect(delta(EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")) == 4000)
         #expect(delta(EventID("kvm_userspace_exit(IO)", parent: "kvm_userspace_exit")) == 8000)
@@ -28,22 +28,22 @@ struct TracepointSourceTests {
             try TracepointSource(configuration: try realConfiguration(pid: Int(workload.pid))),
         ], pid: Int(workload.pid))
         defer { stats.close() }
-        try stats.get()
+        try stats.read().values(of: "tracepoint")
         try workload.run()
-        var values = try stats.get()
+        var values = try stats.read().values(of: "tracepoint")
         #expect(values["kvm_pio"] == EventStat(value: 1000, delta: 1000))
         try workload.run()
-        values = try stats.get()
+        values = try stats.read().values(of: "tracepoint")
         #expect(values["kvm_pio"] == EventStat(value: 2000, delta: 1000))
         #expect(values[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] == EventStat(value: 1000, delta: 500))
         try stats.reset()
         // Idle threads' groups are not re-read, but a reset must still show as zero.
-        values = try stats.get()
+        values = try stats.read().values(of: "tracepoint")
         #expect(values["kvm_pio"] == EventStat(value: 0, delta: 0))
-        values = try stats.get()
+        values = try stats.read().values(of: "tracepoint")
         #expect(values["kvm_pio"] == EventStat(value: 0, delta: 0))
         try workload.run()
-        values = try stats.get()
+        values = try stats.read().values(of: "tracepoint")
         #expect(values["kvm_pio"] == EventStat(value: 1000, delta: 1000))
     }
 
@@ -53,7 +53,7 @@ struct TracepointSourceTests {
             pid: Int(workload.pid), filter: #"kvm_userspace_exit\(HLT"#))
         defer { source.close() }
         try workload.run()
-        let counts = try source.read(byGuest: false)
+        let counts = try source.read(byGuest: false).values
         #expect(Set(counts.keys) == [EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit"), "kvm_userspace_exit"])
         #expect(counts[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] == 300)
         #expect(counts["kvm_userspace_exit"] == 900)
@@ -61,7 +61,7 @@ struct TracepointSourceTests {
         // Widening the filter opens the new fields; they count from the change on.
         try source.updateFields(try FieldFilter("kvm_pio|kvm_userspace_exit$"))
         try workload.run()
-        let widened = try source.read(byGuest: false)
+        let widened = try source.read(byGuest: false).values
         #expect(Set(widened.keys) == ["kvm_pio", "kvm_userspace_exit"])
         #expect(widened["kvm_pio"] == 600)
         // The parent was reset and re-enabled when the filter changed.
@@ -70,7 +70,7 @@ struct TracepointSourceTests {
         // Narrowing disables the rest but never the group leader.
         try source.updateFields(try FieldFilter("kvm_pio"))
         try workload.run()
-        let narrowed = try source.read(byGuest: false)
+        let narrowed = try source.read(byGuest: false).values
         #expect(Set(narrowed.keys) == ["kvm_pio"])
         #expect(narrowed["kvm_pio"] == 600)
     }
@@ -79,12 +79,12 @@ struct TracepointSourceTests {
         let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 400)
         let source = try TracepointSource(configuration: try realConfiguration(pid: Int(workload.pid)))
         defer { source.close() }
-        let before = try source.read(byGuest: false)
+        let before = try source.read(byGuest: false).values
         try workload.addVCPUs(1)
         #expect(workload.threads == 2)
-        _ = try source.read(byGuest: false)  // the next sample picks up the new thread
+        _ = try source.read(byGuest: false).values  // the next sample picks up the new thread
         try workload.run()
-        let after = try source.read(byGuest: false)
+        let after = try source.read(byGuest: false).values
         #expect((after[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] ?? 0)
                 - (before[EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")] ?? 0) == 800)
         #expect((after["kvm_pio"] ?? 0) - (before["kvm_pio"] ?? 0) == 1600)
@@ -97,20 +97,20 @@ struct TracepointSourceTests {
             pid: Int(first.pid), filter: "kvm_pio"))
         defer { source.close() }
         try first.run()
-        #expect(try source.read(byGuest: false)["kvm_pio"] == 200)
+        #expect(try source.read(byGuest: false).values["kvm_pio"] == 200)
         try source.setPid(Int(second.pid))
         try first.run()
         try second.run()
-        #expect(try source.read(byGuest: false)["kvm_pio"] == 1000)
+        #expect(try source.read(byGuest: false).values["kvm_pio"] == 1000)
     }
 
     @Test func systemWideCountsIncludeTheWorkload() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 700)
         let source = try TracepointSource(configuration: try realConfiguration(pid: 0, filter: "kvm_pio"))
         defer { source.close() }
-        let before = try source.read(byGuest: false)["kvm_pio"] ?? 0
+        let before = try source.read(byGuest: false).values["kvm_pio"] ?? 0
         try workload.run()
-        let after = try source.read(byGuest: false)["kvm_pio"] ?? 0
+        let after = try source.read(byGuest: false).values["kvm_pio"] ?? 0
         // Other tests may run guests at the same time: at least ours.
         #expect(after - before >= 1400)
     }

@@ -37,7 +37,7 @@ struct TracepointTrustTests {
         workload.pause()
         defer { workload.resume() }
         usleep(50_000)
-        return try source.read(byGuest: false)
+        return try source.read(byGuest: false).values
     }
 
     @Test(arguments: [true, false])
@@ -79,15 +79,15 @@ struct TracepointTrustTests {
         try workload.addVCPUs(2)
         // The new threads' groups are opened by this read while nothing runs; then run and
         // open the groups of two more threads while the first ones are busy.
-        _ = try source.read(byGuest: false)
+        _ = try source.read(byGuest: false).values
         nonisolated(unsafe) let busy = workload
         let running = Thread { try? busy.run() }
         running.start()
         usleep(20_000)
-        _ = try source.read(byGuest: false)
+        _ = try source.read(byGuest: false).values
         while running.isExecuting { usleep(10_000) }
         usleep(100_000)
-        expectNoPhantoms(try source.read(byGuest: false), "threads added")
+        expectNoPhantoms(try source.read(byGuest: false).values, "threads added")
     }
 
     /// QEMU-like churn: a thread every 20 ms living 12 ms, while 2 vCPUs do known work. Groups
@@ -98,7 +98,7 @@ struct TracepointTrustTests {
                                            extra: ["--churn", "20:12"])
         let source = try TracepointSource(configuration: try realConfiguration(pid: Int(workload.pid)))
         defer { source.close() }
-        let before = try source.read(byGuest: false)
+        let before = try source.read(byGuest: false).values
         // The source's own descriptors: other tests in this process open theirs meanwhile.
         let baseline = source.descriptorCount
         var peak = baseline
@@ -109,10 +109,10 @@ struct TracepointTrustTests {
                 runs += 1
             }
             usleep(50_000)
-            _ = try source.read(byGuest: false)
+            _ = try source.read(byGuest: false).values
             peak = max(peak, source.descriptorCount)
         }
-        let after = try source.read(byGuest: false)
+        let after = try source.read(byGuest: false).values
         func delta(_ key: EventID) -> UInt64 { (after[key] ?? 0) - (before[key] ?? 0) }
         let iterations = UInt64(runs * 2 * 1000)
         #expect(delta(EventID("kvm_userspace_exit(HLT)", parent: "kvm_userspace_exit")) == iterations)

@@ -15,7 +15,9 @@ import Testing
         #expect(sources.status == 0 && sources.stdout.contains("  counting    counters that count reads"))
         let formats = try run(Self.fixture, ["--format", "help"])
         // Names in one column, as wide as the longest name needs.
-        #expect(formats.status == 0 && formats.stdout.contains("  tsv         tab-separated values"), "\(formats.stdout)")
+        let width = (Builtins.plugins.formats.names + ["tsv"]).map(\.count).max()! + 2
+        #expect(formats.status == 0 && formats.stdout.contains("  " + "tsv".padding(toLength: width, withPad: " ", startingAt: 0)
+            + "tab-separated values"), "\(formats.stdout)")
         let fields = try run(Self.fixture, ["--source", "counting", "-f", "help"])
         #expect(fields.stdout == "  apples\n  pears\n  plums\n", "\(fields.stdout)\(fields.stderr)")
 

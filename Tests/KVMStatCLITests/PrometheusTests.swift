@@ -10,24 +10,42 @@ import Testing
 struct PrometheusFormatTests {
     @Test func familiesTypesAndLabels() {
         let stat = { (value: UInt64) in EventStat(value: value, previous: 0) }
+        let tracepoint = { (name: String) in
+            MetricFamily(name, kind: .counter, help: "KVM tracepoint \(name)", origin: .tracepoint)
+        }
+        let statistic = { (name: String, kind: MetricKind, unit: MetricUnit) in
+            MetricFamily(name, kind: kind, unit: unit, help: "KVM statistic \(name)", origin: .kvmStatistic)
+        }
         var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [
-            "kvm_exit": stat(7),
-            EventID("kvm_exit(HLT)", parent: "kvm_exit"): stat(5),
-            EventID("kvm_exit(A\"B\\C\nD)", parent: "kvm_exit"): stat(2),
-            "exits": stat(30),
-            EventID("exits(vcpu0)", parent: "exits", vcpu: 0): stat(10),
-            EventID("exits(vcpu1)", parent: "exits", vcpu: 1): stat(20),
-            "pages_4k": stat(512),
-            "halt-exits.x": stat(1),
-            "halt_wait_ns": stat(1_500_000_007),
+            EventID("kvm_exit").from("tracepoint"): stat(7),
+            EventID("kvm_exit(HLT)", parent: "kvm_exit").from("tracepoint"): stat(5),
+            EventID("kvm_exit(A\"B\\C\nD)", parent: "kvm_exit").from("tracepoint"): stat(2),
+            // A tracepoint is a tracepoint whatever its name says.
+            EventID("vcpu_match_mmio").from("tracepoint"): stat(3),
+            EventID("exits").from("qmp"): stat(30),
+            EventID("exits(vcpu0)", parent: "exits", vcpu: 0).from("qmp"): stat(10),
+            EventID("exits(vcpu1)", parent: "exits", vcpu: 1).from("qmp"): stat(20),
+            EventID("pages_4k").from("qmp"): stat(512),
+            EventID("halt-exits.x").from("qmp"): stat(1),
+            EventID("halt_wait_ns").from("qmp"): stat(1_500_000_007),
         ])
-        sample.levels = ["pages_4k"]
+        sample.families = [
+            FamilyKey(source: "tracepoint", name: "kvm_exit"): tracepoint("kvm_exit"),
+            FamilyKey(source: "tracepoint", name: "vcpu_match_mmio"): tracepoint("vcpu_match_mmio"),
+            FamilyKey(source: "qmp", name: "exits"): statistic("exits", .counter, .events),
+            FamilyKey(source: "qmp", name: "pages_4k"): statistic("pages_4k", .gauge, .pages),
+            FamilyKey(source: "qmp", name: "halt-exits.x"): statistic("halt-exits.x", .counter, .events),
+            FamilyKey(source: "qmp", name: "halt_wait_ns"): statistic("halt_wait_ns", .counter, .nanoseconds),
+            FamilyKey(source: "qmp", name: "halt_wait_hist"): statistic("halt_wait_hist", .histogram, .nanoseconds),
+        ]
         let text = PrometheusFormat().batch(sample)
         let lines = text.split(separator: "\n").map(String.init)
         #expect(lines.contains("# TYPE kvm_tracepoint_total counter"))
         #expect(lines.contains(#"kvm_tracepoint_total{tracepoint="kvm_exit"} 7"#))
         #expect(lines.contains(#"kvm_tracepoint_reason_total{tracepoint="kvm_exit",reason="HLT"} 5"#))
         #expect(lines.contains(#"kvm_tracepoint_reason_total{tracepoint="kvm_exit",reason="A\"B\\C\nD"} 2"#))
+        #expect(lines.contains(#"kvm_tracepoint_total{tracepoint="vcpu_match_mmio"} 3"#))
+        #expect(!text.contains("kvm_vcpu_match_mmio"))
         // Per-vCPU series stand for the statistic: no unlabelled series to count twice.
         #expect(lines.contains(#"kvm_exits_total{vcpu="0"} 10"#) && lines.contains(#"kvm_exits_total{vcpu="1"} 20"#))
         #expect(!lines.contains("kvm_exits_total 30"))
@@ -38,7 +56,7 @@ struct PrometheusFormatTests {
         #expect(lines.filter { $0.hasPrefix("# HELP ") }.count == lines.filter { $0.hasPrefix("# TYPE ") }.count)
         // A log2 histogram in nanoseconds: cumulative buckets in seconds, the last +Inf.
         var histogram = sample
-        histogram.histograms = [EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0):
+        histogram.histograms = [EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0).from("qmp"):
             Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9, buckets: [1, 0, 2, 3])]
         let hist = PrometheusFormat().batch(histogram).split(separator: "\n").map(String.init)
         #expect(hist.contains("# TYPE kvm_halt_wait_hist_seconds histogram"))

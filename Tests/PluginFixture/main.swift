@@ -14,8 +14,7 @@ final class CountingSource: StatSource {
 
     static let description = SourceDescription(
         name: "counting", summary: "counters that count reads (a test fixture)",
-        enabledPhrase: "counting", onlyHint: "counting only", byGuest: false, byVCPU: false,
-        reads: [.fields], defaultRank: nil,
+        enabledPhrase: "counting", byGuest: false, reads: [.fields], defaultRank: nil,
         unavailableReason: { _ in nil },
         fields: { _ in fieldNames },
         make: { configuration in CountingSource(configuration) })
@@ -39,19 +38,22 @@ final class CountingSource: StatSource {
 
     func setPid(_ pid: Int) throws(SourceError) {}
 
-    func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+    static let families = Dictionary(uniqueKeysWithValues: ["apples", "pears", "plums"].map {
+        ($0, MetricFamily($0, kind: .counter, help: "\($0) counted", origin: .other(namespace: "fruit")))
+    })
+
+    func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         reads += 1
         let steps: [UInt64] = [1, 2, 3, 3]
-        var counts: [EventID: UInt64] = [:]
+        var reading = Reading(families: Self.families)
         for index in wanted {
             let name = Self.fieldNames[index]
-            counts[EventID(name, parent: architecture.tracepointParent(of: name))] = reads * steps[index]
+            reading.values[EventID(name, parent: architecture.tracepointParent(of: name))] = reads * steps[index]
         }
-        return counts
+        return reading
     }
 
     func reset() throws(SourceError) { reads = 0 }
-    func takeWarnings() -> [String] { [] }
     func close() {}
 }
 
@@ -60,8 +62,8 @@ struct TSVFormat: Format {
     var name: String { "tsv" }
     var repeatsBannerInFile: Bool { false }
 
-    func banner(keys: [EventID]) -> String? {
-        "time" + keys.map { "\t" + $0.name }.joined()
+    func banner(keys: [EventID], of sample: Sample) -> String? {
+        "time" + keys.map { "\t" + sample.name(of: $0) }.joined()
     }
 
     func record(_ sample: Sample, keys: [EventID]) -> String {
@@ -72,7 +74,7 @@ struct TSVFormat: Format {
         var out = ""
         for key in sample.sortedKeys {
             let stat = sample.values[key]!
-            out += key.name + "\t" + String(stat.value) + "\t" + String(stat.delta) + "\n"
+            out += sample.name(of: key) + "\t" + String(stat.value) + "\t" + String(stat.delta) + "\n"
         }
         return out
     }

@@ -21,8 +21,7 @@ public final class LibvirtSource: StatSource {
 
     public static let description = SourceDescription(
         name: "libvirt", summary: "KVM's statistics of libvirt's domains (--connect URI), per guest and vCPU",
-        enabledPhrase: "libvirt", onlyHint: "debugfs, qmp or libvirt", byGuest: true, byVCPU: true,
-        reads: [.pid, .fields, .includePast, .connect], defaultRank: nil,
+        enabledPhrase: "libvirt", byGuest: true, reads: [.pid, .fields, .includePast, .connect], defaultRank: nil,
         unavailableReason: { _ in
             do throws(SharedLibrary.Failure) {
                 _ = try LibvirtAPI.load()
@@ -51,6 +50,9 @@ public final class LibvirtSource: StatSource {
     /// id and a new QEMU: a new guest).
     private var keys: [String: Int] = [:]
     private var warnings: [String] = []
+    /// What each statistic is, and the guests' names (the domains'), by guest key.
+    private var families: [String: MetricFamily] = [:]
+    private var names: [Int: String] = [:]
     /// Why libvirt did not answer, while it does not (said once per episode).
     private var trouble: String?
 
@@ -119,9 +121,21 @@ public final class LibvirtSource: StatSource {
 
     public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+    public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        return book.totals(byGuest: byGuest, wanted: book.wanted, pid: pid)
+        var reading = Reading(families: families, values: book.totals(byGuest: request.byGuest, wanted: book.wanted, pid: pid),
+                              guestNames: names.filter { pid == 0 || $0.key == pid }, warnings: warnings)
+        warnings.removeAll()
+        if request.perGuest { reading.guestValues = book.guestEvents(wanted: book.wanted, pid: pid) }
+        return reading
+    }
+
+    /// What a statistic is: its kind from libvirt's suffix; its unit from KVM's naming
+    /// (`*_ns` are nanoseconds), as libvirt passes on no units.
+    static func family(_ name: String, kind: StatKind) -> MetricFamily {
+        let unit: MetricUnit = name.hasSuffix("_ns") ? .nanoseconds : kind == .counter ? .events : .none
+        return MetricFamily(name, kind: kind == .counter ? .counter : .gauge, unit: unit,
+                            help: "KVM statistic \(name)", origin: .kvmStatistic)
     }
 
     public func reset() throws(SourceError) {
@@ -129,16 +143,7 @@ public final class LibvirtSource: StatSource {
         book.reset(readNow: answered ? Set(book.pids) : [])
     }
 
-    public func takeWarnings() -> [String] {
-        defer { warnings.removeAll() }
-        return warnings
-    }
-
     public func close() { client.close() }
-
-    public func levelFields() -> Set<String> { book.levelNames() }
-
-    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: book.wanted, pid: pid) }
 
     /// One call; false when libvirt gave no answer (every guest keeps its counts).
     @discardableResult
@@ -171,11 +176,13 @@ public final class LibvirtSource: StatSource {
         started = true
         var present = Set<Int>()
         var seen: [String: Int] = [:]
+        names.removeAll(keepingCapacity: true)
         for domain in domains {
             let identity = "\(domain.id) \(domain.name)"
             let key = keys[identity] ?? guestKey(domain)
             seen[identity] = key
             present.insert(key)
+            names[key] = domain.name
             // A domain running before kvmstat started counts from its first reading (or from
             // zero with -i); one started later counts everything.
             book.admit(key, countsFromZero: !initial || includePast)
@@ -184,6 +191,7 @@ public final class LibvirtSource: StatSource {
             for (field, value) in domain.values {
                 guard let stat = Self.parse(field) else { continue }
                 kinds[stat.name] = stat.kind
+                if families[stat.name] == nil { families[stat.name] = Self.family(stat.name, kind: stat.kind) }
                 readings.append(GuestReading(name: stat.name, vcpu: stat.vcpu, value: value))
             }
             book.setKinds(kinds, of: key)

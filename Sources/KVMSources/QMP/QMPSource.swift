@@ -16,8 +16,7 @@ public final class QMPSource: StatSource {
 
     public static let description = SourceDescription(
         name: "qmp", summary: "KVM's statistics from QEMU monitors (QMP query-stats), per guest and vCPU",
-        enabledPhrase: "qmp", onlyHint: "debugfs or qmp", byGuest: true, byVCPU: true,
-        reads: [.pid, .fields, .includePast], defaultRank: nil,
+        enabledPhrase: "qmp", byGuest: true, reads: [.pid, .fields, .includePast], defaultRank: nil,
         unavailableReason: { configuration in
             FileSystem.isDirectory(configuration.paths.proc) ? nil
                 : "kvmstat: \(configuration.paths.proc) is not readable: QEMU processes cannot be found"
@@ -51,6 +50,8 @@ public final class QMPSource: StatSource {
     private var book = GuestStatBook()
     private var histogramBook = HistogramBook()
     private var wantedHistograms: Set<String> = []
+    /// What each statistic is, from the guests' schemas.
+    private var families: [String: MetricFamily] = [:]
     private var started = false
     private var warnings: [String] = []
 
@@ -88,9 +89,17 @@ public final class QMPSource: StatSource {
 
     public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
 
-    public func read(byGuest: Bool) throws(SourceError) -> [EventID: UInt64] {
+    public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        return totals(byGuest: byGuest)
+        var reading = Reading(families: families, values: book.totals(byGuest: request.byGuest, wanted: book.wanted, pid: pid),
+                              histograms: histogramBook.totals(wanted: wantedHistograms, pid: pid),
+                              warnings: warnings)
+        warnings.removeAll()
+        if request.perGuest { reading.guestValues = book.guestEvents(wanted: book.wanted, pid: pid) }
+        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
+            reading.guestNames[guestPid] = guest.monitor.name
+        }
+        return reading
     }
 
     /// New baselines from the values read now; guests not read now (out of view, silent)
@@ -99,25 +108,33 @@ public final class QMPSource: StatSource {
         book.reset(readNow: poll())
     }
 
-    public func takeWarnings() -> [String] {
-        defer { warnings.removeAll() }
-        return warnings
-    }
-
     public func close() {}
-
-    public func levelFields() -> Set<String> { book.levelNames() }
-
-    public func guestEvents() -> [EventID: UInt64] { book.guestEvents(wanted: book.wanted, pid: pid) }
-
-    public func histograms() -> [EventID: Histogram] {
-        histogramBook.totals(wanted: wantedHistograms, pid: pid)
-    }
 
     /// What `query-stats-schemas` says of a guest's statistics (vm and vcpu targets).
     struct Schema: Sendable {
         var kinds: [String: StatKind] = [:]
         var histograms: [String: Histogram] = [:]
+        var families: [String: MetricFamily] = [:]
+    }
+
+    /// What QEMU's schema entry says a statistic is: its kind and unit (`unit`, `base`,
+    /// `exponent`: `halt_wait_ns` is seconds × 10^-9; `boolean` a flag).
+    static func family(_ name: String, _ stat: JSONValue, kind: StatKind) -> MetricFamily {
+        func integer(_ key: String) -> Int? {
+            if case .int(let value)? = stat[key] { return value }
+            return nil
+        }
+        let unitName = stat["unit"]?.stringValue ?? ""
+        let metricKind: MetricKind
+        switch kind {
+        case .counter: metricKind = .counter
+        case .level: metricKind = unitName == "boolean" ? .boolean : .gauge
+        case .histogram: metricKind = .histogram
+        }
+        let unit = unitName == "boolean" ? MetricUnit.none
+            : unitName.isEmpty ? (kind == .counter ? .events : .none)
+            : MetricUnit(unitName, base: integer("base") ?? 10, exponent: integer("exponent") ?? 0)
+        return MetricFamily(name, kind: metricKind, unit: unit, help: "KVM statistic \(name)", origin: .kvmStatistic)
     }
 
     static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> Schema {
@@ -132,6 +149,7 @@ public final class QMPSource: StatSource {
                     schema.kinds[name] = .histogram
                     schema.histograms[name] = HistogramBook.shape(stat)
                 }
+                schema.families[name] = family(name, stat, kind: schema.kinds[name]!)
             }
         }
         return schema
@@ -250,6 +268,7 @@ public final class QMPSource: StatSource {
         }
         guest.silentSince = nil
         if let schema = answer.schema {
+            families.merge(schema.families) { _, new in new }
             book.setKinds(schema.kinds, of: monitor.pid)
             histogramBook.setShapes(schema.histograms, of: monitor.pid)
         }
@@ -276,9 +295,6 @@ public final class QMPSource: StatSource {
         return true
     }
 
-    private func totals(byGuest: Bool) -> [EventID: UInt64] {
-        book.totals(byGuest: byGuest, wanted: book.wanted, pid: pid)
-    }
 }
 
 /// One guest's answer from a worker thread; each slot is written by one worker only and read

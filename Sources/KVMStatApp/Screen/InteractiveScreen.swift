@@ -132,22 +132,16 @@ final class InteractiveScreen {
             terminal.refresh()
             return
         }
-        let values: [EventID: EventStat]
-        do { values = try stats.get(byGuest: displayGuests) } catch {
+        let sample: Sample
+        do { sample = try stats.read(ReadRequest(byGuest: displayGuests)) } catch {
             terminal.end()
             Console.fail(error.description)
         }
-        // Each guest's name is read from /proc once a frame (totals and rows both ask).
-        var names: [Int: String] = [:]
         let body = ScreenModel.body(
-            values: values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
+            values: sample.values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
             displayGuests: displayGuests, interval: interval, height: terminal.height,
-            guestName: { [guests] pid in
-                if let known = names[pid] { return known }
-                let name = EventID.specialGuestLabel(pid) ?? guests.name(of: pid)
-                names[pid] = name
-                return name
-            })
+            name: sample.name(of:),
+            guestName: { pid in EventID.specialGuestLabel(pid) ?? sample.guestNames[pid] ?? "" })
         drawHeader()
         var line = 3
         for row in body.rows {
@@ -169,12 +163,9 @@ final class InteractiveScreen {
     }
 
     private func toggleGuests() {
+        guard stats.supportsByGuest else { return message(byGuestRefusal) }
         displayGuests.toggle()
-        var accepted = false
-        apply { () throws(SourceError) in accepted = try self.stats.setDisplayGuests(self.displayGuests) }
-        if !accepted {
-            message(byGuestRefusal)
-            displayGuests.toggle()
-        }
+        // A read now is the new rows' baseline: the next frame shows their rate, not their total.
+        apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests)) }
     }
 }

@@ -50,7 +50,7 @@ enum ScreenModel {
     /// cover. `guestName` maps a guest's pid to its name (by-guest view).
     static func body(
         values: [EventID: EventStat], sortByTotal: Bool, childEvents: Bool, displayGuests: Bool,
-        interval: Double, height: Int, guestName: (Int) -> String
+        interval: Double, height: Int, name: (EventID) -> String = \.name, guestName: (Int) -> String
     ) -> Body {
         // Upstream's by-guest rows are the keys that name a running guest.
         func guestLabel(_ key: EventID) -> String { key.guest.map(guestName) ?? "" }
@@ -71,7 +71,7 @@ enum ScreenModel {
         var currentSum: Int64 = 0
         var parentTotal = total
         var guestRemoved = false
-        for (key, shown, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents) {
+        for (key, shown, stat) in sortedEvents(values, sortByTotal: sortByTotal, childEvents: childEvents, name: name) {
             if row >= height - 1 || stat == .zero { break }
             var label = shown
             if displayGuests {
@@ -113,7 +113,7 @@ enum ScreenModel {
     /// Parents sorted by (delta, total) or total, descending; with `childEvents`, each parent's
     /// children right after it, shown indented by two spaces.
     static func sortedEvents(
-        _ values: [EventID: EventStat], sortByTotal: Bool, childEvents: Bool
+        _ values: [EventID: EventStat], sortByTotal: Bool, childEvents: Bool, name: (EventID) -> String = \.name
     ) -> [(key: EventID, shown: String, stat: EventStat)] {
         let ordered = values.sorted { a, b in
             if sortByTotal {
@@ -126,19 +126,20 @@ enum ScreenModel {
             return a.key < b.key  // ties in a stable, readable order
         }
         var parents: [(key: EventID, shown: String, stat: EventStat)] = []
-        var children: [String: [(key: EventID, shown: String, stat: EventStat)]] = [:]
+        var children: [EventID: [(key: EventID, shown: String, stat: EventStat)]] = [:]
         for (key, stat) in ordered where stat != .zero {
             if let parent = key.parent {
-                if childEvents { children[parent, default: []].append((key, "  " + key.name, stat)) }
+                let parentKey = EventID(parent, guest: key.guest, source: key.source)
+                if childEvents { children[parentKey, default: []].append((key, "  " + name(key), stat)) }
             } else {
-                parents.append((key, key.name, stat))
+                parents.append((key, name(key), stat))
             }
         }
         guard childEvents else { return parents }
         var result: [(key: EventID, shown: String, stat: EventStat)] = []
         for parent in parents {
             result.append(parent)
-            result += children[parent.key.name] ?? []
+            result += children[parent.key] ?? []
         }
         return result
     }

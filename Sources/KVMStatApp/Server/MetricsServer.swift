@@ -7,9 +7,11 @@ import KVMCore
 import KVMFormats
 import Synchronization
 
-/// `--listen`'s scrape endpoint: `GET /metrics` serves the latest sample in Prometheus's text
-/// format (OpenMetrics when the scraper's Accept header asks for it), `/` a short page linking
-/// to it. One thread with poll(2) serves every connection, one request per connection
+/// `--listen`'s scrape endpoint: `GET /metrics` serves the latest sample in the registered
+/// format whose media type the request's Accept header rates highest (Prometheus's text
+/// format to a scraper that accepts anything, OpenMetrics to one that asks for it, JSON
+/// Lines, ...; 406 when none is acceptable), `/` a short page linking to it. It names no
+/// format. One thread with poll(2) serves every connection, one request per connection
 /// (`Connection: close`); sampling never waits for it.
 ///
 /// No client can stall it or exhaust descriptors: a request must arrive whole within
@@ -25,16 +27,18 @@ final class MetricsServer: @unchecked Sendable {
     static let responseTimeout = 10.0
 
     let listener: TCPListener
-    /// The latest sample and how many have been taken.
-    private let latest = Mutex<(sample: Sample?, count: UInt64)>((nil, 0))
+    let formats: FormatRegistry
+    /// The latest sample.
+    private let latest = Mutex<Sample?>(nil)
 
-    init(address: String, port: Int) throws(Errno) {
+    init(address: String, port: Int, formats: FormatRegistry) throws(Errno) {
         listener = try TCPListener(address: address, port: port)
+        self.formats = formats
     }
 
     /// Makes `sample` the one scrapes get.
     func publish(_ sample: Sample) {
-        latest.withLock { $0 = (sample, $0.count + 1) }
+        latest.withLock { $0 = sample }
     }
 
     func start() {
@@ -83,20 +87,15 @@ final class MetricsServer: @unchecked Sendable {
         let bodyWanted = method == "GET"
         switch path {
         case "/metrics":
-            let (sample, count) = latest.withLock { $0 }
-            guard let sample else {
+            guard let sample = latest.withLock({ $0 }) else {
                 return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
             }
-            let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("accept:") }?.lowercased() ?? ""
-            let format = PrometheusFormat(openMetrics: accept.contains("application/openmetrics-text"))
-            var text = format.exposition(sample, keys: sample.sortedKeys)
-            // kvmstat's own: whether sampling keeps its schedule shows here.
-            let own = "# HELP kvmstat_samples\(format.openMetrics ? "" : "_total") Samples kvmstat has taken\n"
-                + "# TYPE kvmstat_samples\(format.openMetrics ? "" : "_total") counter\n"
-                + "kvmstat_samples_total \(count)\n"
-            if format.openMetrics { text.removeLast("# EOF\n".count) }
-            text += own + (format.openMetrics ? "# EOF\n" : "")
-            return Self.answer(200, "OK", text, contentType: format.contentType, body: bodyWanted)
+            let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("accept:") }.map { String($0.dropFirst(7)) }
+            guard let (format, mediaType) = formats.negotiate(accept: accept) else {
+                let served = formats.entries.flatMap(\.format.mediaTypes).map(\.type).joined(separator: ", ")
+                return Self.answer(406, "Not Acceptable", "metrics are served as \(served)\n", body: bodyWanted)
+            }
+            return Self.answer(200, "OK", format.batch(sample), contentType: mediaType.contentType, body: bodyWanted)
         case "/":
             return Self.answer(200, "OK", Self.homePage, contentType: "text/html; charset=utf-8", body: bodyWanted)
         default:
