@@ -40,6 +40,9 @@ public struct Sample: Sendable {
         ambiguous = Self.sharedNames(values.keys)
     }
 
+    /// Events in upstream's order (its sort of `child parent` keys).
+    public var sortedKeys: [EventID] { values.keys.sorted() }
+
     /// The description of the family `key` belongs to, if its source gave one.
     public func family(of key: EventID) -> MetricFamily? {
         key.family.flatMap { families[$0] }

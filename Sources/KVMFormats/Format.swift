@@ -111,8 +111,3 @@ public struct FormatRegistry: Sendable {
         return best.map { ($0.format, $0.mediaType) }
     }
 }
-
-extension Sample {
-    /// Events in upstream's order (its sort of `child parent` keys).
-    public var sortedKeys: [EventID] { values.keys.sorted() }
-}

@@ -1,6 +1,7 @@
 import Foundation
 import KVMCore
-import KVMFormats
+@testable import KVMFormats
+import KVMBuiltins
 @testable import KVMStatApp
 import KVMTestSupport
 import Synchronization
@@ -135,6 +136,13 @@ struct PrometheusTests {
             let open = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept: application/openmetrics-text; version=1.0.0"])
             #expect(open.head.contains("application/openmetrics-text") && open.body.hasSuffix("# EOF\n"))
             #expect(open.body.contains("kvm_halt_wait_hist_seconds_bucket") && !open.body.contains("kvm_halt_wait_hist_seconds_count"))
+            // Any registered format that names a media type is served by Accept: JSON Lines here.
+            let jsonl = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept: application/jsonl"])
+            #expect(jsonl.head.contains("Content-Type: application/jsonl"), "\(jsonl.head)")
+            let record = try JSONSerialization.jsonObject(with: Data(jsonl.body.utf8)) as? [String: Any]
+            #expect((record?["events"] as? [String: Any])?["exits"] != nil, "\(jsonl.body.prefix(300))")
+            let refused = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept: image/png"])
+            #expect(refused.head.hasPrefix("HTTP/1.1 406"), "\(refused.head)")
             #expect(result.status == 0, "qmp: \(result.stdout)\(result.stderr)")
             let text = try run(kvmstatBinary, ["-1", "--source", "qmp", "-i", "-p", "\(guest.pid)", "--format", "prometheus"]).stdout
             #expect(text.contains(#"kvm_exits_total{vcpu="0"} "#) && text.contains("# TYPE kvm_pages_4k gauge"), "\(text)")
@@ -145,6 +153,19 @@ struct PrometheusTests {
             try domain.waitUntilHalted()
             let result = try promtool("-1 --source libvirt -p \(domain.pid)")
             #expect(result.status == 0, "libvirt: \(result.stdout)\(result.stderr)")
+            // Two sources reporting the same statistics (libvirt's domain, a plain QEMU over
+            // qmp): told apart by a source label, valid, neither overwriting the other.
+            if QEMUGuest.available {
+                let plain = try QEMUGuest(outs: 100)
+                try plain.waitUntilHalted()
+                let both = try promtool("-1 --source qmp,libvirt -f '^exits$'")
+                #expect(both.status == 0, "qmp,libvirt: \(both.stdout)\(both.stderr)")
+                let text = try run(kvmstatBinary, ["-1", "--source", "qmp,libvirt", "-f", "^exits$", "--format", "prometheus"]).stdout
+                #expect(text.contains(#"kvm_exits_total{source="qmp"} 0"#)
+                        && text.contains(#"kvm_exits_total{source="libvirt"} 0"#), "\(text)")
+                let batch = try run(kvmstatBinary, ["-1", "--source", "qmp,libvirt", "-f", "^exits$"]).stdout
+                #expect(batch.contains("libvirt:exits ") && batch.contains("qmp:exits "), "\(batch)")
+            }
         }
     }
 
@@ -330,5 +351,42 @@ struct PrometheusTests {
         }
         #expect(dropped)
         #expect(try HTTPClient.get(port: port, path: "/metrics").status == 200)
+    }
+}
+
+/// The endpoint's choice among the registered formats, by Accept.
+struct NegotiationTests {
+    @Test func acceptPicksTheFormat() {
+        let formats = Builtins.plugins.formats
+        let pick = { (accept: String?) in formats.negotiate(accept: accept).map { $0.format.name } }
+        #expect(pick(nil) == "prometheus" && pick("*/*") == "prometheus")
+        // What Prometheus 2.x sends: OpenMetrics rated highest.
+        #expect(pick("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+            + "text/plain;version=0.0.4;q=0.5,*/*;q=0.1") == "openmetrics")
+        #expect(pick("text/plain") == "prometheus")
+        #expect(pick("application/jsonl") == "jsonl" && pick("application/x-ndjson; q=0.9, text/plain;q=0.1") == "jsonl")
+        #expect(pick("text/csv") == "csv" && pick("text/*") == "prometheus")
+        #expect(pick("image/png") == nil && pick("text/plain;q=0") == nil)
+        #expect(pick("garbage") == nil && pick(",,;;") == nil)
+    }
+
+    @Test func escapingIsByUnicodeScalar() {
+        // Swift takes "\r\n" for one Character; the line break in it must still be escaped.
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+        sample.guestValues = [EventID("exits", guest: 7, source: "qmp"): 1]
+        sample.guestNames = [7: "x\r\nkvm_fake_total 1\r\n# "]
+        sample.families = [FamilyKey(source: "qmp", name: "exits"):
+            MetricFamily("exits", kind: .counter, help: "help\r\nwith a break", origin: .kvmStatistic)]
+        let text = PrometheusFormat().batch(sample)
+        #expect(!text.split(separator: "\n").contains { $0.hasPrefix("kvm_fake_total") }, "\(text)")
+        #expect(text.contains(#"guest="x\#r\nkvm_fake_total 1\#r\n# ""#), "\(text)")
+        #expect(text.contains("# HELP kvm_guest_exits_total help\r\\nwith a break per guest"), "\(text)")
+    }
+
+    @Test func scalesFromAnotherUsersMonitorNeverTrap() {
+        for (base, exponent) in [(10, Int.min), (10, Int.max), (2, Int.min), (2, 1_000_000_000_000_000_000), (0, 5), (-3, 2)] {
+            let histogram = Histogram(scale: .log2, unit: "seconds", base: base, exponent: exponent, buckets: [1, 2, 3])
+            #expect(!PrometheusFormat.upperBound(of: 2, histogram).isEmpty)
+        }
     }
 }
