@@ -9,32 +9,31 @@ import KVMCore
 enum ArchInfoCommand {
     static let formats = ["text", "json"]
 
-    static func run(_ options: Options, plugins: Plugins) -> Never {
+    static func run(_ options: Options, plugins: Plugins) throws(Failure) -> Ending {
         let registry = plugins.architectures
         let detection: Detection
         if let name = options.arch {
             guard let arch = registry.architecture(named: name) else {
-                Console.fail(ArchitectureError.unknownName(name, known: registry.names).description,
-                             status: 2)
+                throw .message(ArchitectureError.unknownName(name, known: registry.names).description, status: 2)
             }
             detection = Detection(architecture: arch, detectedBy: "--arch \(name)")
         } else {
             do {
                 detection = try registry.detect(on: HostFacts.read())
             } catch {
-                Console.fail(error.description)
+                throw .message(error.description)
             }
         }
         let report = ArchInfoReport(detection: detection)
         switch options.format ?? "text" {
-        case "text": Console.out(report.text)
-        case "json": Console.out(report.json.rendered() + "\n")
+        case "text": try Console.out(report.text)
+        case "json": try Console.out(report.json.rendered() + "\n")
         case let other:
             // The report is one document, not samples: the sample formats do not apply.
-            Console.fail("--arch-info prints a report, not samples: --format " + formats.joined(separator: " or ")
+            throw .message("--arch-info prints a report, not samples: --format " + formats.joined(separator: " or ")
                 + ", not '\(other)' (the sample formats " + plugins.formats.names.joined(separator: ", ")
                 + " apply to -1, -l and -L)", status: 2)
         }
-        exit(0)
+        return .success
     }
 }

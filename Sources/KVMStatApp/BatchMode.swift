@@ -12,17 +12,19 @@ struct BatchMode {
     let stats: Stats
     let format: any Format
     var byGuest = false
+    var waiter: any Waiter = SignalWaiter()
 
-    func run() {
+    /// Ctrl-C during the second prints nothing and ends with 0; other signals end kvmstat by
+    /// themselves, as upstream's default handlers do.
+    func run(output: any TextOutput) throws(Failure) -> Ending {
         let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
-        do {
-            _ = try stats.read(request)
-            let signal = Signals.wait(seconds: 1)
-            if let signal, signal != SIGINT { Console.leave(bySignal: signal) }
-            if signal == nil { Console.out(format.batch(try stats.read(request))) }
-        } catch {
-            Console.fail(error.description)
-        }
-        for warning in stats.takeWarnings() { Console.warn(warning) }
+        defer { for warning in stats.takeWarnings() { Console.warn(warning) } }
+        _ = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
+        var waiter = self.waiter
+        let signal = waiter.wait(seconds: 1)
+        if let signal { return signal == SIGINT ? .success : .signal(signal) }
+        let sample = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
+        try output.write(format.batch(sample))
+        return .success
     }
 }

@@ -48,10 +48,10 @@ enum Console {
     }
 
     /// Writes to stdout; a closed pipe (`kvmstat -l | head`) ends the program quietly.
-    static func out(_ text: String) {
+    static func out(_ text: String) throws(Failure) {
         do { try standardOutput.writeAll(text) } catch {
-            if error == .brokenPipe { leave(0) }
-            fail("error writing to standard output: \(error)")
+            if error == .brokenPipe { throw .end(.success) }
+            throw .message("error writing to standard output: \(error)")
         }
     }
 
@@ -63,35 +63,22 @@ enum Console {
         err("kvmstat: warning: " + message + "\n")
     }
 
-    /// A one-line error, exit status 1 (upstream's `sys.exit(message)`).
-    static func fail(_ message: String, status: Int32 = 1) -> Never {
-        err("kvmstat: " + message + "\n")
-        leave(status)
+    /// Says what `failure` says (once, on stderr) and returns how kvmstat ends.
+    static func report(_ failure: Failure, program: String) -> Ending {
+        if let message = failure.message(program: program) { err(message) }
+        return failure.ending
     }
 
-    /// One of upstream's own messages, word for word and without kvmstat's prefix (scripts
-    /// grep for them, `Error: ` included), exit status 1.
-    static func failAsUpstream(_ message: String) -> Never {
-        err(message + "\n")
-        leave(1)
-    }
-
-    /// argparse's usage error: usage line, `kvmstat: error: MESSAGE`, exit status 2.
-    static func usageError(_ message: String) -> Never {
-        err(Options.usage + "\nkvmstat: error: " + message + "\n")
-        leave(2)
-    }
-
-    /// Releases the sources, then dies of `signal` as a program without a handler would
-    /// (status 128 + N for the shell, as upstream ends on SIGTERM and SIGHUP).
-    static func leave(bySignal signal: Int32) -> Never {
+    /// kvmstat's one way out: releases the sources (handing perf descriptors off so the
+    /// kernel's slow teardown does not hold the shell) and the terminal, then exits with the
+    /// status or dies of the signal. (The signal watcher's emergency end, `endStuck`, is the
+    /// other: it runs when the main thread cannot.)
+    static func leave(_ ending: Ending) -> Never {
         runCleanup()
-        Signals.die(by: signal)
-    }
-
-    static func leave(_ status: Int32) -> Never {
-        runCleanup()
-        exit(status)
+        switch ending {
+        case .status(let status): exit(status)
+        case .signal(let signal): Signals.die(by: signal)
+        }
     }
 
     /// Claims the ending (the watcher may be ending kvmstat already: then wait for it), and

@@ -5,18 +5,14 @@ import KVMSources
 /// events folded into their parent (as upstream prints them).
 enum FieldHelp {
     /// The fields come from the sources' descriptions: nothing is opened.
-    static func run(sources: [SourceDescription], configuration: SourceConfiguration) -> Never {
+    static func run(sources: [SourceDescription], configuration: SourceConfiguration) throws(Failure) -> Ending {
         var names = Set<String>()
         for source in sources {
-            do {
-                for field in try source.fields(configuration) {
-                    names.insert(String(field.prefix { $0 != "(" }))
-                }
-            } catch {
-                Console.fail(error.description)
+            for field in try Failure.fromSource({ () throws(SourceError) in try source.fields(configuration) }) {
+                names.insert(String(field.prefix { $0 != "(" }))
             }
         }
-        Console.out("  " + names.sorted().joined(separator: "\n  ") + "\n")
-        Console.leave(0)
+        try Console.out("  " + names.sorted().joined(separator: "\n  ") + "\n")
+        return .success
     }
 }

@@ -1,7 +1,7 @@
 /// `kvmstat --help`, laid out like argparse's RawTextHelpFormatter output.
 enum HelpText {
     static func render(plugins: Plugins) -> String {
-        var text = Options.usage + "\n\n" + description + "\noptions:\n"
+        var text = Options.usage(program: KVMStat.program) + "\n\n" + description + "\noptions:\n"
         for var spec in Options.specs {
             // The plugins' names, as registered.
             spec.help = spec.help.replacingPlaceholders(plugins: plugins)

@@ -24,6 +24,9 @@ public struct Plugins: Sendable {
 
 /// kvmstat's program: options, checks, and the mode they ask for.
 public enum KVMStat {
+    /// The name in usage and error lines.
+    static let program = "kvmstat"
+
     public static func main(plugins: Plugins, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
         // First of all: standard descriptors that are safe to write, and signals that end us
         // promptly whatever we are doing (see Signals).
@@ -31,28 +34,33 @@ public enum KVMStat {
         Signals.start(stuck: Console.endStuck(by:force:))
         // A closed pipe must surface as EPIPE on write (handled in Console), not kill us mid-line.
         signal(SIGPIPE, SIG_IGN)
-
-        let options: Options
-        do {
-            options = try Options.parse(arguments)
+        let ending: Ending
+        do throws(Failure) {
+            ending = try run(plugins: plugins, arguments: arguments)
         } catch {
-            Console.usageError(error.message)
+            ending = Console.report(error, program: program)
         }
+        Console.leave(ending)
+    }
+
+    /// Everything between the command line and the end: the one place a failure becomes a
+    /// message and a status is `main`, which calls this.
+    static func run(plugins: Plugins, arguments: [String]) throws(Failure) -> Ending {
+        let options: Options
+        do { options = try Options.parse(arguments) } catch { throw .usage(error.message) }
         if options.help {
-            Console.out(HelpText.render(plugins: plugins))
-            exit(0)
+            try Console.out(HelpText.render(plugins: plugins))
+            return .success
         }
         if let shell = options.completions {
             guard let script = Completions.script(for: shell, plugins: plugins) else {
-                Console.usageError("argument --completions: invalid choice: '\(shell)' (choose from "
+                throw .usage("argument --completions: invalid choice: '\(shell)' (choose from "
                     + Completions.shells.map { "'\($0)'" }.joined(separator: ", ") + ")")
             }
-            Console.out(script)
-            exit(0)
+            try Console.out(script)
+            return .success
         }
-        if options.archInfo {
-            ArchInfoCommand.run(options, plugins: plugins)
-        }
-        Launcher(options: options, plugins: plugins).run()
+        if options.archInfo { return try ArchInfoCommand.run(options, plugins: plugins) }
+        return try Launcher(options: options, plugins: plugins).run()
     }
 }

@@ -13,6 +13,7 @@ struct ListenMode {
     let stats: Stats
     let server: MetricsServer
     let delay: Double
+    var waiter: any Waiter = SignalWaiter()
     private var samplesTaken: UInt64 = 0
 
     /// kvmstat's own counter of samples: whether sampling keeps its schedule shows here.
@@ -26,26 +27,26 @@ struct ListenMode {
         self.delay = delay
     }
 
-    mutating func run() {
+    /// Serves until a signal ends it (Ctrl-C: status 0; others by the signal, as upstream
+    /// ends on them); the listening socket goes with the process.
+    mutating func run() throws(Failure) -> Ending {
         server.start()
-        publish()
-        var deadline = Signals.monotonicNow() + delay
-        while true {
-            if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
-            while let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
-                if signal == SIGINT { return }
-                Console.leave(bySignal: signal)
+        try publish()
+        var schedule = Schedule(delay: delay, waiter: waiter)
+        do throws(Failure) {
+            while true {
+                try schedule.waitForNextSample { (signal) throws(Failure) in throw Schedule.end(by: signal) }
+                try publish()
             }
-            deadline += delay
-            publish()
+        } catch .end(let ending) {
+            return ending
         }
     }
 
     /// Takes a sample with every guest's values (the formats served label guests) and makes
     /// it the one scrapes get.
-    private mutating func publish() {
-        var sample: Sample
-        do { sample = try stats.read(ReadRequest(perGuest: true)) } catch { Console.fail(error.description) }
+    private mutating func publish() throws(Failure) {
+        var sample = try Failure.fromSource { () throws(SourceError) in try stats.read(ReadRequest(perGuest: true)) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
         samplesTaken += 1
         sample.values[Self.samplesKey] = EventStat(value: samplesTaken, previous: samplesTaken - 1)

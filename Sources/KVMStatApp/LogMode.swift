@@ -17,66 +17,77 @@ struct LogMode {
     let delay: Double
     let skipZero: Bool
     var byGuest = false
+    var waiter: any Waiter = SignalWaiter()
 
     static let bannerEvery = 20
 
-    mutating func run() {
+    /// Records written since the last banner, and whether the banner is the last thing written.
+    private var records = 0
+    private var bannerShown = true
+
+    init(stats: Stats, format: any Format, sink: LogSink, delay: Double, skipZero: Bool, byGuest: Bool = false) {
+        self.stats = stats
+        self.format = format
+        self.sink = sink
+        self.delay = delay
+        self.skipZero = skipZero
+        self.byGuest = byGuest
+    }
+
+    /// Runs until a signal ends it (Ctrl-C: status 0) or a write fails.
+    mutating func run() throws(Failure) -> Ending {
         let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
-        let first: Sample
-        do { first = try stats.read(request) } catch { Console.fail(error.description) }
+        let first = try read(request)
         let keys = first.sortedKeys
-        reportWarnings()
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
-        var records = 0
-        var bannerShown = true
-        writeBanner(keys: keys, of: first)
-        // Samples keep to a fixed schedule (start + n × delay), so the time a sample takes
-        // does not stretch the interval; after a stall the schedule starts again from now.
-        var deadline = Signals.monotonicNow() + delay
-        while true {
-            if Signals.monotonicNow() > deadline + delay { deadline = Signals.monotonicNow() + delay }
-            // Wait for the next sample; signals are handled as they come.
-            while let signal = Signals.wait(seconds: deadline - Signals.monotonicNow()) {
-                guard signal == SIGHUP && sink.isFile else {
-                    // Ctrl-C ends cleanly; others end as upstream ends on them.
-                    if signal == SIGINT { return }
-                    Console.leave(bySignal: signal)
+        try writeBanner(keys: keys, of: first)
+        var schedule = Schedule(delay: delay, waiter: waiter)
+        do throws(Failure) {
+            while true {
+                try schedule.waitForNextSample { (signal) throws(Failure) in
+                    guard signal == SIGHUP && sink.isFile else { throw Schedule.end(by: signal) }
+                    try rotate(keys: keys, of: first)
                 }
-                // logrotate: new file, new banner; the sample comes on schedule.
-                do { try sink.reopen() } catch {
-                    Console.failAsUpstream("Error: Could not open file: \(sink.path ?? "") (\(error))")
-                }
-                records = 0
-                bannerShown = true
-                writeBanner(keys: keys, of: first)
+                try record(try read(request), keys: keys, first: first)
             }
-            deadline += delay
-            if records % Self.bannerEvery == 0 && !bannerShown
-                && (!sink.isFile || format.repeatsBannerInFile) {
-                writeBanner(keys: keys, of: first)
-                bannerShown = true
-            }
-            let sample: Sample
-            do { sample = try stats.read(request) } catch { Console.fail(error.description) }
-            reportWarnings()
-            // By guest, each record has the guests there are now.
-            let rows = byGuest ? sample.sortedKeys : keys
-            if !skipZero || rows.contains(where: { sample.values[$0]?.delta ?? 0 != 0 }) {
-                sink.write(line: format.record(sample, keys: rows))
-                records += 1
-                bannerShown = false
-            }
+        } catch .end(let ending) {
+            return ending
         }
     }
 
-    private func writeBanner(keys: [EventID], of sample: Sample) {
-        guard let banner = format.banner(keys: keys, of: sample) else { return }
-        if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
-        sink.write(line: banner)
+    /// logrotate moved the file: a new file, a new banner; the sample comes on schedule.
+    private mutating func rotate(keys: [EventID], of first: Sample) throws(Failure) {
+        do { try sink.reopen() } catch {
+            throw .upstream("Error: Could not open file: \(sink.path ?? "") (\(error))")
+        }
+        records = 0
+        bannerShown = true
+        try writeBanner(keys: keys, of: first)
     }
 
-    private func reportWarnings() {
+    /// One record (and the banner again when it is due); by guest, with the guests there are now.
+    private mutating func record(_ sample: Sample, keys: [EventID], first: Sample) throws(Failure) {
+        if records % Self.bannerEvery == 0 && !bannerShown && (!sink.isFile || format.repeatsBannerInFile) {
+            try writeBanner(keys: keys, of: first)
+            bannerShown = true
+        }
+        let rows = byGuest ? sample.sortedKeys : keys
+        guard !skipZero || rows.contains(where: { sample.values[$0]?.delta ?? 0 != 0 }) else { return }
+        try sink.write(line: format.record(sample, keys: rows))
+        records += 1
+        bannerShown = false
+    }
+
+    private func read(_ request: ReadRequest) throws(Failure) -> Sample {
+        let sample = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
         for warning in stats.takeWarnings() { Console.warn(warning) }
+        return sample
+    }
+
+    private func writeBanner(keys: [EventID], of sample: Sample) throws(Failure) {
+        guard let banner = format.banner(keys: keys, of: sample) else { return }
+        if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
+        try sink.write(line: banner)
     }
 }

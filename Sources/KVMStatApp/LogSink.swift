@@ -61,11 +61,11 @@ final class LogSink {
         endPartialRecord()
     }
 
-    func write(line: String) {
-        if replacing { return replace(with: line + "\n") }
+    func write(line: String) throws(Failure) {
+        if replacing { return try replace(with: line + "\n") }
         let before = regular ? try? fd.writePosition() : nil
         do { try fd.writeAll(line + "\n") } catch {
-            if !isFile && error == .brokenPipe { Console.leave(0) }
+            if !isFile && error == .brokenPipe { throw .end(.success) }
             var message = "error writing to \(path ?? "standard output"): \(error)"
             if let before {
                 if (try? fd.truncate(to: before)) != nil {
@@ -74,11 +74,11 @@ final class LogSink {
                     message += "; the file ends with an unfinished record"
                 }
             }
-            Console.fail(message)
+            throw .message(message)
         }
     }
 
-    private func replace(with text: String) {
+    private func replace(with text: String) throws(Failure) {
         let path = path!
         let temporary = self.temporary
         TemporaryFile.pending(temporary)
@@ -96,7 +96,7 @@ final class LogSink {
             guard rename(temporary, path) == 0 else { throw Errno.current }
         } catch {
             unlink(temporary)
-            Console.fail("error writing \(path): \(error); the previous file is kept whole")
+            throw .message("error writing \(path): \(error); the previous file is kept whole")
         }
     }
 

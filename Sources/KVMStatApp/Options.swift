@@ -77,24 +77,51 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "listen", short: nil, longs: ["listen"], metavar: "[ADDR:]PORT",
                    help: "serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1\nunless given; default port 9595)",
                    upstream: false),
-        OptionSpec(key: "completions", short: nil, longs: ["completions"], metavar: "SHELL",
-                   help: "print the completion script for bash, zsh or fish and exit",
-                   upstream: false),
         OptionSpec(key: "verbose", short: nil, longs: ["verbose"], metavar: nil,
                    help: "say on stderr how the sources set up counting (e.g. -p through a cgroup)",
                    upstream: false),
         OptionSpec(key: "connect", short: nil, longs: ["connect"], metavar: "URI",
                    help: "the libvirt to read with --source libvirt (default: qemu:///system)",
                    upstream: false),
+        OptionSpec(key: "completions", short: nil, longs: ["completions"], metavar: "SHELL",
+                   help: "print the completion script for bash, zsh or fish and exit",
+                   upstream: false),
     ]
 
-    static let usage = """
-        usage: kvmstat [-h] [-1] [-c] [-d] [-f FIELDS] [-g GUEST] [-i] [-l] [-L FILE]
-                       [-p PID] [-s DELAY] [-t] [-z] [--format NAME]
-                       [--source NAME[,NAME...]] [--arch-info] [--arch NAME]
-                       [--by-guest] [--listen [ADDR:]PORT] [--verbose] [--connect URI]
-                       [--completions SHELL]
-        """
+    /// The usage block, made from `specs` as argparse makes it: `[-h] [-1] ... [--connect
+    /// URI]` after `usage: PROG `, wrapped at 78 columns (argparse's 80 less 2) under the first
+    /// option when it does not fit on one line.
+    static func usage(program: String = "kvmstat") -> String {
+        let prefix = "usage: "
+        let parts = specs.map { spec in
+            "[" + spec.optionStrings[0] + (spec.metavar.map { " " + $0 } ?? "") + "]"
+        }
+        let width = 78
+        let oneLine = prefix + program + " " + parts.joined(separator: " ")
+        guard oneLine.count > width else { return oneLine }
+        // argparse: a short program is followed by its options, wrapped under the first;
+        // a long one (over 3/4 of the width) has them on lines of their own.
+        let indent = String(repeating: " ", count: prefix.count + program.count + 1)
+        var lines: [String] = []
+        var line = prefix + program
+        let continued = Double(prefix.count + program.count) <= 0.75 * Double(width)
+        if !continued {
+            lines.append(line)
+            line = indent
+        }
+        var lineHasPart = false
+        for part in parts {
+            if line.count + 1 + part.count > width && lineHasPart {
+                lines.append(line)
+                line = indent
+                lineHasPart = false
+            }
+            line += (line == indent ? "" : " ") + part
+            lineHasPart = true
+        }
+        lines.append(line)
+        return lines.joined(separator: "\n")
+    }
 
     /// Parses and types the command line; only syntax and value types are checked here.
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {

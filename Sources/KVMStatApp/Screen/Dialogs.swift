@@ -43,7 +43,7 @@ extension InteractiveScreen {
         terminal.anyKey()
     }
 
-    func filterDialog() {
+    func filterDialog() throws(Failure) {
         var message = ""
         while true {
             terminal.erase()
@@ -54,16 +54,15 @@ extension InteractiveScreen {
             terminal.refresh()
             let regex = terminal.readLine(3, 11)
             if regex.isEmpty {
-                apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
+                try apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
                 return
             }
-            do {
-                let filter = try FieldFilter(regex)
-                apply { () throws(SourceError) in try self.stats.setFieldsFilter(filter) }
-                return
-            } catch {
+            guard let filter = try? FieldFilter(regex) else {
                 message = "\"\(ScreenModel.escape(regex))\": Not a valid regular expression"
+                continue
             }
+            try apply { () throws(SourceError) in try self.stats.setFieldsFilter(filter) }
+            return
         }
     }
 
@@ -94,7 +93,7 @@ extension InteractiveScreen {
         }
     }
 
-    func guestDialog() {
+    func guestDialog() throws(Failure) {
         var message = ""
         var pid = 0
         while true {
@@ -128,7 +127,7 @@ extension InteractiveScreen {
             pid = pids[0]
             break
         }
-        updatePid(pid)
+        try updatePid(pid)
     }
 
     private func listGuests(from line: Int) {

@@ -33,10 +33,11 @@ final class InteractiveScreen {
         self.delay = delay
     }
 
-    func run() {
+    /// Runs until `q`, Ctrl-C or a signal; the terminal is restored before any message.
+    func run() throws(Failure) -> Ending {
         Console.emergencyTerminalRestore = Terminal.emergencyRestorer()
         guard let terminal = Terminal() else {
-            Console.fail("cannot start the screen on this terminal (TERM="
+            throw .message("cannot start the screen on this terminal (TERM="
                 + (getenv("TERM").map { String(cString: $0) } ?? "") + "); use -1 or -l")
         }
         self.terminal = terminal
@@ -46,62 +47,65 @@ final class InteractiveScreen {
             // Reported once the terminal is back, where the operator can read them.
             for warning in stats.takeWarnings() { Console.warn(warning) }
         }
-
-        var wait = Self.initialDelay
         guestName = guests.name(of: stats.pidFilter)
         drawHeader()
         terminal.put(4, 1, "Collecting data...")
         terminal.refresh()
+        return try loop()
+    }
+
+    /// Frames and keys: a frame, then a key or the delay, until the screen ends.
+    private func loop() throws(Failure) -> Ending {
+        var wait = Self.initialDelay
         var start = -Double.infinity
         while true {
-            drawFrame(interval: Signals.monotonicNow() - start)
+            try drawFrame(interval: Signals.monotonicNow() - start)
             start = Signals.monotonicNow()
             let input = terminal.key(within: wait)
             wait = delay
-            let key: Int32
             switch input {
             case nil: continue
-            case .key(let typed): key = typed
-            case .signal(SIGINT): return
-            case .signal(let signal):
-                // SIGTERM, SIGHUP, SIGQUIT end the screen as they end kvm_stat's: by the signal.
-                terminal.end()
-                for warning in stats.takeWarnings() { Console.warn(warning) }
-                Console.leave(bySignal: signal)
-            case .hangup:
-                terminal.end()
-                Console.fail("the terminal has gone away")
-            }
-            switch key {
-            case Int32(UInt8(ascii: "q")), Terminal.controlC: return
-            case Int32(UInt8(ascii: "b")): toggleGuests()
-            case Int32(UInt8(ascii: "c")):
-                apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
-                updatePid(0)
-            case Int32(UInt8(ascii: "f")):
-                filterDialog()
-                wait = Self.initialDelay
-            case Int32(UInt8(ascii: "g")), Int32(UInt8(ascii: "p")):
-                guestDialog()
-                wait = Self.initialDelay
-            case Int32(UInt8(ascii: "h")): helpScreen()
-            case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
-            case Int32(UInt8(ascii: "r")): apply { () throws(SourceError) in try self.stats.reset() }
-            case Int32(UInt8(ascii: "s")):
-                delayDialog()
-                wait = Self.initialDelay
-            case Int32(UInt8(ascii: "x")): stats.childEvents.toggle()
-            default: break  // any other key, a resize included, refreshes at once
+            case .key(let key):
+                guard let next = try handle(key) else { return .success }
+                wait = next ?? wait
+            case .signal(SIGINT): return .success
+            // SIGTERM, SIGHUP, SIGQUIT end the screen as they end kvm_stat's: by the signal.
+            case .signal(let signal): return .signal(signal)
+            case .hangup: throw .message("the terminal has gone away")
             }
         }
     }
 
-    /// Runs a change of the stats; a failure leaves the screen with the message.
-    func apply(_ change: () throws(SourceError) -> Void) {
-        do { try change() } catch {
-            terminal.end()
-            Console.fail(error.description)
+    /// Acts on a key: nil to quit, else the wait before the next frame when a dialog asks
+    /// for a quick one (`.some(nil)`: the delay).
+    private func handle(_ key: Int32) throws(Failure) -> Double?? {
+        switch key {
+        case Int32(UInt8(ascii: "q")), Terminal.controlC: return nil
+        case Int32(UInt8(ascii: "b")): try toggleGuests()
+        case Int32(UInt8(ascii: "c")):
+            try apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
+            try updatePid(0)
+        case Int32(UInt8(ascii: "f")):
+            try filterDialog()
+            return .some(Self.initialDelay)
+        case Int32(UInt8(ascii: "g")), Int32(UInt8(ascii: "p")):
+            try guestDialog()
+            return .some(Self.initialDelay)
+        case Int32(UInt8(ascii: "h")): helpScreen()
+        case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
+        case Int32(UInt8(ascii: "r")): try apply { () throws(SourceError) in try self.stats.reset() }
+        case Int32(UInt8(ascii: "s")):
+            delayDialog()
+            return .some(Self.initialDelay)
+        case Int32(UInt8(ascii: "x")): stats.childEvents.toggle()
+        default: break  // any other key, a resize included, refreshes at once
         }
+        return .some(nil)
+    }
+
+    /// Runs a change of the stats; a failure ends the screen with its message.
+    func apply(_ change: () throws(SourceError) -> Void) throws(Failure) {
+        try Failure.fromSource(change)
     }
 
     private var headline: String { ScreenModel.headline(pid: stats.pidFilter, guestName: guestName) }
@@ -115,13 +119,13 @@ final class InteractiveScreen {
         terminal.put(2, 1, ScreenModel.columnHeader(displayGuests: displayGuests), Terminal.standout)
     }
 
-    func drawFrame(interval: Double) {
+    func drawFrame(interval: Double) throws(Failure) {
         let pid = stats.pidFilter
         if pid > 0 && !guests.isRunning(pid) {
             if !guestName.isEmpty {
                 let pids = guests.pids(named: guestName)
                 if pids.count == 1 {
-                    updatePid(pids[0])
+                    try updatePid(pids[0])
                     return
                 }
             }
@@ -132,10 +136,8 @@ final class InteractiveScreen {
             terminal.refresh()
             return
         }
-        let sample: Sample
-        do { sample = try stats.read(ReadRequest(byGuest: displayGuests)) } catch {
-            terminal.end()
-            Console.fail(error.description)
+        let sample = try Failure.fromSource { () throws(SourceError) in
+            try stats.read(ReadRequest(byGuest: displayGuests))
         }
         let body = ScreenModel.body(
             values: sample.values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
@@ -154,18 +156,18 @@ final class InteractiveScreen {
     }
 
     /// Watches another pid (0: all), taking the guest's name for the header.
-    func updatePid(_ pid: Int) {
+    func updatePid(_ pid: Int) throws(Failure) {
         guestName = guests.name(of: pid)
         drawHeader()
         terminal.put(4, 1, "Updating pid filter...")
         terminal.refresh()
-        apply { () throws(SourceError) in try self.stats.setPidFilter(pid) }
+        try apply { () throws(SourceError) in try self.stats.setPidFilter(pid) }
     }
 
-    private func toggleGuests() {
+    private func toggleGuests() throws(Failure) {
         guard stats.supportsByGuest else { return message(byGuestRefusal) }
         displayGuests.toggle()
         // A read now is the new rows' baseline: the next frame shows their rate, not their total.
-        apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests)) }
+        try apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests)) }
     }
 }
