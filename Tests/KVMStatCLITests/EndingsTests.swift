@@ -46,7 +46,7 @@ import Testing
     @Test func sigquitEndsAsUpstreamWithoutADump() throws {
         let tree = try FakeTree(fields: ["exits"])
         let kvmstat = try BackgroundKvmstat(["-d", "-l", "-s", "0.1"], environment: tree.environment)
-        usleep(400_000)
+        #expect(kvmstat.waitForLines(2), "logging")
         kvmstat.signal(SIGQUIT)
         let ending = try #require(kvmstat.exit(within: 1.5))
         #expect(ending.status == SIGQUIT && ending.bySignal, "status 131 in a shell")

@@ -33,7 +33,7 @@ import Testing
         // Log: a banner, then a record per sample.
         let log = try BackgroundKvmstat(["--source", "counting", "--format", "tsv", "-l", "-s", "0.1"],
                                         executable: Self.fixture)
-        usleep(600_000)
+        #expect(log.waitForLines(4))
         log.signal(SIGINT)
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
@@ -56,7 +56,7 @@ import Testing
             let batch = try run(kvmstatBinary, ["-d", "-1", "-i", "--format", name], environment: tree.environment)
             #expect(batch.status == 0 && batch.stdout.contains("exits"), "\(name): \(batch.stderr)")
             let log = try BackgroundKvmstat(["-d", "-l", "-s", "0.1", "--format", name], environment: tree.environment)
-            usleep(400_000)
+            #expect(log.waitForLines(2), "\(name)")
             log.signal(SIGINT)
             let result = log.finish()
             #expect(result.status == 0 && result.stdout.split(separator: "\n").count >= 2, "\(name): \(result.stderr)")

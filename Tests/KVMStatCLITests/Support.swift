@@ -98,9 +98,38 @@ final class BackgroundKvmstat {
 
     func signal(_ number: Int32) { kill(pid, number) }
 
+    /// Standard output read so far by `waitForOutput`.
+    private var early = Data()
+
+    /// Waits (up to `seconds`) until what kvmstat has written to standard output satisfies
+    /// `ready` — its own records are the readiness signal, not a guess of how long it takes;
+    /// false when they never did.
+    @discardableResult
+    func waitForOutput(within seconds: Double = 10, _ ready: (String) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        let fd = out.fileHandleForReading.fileDescriptor
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !ready(String(decoding: early, as: UTF8.self)) {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return false }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&entry, 1, Int32(min(left, 1) * 1000)) > 0 else { continue }
+            let count = read(fd, &buffer, buffer.count)
+            guard count > 0 else { return ready(String(decoding: early, as: UTF8.self)) }
+            early.append(contentsOf: buffer[0..<count])
+        }
+        return true
+    }
+
+    /// Waits until standard output has `count` complete lines.
+    @discardableResult
+    func waitForLines(_ count: Int, within seconds: Double = 10) -> Bool {
+        waitForOutput(within: seconds) { $0.filter { $0 == "\n" }.count >= count }
+    }
+
     /// Waits for the exit and returns everything it printed.
     func finish() -> RunResult {
-        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let data = early + out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return RunResult(status: process.terminationStatus,
                          stdout: String(decoding: data, as: UTF8.self),
@@ -124,6 +153,18 @@ final class BackgroundKvmstat {
 
     /// Everything written to stderr (after the exit).
     var stderrText: String { String(decoding: errReader.wait(), as: UTF8.self) }
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass: a test waits on what it
+/// needs to see (a file's records, a count), not on a guess of how long that takes.
+@discardableResult
+func waitUntil(within seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while try !condition() {
+        guard Date() < deadline else { return false }
+        usleep(20_000)
+    }
+    return true
 }
 
 /// A fake debugfs with `fields` in its kvm directory and one VM (`100-5`) holding them, for

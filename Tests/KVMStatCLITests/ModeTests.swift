@@ -1,0 +1,168 @@
+import Foundation
+import KVMCore
+import KVMFormats
+import KVMSources
+@testable import KVMStatApp
+import Testing
+
+/// A source whose counters grow by known steps each read: `apples` by 1, `pears` by 2,
+/// `plums(RIPE)` and its parent `plums` by 3 (or by nothing, when `frozen`).
+final class SteppingSource: StatSource {
+    let name = "stepping"
+    var supportsByGuest: Bool { false }
+    var frozen = false
+    private(set) var reads: UInt64 = 0
+
+    static let steps: [(EventID, UInt64)] = [
+        ("apples", 1), ("pears", 2), ("plums", 3), (EventID("plums(RIPE)", parent: "plums"), 3),
+    ]
+
+    func availableFields() -> [String] { Self.steps.map(\.0.name) }
+    func updateFields(_ filter: FieldFilter?) throws(SourceError) {}
+    func setPid(_ pid: Int) throws(SourceError) {}
+    func reset() throws(SourceError) { reads = 0 }
+    func close() {}
+
+    func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        if !frozen { reads += 1 }
+        var reading = Reading()
+        for (key, step) in Self.steps {
+            reading.values[key] = reads * step
+            reading.families[key.parent ?? key.name] = MetricFamily(
+                key.parent ?? key.name, kind: .counter, help: "fruit", origin: .other(namespace: "fruit"))
+        }
+        return reading
+    }
+}
+
+/// A waiter that returns at once, as a schedule of ticks, signals and things to do meanwhile.
+struct ScriptedWaiter: Waiter {
+    enum Step {
+        case tick
+        case signal(Int32)
+        case run(() -> Void)
+    }
+
+    var steps: [Step]
+
+    /// `ticks` samples, then Ctrl-C.
+    init(ticks: Int) { steps = Array(repeating: .tick, count: ticks) + [.signal(SIGINT)] }
+
+    init(_ steps: [Step]) { self.steps = steps }
+
+    mutating func wait(seconds: Double) -> Int32? {
+        while !steps.isEmpty {
+            switch steps.removeFirst() {
+            case .tick: return nil
+            case .signal(let signal): return signal
+            case .run(let action): action()
+            }
+        }
+        return SIGINT
+    }
+}
+
+/// What batch mode writes, kept.
+final class BufferOutput: TextOutput {
+    var text = ""
+    func write(_ text: String) throws(Failure) { self.text += text }
+}
+
+/// Batch and log modes' logic, run inside the test process on a source that needs no kernel:
+/// no subprocess, no sleeping.
+struct ModeTests {
+    static func temporaryPath(_ suffix: String) -> String {
+        NSTemporaryDirectory() + "kvmstat-mode-\(UUID().uuidString).\(suffix)"
+    }
+
+    @Test func batchPrintsOneSampleOfOneSecond() throws {
+        let output = BufferOutput()
+        var mode = BatchMode(stats: Stats(sources: [SteppingSource()]), format: TextFormat())
+        mode.waiter = ScriptedWaiter(ticks: 1)
+        #expect(try mode.run(output: output) == .success)
+        #expect(output.text == "apples" + String(repeating: " ", count: 36) + "         2         1\n"
+            + "pears" + String(repeating: " ", count: 37) + "         4         2\n"
+            + "plums" + String(repeating: " ", count: 37) + "         6         3\n"
+            + "plums(RIPE)" + String(repeating: " ", count: 31) + "         6         3\n")
+        // Ctrl-C during the second prints nothing; another signal ends by it.
+        mode.waiter = ScriptedWaiter([.signal(SIGINT)])
+        let interrupted = BufferOutput()
+        #expect(try mode.run(output: interrupted) == .success && interrupted.text.isEmpty)
+        mode.waiter = ScriptedWaiter([.signal(SIGTERM)])
+        #expect(try mode.run(output: BufferOutput()) == .signal(SIGTERM))
+    }
+
+    @Test func textBannerRepeatsEveryTwentyRecords() throws {
+        let path = Self.temporaryPath("log")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: TextFormat(), sink: try LogSink(path: path),
+                           delay: 0.1, skipZero: false)
+        mode.waiter = ScriptedWaiter(ticks: 45)
+        #expect(try mode.run() == .success)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+        let banner = "apples pears plums plums(RIPE) "
+        #expect(lines.count == 45 + 3)
+        #expect(lines[0] == banner && lines[21] == banner && lines[42] == banner)
+        for line in lines where line != banner {
+            #expect(line.hasSuffix("        1         2         3         3"), "\(line)")
+        }
+    }
+
+    @Test func csvHeaderOnlyOnceAndNotWhenAppending() throws {
+        let path = Self.temporaryPath("csv")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for _ in 0..<2 {
+            var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(),
+                               sink: try LogSink(path: path), delay: 0.1, skipZero: false)
+            mode.waiter = ScriptedWaiter(ticks: 25)
+            #expect(try mode.run() == .success)
+        }
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.first == "timestamp,apples,pears,plums,plums(RIPE)")
+        #expect(lines.filter { $0.hasPrefix("timestamp") }.count == 1 && lines.count == 51)
+    }
+
+    @Test func skipZeroWritesOnlyRecordsThatMoved() throws {
+        let path = Self.temporaryPath("csv")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let source = SteppingSource()
+        var mode = LogMode(stats: Stats(sources: [source]), format: CSVFormat(), sink: try LogSink(path: path),
+                           delay: 0.1, skipZero: true)
+        mode.waiter = ScriptedWaiter([.tick, .run { source.frozen = true }, .tick, .tick,
+                                      .run { source.frozen = false }, .tick, .signal(SIGINT)])
+        #expect(try mode.run() == .success)
+        let records = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").dropFirst()
+        #expect(records.count == 2 && records.allSatisfy { $0.hasSuffix(",1,2,3,3") }, "\(records)")
+    }
+
+    @Test func sighupStartsANewFileAndLosesNothing() throws {
+        let path = Self.temporaryPath("log")
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: path + ".1")
+        }
+        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(), sink: try LogSink(path: path),
+                           delay: 0.1, skipZero: false)
+        mode.waiter = ScriptedWaiter([.tick, .tick, .run { _ = rename(path, path + ".1") }, .signal(SIGHUP),
+                                      .tick, .tick, .tick, .signal(SIGTERM)])
+        #expect(try mode.run() == .signal(SIGTERM))
+        let old = try String(contentsOfFile: path + ".1", encoding: .utf8).split(separator: "\n")
+        let new = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(old.first == new.first && old.first?.hasPrefix("timestamp") == true)
+        let apples = (old.dropFirst() + new.dropFirst()).map { Int($0.split(separator: ",")[1])! }
+        #expect(apples == [1, 1, 1, 1, 1])
+    }
+
+    @Test func aFailedWriteIsAFailureValue() throws {
+        // /dev/full takes nothing: the record is lost loudly, as one line, status 1.
+        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(),
+                           sink: try LogSink(path: "/dev/full"), delay: 0.1, skipZero: false)
+        mode.waiter = ScriptedWaiter(ticks: 1)
+        #expect {
+            _ = try mode.run()
+        } throws: { error in
+            guard let failure = error as? Failure, case .message(let text, 1) = failure else { return false }
+            return text.hasPrefix("error writing to /dev/full: ")
+        }
+    }
+}
