@@ -85,8 +85,8 @@ public final class DebugfsSource: StatSource {
     private var pid: Int
     /// The VM directories present at the last sample, by name.
     private var vms: [String: DebugfsVM] = [:]
-    /// What VMs that went away counted, by field index.
-    private var departed = DepartedCounts<Int>()
+    /// Each VM's readings and counts by field index, and what VMs that went away counted.
+    private var book = CounterBook<String, Int>()
     /// Fields no VM would let us read, and those already reported.
     private var unreadable: [Bool]
     private var reported: Set<String> = []
@@ -176,19 +176,15 @@ public final class DebugfsSource: StatSource {
         _ = sample()
         var readNow = Array(repeating: false, count: fields.count)
         for index in wanted { readNow[index] = true }
-        for name in vms.keys {
-            let inView = pid == 0 || vms[name]!.guestPid == pid
-            vms[name]!.counted = Array(repeating: 0, count: fields.count)
-            vms[name]!.countsFromZero = false
-            for index in fields.indices where !inView || !readNow[index] {
-                vms[name]!.known[index] = false
-            }
+        let inView = { (name: String) in self.pid == 0 || self.vms[name]?.guestPid == self.pid }
+        book.reset(keepingLastOf: inView)
+        for name in vms.keys where inView(name) {
+            book.forget(fields.indices.filter { !readNow[$0] }, of: name)
         }
-        departed.removeAll()
     }
 
     /// What the source keeps per VM and per departed guest (tests check it stays bounded).
-    var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, departed.guestCount) }
+    var bookkeeping: (vms: Int, departedGuests: Int) { (vms.count, book.departed.guestCount) }
 
     public func close() {
         kvmDirectory?.close()
@@ -241,9 +237,9 @@ public final class DebugfsSource: StatSource {
                 vm = known
             } else {
                 // A name that came back with a new inode is a new VM; the old one is gone.
-                if let old = vms[entry.name] { depart(old) }
-                vm = DebugfsVM(name: entry.name, inode: entry.inode, fieldCount: fields.count,
-                               countsFromZero: !initial || includePast)
+                book.depart(entry.name)
+                vm = DebugfsVM(name: entry.name, inode: entry.inode)
+                book.admit(entry.name, guest: vm.guestPid, countsFromZero: !initial || includePast)
                 isNew = true
             }
             vm.generation = generation
@@ -258,7 +254,9 @@ public final class DebugfsSource: StatSource {
                 case .value(let value):
                     answered[index] += 1
                     unreadable[index] = false
-                    if case .wentBackwards(let previous) = vm.take(value, at: index, isLevel: levels[index]) {
+                    if levels[index] {
+                        book.keep(value, index, of: entry.name)
+                    } else if case .wentBackwards(let previous) = book.count(value, index, of: entry.name) {
                         noteOddity(index, "went backwards in VM \(entry.name) (\(previous) to \(value)); "
                             + "counted from the new value, as after a reset")
                     }
@@ -272,8 +270,8 @@ public final class DebugfsSource: StatSource {
                 case .missing:
                     break  // vanished mid-sample: its last value stays
                 }
-                guard counted, vm.known[index] else { continue }
-                let amount = levels[index] ? vm.last[index] : vm.counted[index]
+                guard counted, let amount = levels[index] ? book.last(index, of: entry.name)
+                    : book.counted(index, of: entry.name) else { continue }
                 if guestValuesWanted {
                     perGuest[vm.guestPid, default: Array(repeating: 0, count: fields.count)][index] &+= amount
                 }
@@ -287,7 +285,7 @@ public final class DebugfsSource: StatSource {
         }
         departVanished(into: &sums, counting: !byGuest)
         if !byGuest {
-            for (index, value) in departed.counts(watching: pid) { sums[index] &+= value }
+            for (index, value) in book.departed.counts(watching: pid) { sums[index] &+= value }
         }
         noteDenied(denied, answered: answered)
         var results = guestSums
@@ -311,23 +309,16 @@ public final class DebugfsSource: StatSource {
         for (name, vm) in vms where vm.generation != generation {
             if vm.generation == generation &- 1 {
                 guard counting && (pid == 0 || vm.guestPid == pid) else { continue }
-                for index in wanted where !levels[index] && !unreadable[index] && vm.known[index] {
-                    sums[index] &+= vm.counted[index]
+                for index in wanted where !levels[index] && !unreadable[index] {
+                    sums[index] &+= book.counted(index, of: name) ?? 0
                 }
                 continue
             }
-            depart(vm)
+            book.depart(name)
             vms[name] = nil
             gone = true
         }
-        if gone { departed.forgetEnded(watching: pid, proc: proc) }
-    }
-
-    /// Folds what a VM counted into the departed totals (levels drop with their VM).
-    private func depart(_ vm: DebugfsVM) {
-        for index in fields.indices where !levels[index] && vm.known[index] {
-            departed.add(vm.counted[index], for: index, guest: vm.guestPid)
-        }
+        if gone { book.forgetEndedGuests(watching: pid, proc: proc) }
     }
 
     /// Says once per field that its file did something a counter should not.

@@ -1,58 +1,21 @@
 import KVMCore
 
-/// What the debugfs source knows of one VM directory while it exists: the last value read of
-/// each field and what each counter counted since kvmstat's baseline. Nothing is kept once the
-/// VM is gone but its counts, folded into the source's departed totals.
+/// What the debugfs source knows of one VM directory while it exists, beside its counts
+/// (which are in the source's `CounterBook`, under the directory's name).
 struct DebugfsVM {
     /// The directory's inode: the same `PID-FD` name with another inode is another VM.
     let inode: UInt64
-    /// Whether a field's first value was all counted: a VM created after kvmstat started
-    /// (everything it did happened in view), or with `-i` one of the first sample.
-    var countsFromZero: Bool
     /// `<name>/` as bytes, the prefix of its files' paths relative to the kvm directory.
     let pathPrefix: [UInt8]
     /// The guest's pid, from the directory's name.
     let guestPid: Int
-    var last: [UInt64]
-    var known: [Bool]
-    var counted: [UInt64]
     /// The sample that last listed it; older means the VM went away.
     var generation = 0
 
-    init(name: String, inode: UInt64, fieldCount: Int, countsFromZero: Bool) {
+    init(name: String, inode: UInt64) {
         self.inode = inode
-        self.countsFromZero = countsFromZero
         pathPrefix = Array(name.utf8) + [UInt8(ascii: "/")]
         guestPid = Int(name.prefix { $0 != "-" }) ?? 0
-        last = Array(repeating: 0, count: fieldCount)
-        known = Array(repeating: false, count: fieldCount)
-        counted = Array(repeating: 0, count: fieldCount)
-    }
-
-    /// How a new value of a counter changed what the VM counted.
-    enum Step: Equatable {
-        case counted
-        /// The value went below the last one: the kernel's counter was reset (written 0, or
-        /// the VM's statistics were cleared); it counts from the new value.
-        case wentBackwards(from: UInt64)
-    }
-
-    /// Takes `value` as field `index`'s new reading. Counters add what they counted since
-    /// the last reading (sums wrap at 2^64 as the kernel's own do); levels just keep it.
-    mutating func take(_ value: UInt64, at index: Int, isLevel: Bool) -> Step {
-        defer {
-            last[index] = value
-            known[index] = true
-        }
-        guard !isLevel else { return .counted }
-        guard known[index] else {
-            if countsFromZero { counted[index] = value }
-            return .counted
-        }
-        let previous = last[index]
-        let step = Counting.step(from: previous, to: value)
-        counted[index] &+= step.amount
-        return step.wentBackwards ? .wentBackwards(from: previous) : .counted
     }
 }
 
