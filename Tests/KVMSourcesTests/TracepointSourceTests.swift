@@ -1,5 +1,5 @@
 import KVMCore
-import KVMSources
+@testable import KVMSources
 import KVMTestSupport
 import Testing
 
@@ -130,11 +130,11 @@ struct TracepointSourceTests {
     }
 
     @Test func cpuListParsing() {
-        #expect(TracepointSource.parseCPUList("0-1\n") == [0, 1])
-        #expect(TracepointSource.parseCPUList("0,2-4,7") == [0, 2, 3, 4, 7])
-        #expect(TracepointSource.parseCPUList("") == nil)
-        #expect(TracepointSource.parseCPUList("3-1") == nil)
-        #expect(TracepointSource.parseCPUList("x") == nil)
+        #expect(TracepointCatalog.parseCPUList("0-1\n") == [0, 1])
+        #expect(TracepointCatalog.parseCPUList("0,2-4,7") == [0, 2, 3, 4, 7])
+        #expect(TracepointCatalog.parseCPUList("") == nil)
+        #expect(TracepointCatalog.parseCPUList("3-1") == nil)
+        #expect(TracepointCatalog.parseCPUList("x") == nil)
     }
 }
 

@@ -1,8 +1,78 @@
 import KVMCore
 
-/// What the tracepoint source knows before it opens anything: whether this host has what it
-/// needs, its fields, and the online CPUs it counts on.
-extension TracepointSource {
+/// What the tracepoint source counts, known before anything is opened: whether this host has
+/// what it needs, every field (the kvm tracepoints and their exit-reason children), the key and
+/// family each reports under, and how to open each (its tracepoint id and filter).
+final class TracepointCatalog {
+    let architecture: any Architecture
+    let fields: [String]
+    /// Per field: the key it reports under (`kvm_exit(HLT)` under `kvm_exit`).
+    let keys: [EventID]
+    /// Every tracepoint is a family of its own; its children (exit reasons) belong to it.
+    let families: [String: MetricFamily]
+    private let eventsDirectory: String
+    /// Tracepoints that get one child per named value: tracepoint → (field, values), and the
+    /// children's values by tracepoint and reason name.
+    private let childFilters: [String: (field: String, reasons: [ExitReason])]
+    private let childValues: [String: [String: Int]]
+    private var tracepointIDs: [String: UInt64] = [:]
+    private var plans: [Int: EventPlan] = [:]
+
+    init(configuration: SourceConfiguration) throws(SourceError) {
+        architecture = configuration.architecture
+        eventsDirectory = configuration.paths.kvmEvents
+        let filters = Self.childFilters(architecture)
+        childFilters = filters
+        childValues = filters.mapValues { spec in
+            Dictionary(spec.reasons.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+        }
+        fields = try Self.fieldNames(configuration)
+        let architecture = configuration.architecture
+        keys = fields.map { EventID($0, parent: architecture.tracepointParent(of: $0)) }
+        families = Dictionary(keys.filter { $0.parent == nil }.map {
+            ($0.name, MetricFamily($0.name, kind: .counter, help: "KVM tracepoint \($0.name)", origin: .tracepoint))
+        }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The fields `filter` wants (and the parents of wanted children), by index.
+    func select(_ filter: FieldFilter?) -> [Int] {
+        filter.select(fields, parentOf: architecture.tracepointParent(of:))
+    }
+
+    /// How to open one field's counter: its tracepoint and, for a child, its filter.
+    struct EventPlan: Sendable {
+        let field: Int
+        let tracepointID: UInt64
+        let filter: String?
+    }
+
+    /// The plan of field `field`; nil when tracefs lacks its tracepoint or the reason.
+    func plan(for field: Int) -> EventPlan? {
+        if let known = plans[field] { return known }
+        let name = fields[field]
+        let tracepoint = architecture.tracepointParent(of: name) ?? name
+        guard let id = tracepointID(tracepoint) else { return nil }
+        var filter: String?
+        if tracepoint != name, let (reasonField, _) = childFilters[tracepoint] {
+            guard let reasonName = keys[field].childLabel, let value = childValues[tracepoint]?[reasonName] else {
+                return nil
+            }
+            filter = "\(reasonField)==\(value)"
+        }
+        let plan = EventPlan(field: field, tracepointID: id, filter: filter)
+        plans[field] = plan
+        return plan
+    }
+
+    private func tracepointID(_ tracepoint: String) -> UInt64? {
+        if let id = tracepointIDs[tracepoint] { return id }
+        guard let text = try? FileSystem.readText("\(eventsDirectory)/\(tracepoint)/id"),
+              let id = UInt64(text.trimmingBlanks())
+        else { return nil }
+        tracepointIDs[tracepoint] = id
+        return id
+    }
+
     /// Upstream's words where upstream has them: tracing missing (CONFIG_TRACING), KVM's
     /// tracepoints missing (the module is not loaded), no permission (not root), or an
     /// architecture of another machine (its perf numbers are not this kernel's).
@@ -59,7 +129,7 @@ extension TracepointSource {
         return all.filter { unique.insert($0).inserted }
     }
 
-    func onlineCPUs() throws(SourceError) -> [Int] {
+    static func onlineCPUs(_ paths: SystemPaths) throws(SourceError) -> [Int] {
         let path = paths.sys + "/devices/system/cpu/online"
         guard let text = try? FileSystem.readText(path), let cpus = Self.parseCPUList(text) else {
             throw SourceError("cannot read the online CPUs from \(path)")
@@ -68,7 +138,7 @@ extension TracepointSource {
     }
 
     /// `0-3,8,10-11` → [0, 1, 2, 3, 8, 10, 11].
-    public static func parseCPUList(_ text: String) -> [Int]? {
+    static func parseCPUList(_ text: String) -> [Int]? {
         var cpus: [Int] = []
         for member in text.trimmingBlanks().split(separator: ",") {
             let bounds = member.split(separator: "-", omittingEmptySubsequences: false)

@@ -1,0 +1,167 @@
+import KVMCore
+
+/// The tracepoint source's by-guest counting (`b`, `--by-guest`, per-guest values): per guest
+/// that is alone in its cgroup v2 group, one group per CPU counting that cgroup; guests that
+/// share a cgroup (or have none) are looked at again every `recheckEvery` samples, and at once
+/// when they move to another cgroup (libvirt moves a new QEMU into its scope just after
+/// starting it).
+///
+/// Rows: each guest alone in its cgroup (what its cgroup counted since it was found), the
+/// guests that have quit, and one row for the rest — the host and guests without a cgroup of
+/// their own — so that rows add up to the system-wide total. The cost is guests × CPUs ×
+/// fields events (README's scaling table).
+final class GuestGroups {
+    struct Guest {
+        let cgroup: CGroup
+        var groups: [PerfGroup]
+    }
+
+    static let recheckEvery = 10
+
+    private let catalog: TracepointCatalog
+    private let opener: GroupOpener
+    private let paths: SystemPaths
+    private var guests: [Int: Guest] = [:]
+    /// Guests not counted on their own: the sample they were last checked at, and their
+    /// cgroup then (a guest moved to another cgroup is checked again at once).
+    private var shared: [Int: (sample: Int, cgroup: String?)] = [:]
+    /// What guests that have quit counted, by field.
+    private var departed = Departed<Int>()
+    private var sample = 0
+    private var cpus: [Int] = []
+    private let scratch: UnsafeMutableBufferPointer<UInt64>
+
+    init(catalog: TracepointCatalog, opener: GroupOpener, paths: SystemPaths) {
+        self.catalog = catalog
+        self.opener = opener
+        self.paths = paths
+        scratch = .allocate(capacity: catalog.fields.count)
+    }
+
+    deinit { scratch.deallocate() }
+
+    var active: Bool { !guests.isEmpty || !shared.isEmpty }
+
+    /// Each guest's row sum of `wanted`, read now (before the system-wide groups are).
+    func rowSums(wanted: [Int]) throws(SourceError) -> [Int: UInt64] {
+        try follow(wanted: wanted)
+        var sums: [Int: UInt64] = [:]
+        for (guestPid, guest) in guests { sums[guestPid] = rowSum(read(guest), wanted: wanted) }
+        return sums
+    }
+
+    /// The rows from the guests' sums and the system-wide `totals` read after them.
+    func rows(_ guestSums: [Int: UInt64], totals: UnsafeMutableBufferPointer<UInt64>, wanted: [Int]) -> [EventID: UInt64] {
+        var rows: [EventID: UInt64] = [:]
+        var counted: UInt64 = 0
+        for (guestPid, sum) in guestSums {
+            rows[.guestTotal(guestPid)] = sum
+            counted &+= sum
+        }
+        var quit: UInt64 = 0
+        for field in wanted where catalog.keys[field].parent == nil { quit &+= departed.all[field] ?? 0 }
+        counted &+= quit
+        let all = rowSum(totals, wanted: wanted)
+        rows[.guestTotal(EventID.otherGuests)] = all >= counted ? all - counted : 0
+        if quit > 0 { rows[.guestTotal(EventID.departedGuests)] = quit }
+        return rows
+    }
+
+    /// A row is the sum of the wanted events (children are part of their parents).
+    func rowSum(_ counts: UnsafeMutableBufferPointer<UInt64>, wanted: [Int]) -> UInt64 {
+        var sum: UInt64 = 0
+        for field in wanted where catalog.keys[field].parent == nil { sum &+= counts[field] }
+        return sum
+    }
+
+    /// Every wanted event of each guest counted through its cgroup (Prometheus's guest labels).
+    func values(wanted: [Int]) throws(SourceError) -> [EventID: UInt64] {
+        try follow(wanted: wanted)
+        var results: [EventID: UInt64] = [:]
+        for (guestPid, guest) in guests {
+            let counts = read(guest)
+            for field in wanted { results[catalog.keys[field].of(guest: guestPid)] = counts[field] }
+        }
+        return results
+    }
+
+    /// A guest's counts, in the scratch buffer (valid until the next read).
+    private func read(_ guest: Guest) -> UnsafeMutableBufferPointer<UInt64> {
+        scratch.update(repeating: 0)
+        for group in guest.groups { try? group.accumulate(into: scratch) }
+        return scratch
+    }
+
+    /// Finds guests (processes with `-name`), opens the groups of those alone in a cgroup,
+    /// and retires those that have quit, keeping what they counted.
+    private func follow(wanted: [Int]) throws(SourceError) {
+        sample += 1
+        if cpus.isEmpty { cpus = try TracepointCatalog.onlineCPUs(paths) }
+        let registry = Guests(proc: paths.proc)
+        let present = Set(registry.all().map(\.pid).filter { registry.isRunning($0) })
+        for (guestPid, guest) in guests where !present.contains(guestPid) {
+            let counts = read(guest)
+            for field in wanted where counts[field] > 0 { departed.add(counts[field], for: field, guest: guestPid) }
+            opener.close(guest.groups)
+            guests[guestPid] = nil
+        }
+        shared = shared.filter { present.contains($0.key) }
+        for guestPid in present.sorted() where guests[guestPid] == nil {
+            // One read of the guest's cgroup a sample: it tells whether the guest moved.
+            let now = (sample: sample, cgroup: CGroup.path(ofProcess: guestPid, proc: paths.proc))
+            if let checked = shared[guestPid], sample - checked.sample < Self.recheckEvery,
+               now.cgroup == checked.cgroup { continue }
+            guard let opened = try openGroups(of: guestPid, wanted: wanted) else {
+                shared[guestPid] = now
+                continue
+            }
+            shared[guestPid] = nil
+            guests[guestPid] = opened
+        }
+    }
+
+    /// Per-CPU groups counting the guest's cgroup; nil when it is not alone in one (or the
+    /// kernel refuses: no cgroup perf events, the guest and its cgroup just went), leaving it
+    /// in the rest's row. Out of descriptors is the operator's to fix: thrown.
+    private func openGroups(of guestPid: Int, wanted: [Int]) throws(SourceError) -> Guest? {
+        guard let cgroup = CGroup.of(pid: guestPid, paths: paths), cgroup.path != "/",
+              cgroup.holdsOnly(pid: guestPid, proc: paths.proc),
+              let directory = try? FileDescriptor.open(cgroup.directory, .directory)
+        else { return nil }
+        defer { directory.close() }
+        let outcome = try opener.open(cpus.map { (pid: directory.rawValue, cpu: Int32($0)) },
+                                      plans: wanted.compactMap(catalog.plan(for:)), cgroup: true)
+        if let failure = outcome.failure {
+            opener.close(outcome.opened)
+            if failure == .tooManyOpenFiles || failure == .tooManyOpenFilesInSystem { throw opener.failure(failure) }
+            return nil
+        }
+        return Guest(cgroup: cgroup, groups: outcome.opened)
+    }
+
+    /// Leaves the by-guest view, or the fields changed: the groups are closed (opened again
+    /// when next asked for) and nothing is kept.
+    func close() {
+        opener.close(guests.values.flatMap(\.groups))
+        guests.removeAll()
+        shared.removeAll()
+        departed.removeAll()
+        sample = 0
+    }
+
+    /// Hands every group's descriptors over (for the hand-off child) and forgets everything.
+    func release() -> [FileDescriptor] {
+        let descriptors = opener.release(guests.values.flatMap(\.groups))
+        guests.removeAll()
+        close()
+        return descriptors
+    }
+
+    /// Zeroes the guests' groups and what departed guests counted.
+    func reset() {
+        for guest in guests.values {
+            for group in guest.groups { group.resetAll(ioctls: catalog.architecture.perfIoctls) }
+        }
+        departed.removeAll()
+    }
+}
