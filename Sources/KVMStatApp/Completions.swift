@@ -112,5 +112,6 @@ extension String {
         replacing("{formats}", with: plugins.formats.names.joined(separator: ", "))
             .replacing("{sources}", with: plugins.sources.names.joined(separator: ", "))
             .replacing("{architectures}", with: plugins.architectures.names.joined(separator: ", "))
+            .replacing("{guestSources}", with: plugins.sources.entries.filter(\.byGuest).map(\.name).joined(separator: ", "))
     }
 }

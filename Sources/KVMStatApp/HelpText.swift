@@ -1,7 +1,10 @@
-/// `kvmstat --help`, laid out like argparse's RawTextHelpFormatter output.
+/// `kvmstat --help`, laid out like argparse's RawTextHelpFormatter output, from the option
+/// table (`Options.specs`) and the registries. Its description block is upstream's but for
+/// the `b` line, which names the sources that show guests (README, "Differences").
 enum HelpText {
     static func render(plugins: Plugins) -> String {
-        var text = Options.usage(program: KVMStat.program) + "\n\n" + description + "\noptions:\n"
+        var text = Options.usage(program: KVMStat.program) + "\n\n" + description.replacingPlaceholders(plugins: plugins)
+            + "\noptions:\n"
         for var spec in Options.specs {
             // The plugins' names, as registered.
             spec.help = spec.help.replacingPlaceholders(plugins: plugins)
@@ -40,7 +43,7 @@ enum HelpText {
           the large number of files that are possibly opened.
 
         Interactive Commands:
-           b     toggle events by guests (debugfs only, honors filters)
+           b     toggle events by guests ({guestSources}; honors filters)
            c     clear filter
            f     filter by regular expression
            g     filter by guest name
