@@ -11,7 +11,6 @@ static inline int kvmstat_attr_bold(void) { return (int)A_BOLD; }
 static inline int kvmstat_attr_standout(void) { return (int)A_STANDOUT; }
 static inline int kvmstat_attr_underline(void) { return (int)A_UNDERLINE; }
 static inline int kvmstat_attr_blink(void) { return (int)A_BLINK; }
-static inline int kvmstat_key_resize(void) { return KEY_RESIZE; }
 static inline int kvmstat_err(void) { return ERR; }
 
 /* initscr() prints its own message and exits when the terminal type is unknown; newterm()

@@ -6,7 +6,6 @@ public struct ARM64Architecture: Architecture, ArchitectureFamily {
 
     public var family: String { "arm64" }
     public var variant: String? { nil }
-    public var familyName: String { family }
     public var machinePrefixes: [String] { ["aarch64", "arm64"] }
     public var architectures: [any Architecture] { [self] }
 

@@ -9,7 +9,6 @@ public struct LoongArchArchitecture: Architecture, ArchitectureFamily {
 
     public var family: String { "loongarch" }
     public var variant: String? { nil }
-    public var familyName: String { family }
     public var machinePrefixes: [String] { ["loongarch64"] }
     public var architectures: [any Architecture] { [self] }
 

@@ -8,7 +8,6 @@ public struct PPCArchitecture: Architecture, ArchitectureFamily {
 
     public var family: String { "ppc" }
     public var variant: String? { nil }
-    public var familyName: String { family }
     public var machinePrefixes: [String] { ["ppc"] }
     public var architectures: [any Architecture] { [self] }
 

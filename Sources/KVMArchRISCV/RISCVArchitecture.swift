@@ -8,7 +8,6 @@ public struct RISCVArchitecture: Architecture, ArchitectureFamily {
 
     public var family: String { "riscv" }
     public var variant: String? { nil }
-    public var familyName: String { family }
     public var machinePrefixes: [String] { ["riscv64"] }
     public var architectures: [any Architecture] { [self] }
 

@@ -7,7 +7,6 @@ public struct S390Architecture: Architecture, ArchitectureFamily {
 
     public var family: String { "s390" }
     public var variant: String? { nil }
-    public var familyName: String { family }
     public var machinePrefixes: [String] { ["s390"] }
     public var architectures: [any Architecture] { [self] }
 

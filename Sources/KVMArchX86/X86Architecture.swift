@@ -20,7 +20,6 @@ public struct X86Architecture: Architecture {
 public struct X86Family: ArchitectureFamily {
     public init() {}
 
-    public var familyName: String { "x86" }
     public var machinePrefixes: [String] { ["x86_64", "i386", "i486", "i586", "i686", "amd64"] }
     public var architectures: [any Architecture] {
         [X86Architecture.plain, X86Architecture.vmx, X86Architecture.svm]

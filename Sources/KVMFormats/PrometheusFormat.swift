@@ -62,6 +62,9 @@ public struct PrometheusFormat: Format {
                             origin: .other(namespace: source))
     }
 
+    /// Units that count things: no suffix (`kvm_exits_total`, not `kvm_exits_events_total`).
+    static let countUnits: Set<String> = ["events", "pages"]
+
     /// The exposition's name of a family (before `_total`): by origin, in base units.
     static func familyName(_ family: MetricFamily, perGuest: Bool) -> String {
         var base = family.name
@@ -69,9 +72,9 @@ public struct PrometheusFormat: Format {
             base.removeLast(3)
         }
         var name = metricName(base)
-        for unit in ["seconds", "bytes"] where family.unit.name == unit && !name.hasSuffix("_" + unit) {
-            name += "_" + unit
-        }
+        // Base units name the family (`_seconds`, `_bytes`); counts of things do not.
+        let unit = metricName(family.unit.name)
+        if !unit.isEmpty && !Self.countUnits.contains(unit) && !name.hasSuffix("_" + unit) { name += "_" + unit }
         let guest = perGuest ? "guest_" : ""
         switch family.origin {
         case .tracepoint: return "kvm_\(guest)tracepoint"
@@ -118,8 +121,15 @@ public struct PrometheusFormat: Format {
                 }
                 let counter = family.kind == .counter
                 let scaled = !family.unit.isBase
+                var name = Self.familyName(family, perGuest: perGuest)
                 if let vcpu = key.vcpu { labels.append(("vcpu", String(vcpu))) }
-                add(Self.familyName(family, perGuest: perGuest), counter: counter,
+                // Other children (not a vCPU's) are a breakdown of their parent: a family of
+                // their own, so that sum() over the parent's counts nothing twice.
+                if key.vcpu == nil, let child = key.childLabel {
+                    name += "_by_child"
+                    labels.append(("child", child))
+                }
+                add(name, counter: counter,
                     help: family.help + whose + " (" + (counter ? "since kvmstat started" : "current value")
                         + (scaled ? ", in \(family.unit.name)" : "") + ")",
                     labels, scaled ? Self.scaled(value, base: family.unit.base, exponent: family.unit.exponent) : String(value))
@@ -209,17 +219,6 @@ public struct PrometheusFormat: Format {
         var fraction = String(digits[point...])
         while fraction.hasSuffix("0") { fraction.removeLast() }
         return String(digits[..<point]) + (fraction.isEmpty ? "" : "." + fraction)
-    }
-
-    /// `1234567890` ns as `1.23456789` (exact: nine decimals, trailing zeros dropped).
-    static func seconds(fromNanoseconds value: UInt64) -> String {
-        let whole = value / 1_000_000_000
-        let fraction = value % 1_000_000_000
-        guard fraction > 0 else { return String(whole) }
-        var digits = String(fraction)
-        digits = String(repeating: "0", count: 9 - digits.count) + digits
-        while digits.hasSuffix("0") { digits.removeLast() }
-        return "\(whole).\(digits)"
     }
 
     /// A metric name from a statistic's: [a-zA-Z0-9_], not starting with a digit.

@@ -19,12 +19,12 @@ import Testing
         #expect(formats.status == 0 && formats.stdout.contains("  " + "tsv".padding(toLength: width, withPad: " ", startingAt: 0)
             + "tab-separated values"), "\(formats.stdout)")
         let fields = try run(Self.fixture, ["--source", "counting", "-f", "help"])
-        #expect(fields.stdout == "  apples\n  pears\n  plums\n", "\(fields.stdout)\(fields.stderr)")
+        #expect(fields.stdout == "  apples\n  basket\n  pears\n  plums\n", "\(fields.stdout)\(fields.stderr)")
 
         // Batch: two reads a second apart, children under upstream's rule.
         let batch = try run(Self.fixture, ["--source", "counting", "--format", "tsv", "-1"])
         #expect(batch.status == 0, "\(batch.stderr)")
-        #expect(batch.stdout == "apples\t2\t1\npears\t4\t2\nplums\t6\t3\nplums(RIPE)\t6\t3\n")
+        #expect(batch.stdout == "apples\t2\t1\nbasket\t12\t1\npears\t4\t2\nplums\t6\t3\nplums(RIPE)\t6\t3\n")
         // A filter selects a child and, with it, its parent.
         let filtered = try run(Self.fixture, ["--source", "counting", "-f", "plums\\(", "-1"])
         #expect(filtered.stdout.contains("plums(RIPE)") && filtered.stdout.contains("plums ")
@@ -38,9 +38,46 @@ import Testing
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n")
-        #expect(lines.first == "time\tapples\tpears\tplums\tplums(RIPE)")
+        #expect(lines.first == "time\tapples\tbasket\tpears\tplums\tplums(RIPE)")
         #expect(lines.count >= 4)
-        for record in lines.dropFirst() { #expect(record.hasSuffix("\t1\t2\t3\t3"), "\(record)") }
+        for record in lines.dropFirst() { #expect(record.hasSuffix("\t1\t1\t2\t3\t3"), "\(record)") }
+
+        // jsonl and Prometheus take what the numbers are from the source's descriptions: a
+        // counter, a gauge in kilograms (base unit grams), a histogram in milliseconds.
+        let json = try run(Self.fixture, ["--source", "counting", "--format", "jsonl", "-1"])
+        #expect(json.stdout.contains(#""ripeness": {"scale": "log2", "unit": "seconds", "base": 10, "exponent": -3, "buckets": [2, 4, 1]}"#),
+                "\(json.stdout)")
+        let exposition = try run(Self.fixture, ["--source", "counting", "--format", "prometheus", "-1"]).stdout
+        for line in ["# TYPE kvm_fruit_apples_total counter", "kvm_fruit_apples_total 2",
+                     "# TYPE kvm_fruit_basket_grams gauge", "kvm_fruit_basket_grams 12000",
+                     "kvm_fruit_plums_total 6", #"kvm_fruit_plums_by_child_total{child="RIPE"} 6"#,
+                     "# TYPE kvm_fruit_ripeness_seconds histogram", #"kvm_fruit_ripeness_seconds_bucket{le="0.001"} 6"#] {
+            #expect(exposition.split(separator: "\n").contains(Substring(line)), "\(line) in \(exposition)")
+        }
+
+        // The endpoint serves the fixture's source in every format that names a media type,
+        // the fixture's own format included, chosen by Accept.
+        let port = try HTTPClient.freePort()
+        let server = try BackgroundKvmstat(["--source", "counting", "--listen", "\(port)", "-s", "0.1"],
+                                           executable: Self.fixture)
+        defer {
+            server.signal(SIGINT)
+            _ = server.finish()
+        }
+        var scraped = ""
+        #expect(waitUntil {
+            scraped = (try? HTTPClient.get(port: port, path: "/metrics"))?.body ?? ""
+            return scraped.contains("kvm_fruit_apples_total")
+        }, "\(scraped)")
+        #expect(scraped.contains("kvmstat_samples_total") && scraped.contains("# TYPE kvm_fruit_basket_grams gauge"))
+        let tsv = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept: text/tab-separated-values"])
+        #expect(tsv.head.contains("Content-Type: text/tab-separated-values"), "\(tsv.head)")
+        #expect(tsv.body.split(separator: "\n").contains { $0.hasPrefix("apples\t") }, "\(tsv.body)")
+        if PrometheusBinaries.installed {
+            let checked = try run("/bin/bash", ["-c", "'\(Self.fixture)' --source counting -1 --format prometheus | "
+                + "\(PrometheusBinaries.promtool) check metrics"])
+            #expect(checked.status == 0, "\(checked.stdout)\(checked.stderr)")
+        }
 
         // The real kvmstat knows neither.
         let plain = try kvmstat("--source", "counting", "-1")

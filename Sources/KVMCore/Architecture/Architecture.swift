@@ -47,7 +47,6 @@ extension Architecture {
 /// An architecture family as it registers itself: the `uname -m` prefixes it claims, every form
 /// `--arch` can name, and how to pick the form for the running host.
 public protocol ArchitectureFamily: Sendable {
-    var familyName: String { get }
     /// `uname -m` prefixes, e.g. `x86_64`, `i686` or `ppc`.
     var machinePrefixes: [String] { get }
     /// Every selectable form; the first is the family's plain form.

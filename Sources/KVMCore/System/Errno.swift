@@ -21,7 +21,6 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let permissionDenied = Errno(rawValue: EACCES)
     public static let tooManyOpenFiles = Errno(rawValue: EMFILE)
     public static let brokenPipe = Errno(rawValue: EPIPE)
-    public static let noSpace = Errno(rawValue: ENOSPC)
     public static let notDirectory = Errno(rawValue: ENOTDIR)
     public static let invalidArgument = Errno(rawValue: EINVAL)
     public static let noSuchDevice = Errno(rawValue: ENODEV)

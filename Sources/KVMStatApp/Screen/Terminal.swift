@@ -15,7 +15,6 @@ final class Terminal {
     static let standout = Int32(kvmstat_attr_standout())
     static let underline = Int32(kvmstat_attr_underline())
     static let blink = Int32(kvmstat_attr_blink())
-    static let resizeKey = Int32(kvmstat_key_resize())
     static let controlC: Int32 = 3
 
     private var active = true
