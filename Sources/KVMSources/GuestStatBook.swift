@@ -26,6 +26,8 @@ public struct GuestReading: Sendable {
 /// keyed by their process's pid (a special key below zero for one with no local process).
 public struct GuestStatBook: Sendable {
     private var kinds: [Int: [String: StatKind]] = [:]
+    /// Each guest's name (a QEMU's `-name`, a libvirt domain's).
+    private var names: [Int: String] = [:]
     private var book = CounterBook<Int, EventID>()
     /// Every statistic any guest ever had (departed guests' counts stay reported), sorted,
     /// and those the filter wants (statistics and per-vCPU children, as tracepoints' are).
@@ -41,15 +43,28 @@ public struct GuestStatBook: Sendable {
 
     public func kinds(of pid: Int) -> [String: StatKind] { kinds[pid] ?? [:] }
 
-    /// Starts keeping a guest (no-op for one already kept).
-    public mutating func admit(_ pid: Int, countsFromZero: Bool) {
+    /// Starts keeping a guest (no-op for one already kept), named `name`.
+    public mutating func admit(_ pid: Int, name: String, countsFromZero: Bool) {
         book.admit(pid, guest: pid, countsFromZero: countsFromZero)
         if kinds[pid] == nil { kinds[pid] = [:] }
+        names[pid] = name
+    }
+
+    /// What a read of the guests in view (all with `pid` 0) gives: the wanted statistics'
+    /// totals (or rows by guest), each guest's values when asked, and the guests' names.
+    public func reading(_ request: ReadRequest, pid: Int, families: [String: MetricFamily]) -> Reading {
+        var reading = Reading(families: families, values: totals(byGuest: request.byGuest, wanted: wanted, pid: pid))
+        if request.perGuest { reading.guestValues = guestEvents(wanted: wanted, pid: pid) }
+        reading.guestNames = names.filter { pid == 0 || $0.key == pid }
+        return reading
     }
 
     /// Guests not in `present` have gone: their counters' counts are kept as departed.
     public mutating func keepOnly(_ present: Set<Int>, watching pid: Int, proc: String) {
-        for gone in kinds.keys where !present.contains(gone) { kinds[gone] = nil }
+        for gone in kinds.keys where !present.contains(gone) {
+            kinds[gone] = nil
+            names[gone] = nil
+        }
         if book.keepOnly(present) { book.forgetEndedGuests(watching: pid, proc: proc) }
     }
 

@@ -44,12 +44,42 @@ struct OptionParser: Sendable {
     let specs: [OptionSpec]
 
     func parse(_ arguments: [String]) throws(UsageError) -> ParsedArguments {
+        var cursor = Cursor(parser: self, arguments: arguments)
+        var onlyPositionals = false
+        while cursor.index < arguments.count {
+            let arg = arguments[cursor.index]
+            defer { cursor.index += 1 }
+            if onlyPositionals || !looksLikeOption(arg) {
+                cursor.unrecognized.append(arg)
+            } else if arg == "--" {
+                onlyPositionals = true
+            } else if arg.hasPrefix("--") {
+                // argparse prints help as soon as it reaches -h/--help.
+                if try cursor.long(arg) { return cursor.result }
+            } else if try cursor.shortBundle(arg) {
+                return cursor.result
+            }
+        }
+        if !cursor.unrecognized.isEmpty {
+            throw UsageError(message: "unrecognized arguments: " + cursor.unrecognized.joined(separator: " "))
+        }
+        return cursor.result
+    }
+
+    /// Where parsing is: the next argument, what was stored, what nobody took.
+    private struct Cursor {
+        let parser: OptionParser
+        let arguments: [String]
+        var index = 0
         var result = ParsedArguments()
         var unrecognized: [String] = []
-        var index = 0
-        var onlyPositionals = false
 
-        func store(_ spec: OptionSpec, _ value: String?) {
+        init(parser: OptionParser, arguments: [String]) {
+            self.parser = parser
+            self.arguments = arguments
+        }
+
+        mutating func store(_ spec: OptionSpec, _ value: String?) {
             if let value {
                 result.values[spec.key] = value
                 result.allValues[spec.key, default: []].append(value)
@@ -58,63 +88,47 @@ struct OptionParser: Sendable {
             }
             result.order.append(spec.key)
         }
+
         /// The value for `spec`: attached, or the next argument unless that looks like an option.
-        func takeValue(_ spec: OptionSpec, attached: String?) throws(UsageError) -> String {
+        mutating func takeValue(_ spec: OptionSpec, attached: String?) throws(UsageError) -> String {
             if let attached { return attached }
-            if index + 1 < arguments.count, !looksLikeOption(arguments[index + 1]) {
+            if index + 1 < arguments.count, !parser.looksLikeOption(arguments[index + 1]) {
                 index += 1
                 return arguments[index]
             }
             throw UsageError(message: "argument \(spec.displayName): expected one argument")
         }
 
-        while index < arguments.count {
-            let arg = arguments[index]
-            defer { index += 1 }
-            if onlyPositionals || !looksLikeOption(arg) {
+        /// `--name`, `--name=value`, `--name value`; true when it was `--help`.
+        mutating func long(_ arg: String) throws(UsageError) -> Bool {
+            let body = arg.dropFirst(2)
+            let equals = body.firstIndex(of: "=")
+            let name = equals.map { body[..<$0] } ?? body
+            let attached = equals.map { String(body[body.index(after: $0)...]) }
+            guard let spec = try parser.longSpec(String(name)) else {
                 unrecognized.append(arg)
-                continue
+                return false
             }
-            if arg == "--" {
-                onlyPositionals = true
-                continue
+            if spec.takesValue {
+                store(spec, try takeValue(spec, attached: attached))
+            } else if let attached {
+                throw UsageError(message: "argument \(spec.displayName): ignored explicit argument '\(attached)'")
+            } else {
+                store(spec, nil)
             }
-            if arg.hasPrefix("--") {
-                let body = arg.dropFirst(2)
-                let name: Substring
-                let attached: String?
-                if let eq = body.firstIndex(of: "=") {
-                    name = body[..<eq]
-                    attached = String(body[body.index(after: eq)...])
-                } else {
-                    name = body
-                    attached = nil
-                }
-                guard let spec = try longSpec(String(name)) else {
-                    unrecognized.append(arg)
-                    continue
-                }
-                if spec.takesValue {
-                    store(spec, try takeValue(spec, attached: attached))
-                } else if let attached {
-                    throw UsageError(
-                        message: "argument \(spec.displayName): ignored explicit argument '\(attached)'")
-                } else {
-                    store(spec, nil)
-                    // argparse prints help as soon as it reaches -h/--help.
-                    if spec.key == "help" { return result }
-                }
-                continue
-            }
-            // Short options: -d, -dt (bundle), -s0.5, -s=0.5, -s 0.5.
+            return spec.key == "help"
+        }
+
+        /// Short options: -d, -dt (bundle), -s0.5, -s=0.5, -s 0.5; true when it reached -h.
+        mutating func shortBundle(_ arg: String) throws(UsageError) -> Bool {
             var rest = Substring(arg.dropFirst())
             var previous: OptionSpec?
             while let letter = rest.first {
                 rest = rest.dropFirst()
-                guard let spec = specs.first(where: { $0.short == letter }) else {
+                guard let spec = parser.specs.first(where: { $0.short == letter }) else {
                     guard let previous else {
                         unrecognized.append(arg)
-                        break
+                        return false
                     }
                     throw UsageError(message: "argument \(previous.displayName): "
                         + "ignored explicit argument '\(String(letter) + rest)'")
@@ -122,25 +136,22 @@ struct OptionParser: Sendable {
                 previous = spec
                 if spec.key == "help" {
                     store(spec, nil)
-                    return result
+                    return true
                 }
                 if spec.takesValue {
                     var attached: String? = rest.isEmpty ? nil : String(rest)
                     if let a = attached, a.hasPrefix("=") { attached = String(a.dropFirst()) }
                     store(spec, try takeValue(spec, attached: attached))
-                    break
+                    return false
                 }
                 store(spec, nil)
             }
+            return false
         }
-        if !unrecognized.isEmpty {
-            throw UsageError(message: "unrecognized arguments: " + unrecognized.joined(separator: " "))
-        }
-        return result
     }
 
     /// The option a `--name` means: an exact match, else the one option it is a prefix of.
-    private func longSpec(_ name: String) throws(UsageError) -> OptionSpec? {
+    fileprivate func longSpec(_ name: String) throws(UsageError) -> OptionSpec? {
         if let exact = specs.first(where: { $0.longs.contains(name) }) { return exact }
         var matches: [(spec: OptionSpec, long: String)] = []
         for spec in specs {
@@ -159,7 +170,7 @@ struct OptionParser: Sendable {
 
     /// argparse treats any argument starting with `-` (except `-` alone) as an option here,
     /// negative numbers included, since `-1` is itself an option.
-    private func looksLikeOption(_ arg: String) -> Bool {
+    fileprivate func looksLikeOption(_ arg: String) -> Bool {
         arg.hasPrefix("-") && arg != "-"
     }
 }

@@ -50,9 +50,8 @@ public final class LibvirtSource: StatSource {
     /// id and a new QEMU: a new guest).
     private var keys: [String: Int] = [:]
     private var warnings: [String] = []
-    /// What each statistic is, and the guests' names (the domains'), by guest key.
+    /// What each statistic is.
     private var families: [String: MetricFamily] = [:]
-    private var names: [Int: String] = [:]
     /// Why libvirt did not answer, while it does not (said once per episode).
     private var trouble: String?
 
@@ -123,10 +122,9 @@ public final class LibvirtSource: StatSource {
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        var reading = Reading(families: families, values: book.totals(byGuest: request.byGuest, wanted: book.wanted, pid: pid),
-                              guestNames: names.filter { pid == 0 || $0.key == pid }, warnings: warnings)
+        var reading = book.reading(request, pid: pid, families: families)
+        reading.warnings = warnings
         warnings.removeAll()
-        if request.perGuest { reading.guestValues = book.guestEvents(wanted: book.wanted, pid: pid) }
         return reading
     }
 
@@ -176,16 +174,14 @@ public final class LibvirtSource: StatSource {
         started = true
         var present = Set<Int>()
         var seen: [String: Int] = [:]
-        names.removeAll(keepingCapacity: true)
         for domain in domains {
             let identity = "\(domain.id) \(domain.name)"
             let key = keys[identity] ?? guestKey(domain)
             seen[identity] = key
             present.insert(key)
-            names[key] = domain.name
             // A domain running before kvmstat started counts from its first reading (or from
             // zero with -i); one started later counts everything.
-            book.admit(key, countsFromZero: !initial || includePast)
+            book.admit(key, name: domain.name, countsFromZero: !initial || includePast)
             var kinds = book.kinds(of: key)
             var readings: [GuestReading] = []
             for (field, value) in domain.values {

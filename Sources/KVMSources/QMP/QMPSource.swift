@@ -91,14 +91,10 @@ public final class QMPSource: StatSource {
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        var reading = Reading(families: families, values: book.totals(byGuest: request.byGuest, wanted: book.wanted, pid: pid),
-                              histograms: histogramBook.totals(wanted: wantedHistograms, pid: pid),
-                              warnings: warnings)
+        var reading = book.reading(request, pid: pid, families: families)
+        reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid)
+        reading.warnings = warnings
         warnings.removeAll()
-        if request.perGuest { reading.guestValues = book.guestEvents(wanted: book.wanted, pid: pid) }
-        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
-            reading.guestNames[guestPid] = guest.monitor.name
-        }
         return reading
     }
 
@@ -222,7 +218,7 @@ public final class QMPSource: StatSource {
         // with -i); one started later counts everything.
         for monitor in monitors where guests[monitor.pid] == nil {
             guests[monitor.pid] = Guest(monitor: monitor)
-            book.admit(monitor.pid, countsFromZero: !initial || includePast)
+            book.admit(monitor.pid, name: monitor.name, countsFromZero: !initial || includePast)
         }
         // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
         // threads (more contend for the CPUs and make samples late), each within the timeout.
