@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
 /// One sample of every source, merged: when it was taken, over how long, each event's
 /// `(value, delta)`, each guest's values where asked, histograms, and the descriptions of the
@@ -22,14 +23,15 @@ public struct Sample: Sendable {
     /// Each guest's value of every wanted event (keys with `guest` set), when a format that
     /// labels series by guest asked for them.
     public var guestValues: [EventID: UInt64]
-    /// What each family is, by source and name.
-    public var families: [FamilyKey: MetricFamily]
+    /// What each family is: by source, then by family name (each source's own table, as
+    /// its reading gave it: nothing is rebuilt per sample).
+    public var families: [String: [String: MetricFamily]]
     /// Names that more than one source reports (shown qualified: `qmp:exits`).
     private var ambiguous: Set<String>
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
                 histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:],
-                guestValues: [EventID: UInt64] = [:], families: [FamilyKey: MetricFamily] = [:]) {
+                guestValues: [EventID: UInt64] = [:], families: [String: [String: MetricFamily]] = [:]) {
         self.time = time
         self.interval = interval
         self.values = values
@@ -45,7 +47,7 @@ public struct Sample: Sendable {
 
     /// The description of the family `key` belongs to, if its source gave one.
     public func family(of key: EventID) -> MetricFamily? {
-        key.family.flatMap { families[$0] }
+        key.family.flatMap { families[$0.source]?[$0.name] }
     }
 
     /// The values `source` counted, keyed as the source reported them (without `source`).
@@ -77,6 +79,9 @@ public struct Sample: Sendable {
     }
 
     private static func sharedNames(_ keys: Dictionary<EventID, EventStat>.Keys) -> Set<String> {
+        // One source (the common case) shares no name with another: nothing to look at.
+        let first = keys.first?.source
+        guard keys.contains(where: { $0.source != first }) else { return [] }
         var sources: [String: String] = [:]
         var shared = Set<String>()
         for key in keys where !key.isGuestTotal {
@@ -117,8 +122,16 @@ public struct WallClock: Sendable, Equatable {
             + ":" + Int(t.tm_min).zeroPadded(to: 2) + ":" + Int(t.tm_sec).zeroPadded(to: 2)
     }
 
-    /// `2026-11-27 04:19:25`, local time, as upstream's log lines start.
-    public var logStamp: String { Self.dateTime(local(), separator: " ") }
+    /// `2026-11-27 04:19:25`, local time, as upstream's log lines start. A log writes one a
+    /// sample, mostly within the same second as the last: the last one is kept.
+    public var logStamp: String {
+        if let cached = Self.lastStamp.withLock({ $0.seconds == seconds ? $0.text : nil }) { return cached }
+        let text = Self.dateTime(local(), separator: " ")
+        Self.lastStamp.withLock { $0 = (seconds, text) }
+        return text
+    }
+
+    private static let lastStamp = Mutex<(seconds: Int, text: String)>((Int.min, ""))
 
     /// RFC 3339 with milliseconds and the local UTC offset: `2026-11-27T04:19:25.123+00:00`.
     public var rfc3339: String {

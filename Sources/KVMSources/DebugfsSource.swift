@@ -85,8 +85,10 @@ public final class DebugfsSource: StatSource {
     private var pid: Int
     /// The VM directories present at the last sample, by name.
     private var vms: [String: DebugfsVM] = [:]
-    /// Each VM's readings and counts by field index, and what VMs that went away counted.
-    private var book = CounterBook<String, Int>()
+    /// Each VM's readings and counts by field index (under the VM's serial number: a name
+    /// and an inode can both come back), and what VMs that went away counted.
+    private var book = CounterBook<Int, Int>()
+    private var serials = 0
     /// Fields no VM would let us read, and those already reported.
     private var unreadable: [Bool]
     private var reported: Set<String> = []
@@ -177,9 +179,10 @@ public final class DebugfsSource: StatSource {
         var readNow = Array(repeating: false, count: fields.count)
         for index in wanted { readNow[index] = true }
         let inView = { (name: String) in self.pid == 0 || self.vms[name]?.guestPid == self.pid }
-        book.reset(keepingLastOf: inView)
-        for name in vms.keys where inView(name) {
-            book.forget(fields.indices.filter { !readNow[$0] }, of: name)
+        let inViewSerials = Set(vms.filter { inView($0.key) }.map(\.value.serial))
+        book.reset(keepingLastOf: inViewSerials.contains)
+        for serial in inViewSerials {
+            book.forget(fields.indices.filter { !readNow[$0] }, of: serial)
         }
     }
 
@@ -237,9 +240,10 @@ public final class DebugfsSource: StatSource {
                 vm = known
             } else {
                 // A name that came back with a new inode is a new VM; the old one is gone.
-                book.depart(entry.name)
-                vm = DebugfsVM(name: entry.name, inode: entry.inode)
-                book.admit(entry.name, guest: vm.guestPid, countsFromZero: !initial || includePast)
+                if let old = vms[entry.name] { book.depart(old.serial) }
+                serials += 1
+                vm = DebugfsVM(name: entry.name, inode: entry.inode, serial: serials)
+                book.admit(vm.serial, guest: vm.guestPid, countsFromZero: !initial || includePast)
                 isNew = true
             }
             vm.generation = generation
@@ -255,8 +259,8 @@ public final class DebugfsSource: StatSource {
                     answered[index] += 1
                     unreadable[index] = false
                     if levels[index] {
-                        book.keep(value, index, of: entry.name)
-                    } else if case .wentBackwards(let previous) = book.count(value, index, of: entry.name) {
+                        book.keep(value, index, of: vm.serial)
+                    } else if case .wentBackwards(let previous) = book.count(value, index, of: vm.serial) {
                         noteOddity(index, "went backwards in VM \(entry.name) (\(previous) to \(value)); "
                             + "counted from the new value, as after a reset")
                     }
@@ -270,8 +274,8 @@ public final class DebugfsSource: StatSource {
                 case .missing:
                     break  // vanished mid-sample: its last value stays
                 }
-                guard counted, let amount = levels[index] ? book.last(index, of: entry.name)
-                    : book.counted(index, of: entry.name) else { continue }
+                guard counted, let amount = levels[index] ? book.last(index, of: vm.serial)
+                    : book.counted(index, of: vm.serial) else { continue }
                 if guestValuesWanted {
                     perGuest[vm.guestPid, default: Array(repeating: 0, count: fields.count)][index] &+= amount
                 }
@@ -310,11 +314,11 @@ public final class DebugfsSource: StatSource {
             if vm.generation == generation &- 1 {
                 guard counting && (pid == 0 || vm.guestPid == pid) else { continue }
                 for index in wanted where !levels[index] && !unreadable[index] {
-                    sums[index] &+= book.counted(index, of: name) ?? 0
+                    sums[index] &+= book.counted(index, of: vm.serial) ?? 0
                 }
                 continue
             }
-            book.depart(name)
+            book.depart(vm.serial)
             vms[name] = nil
             gone = true
         }

@@ -1,7 +1,7 @@
 import KVMCore
 
 /// What the debugfs source knows of one VM directory while it exists, beside its counts
-/// (which are in the source's `CounterBook`, under the directory's name).
+/// (which are in the source's `CounterBook`, under its serial number).
 struct DebugfsVM {
     /// The directory's inode: the same `PID-FD` name with another inode is another VM.
     let inode: UInt64
@@ -9,11 +9,14 @@ struct DebugfsVM {
     let pathPrefix: [UInt8]
     /// The guest's pid, from the directory's name.
     let guestPid: Int
+    /// Its member number in the source's book: one per VM ever seen.
+    let serial: Int
     /// The sample that last listed it; older means the VM went away.
     var generation = 0
 
-    init(name: String, inode: UInt64) {
+    init(name: String, inode: UInt64, serial: Int) {
         self.inode = inode
+        self.serial = serial
         pathPrefix = Array(name.utf8) + [UInt8(ascii: "/")]
         guestPid = Int(name.prefix { $0 != "-" }) ?? 0
     }

@@ -40,28 +40,34 @@ public final class Stats {
     public func read(_ request: ReadRequest = ReadRequest()) throws(SourceError) -> Sample {
         let now = Signals.monotonicNow()
         let time = WallClock.now()
-        var returned = Set<EventID>()
-        var families: [FamilyKey: MetricFamily] = [:]
+        var families: [String: [String: MetricFamily]] = [:]
         var guestValues: [EventID: UInt64] = [:]
         var histograms: [EventID: Histogram] = [:]
         var guestNames: [Int: String] = [:]
+        var readings: [(origin: String, reading: Reading)] = []
+        var reported = 0
         for source in sources {
             let reading = try source.read(request)
             let origin = source.name
-            for (name, family) in reading.families { families[FamilyKey(source: origin, name: name)] = family }
+            readings.append((origin, reading))
+            families[origin] = reading.families
             for (key, newValue) in reading.values {
                 let qualified = key.from(origin)
                 values[qualified] = EventStat(value: newValue, previous: values[qualified]?.value ?? 0)
-                returned.insert(qualified)
             }
+            reported += reading.values.count
             for (key, value) in reading.guestValues { guestValues[key.from(origin)] = value }
             for (key, histogram) in reading.histograms { histograms[key.from(origin)] = histogram }
-            guestNames.merge(reading.guestNames) { first, _ in first }
-            warnings += reading.warnings
+            if !reading.guestNames.isEmpty { guestNames.merge(reading.guestNames) { first, _ in first } }
+            if !reading.warnings.isEmpty { warnings += reading.warnings }
         }
         // Rows no source reports any more (a guest that quit, whose counts went to another
-        // row; events of the other view) are dropped rather than shown stale.
-        if values.count != returned.count { values = values.filter { returned.contains($0.key) } }
+        // row; events of the other view) are left out rather than shown stale. In the steady
+        // state every row is reported again and the table is updated in place.
+        if values.count != reported {
+            let current = Set(readings.flatMap { item in item.reading.values.keys.map { $0.from(item.origin) } })
+            values = values.filter { current.contains($0.key) }
+        }
         let interval = lastRead.map { now - $0 } ?? 0
         lastRead = now
         return Sample(time: time, interval: interval, values: values, histograms: histograms,

@@ -50,7 +50,7 @@ struct ListenMode {
         for warning in stats.takeWarnings() { Console.warn(warning) }
         samplesTaken += 1
         sample.values[Self.samplesKey] = EventStat(value: samplesTaken, previous: samplesTaken - 1)
-        sample.families[FamilyKey(source: "kvmstat", name: "samples")] = Self.samplesFamily
+        sample.families["kvmstat", default: [:]]["samples"] = Self.samplesFamily
         server.publish(sample)
     }
 

@@ -31,13 +31,14 @@ struct PrometheusFormatTests {
             EventID("halt_wait_ns").from("qmp"): stat(1_500_000_007),
         ])
         sample.families = [
-            FamilyKey(source: "tracepoint", name: "kvm_exit"): tracepoint("kvm_exit"),
-            FamilyKey(source: "tracepoint", name: "vcpu_match_mmio"): tracepoint("vcpu_match_mmio"),
-            FamilyKey(source: "qmp", name: "exits"): statistic("exits", .counter, .events),
-            FamilyKey(source: "qmp", name: "pages_4k"): statistic("pages_4k", .gauge, .pages),
-            FamilyKey(source: "qmp", name: "halt-exits.x"): statistic("halt-exits.x", .counter, .events),
-            FamilyKey(source: "qmp", name: "halt_wait_ns"): statistic("halt_wait_ns", .counter, .nanoseconds),
-            FamilyKey(source: "qmp", name: "halt_wait_hist"): statistic("halt_wait_hist", .histogram, .nanoseconds),
+            "tracepoint": ["kvm_exit": tracepoint("kvm_exit"), "vcpu_match_mmio": tracepoint("vcpu_match_mmio")],
+            "qmp": [
+                "exits": statistic("exits", .counter, .events),
+                "pages_4k": statistic("pages_4k", .gauge, .pages),
+                "halt-exits.x": statistic("halt-exits.x", .counter, .events),
+                "halt_wait_ns": statistic("halt_wait_ns", .counter, .nanoseconds),
+                "halt_wait_hist": statistic("halt_wait_hist", .histogram, .nanoseconds),
+            ],
         ]
         let text = PrometheusFormat().batch(sample)
         let lines = text.split(separator: "\n").map(String.init)
@@ -375,8 +376,8 @@ struct NegotiationTests {
         var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
         sample.guestValues = [EventID("exits", guest: 7, source: "qmp"): 1]
         sample.guestNames = [7: "x\r\nkvm_fake_total 1\r\n# "]
-        sample.families = [FamilyKey(source: "qmp", name: "exits"):
-            MetricFamily("exits", kind: .counter, help: "help\r\nwith a break", origin: .kvmStatistic)]
+        sample.families = ["qmp": ["exits":
+            MetricFamily("exits", kind: .counter, help: "help\r\nwith a break", origin: .kvmStatistic)]]
         let text = PrometheusFormat().batch(sample)
         #expect(!text.split(separator: "\n").contains { $0.hasPrefix("kvm_fake_total") }, "\(text)")
         #expect(text.contains(#"guest="x\#r\nkvm_fake_total 1\#r\n# ""#), "\(text)")

@@ -151,18 +151,26 @@ public enum Signals {
     /// Waits up to `seconds` for a signal or for `input` to become readable.
     public static func wait(seconds: Double, orInput input: Int32?) -> WaitResult {
         let deadline = monotonicNow() + max(0, seconds)
+        var polls = (pollfd(fd: pipeRead, events: Int16(POLLIN), revents: 0),
+                     pollfd(fd: input ?? -1, events: Int16(POLLIN), revents: 0))
+        var checked = false
         while true {
-            if let signal = take() { return .signal(signal) }
+            // The pipe is read when poll said so, or once at first (a signal already pending).
+            if !checked || polls.0.revents != 0, let signal = take() { return .signal(signal) }
+            checked = true
             let remaining = deadline - monotonicNow()
             if remaining <= 0 { return .timeout }
-            var polls = [pollfd(fd: pipeRead, events: Int16(POLLIN), revents: 0)]
-            if let input { polls.append(pollfd(fd: input, events: Int16(POLLIN), revents: 0)) }
-            let n = poll(&polls, nfds_t(polls.count), Int32(min(remaining * 1000, 1e9).rounded(.up)))
+            polls.0.revents = 0
+            polls.1.revents = 0
+            let n = withUnsafeMutablePointer(to: &polls) { pointer in
+                pointer.withMemoryRebound(to: pollfd.self, capacity: 2) {
+                    poll($0, input == nil ? 1 : 2, Int32(min(remaining * 1000, 1e9).rounded(.up)))
+                }
+            }
             if n < 0 && errno == EINTR && input != nil { return .input }
-            if n > 0 && polls.count > 1 && polls[1].revents != 0 {
+            if n > 0 && input != nil && polls.1.revents != 0 {
                 let ended = Int16(POLLHUP | POLLERR | POLLNVAL)
-                return polls[1].revents & Int16(POLLIN) == 0 && polls[1].revents & ended != 0
-                    ? .hangup : .input
+                return polls.1.revents & Int16(POLLIN) == 0 && polls.1.revents & ended != 0 ? .hangup : .input
             }
         }
     }
