@@ -12,12 +12,23 @@ public final class TCPListener {
     /// The port actually bound (port 0 asks the kernel for a free one).
     public let port: Int
 
-    /// Binds `address` (`127.0.0.1`, `::1`, `0.0.0.0`, ...) and `port`, and listens.
+    /// Binds `address` (`127.0.0.1`, `::1`, `0.0.0.0`, a link-local `fe80::1%eth0` with its
+    /// zone, ...) and `port`, and listens.
     public init(address: String, port: Int, backlog: Int32 = 128) throws(Errno) {
         var v4 = in_addr()
         var v6 = in6_addr()
+        var scope: UInt32 = 0
         let family: Int32
-        if inet_pton(AF_INET, address, &v4) == 1 {
+        // An IPv6 zone (`%lo`, `%2`): the interface's index, by name or number.
+        let parts = address.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+        let host = String(parts[0])
+        if parts.count == 2 {
+            let zone = String(parts[1])
+            guard !zone.isEmpty, inet_pton(AF_INET6, host, &v6) == 1 else { throw Errno.invalidArgument }
+            scope = UInt32(zone) ?? if_nametoindex(zone)
+            guard scope != 0 else { throw Errno.noSuchDevice }
+            family = AF_INET6
+        } else if inet_pton(AF_INET, address, &v4) == 1 {
             family = AF_INET
         } else if inet_pton(AF_INET6, address, &v6) == 1 {
             family = AF_INET6
@@ -40,6 +51,7 @@ public final class TCPListener {
             socketAddress.sin6_family = sa_family_t(AF_INET6)
             socketAddress.sin6_port = in_port_t(UInt16(clamping: port)).bigEndian
             socketAddress.sin6_addr = v6
+            socketAddress.sin6_scope_id = scope
             bound = Self.bind(fd, &socketAddress)
         }
         guard bound == 0, listen(fd, backlog) == 0 else {

@@ -75,7 +75,7 @@ final class MetricsServer: @unchecked Sendable {
         let text = String(decoding: head, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\r\n" || $0 == "\n" }
         guard let first = lines.first, case let parts = first.split(separator: " ", omittingEmptySubsequences: false),
-              parts.count == 3, Self.isToken(parts[0]), parts[1].hasPrefix("/") || parts[1] == "*",
+              parts.count == 3, Self.isToken(parts[0]), let target = Self.originForm(parts[1]),
               parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0",
               lines.dropFirst().allSatisfy({ $0.isEmpty || $0.contains(":") })
         else { return Self.answer(400, "Bad Request", "bad request\n") }
@@ -83,7 +83,7 @@ final class MetricsServer: @unchecked Sendable {
         guard method == "GET" || method == "HEAD" else {
             return Self.answer(405, "Method Not Allowed", "only GET and HEAD\n", extra: "Allow: GET, HEAD\r\n")
         }
-        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
         let bodyWanted = method == "GET"
         switch path {
         case "/metrics":
@@ -109,6 +109,17 @@ final class MetricsServer: @unchecked Sendable {
         </body></html>
 
         """
+
+    /// A request target as a path: origin form (`/metrics`), `*`, or the absolute form a
+    /// server must accept (RFC 9112 §3.2.2: `http://host:9595/metrics`); nil for others.
+    static func originForm(_ target: Substring) -> Substring? {
+        if target.hasPrefix("/") || target == "*" { return target }
+        let lower = target.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else { return nil }
+        let afterScheme = target[target.index(target.firstIndex(of: ":")!, offsetBy: 3)...]
+        guard let slash = afterScheme.firstIndex(of: "/") else { return afterScheme.isEmpty ? nil : "/" }
+        return afterScheme[slash...]
+    }
 
     static func isToken(_ text: Substring) -> Bool {
         !text.isEmpty && text.utf8.allSatisfy { $0 > 32 && $0 < 127 && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }
@@ -178,15 +189,21 @@ private final class ServerThread: @unchecked Sendable {
             }
             guard let fd = accepted else { return }
             if connections.count >= MetricsServer.maxConnections {
-                // Make room by dropping the oldest connection still sending its request.
-                guard let oldest = connections.indices.filter({ connections[$0].response == nil })
-                    .min(by: { connections[$0].accepted < connections[$1].accepted })
-                else {
+                // Make room, whatever the connections are doing: first the oldest one already
+                // answered (what it still sends is only being drained), then the oldest still
+                // sending its request, then the oldest whose answer it is not taking.
+                let order: [(MetricsServer.Connection) -> Bool] = [
+                    { $0.closing != nil }, { $0.response == nil }, { _ in true },
+                ]
+                guard let victim = order.lazy.compactMap({ state in
+                    self.connections.indices.filter { state(self.connections[$0]) }
+                        .min { self.connections[$0].accepted < self.connections[$1].accepted }
+                }).first else {
                     fd.close()
                     continue
                 }
-                connections[oldest].fd.close()
-                connections.remove(at: oldest)
+                connections[victim].fd.close()
+                connections.remove(at: victim)
             }
             connections.append(MetricsServer.Connection(fd: fd, accepted: now))
         }
@@ -233,10 +250,12 @@ private final class ServerThread: @unchecked Sendable {
 
     /// Where the request head ends (after its blank line), if it has.
     static func endOfHead(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 4 else { return nil }
-        for i in 3..<bytes.count where bytes[i] == 10 {
-            if bytes[i - 1] == 13 && bytes[i - 2] == 10 && bytes[i - 3] == 13 { return i + 1 }
+        guard bytes.count >= 3 else { return nil }
+        // CRLF CRLF, or a bare LF where a CRLF belongs (RFC 9112 §2.2 lets a server take
+        // LF alone): LF LF and LF CR LF.
+        for i in 2..<bytes.count where bytes[i] == 10 {
             if bytes[i - 1] == 10 { return i + 1 }
+            if bytes[i - 1] == 13 && bytes[i - 2] == 10 { return i + 1 }
         }
         return nil
     }
