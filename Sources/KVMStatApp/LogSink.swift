@@ -14,29 +14,22 @@ import KVMCore
 /// before the first new record, so two records are never glued together.
 ///
 /// With `replacing` (formats read whole, node_exporter's textfile collector), each record
-/// replaces the file instead: written to a temporary file in the same directory, then renamed
-/// over it, so a reader sees the old file or the new one, never part of one; a failed write
-/// (a full disk) removes the temporary file and leaves the old file whole.
+/// replaces the file instead (`ReplacedFile`).
 final class LogSink {
     let path: String?
     private var fd: FileDescriptor
     private var regular: Bool
-    private let replacing: Bool
-    private var temporary: String { TemporaryFile.path(for: path!) }
+    private let replaced: ReplacedFile?
 
     init(path: String?, replacing: Bool = false) throws(Errno) {
         self.path = path
-        self.replacing = replacing && path != nil
-        if self.replacing, let path {
-            // The directory must take the temporary file: find out now, before sources open.
-            unlink(TemporaryFile.path(for: path))
-            let probe = try FileDescriptor.open(TemporaryFile.path(for: path), [.writeOnly, .create, .exclusive, .noFollow])
-            probe.close()
-            unlink(TemporaryFile.path(for: path))
+        if replacing, let path {
+            replaced = try ReplacedFile(path: path)
             fd = Console.standardOutput
             regular = false
             return
         }
+        replaced = nil
         if let path {
             fd = try FileDescriptor.open(path, [.writeOnly, .create, .append])
         } else {
@@ -53,7 +46,7 @@ final class LogSink {
 
     /// logrotate moved the file away: start a new one at the same path.
     func reopen() throws(Errno) {
-        guard let path, !replacing else { return }
+        guard let path, replaced == nil else { return }
         let fresh = try FileDescriptor.open(path, [.writeOnly, .create, .append])
         fd.close()
         fd = fresh
@@ -62,7 +55,7 @@ final class LogSink {
     }
 
     func write(line: String) throws(Failure) {
-        if replacing { return try replace(with: line + "\n") }
+        if let replaced { return try replaced.replace(with: line + "\n") }
         let before = regular ? try? fd.writePosition() : nil
         do { try fd.writeAll(line + "\n") } catch {
             if !isFile && error == .brokenPipe { throw .end(.success) }
@@ -75,28 +68,6 @@ final class LogSink {
                 }
             }
             throw .message(message)
-        }
-    }
-
-    private func replace(with text: String) throws(Failure) {
-        let path = path!
-        let temporary = self.temporary
-        TemporaryFile.pending(temporary)
-        defer { TemporaryFile.pending(nil) }
-        do throws(Errno) {
-            // Created anew, never through a link another user planted (the directory may be
-            // writable by node_exporter's user): a root kvmstat overwrites nothing else.
-            unlink(temporary)
-            let file = try FileDescriptor.open(temporary, [.writeOnly, .create, .exclusive, .noFollow])
-            do throws(Errno) { try file.writeAll(text) } catch {
-                file.close()
-                throw error
-            }
-            file.close()
-            guard rename(temporary, path) == 0 else { throw Errno.current }
-        } catch {
-            unlink(temporary)
-            throw .message("error writing \(path): \(error); the previous file is kept whole")
         }
     }
 

@@ -3,32 +3,26 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import KVMCore
 import Synchronization
 
 /// The temporary file of a replacing log (`-L FILE.prom`) while it is being written, so that
 /// every way out — the main thread's exit, the signal watcher's emergency end — removes it
-/// and no half-written file is left behind.
+/// and no half-written file is left behind. It is named relative to its directory's
+/// descriptor: no path is walked again to remove it.
 enum TemporaryFile {
-    /// A hidden name beside the target that node_exporter (which reads `*.prom`) ignores.
-    static func path(for target: String) -> String {
-        let slash = target.lastIndex(of: "/")
-        let directory = slash.map { String(target[...$0]) } ?? ""
-        let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
-        return directory + "." + base + ".tmp-" + String(getpid())
-    }
+    /// The file being written (its directory's descriptor and its name), under a lock: the
+    /// watcher thread may remove it while the main thread finishes with it.
+    private static let current = Mutex<(directory: Int32, name: String)?>(nil)
 
-    /// The path being written, under a lock: the watcher thread may remove it while the main
-    /// thread finishes with it.
-    private static let current = Mutex<String?>(nil)
-
-    static func pending(_ path: String?) {
-        current.withLock { $0 = path }
+    static func pending(_ name: String?, in directory: FileDescriptor) {
+        current.withLock { $0 = name.map { (directory.rawValue, $0) } }
     }
 
     /// Removes the file being written, if any (exit paths).
     static func remove() {
-        current.withLock { path in
-            if let path { unlink(path) }
+        current.withLock { pending in
+            if let pending { _ = unlinkat(pending.directory, pending.name, 0) }
         }
     }
 }

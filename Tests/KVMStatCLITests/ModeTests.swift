@@ -166,3 +166,63 @@ struct ModeTests {
         }
     }
 }
+
+/// The textfile (`-L FILE.prom`): written only in the directory it had at start, through that
+/// directory's descriptor, under a temporary name nobody can guess.
+@Suite(.serialized) struct ReplacedFileTests {
+    static func directory() throws -> String {
+        let path = NSTemporaryDirectory() + "kvmstat-textfile-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        return path
+    }
+
+    @Test func aSwappedDirectoryIsNotFollowed() throws {
+        let directory = try Self.directory()
+        let elsewhere = try Self.directory()
+        defer {
+            for path in [directory, directory + ".moved", elsewhere] { try? FileManager.default.removeItem(atPath: path) }
+        }
+        let sink = try LogSink(path: directory + "/kvmstat.prom", replacing: true)
+        try sink.write(line: "kvm_exits_total 1")
+        #expect(try String(contentsOfFile: directory + "/kvmstat.prom", encoding: .utf8) == "kvm_exits_total 1\n")
+        // Its owner swaps the directory for a link to another one.
+        try FileManager.default.moveItem(atPath: directory, toPath: directory + ".moved")
+        try FileManager.default.createSymbolicLink(atPath: directory, withDestinationPath: elsewhere)
+        #expect {
+            try sink.write(line: "kvm_exits_total 2")
+        } throws: { error in
+            guard case .message(let text, 1) = error as? Failure else { return false }
+            return text.contains("was moved or removed")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty, "nothing written through the link")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory + ".moved") == ["kvmstat.prom"])
+    }
+
+    @Test func aRemovedDirectoryIsOneLine() throws {
+        let directory = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sink = try LogSink(path: directory + "/kvmstat.prom", replacing: true)
+        try FileManager.default.removeItem(atPath: directory)
+        #expect {
+            try sink.write(line: "kvm_exits_total 2")
+        } throws: { error in
+            guard case .message(let text, 1) = error as? Failure else { return false }
+            return text == "\(directory), the directory of \(directory)/kvmstat.prom, was moved or removed; "
+                + "kvmstat writes kvmstat.prom only in the directory it had at start"
+        }
+    }
+
+    @Test func whatSitsAtAGuessableTemporaryNameIsNoObstacle() throws {
+        let directory = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // The name the temporary file once had, taken by another user's directory and link.
+        let old = directory + "/.kvmstat.prom.tmp-\(getpid())"
+        try FileManager.default.createDirectory(atPath: old, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: directory + "/.kvmstat.prom.tmp", withDestinationPath: "/etc/passwd")
+        let sink = try LogSink(path: directory + "/kvmstat.prom", replacing: true)
+        for round in 1...3 { try sink.write(line: "kvm_exits_total \(round)") }
+        #expect(try String(contentsOfFile: directory + "/kvmstat.prom", encoding: .utf8) == "kvm_exits_total 3\n")
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(left == [".kvmstat.prom.tmp", ".kvmstat.prom.tmp-\(getpid())", "kvmstat.prom"], "\(left)")
+    }
+}

@@ -22,6 +22,7 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let tooManyOpenFiles = Errno(rawValue: EMFILE)
     public static let brokenPipe = Errno(rawValue: EPIPE)
     public static let notDirectory = Errno(rawValue: ENOTDIR)
+    public static let isADirectory = Errno(rawValue: EISDIR)
     public static let invalidArgument = Errno(rawValue: EINVAL)
     public static let noSuchDevice = Errno(rawValue: ENODEV)
     public static let tooManyOpenFilesInSystem = Errno(rawValue: ENFILE)

@@ -46,9 +46,9 @@ public struct FileDescriptor: Hashable, Sendable {
     /// makes kvmstat wait.
     public static func open(
         _ name: UnsafePointer<CChar>, relativeTo directory: FileDescriptor,
-        _ options: OpenOptions = .readOnly
+        _ options: OpenOptions = .readOnly, permissions: mode_t = 0o644
     ) throws(Errno) -> FileDescriptor {
-        let fd = retryOnInterrupt { openat(directory.rawValue, name, options.rawValue | O_CLOEXEC) }
+        let fd = retryOnInterrupt { openat(directory.rawValue, name, options.rawValue | O_CLOEXEC, permissions) }
         guard fd >= 0 else { throw Errno.current }
         return FileDescriptor(rawValue: fd)
     }

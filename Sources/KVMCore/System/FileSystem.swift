@@ -55,6 +55,10 @@ public enum FileSystem {
     public struct Status: Sendable, Equatable {
         public let inode: UInt64
         public let mode: UInt32
+        /// Hard links (0: a removed file or directory still held open).
+        public var links: UInt64 = 1
+        /// The device the inode is on (an inode number is unique on its device only).
+        public var device: UInt64 = 0
 
         public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
         public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
@@ -67,7 +71,8 @@ public enum FileSystem {
     public static func status(_ path: String) throws(Errno) -> Status {
         var st = stat()
         guard stat(path, &st) == 0 else { throw Errno.current }
-        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
+        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode), links: UInt64(st.st_nlink),
+                      device: UInt64(st.st_dev))
     }
 
     /// fstatat(2) of `name` relative to `directory`, not following a last link.
@@ -81,7 +86,18 @@ public enum FileSystem {
     public static func status(of fd: FileDescriptor) throws(Errno) -> Status {
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else { throw Errno.current }
-        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
+        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode), links: UInt64(st.st_nlink),
+                      device: UInt64(st.st_dev))
+    }
+
+    /// renameat(2) within one directory held open: no path is walked again.
+    public static func rename(_ from: String, to: String, in directory: FileDescriptor) throws(Errno) {
+        guard renameat(directory.rawValue, from, directory.rawValue, to) == 0 else { throw Errno.current }
+    }
+
+    /// unlinkat(2) of `name` in a directory held open.
+    public static func unlink(_ name: String, in directory: FileDescriptor) {
+        _ = unlinkat(directory.rawValue, name, 0)
     }
 
     /// The numeric entry names of a directory (pids, tids), parsed without building strings:
