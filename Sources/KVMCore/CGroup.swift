@@ -40,6 +40,13 @@ public struct CGroup: Sendable, Equatable {
         v2Path("\(proc)/\(pid)/cgroup")
     }
 
+    /// Whether the process's main thread is still in this cgroup or one below it (false once
+    /// it was moved elsewhere, or the process has gone).
+    public func holds(process pid: Int, proc: String) -> Bool {
+        guard let current = Self.path(ofProcess: pid, proc: proc) else { return false }
+        return current == path || current.hasPrefix(path == "/" ? "/" : path + "/")
+    }
+
     /// The `0::PATH` line of a /proc cgroup file.
     static func v2Path(_ file: String) -> String? {
         guard let text = try? FileSystem.readText(file) else { return nil }

@@ -106,6 +106,32 @@ struct CGroupCountingTests {
         #expect(totals.last == 2 * 2 * 1_000 * 4, "\(totals)")
     }
 
+    /// The watched process moved to another cgroup (and its old one removed) while kvmstat
+    /// counts through it: said once at the next sample, and counting goes on per thread —
+    /// what it did before and after the move is counted, nothing is counted twice.
+    @Test func processMovedOutOfItsCGroupIsStillCounted() throws {
+        let workload = try WorkloadProcess(vcpus: 4, iterations: 1_000)
+        var cgroup: TestCGroup? = try TestCGroup("moved")
+        try cgroup!.add(workload.pid)
+        let other = try TestCGroup("moved-to")
+        let log = try BackgroundKvmstat(["-l", "-s", "0.2", "--format", "jsonl", "-p", "\(workload.pid)"] + fields)
+        log.waitUntilCounting()
+        try workload.run()
+        #expect(log.waitForOutput { jsonTotals($0, "kvm_pio").last == 2 * 1_000 * 4 }, "counted through the cgroup")
+        try other.add(workload.pid)
+        cgroup = nil  // removed
+        // The next sample notices; the run after it is counted per thread.
+        #expect(log.waitForLines(log.linesSoFar + 2))
+        try workload.run()
+        #expect(log.waitForOutput { jsonTotals($0, "kvm_pio").last == 2 * 2 * 1_000 * 4 }, "counted after the move")
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0)
+        #expect(result.stderr.components(separatedBy: "left cgroup").count - 1 == 1, "\(result.stderr)")
+        #expect(jsonTotals(result.stdout, "kvm_pio").last == 2 * 2 * 1_000 * 4)
+        _ = cgroup
+    }
+
     /// A wider filter on the screen while counting through the cgroup: the groups are opened
     /// anew for the cgroup (its descriptor is not kept), and count.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")))

@@ -121,6 +121,9 @@ final class BackgroundKvmstat {
         return true
     }
 
+    /// Complete lines read so far by `waitForOutput`.
+    var linesSoFar: Int { early.filter { $0 == UInt8(ascii: "\n") }.count }
+
     /// Waits until standard output has `count` complete lines.
     @discardableResult
     func waitForLines(_ count: Int, within seconds: Double = 10) -> Bool {

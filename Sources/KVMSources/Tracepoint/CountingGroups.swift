@@ -97,11 +97,18 @@ final class CountingGroups {
     func follow(wanted: [Int]) throws(SourceError) {
         guard pid > 0 else { return }
         guard let cgroup = watchedCGroup else { return try followThreads(wanted: wanted) }
-        guard !cgroup.stillOnly(pid: pid) else { return }
+        // Moved to another cgroup (or its cgroup removed): the groups count it no more.
+        let moved = !cgroup.holds(process: pid, proc: paths.proc)
+        guard moved || !cgroup.stillOnly(pid: pid) else { return }
         watchedCGroup = nil
         retireGroups { _ in true }
-        warnings.append("tracepoint: another process joined cgroup \(cgroup.path) of pid \(pid); "
-            + "counting its threads from now on (counts so far kept)")
+        if !moved {
+            warnings.append("tracepoint: another process joined cgroup \(cgroup.path) of pid \(pid); "
+                + "counting its threads from now on (counts so far kept)")
+        } else if FileSystem.exists("\(paths.proc)/\(pid)") {
+            warnings.append("tracepoint: pid \(pid) left cgroup \(cgroup.path) (moved, or the cgroup was removed); "
+                + "counting its threads from now on (counts so far kept)")
+        }
         try followThreads(wanted: wanted)
     }
 
