@@ -37,23 +37,40 @@ struct LogMode {
     /// Runs until a signal ends it (Ctrl-C: status 0) or a write fails.
     mutating func run() throws(Failure) -> Ending {
         let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
-        let first = try read(request)
-        let keys = first.sortedKeys
+        var latest = try read(request)
+        var keys = latest.sortedKeys
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
-        try writeBanner(keys: keys, of: first)
+        try writeBanner(keys: keys, of: latest)
         var schedule = Schedule(delay: delay, waiter: waiter)
         do throws(Failure) {
             while true {
                 try schedule.waitForNextSample { (signal) throws(Failure) in
                     guard signal == SIGHUP && sink.isFile else { throw Schedule.end(by: signal) }
-                    try rotate(keys: keys, of: first)
+                    try rotate(keys: keys, of: latest)
                 }
-                try record(try read(request), keys: keys, first: first)
+                latest = try read(request)
+                try discover(&keys, in: latest)
+                try record(latest, keys: keys, first: latest)
             }
         } catch .end(let ending) {
             return ending
         }
+    }
+
+    /// Columns that appeared (a log started before its guests: qmp and libvirt have no
+    /// statistics until a guest answers) join the record at once, under a new banner — for
+    /// CSV too, where the banner is otherwise written once: the columns are not the same.
+    /// Columns that went stay (with 0), so a script's columns never shift.
+    private mutating func discover(_ keys: inout [EventID], in sample: Sample) throws(Failure) {
+        guard !byGuest, sample.values.count > 0 else { return }
+        let known = Set(keys)
+        guard sample.values.keys.contains(where: { !known.contains($0) }) else { return }
+        keys = known.union(sample.values.keys).sorted()
+        guard let banner = format.banner(keys: keys, of: sample) else { return }
+        try sink.write(line: banner)
+        records = 0
+        bannerShown = true
     }
 
     /// logrotate moved the file: a new file, a new banner; the sample comes on schedule.

@@ -35,6 +35,26 @@ final class SteppingSource: StatSource {
     }
 }
 
+/// A source whose statistics come with its guests: none at first, `exits` with one guest,
+/// `halt_exits` too with two; each guest's counters grow by 1 a read.
+final class ArrivingSource: StatSource {
+    let name = "arriving"
+    var supportsByGuest: Bool { false }
+    var guests = 0
+    private var counts: [String: UInt64] = [:]
+
+    func availableFields() -> [String] { ["exits", "halt_exits"] }
+    func updateFields(_ filter: FieldFilter?) throws(SourceError) {}
+    func setPid(_ pid: Int) throws(SourceError) {}
+    func reset() throws(SourceError) {}
+    func close() {}
+
+    func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        for name in ["exits", "halt_exits"].prefix(guests) { counts[name, default: 0] += 1 }
+        return Reading(values: Dictionary(uniqueKeysWithValues: counts.map { (EventID($0.key), $0.value) }))
+    }
+}
+
 /// A waiter that returns at once, as a schedule of ticks, signals and things to do meanwhile.
 struct ScriptedWaiter: Waiter {
     enum Step {
@@ -151,6 +171,23 @@ struct ModeTests {
         #expect(old.first == new.first && old.first?.hasPrefix("timestamp") == true)
         let apples = (old.dropFirst() + new.dropFirst()).map { Int($0.split(separator: ",")[1])! }
         #expect(apples == [1, 1, 1, 1, 1])
+    }
+
+    /// A log started before its guests (qmp, libvirt: no statistics until a guest answers)
+    /// takes their columns when they come, under a new banner; columns that go stay.
+    @Test func columnsThatAppearJoinUnderANewBanner() throws {
+        let path = Self.temporaryPath("csv")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let source = ArrivingSource()
+        var mode = LogMode(stats: Stats(sources: [source]), format: CSVFormat(), sink: try LogSink(path: path),
+                           delay: 0.1, skipZero: false)
+        mode.waiter = ScriptedWaiter([.tick, .run { source.guests = 1 }, .tick, .tick, .run { source.guests = 2 }, .tick,
+                                      .run { source.guests = 0 }, .tick, .signal(SIGINT)])
+        #expect(try mode.run() == .success)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines.map { $0.split(separator: ",").dropFirst().joined(separator: ",") }
+                == ["", "", "exits", "1", "1", "exits,halt_exits", "1,1", "0,0"], "\(lines)")
+        #expect(lines[0] == "timestamp" && lines[2] == "timestamp,exits" && lines[5] == "timestamp,exits,halt_exits")
     }
 
     @Test func aFailedWriteIsAFailureValue() throws {
