@@ -80,6 +80,9 @@ public struct GuestStatBook: Sendable {
         for reading in readings {
             guard let kind = guestKinds[reading.name], kind != .histogram else { continue }
             let key = Self.key(reading.name, vcpu: reading.vcpu)
+            // A guest keeps at most `maxFields` values (vCPU indexes that change every sample
+            // would otherwise grow it without end).
+            if book.last(key, of: pid) == nil, (book.entries[pid]?.last.count ?? 0) >= Self.maxFields { continue }
             guard kind == .counter else {
                 book.keep(reading.value, key, of: pid)
                 continue
@@ -117,9 +120,15 @@ public struct GuestStatBook: Sendable {
         return results
     }
 
-    /// Takes in the statistics guests have now and applies `filter`.
+    /// Statistics (and per-vCPU children) kept at most: those of departed guests stay
+    /// reported, so a churn of guests with ever new names (another user's fake monitors) must
+    /// not grow the output and memory without end. KVM has about 40 statistics; 240 vCPUs'
+    /// children of all of them fit.
+    public static let maxFields = 16_384
+
+    /// Takes in the statistics guests have now (up to `maxFields` in all) and applies `filter`.
     public mutating func select(_ filter: FieldFilter?) {
-        allFields.formUnion(fieldNames())
+        for name in fieldNames() where allFields.count < Self.maxFields { allFields.insert(name) }
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }

@@ -21,3 +21,27 @@ struct HistogramBookTests {
         #expect(book.totals(wanted: wanted, pid: 10)[EventID("halt_wait_hist")]?.buckets == [1, 2])
     }
 }
+
+/// What a monitor's schema may say of a histogram is bounded: QEMU's own units only.
+struct HistogramBoundsTests {
+    @Test func unitsBeyondKVMsAreNotHistograms() {
+        func shape(_ base: Int, _ exponent: Int, unit: String = "seconds") -> Histogram? {
+            HistogramBook.shape(.object([("type", .string("log2-histogram")), ("unit", .string(unit)),
+                                         ("base", .int(base)), ("exponent", .int(exponent))]))
+        }
+        #expect(shape(10, -9)?.exponent == -9 && shape(2, 10)?.base == 2)
+        for (base, exponent) in [(10, Int.min), (10, Int.max), (2, Int.min), (2, 1_000_000_000_000_000_000), (7, 1), (0, 0)] {
+            #expect(shape(base, exponent) == nil, "\(base)^\(exponent)")
+        }
+        #expect(shape(10, -9, unit: "seconds\r\nkvm_fake 1") == nil)
+    }
+
+    @Test func tooManyBucketsAreNotKept() {
+        var book = HistogramBook()
+        book.setShapes(["h": Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)], of: 1)
+        book.record("h", vcpu: nil, buckets: Array(repeating: .uint(1), count: HistogramBook.maxBuckets + 1), of: 1)
+        #expect(book.totals(wanted: ["h"], pid: 0).isEmpty)
+        book.record("h", vcpu: nil, buckets: Array(repeating: .uint(1), count: 64), of: 1)
+        #expect(book.totals(wanted: ["h"], pid: 0)[EventID("h")]?.buckets.count == 64)
+    }
+}

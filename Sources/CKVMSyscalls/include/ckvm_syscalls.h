@@ -24,4 +24,8 @@ int ckvm_set_not_dumpable(void);
  * does not show). */
 int ckvm_accept_nonblocking(int fd);
 
+/* The pid of the process serving the other end of a connected unix socket (SO_PEERCRED,
+ * whose struct ucred the Swift Glibc module does not show); -1 with errno on failure. */
+int ckvm_peer_pid(int fd);
+
 #endif

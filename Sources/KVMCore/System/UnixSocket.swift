@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CKVMSyscalls
 
 /// A client connection to a unix stream socket (a QEMU monitor), every operation bounded by a
 /// deadline on the monotonic clock: a peer that does not answer is a `.timedOut` error, never
@@ -13,18 +14,20 @@ public final class UnixSocket {
 
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
 
-    /// Connects to `path`, waiting until `deadline` at most.
+    /// Connects to `path`, waiting until `deadline` at most. The socket file is opened first
+    /// (O_PATH) and connected to through `/proc/self/fd/N`: what was opened is what is
+    /// connected to, and a path longer than a socket address holds (`/proc/PID/root/…`)
+    /// still works.
     public init(path: String, deadline: Double) throws(Errno) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw Errno.current }
         descriptor = FileDescriptor(rawValue: fd)
+        // On any error below, deinit closes the descriptor (once).
+        let handle = try FileDescriptor.open(path, .pathOnly)
+        defer { handle.close() }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        // On any error below, deinit closes the descriptor (once).
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw Errno(rawValue: ENAMETOOLONG)
-        }
+        let bytes = Array("/proc/self/fd/\(handle.rawValue)".utf8)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, byte) in bytes.enumerated() { raw[i] = byte }
         }
@@ -35,9 +38,20 @@ public final class UnixSocket {
         }
         if result != 0 {
             let error = Errno.current
-            guard error.rawValue == EINPROGRESS else { throw error }
+            guard error.rawValue == EINPROGRESS || error.rawValue == EAGAIN else { throw error }
             try wait(for: Int16(POLLOUT), until: deadline)
+            var failure: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &length)
+            if failure != 0 { throw Errno(rawValue: failure) }
         }
+    }
+
+    /// The process (thread group) serving the other end: the one that listened on the
+    /// socket (SO_PEERCRED); nil when the kernel does not say.
+    public func peerProcess() -> Int32? {
+        let pid = ckvm_peer_pid(descriptor.rawValue)
+        return pid > 0 ? pid : nil
     }
 
     deinit { descriptor.close() }
@@ -75,8 +89,14 @@ public final class UnixSocket {
         }
     }
 
-    /// The next line (without its newline); lines longer than `limit` bytes are an error
-    /// (EMSGSIZE), and a closed connection is ECONNRESET.
+    /// Bytes this connection may still receive in all (`budget`): a peer that streams
+    /// without end is cut off, whatever its lines.
+    public var budget = 16 << 20
+
+    /// The next line (without its newline); lines longer than `limit` bytes, or more bytes in
+    /// all than `budget`, are an error (EMSGSIZE), and a closed connection is ECONNRESET. The
+    /// deadline is checked before every read, not only when one would block: a peer that
+    /// always has more to send cannot hold kvmstat past it.
     public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> String {
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -85,7 +105,8 @@ public final class UnixSocket {
                 pending.removeSubrange(...newline)
                 return line
             }
-            guard pending.count <= limit else { throw Errno(rawValue: EMSGSIZE) }
+            guard pending.count <= limit, budget > 0 else { throw Errno(rawValue: EMSGSIZE) }
+            guard Signals.monotonicNow() < deadline else { throw Self.timedOut }
             let n = chunk.withUnsafeMutableBytes { raw in
                 recv(descriptor.rawValue, raw.baseAddress, raw.count, 0)
             }
@@ -98,6 +119,7 @@ public final class UnixSocket {
                 throw Errno.current
             }
             pending.append(contentsOf: chunk[0..<n])
+            budget -= n
         }
     }
 }

@@ -27,15 +27,24 @@ struct HistogramBook {
             if case .int(let value)? = stat[key] { return value }
             return stat[key]?.uint64Value.flatMap { Int(exactly: $0) }
         }
-        return Histogram(scale: scale, unit: stat["unit"]?.stringValue, base: integer("base") ?? 10,
-                         exponent: integer("exponent") ?? 0)
+        // KVM's units are powers of 2 or 10 within ±30 (nanoseconds: 10^-9): anything else is
+        // not a histogram kvmstat can scale, from a monitor that is not QEMU's.
+        let base = integer("base") ?? 10
+        let exponent = integer("exponent") ?? 0
+        guard base == 2 || base == 10, (-30...30).contains(exponent) else { return nil }
+        let unit = stat["unit"]?.stringValue
+        guard unit.map(QMPSource.acceptable) ?? true else { return nil }
+        return Histogram(scale: scale, unit: unit, base: base, exponent: exponent)
     }
 
     mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) { shapes[pid] = guestShapes }
 
     /// A guest's buckets of one statistic (of a vCPU, or of the VM).
+    /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
+    static let maxBuckets = 256
+
     mutating func record(_ name: String, vcpu: Int?, buckets: [JSONValue], of pid: Int) {
-        guard shapes[pid]?[name] != nil else { return }
+        guard shapes[pid]?[name] != nil, buckets.count <= Self.maxBuckets else { return }
         let counts = buckets.compactMap(\.uint64Value)
         guard counts.count == buckets.count else { return }
         let key = vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)

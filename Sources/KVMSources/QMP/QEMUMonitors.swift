@@ -5,7 +5,9 @@ import KVMCore
 /// with `-mon chardev=ID,mode=control`. Not: client sockets (no `server`: a management
 /// daemon listens there), pretty-printed monitors (`-qmp-pretty`, `pretty=on`: answers span
 /// lines), and monitors passed as an inherited descriptor (`fd=N`, as libvirt does: no path,
-/// libvirt's to serve). A relative path is the process's, read through /proc/PID/cwd.
+/// libvirt's to serve). The path is the process's, in its own mount namespace: read through
+/// /proc/PID/root (absolute) or /proc/PID/cwd (relative), so a containerised QEMU's monitor is
+/// its own, not a host file of the same name.
 struct QEMUMonitor: Equatable, Sendable {
     let pid: Int
     let name: String
@@ -75,7 +77,7 @@ enum QEMUMonitors {
             let arguments = Guests(proc: proc).arguments(of: pid) ?? []
             var found: QEMUMonitor?
             if var path = socketPath(fromArguments: arguments) {
-                if !path.hasPrefix("/") { path = "\(proc)/\(pid)/cwd/" + path }
+                path = path.hasPrefix("/") ? "\(proc)/\(pid)/root" + path : "\(proc)/\(pid)/cwd/" + path
                 found = QEMUMonitor(pid: pid, name: Guests.guestName(fromArguments: arguments), socketPath: path)
             }
             if !arguments.isEmpty { known[pid] = Known(monitor: found, sample: sample) }

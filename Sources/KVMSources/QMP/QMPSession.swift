@@ -11,12 +11,18 @@ final class QMPSession {
         let description: String
     }
 
-    init(path: String, deadline: Double) throws(Failure) {
+    /// Connects to the monitor at `path`; with `server`, only when that process is the one
+    /// serving the socket (SO_PEERCRED): a command line can name any socket, another user's
+    /// process one of root's real monitors.
+    init(path: String, deadline: Double, server: Int? = nil) throws(Failure) {
         self.deadline = deadline
         do throws(Errno) {
             socket = try UnixSocket(path: path, deadline: deadline)
         } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "cannot connect: \(error)")
+        }
+        if let server, let peer = socket.peerProcess(), Int(peer) != server {
+            throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         let greeting = try nextMessage()
         guard greeting["QMP"] != nil else { throw Failure(description: "not a QMP monitor (no greeting)") }
@@ -42,7 +48,8 @@ final class QMPSession {
         } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
         }
-        while true {
+        // Events may come between answers; a monitor that sends nothing else is cut off.
+        for _ in 0..<Self.maxEventsPerAnswer {
             let message = try nextMessage()
             if message["event"] != nil { continue }
             if let answer = message["return"] { return answer }
@@ -51,5 +58,8 @@ final class QMPSession {
             }
             throw Failure(description: "\(command): unexpected answer")
         }
+        throw Failure(description: "\(command): events without end, no answer")
     }
+
+    static let maxEventsPerAnswer = 1_000
 }

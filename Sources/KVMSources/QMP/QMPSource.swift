@@ -24,8 +24,10 @@ public final class QMPSource: StatSource {
         fields: { configuration in fieldNames(configuration) },
         make: { configuration in QMPSource(configuration: configuration) })
 
-    /// How long the guests' monitors may take to answer one sample, all together.
+    /// How long one sample may go on starting questions to monitors, and how long one
+    /// monitor may take to answer (each its own).
     static let timeout = 0.5
+    static let monitorTimeout = 0.3
     /// A monitor that did not answer is asked again every this many samples (so a few that
     /// hang cannot make every sample wait).
     static let retryEvery = 10
@@ -37,6 +39,8 @@ public final class QMPSource: StatSource {
         var vcpus: [String: Int] = [:]
         /// The sample it stopped answering at, while it does not answer.
         var silentSince: Int?
+        /// Whether it was said that some of its values exceed the bounds.
+        var trimmed = false
     }
 
     private let proc: String
@@ -72,7 +76,7 @@ public final class QMPSource: StatSource {
         for monitor in QEMUMonitors.all(proc: configuration.paths.proc, known: &known, sample: 0) ?? []
         where configuration.pid == 0 || monitor.pid == configuration.pid {
             guard Signals.monotonicNow() < deadline,
-                  let session = try? QMPSession(path: monitor.socketPath, deadline: deadline),
+                  let session = try? QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid),
                   let kinds = try? schema(session).kinds
             else { continue }
             return kinds.filter { $0.value != .histogram }.keys.sorted()
@@ -106,6 +110,18 @@ public final class QMPSource: StatSource {
 
     public func close() {}
 
+    /// Bounds on what a monitor — any process's, a user's fake one too — makes kvmstat keep:
+    /// a statistic's name (KVM's are under 40 bytes, letters, digits and `_`), and the values
+    /// of one guest a sample (every statistic of every vCPU: 240 vCPUs × 40 statistics fit).
+    static let maxNameLength = 64
+    static let maxValues = 16_384
+
+    static func acceptable(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= maxNameLength
+            && name.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0)
+                || (65...90).contains($0) || (97...122).contains($0) }
+    }
+
     /// What `query-stats-schemas` says of a guest's statistics (vm and vcpu targets).
     struct Schema: Sendable {
         var kinds: [String: StatKind] = [:]
@@ -136,8 +152,8 @@ public final class QMPSource: StatSource {
     static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> Schema {
         var schema = Schema()
         for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
-            for stat in provider["stats"]?.arrayValue ?? [] {
-                guard let name = stat["name"]?.stringValue else { continue }
+            for stat in (provider["stats"]?.arrayValue ?? []).prefix(maxValues) {
+                guard let name = stat["name"]?.stringValue, acceptable(name) else { continue }
                 switch stat["type"]?.stringValue {
                 case "cumulative": schema.kinds[name] = .counter
                 case "instant", "peak": schema.kinds[name] = .level
@@ -166,13 +182,15 @@ public final class QMPSource: StatSource {
         var vcpus: [String: Int]?
         /// (statistic, the vCPU's QOM path or nil for the VM, value)
         var values: [(String, String?, JSONValue)] = []
+        /// Whether values were left out (names too long or odd, too many).
+        var dropped = false
         var failure: String?
     }
 
     static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double) -> Answer {
         var answer = Answer()
         do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: deadline)
+            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid)
             if needsSchema { answer.schema = try schema(session) }
             // vCPUs come and go (hotplug): their indexes are asked each time.
             var vcpus: [String: Int] = [:]
@@ -188,6 +206,11 @@ public final class QMPSource: StatSource {
                     let path = provider["qom-path"]?.stringValue
                     for stat in provider["stats"]?.arrayValue ?? [] {
                         guard let name = stat["name"]?.stringValue, let value = stat["value"] else { continue }
+                        // What another user's process says is bounded: names, and values a guest.
+                        guard Self.acceptable(name), answer.values.count < Self.maxValues else {
+                            answer.dropped = true
+                            continue
+                        }
                         answer.values.append((name, path, value))
                     }
                 }
@@ -223,26 +246,39 @@ public final class QMPSource: StatSource {
         // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
         // threads (more contend for the CPUs and make samples late), each within the timeout.
         let sampleNumber = self.sampleNumber
-        let asked = monitors.filter { monitor in
+        var asked = monitors.filter { monitor in
             guard pid == 0 || monitor.pid == pid else { return false }
             guard let since = guests[monitor.pid]!.silentSince else { return true }
-            return (sampleNumber - since) % Self.retryEvery == 0
+            // Silent monitors are retried every `retryEvery` samples, spread over them by pid
+            // (many that fell silent together do not all come back on one sample).
+            return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }
-        let needsSchema = asked.map { book.kinds(of: $0.pid).isEmpty }
-        let slots = asked.map { _ in AnswerSlot() }
-        let workers = min(asked.count, 4)
-        let deadline = Signals.monotonicNow() + Self.timeout
+        // Monitors that answered last time first: silent ones get what time is left.
+        asked.sort { (guests[$0.pid]!.silentSince == nil ? 0 : 1) < (guests[$1.pid]!.silentSince == nil ? 0 : 1) }
+        let ordered = asked
+        let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
+        let slots = ordered.map { _ in AnswerSlot() }
+        let workers = min(ordered.count, 4)
+        // Each monitor has a deadline of its own (one that stalls costs the others nothing);
+        // none is started once the sample's time is up.
+        let sampleDeadline = Signals.monotonicNow() + Self.timeout
         if workers > 0 {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 var i = worker
-                while i < asked.count {
-                    slots[i].answer = Self.ask(asked[i], needsSchema: needsSchema[i], deadline: deadline)
+                while i < ordered.count {
+                    let now = Signals.monotonicNow()
+                    guard now < sampleDeadline else { break }
+                    slots[i].answer = Self.ask(ordered[i], needsSchema: needsSchema[i],
+                                               deadline: min(now + Self.monitorTimeout, sampleDeadline + Self.monitorTimeout))
+                    slots[i].asked = true
                     i += workers
                 }
             }
         }
         var answered = Set<Int>()
-        for (monitor, slot) in zip(asked, slots) where take(slot.answer, for: monitor) { answered.insert(monitor.pid) }
+        for (monitor, slot) in zip(ordered, slots) where slot.asked && take(slot.answer, for: monitor) {
+            answered.insert(monitor.pid)
+        }
         selectFields()
         return answered
     }
@@ -263,6 +299,12 @@ public final class QMPSource: StatSource {
             return false
         }
         guest.silentSince = nil
+        if answer.dropped && guest.trimmed == false {
+            guest.trimmed = true
+            warnings.append("qmp: guest \(monitor.name.isEmpty ? "?" : monitor.name) (pid \(monitor.pid)) reports "
+                + "statistics beyond kvmstat's bounds (names over \(Self.maxNameLength) bytes or not [A-Za-z0-9_-], "
+                + "more than \(Self.maxValues) values): those are left out")
+        }
         if let schema = answer.schema {
             families.merge(schema.families) { _, new in new }
             book.setKinds(schema.kinds, of: monitor.pid)
@@ -297,4 +339,6 @@ public final class QMPSource: StatSource {
 /// after all have finished.
 private final class AnswerSlot: @unchecked Sendable {
     var answer = QMPSource.Answer()
+    /// False when the sample's time ran out before this monitor's turn (not its fault).
+    var asked = false
 }
