@@ -1,7 +1,8 @@
 import KVMCore
 
 /// Upstream kvm_stat's plain output, byte for byte: batch lines `%-42s%10d%10d` (name, total,
-/// delta) and log records of `%9d` deltas under a banner of names.
+/// delta) and log records of `%9d` deltas under a banner of names. Names with control or
+/// format characters (another user's guest name) are shown escaped: a line stays a line.
 public struct TextFormat: Format {
     public init() {}
 
@@ -9,7 +10,7 @@ public struct TextFormat: Format {
     public var repeatsBannerInFile: Bool { true }
 
     public func banner(keys: [EventID], of sample: Sample) -> String? {
-        keys.map { sample.name(of: $0) + " " }.joined()
+        keys.map { sample.name(of: $0).escapedForDisplay + " " }.joined()
     }
 
     public func record(_ sample: Sample, keys: [EventID]) -> String {
@@ -24,7 +25,7 @@ public struct TextFormat: Format {
         var out = ""
         for key in sample.sortedKeys {
             let stat = sample.values[key]!
-            out += sample.label(key).padded(to: 42) + String(stat.value).rightAligned(to: 10)
+            out += sample.label(key).escapedForDisplay.padded(to: 42) + String(stat.value).rightAligned(to: 10)
                 + String(stat.delta).rightAligned(to: 10) + "\n"
         }
         return out

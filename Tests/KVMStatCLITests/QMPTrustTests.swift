@@ -43,7 +43,8 @@ struct QMPTrustTests {
         // Counted once, under its own QEMU; the impostor has no series and is said once.
         #expect(total("kvm_guest_exits_total{guest=\"\(guest.name)\"") >= 1_000, "\(result.stdout)")
         #expect(!lines.contains { $0.contains("guest=\"impostor\"") }, "\(result.stdout)")
-        #expect(total("kvm_exits_total") == total("kvm_guest_exits_total"), "host = the guests it has, \(result.stdout)")
+        // (The host's total also holds guests of other tests that came and went meanwhile.)
+        #expect(total("kvm_exits_total") >= total("kvm_guest_exits_total{guest=\"\(guest.name)\""))
         #expect(result.stderr.contains("guest impostor") && result.stderr.contains("not by this process"), "\(result.stderr)")
         let only = try run(kvmstatBinary, ["--source", "qmp", "-1", "-i", "-f", "^exits$", "-p", "\(impostor.processIdentifier)"])
         #expect((parseBatch(only.stdout)["exits"]?.0 ?? 0) == 0, "\(only.stdout)\(only.stderr)")

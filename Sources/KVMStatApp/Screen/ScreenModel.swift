@@ -144,40 +144,10 @@ enum ScreenModel {
         return result
     }
 
-    /// Control characters (C0, DEL, C1) as `\xNN`, and format characters (bidirectional
-    /// overrides such as U+202E, zero-width ones) as `\uNNNN`, as Python's repr writes them:
+    /// Control and format characters escaped as Python's repr writes them (`String.escapedForDisplay`):
     /// a process name cannot send escape sequences to the operator's terminal, nor turn the
     /// line around.
-    static func escape(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: { isControl($0) || isFormat($0) }) else { return text }
-        var out = ""
-        for scalar in text.unicodeScalars {
-            let hex = String(scalar.value, radix: 16)
-            if isControl(scalar) {
-                out += "\\x" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex
-            } else if isFormat(scalar) {
-                out += scalar.value > 0xFFFF
-                    ? "\\U" + String(repeating: "0", count: 8 - hex.count) + hex
-                    : "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
-
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
-    }
-
-    /// Unicode's format characters (Cf: bidi controls, zero-width joiners, BOM), and the
-    /// line and paragraph separators.
-    private static func isFormat(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.properties.generalCategory {
-        case .format, .lineSeparator, .paragraphSeparator: return true
-        default: return false
-        }
-    }
+    static func escape(_ text: String) -> String { text.escapedForDisplay }
 
     /// Python's round(): halves to even; beyond Int64's range (only a fake tree gets there)
     /// the limit, never a trap.
