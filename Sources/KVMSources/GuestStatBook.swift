@@ -120,15 +120,27 @@ public struct GuestStatBook: Sendable {
         return results
     }
 
-    /// Statistics (and per-vCPU children) kept at most: those of departed guests stay
+    /// Statistics and their per-vCPU children kept at most: those of departed guests stay
     /// reported, so a churn of guests with ever new names (another user's fake monitors) must
     /// not grow the output and memory without end. KVM has about 40 statistics; 240 vCPUs'
     /// children of all of them fit.
+    public static let maxStatistics = 256
     public static let maxFields = 16_384
 
-    /// Takes in the statistics guests have now (up to `maxFields` in all) and applies `filter`.
+    /// Takes in the statistics guests have now (up to `maxStatistics` names and `maxFields`
+    /// with children, in all) and applies `filter`.
     public mutating func select(_ filter: FieldFilter?) {
-        for name in fieldNames() where allFields.count < Self.maxFields { allFields.insert(name) }
+        let fresh = fieldNames().subtracting(allFields)
+        var statistics = fresh.isEmpty ? 0 : allFields.filter { FieldName.tracepointParent(of: $0) == nil }.count
+        for name in fresh.sorted() where allFields.count < Self.maxFields {
+            let parent = FieldName.tracepointParent(of: name)
+            if let parent, !allFields.contains(parent) { continue }
+            if parent == nil {
+                guard statistics < Self.maxStatistics else { continue }
+                statistics += 1
+            }
+            allFields.insert(name)
+        }
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }

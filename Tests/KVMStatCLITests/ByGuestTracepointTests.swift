@@ -41,6 +41,30 @@ struct ByGuestTracepointTests {
         return result.stdout.split(separator: "\n").last.map(guestRows) ?? [:]
     }
 
+    /// A guest moved to another cgroup of its own (and its old one removed) while counted:
+    /// what it counted stays in its row, and what it does after the move is counted in it too.
+    @Test func aGuestMovedToAnotherCGroupKeepsItsRow() throws {
+        let tag = "\(getpid())-\(UUID().uuidString.prefix(6))"
+        let guest = try WorkloadProcess(vcpus: 2, iterations: 1_000, name: "bg-moved-\(tag)")
+        var first: TestCGroup? = try TestCGroup("bgmove1")
+        try first!.add(guest.pid)
+        let second = try TestCGroup("bgmove2")
+        let log = try BackgroundKvmstat(["-l", "-s", "0.2", "--by-guest", "--format", "jsonl", "-f", "^kvm_pio$"])
+        log.waitUntilCounting()
+        func row(_ text: String) -> Int? { text.split(separator: "\n").last.flatMap { guestRows($0)["bg-moved-\(tag)"] } }
+        try guest.run()
+        #expect(log.waitForOutput { row($0) == 2 * 1_000 * 2 }, "counted through its first cgroup")
+        try second.add(guest.pid)
+        first = nil
+        #expect(log.waitForLines(log.linesSoFar + 2))
+        try guest.run()
+        #expect(log.waitForOutput { row($0) == 2 * 2 * 1_000 * 2 }, "counted after the move, nothing lost from its row")
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        _ = first
+    }
+
     @Test func exactCountsPerGuestAndTheRestInOneRow() throws {
         let tag = "\(getpid())-\(UUID().uuidString.prefix(6))"
         let a = try WorkloadProcess(vcpus: 2, iterations: 2_000, name: "bg-a-\(tag)")

@@ -27,6 +27,9 @@ final class GuestGroups {
     private var shared: [Int: (sample: Int, cgroup: String?)] = [:]
     /// What guests that have quit counted, by field.
     private var departed = Departed<Int>()
+    /// What running guests counted through a cgroup they have since left (moved, or the
+    /// cgroup removed), by guest and field: still theirs, in their rows.
+    private var carried: [Int: [Int: UInt64]] = [:]
     private var sample = 0
     private var cpus: [Int] = []
     private let scratch: UnsafeMutableBufferPointer<UInt64>
@@ -47,6 +50,9 @@ final class GuestGroups {
         try follow(wanted: wanted)
         var sums: [Int: UInt64] = [:]
         for (guestPid, guest) in guests { sums[guestPid] = rowSum(read(guest), wanted: wanted) }
+        for (guestPid, counts) in carried {
+            for field in wanted where catalog.keys[field].parent == nil { sums[guestPid, default: 0] &+= counts[field] ?? 0 }
+        }
         return sums
     }
 
@@ -82,6 +88,9 @@ final class GuestGroups {
             let counts = read(guest)
             for field in wanted { results[catalog.keys[field].of(guest: guestPid)] = counts[field] }
         }
+        for (guestPid, counts) in carried {
+            for field in wanted { results[catalog.keys[field].of(guest: guestPid), default: 0] &+= counts[field] ?? 0 }
+        }
         return results
     }
 
@@ -99,11 +108,25 @@ final class GuestGroups {
         if cpus.isEmpty { cpus = try TracepointCatalog.onlineCPUs(paths) }
         let registry = Guests(proc: paths.proc)
         let present = Set(registry.all().map(\.pid).filter { registry.isRunning($0) })
-        for (guestPid, guest) in guests where !present.contains(guestPid) {
+        for (guestPid, guest) in guests where !present.contains(guestPid) || !guest.cgroup.holds(process: guestPid, proc: paths.proc) {
+            // Quit: its counts go to the quit row. Moved out of its cgroup (the groups count it
+            // no more): they stay its own, and it is looked at again at once.
             let counts = read(guest)
-            for field in wanted where counts[field] > 0 { departed.add(counts[field], for: field, guest: guestPid) }
+            let quit = !present.contains(guestPid)
+            for field in wanted where counts[field] > 0 {
+                if quit {
+                    departed.add(counts[field], for: field, guest: guestPid)
+                } else {
+                    carried[guestPid, default: [:]][field, default: 0] &+= counts[field]
+                }
+            }
             opener.close(guest.groups)
             guests[guestPid] = nil
+            shared[guestPid] = nil
+        }
+        for (guestPid, counts) in carried where !present.contains(guestPid) {
+            for (field, count) in counts { departed.add(count, for: field, guest: guestPid) }
+            carried[guestPid] = nil
         }
         shared = shared.filter { present.contains($0.key) }
         for guestPid in present.sorted() where guests[guestPid] == nil {
@@ -146,6 +169,7 @@ final class GuestGroups {
         guests.removeAll()
         shared.removeAll()
         departed.removeAll()
+        carried.removeAll()
         sample = 0
     }
 
@@ -163,5 +187,6 @@ final class GuestGroups {
             for group in guest.groups { group.resetAll(ioctls: catalog.architecture.perfIoctls) }
         }
         departed.removeAll()
+        carried.removeAll()
     }
 }
