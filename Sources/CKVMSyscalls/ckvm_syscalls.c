@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "ckvm_syscalls.h"
 
+#include <malloc.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
@@ -33,4 +34,12 @@ int ckvm_peer_pid(int fd) {
     socklen_t length = sizeof credentials;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
     return credentials.pid;
+}
+
+void ckvm_limit_malloc_arenas(int arenas) {
+    mallopt(M_ARENA_MAX, arenas);
+}
+
+void ckvm_trim_memory(void) {
+    malloc_trim(0);
 }

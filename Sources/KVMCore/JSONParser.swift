@@ -46,6 +46,10 @@ extension JSONValue {
         let bytes: [UInt8]
         var index = 0
         static let maxDepth = 64
+        /// Members of one object or array at most: a peer's million-element array is refused
+        /// while it is parsed, not built (QEMU's largest, a big guest's statistics, hold
+        /// thousands).
+        static let maxMembers = 65_536
 
         init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -89,6 +93,7 @@ extension JSONValue {
                 try expect(":")
                 skipBlanks()
                 members.append((key, try value(depth: depth + 1)))
+                guard members.count <= Self.maxMembers else { throw error("too many members") }
                 skipBlanks()
                 guard index < bytes.count else { throw error("unexpected end") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
@@ -105,6 +110,7 @@ extension JSONValue {
             while true {
                 skipBlanks()
                 items.append(try value(depth: depth + 1))
+                guard items.count <= Self.maxMembers else { throw error("too many members") }
                 skipBlanks()
                 guard index < bytes.count else { throw error("unexpected end") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }

@@ -45,8 +45,12 @@ public struct CounterBook<Member: Hashable & Sendable, Field: Hashable & Sendabl
     /// A counter's reading; nil when `member` is not kept.
     @discardableResult
     public mutating func count(_ value: UInt64, _ field: Field, of member: Member) -> Step? {
-        guard var entry = entries[member] else { return nil }
-        defer { entries[member] = entry }
+        guard entries[member] != nil else { return nil }
+        // In place: taking the entry out would copy its tables on every reading.
+        return Self.count(value, field, in: &entries[member]!)
+    }
+
+    private static func count(_ value: UInt64, _ field: Field, in entry: inout Entry) -> Step {
         guard let previous = entry.last.updateValue(value, forKey: field) else {
             entry.counted[field] = entry.countsFromZero ? value : 0
             return .first

@@ -80,9 +80,9 @@ public struct GuestStatBook: Sendable {
         for reading in readings {
             guard let kind = guestKinds[reading.name], kind != .histogram else { continue }
             let key = Self.key(reading.name, vcpu: reading.vcpu)
-            // A guest keeps at most `maxFields` values (vCPU indexes that change every sample
-            // would otherwise grow it without end).
-            if book.last(key, of: pid) == nil, (book.entries[pid]?.last.count ?? 0) >= Self.maxFields { continue }
+            // Only statistics within the bounds are kept at all (a guest's, and what departed
+            // guests leave in the totals): new names beyond them are not recorded.
+            if book.last(key, of: pid) == nil, !admit(key) { continue }
             guard kind == .counter else {
                 book.keep(reading.value, key, of: pid)
                 continue
@@ -127,30 +127,31 @@ public struct GuestStatBook: Sendable {
     public static let maxStatistics = 256
     public static let maxFields = 16_384
 
-    /// Takes in the statistics guests have now (up to `maxStatistics` names and `maxFields`
-    /// with children, in all) and applies `filter`.
-    public mutating func select(_ filter: FieldFilter?) {
-        let fresh = fieldNames().subtracting(allFields)
-        var statistics = fresh.isEmpty ? 0 : allFields.filter { FieldName.tracepointParent(of: $0) == nil }.count
-        for name in fresh.sorted() where allFields.count < Self.maxFields {
-            let parent = FieldName.tracepointParent(of: name)
-            if let parent, !allFields.contains(parent) { continue }
-            if parent == nil {
-                guard statistics < Self.maxStatistics else { continue }
-                statistics += 1
-            }
-            allFields.insert(name)
+    private var statisticCount = 0
+
+    /// Whether a statistic (or a vCPU's child of one) is within the bounds, admitting it when
+    /// there is room: at most `maxStatistics` names and `maxFields` with children, in all.
+    private mutating func admit(_ key: EventID) -> Bool {
+        let statistic = key.parent ?? key.name
+        if !allFields.contains(statistic) {
+            guard statisticCount < Self.maxStatistics, allFields.count < Self.maxFields else { return false }
+            allFields.insert(statistic)
+            statisticCount += 1
         }
+        guard key.isChild, !allFields.contains(key.name) else { return true }
+        guard allFields.count < Self.maxFields else { return false }
+        allFields.insert(key.name)
+        return true
+    }
+
+    /// Takes in the statistics guests have now (those within the bounds) and applies `filter`.
+    public mutating func select(_ filter: FieldFilter?) {
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
     }
 
-    /// Every statistic and per-vCPU child the guests kept have (histograms left out).
-    func fieldNames() -> Set<String> {
-        var names = Set(kinds.values.flatMap { $0.filter { $0.value != .histogram }.keys })
-        names.formUnion(book.entries.values.flatMap { $0.last.keys.filter(\.isChild).map(\.name) })
-        return names
-    }
+    /// Every statistic and per-vCPU child kept (histograms left out).
+    func fieldNames() -> Set<String> { allFields }
 
     /// New baselines from the values read now (`readNow`); other guests take theirs when next
     /// read, and nothing counts from zero any more.

@@ -34,6 +34,7 @@ public enum KVMStat {
         Signals.start(stuck: Console.endStuck(by:force:))
         // A closed pipe must surface as EPIPE on write (handled in Console), not kill us mid-line.
         signal(SIGPIPE, SIG_IGN)
+        HeapMemory.limitArenas(2)
         let ending: Ending
         do throws(Failure) {
             ending = try run(plugins: plugins, arguments: arguments)

@@ -28,4 +28,11 @@ int ckvm_accept_nonblocking(int fd);
  * whose struct ucred the Swift Glibc module does not show); -1 with errno on failure. */
 int ckvm_peer_pid(int fd);
 
+/* Fewer malloc arenas (M_ARENA_MAX): the worker threads that read monitors would otherwise
+ * each keep an arena of freed memory, and the resident size grows with the threads. */
+void ckvm_limit_malloc_arenas(int arenas);
+
+/* Gives freed heap memory back to the system (malloc_trim). */
+void ckvm_trim_memory(void);
+
 #endif

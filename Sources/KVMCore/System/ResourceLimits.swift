@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CKVMSyscalls
 
 /// RLIMIT_NOFILE: kvmstat needs one descriptor per (group, event).
 public enum ResourceLimits {
@@ -41,4 +42,14 @@ public enum ResourceLimits {
     private static func resource() -> __rlimit_resource_t {
         __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
     }
+}
+
+/// The C library's heap, where kvmstat's resident size is decided.
+public enum HeapMemory {
+    /// At most `arenas` malloc arenas: the threads that read monitors and serve scrapes
+    /// would otherwise each keep one, full of freed memory.
+    public static func limitArenas(_ arenas: Int32) { ckvm_limit_malloc_arenas(arenas) }
+
+    /// Gives freed heap memory back to the system.
+    public static func trim() { ckvm_trim_memory() }
 }

@@ -31,7 +31,7 @@ final class QMPSession {
 
     private func nextMessage() throws(Failure) -> JSONValue {
         let line: String
-        do throws(Errno) { line = try socket.readLine(deadline: deadline) } catch {
+        do throws(Errno) { line = try socket.readLine(deadline: deadline, limit: Self.maxLine) } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
         }
         do throws(JSONValue.ParseError) { return try JSONValue.parse(line) } catch {
@@ -62,4 +62,7 @@ final class QMPSession {
     }
 
     static let maxEventsPerAnswer = 1_000
+    /// One answer's length at most: a 240-vCPU guest's statistics with histograms are about
+    /// 0.6 MB.
+    static let maxLine = 2 << 20
 }

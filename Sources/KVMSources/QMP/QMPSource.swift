@@ -115,6 +115,7 @@ public final class QMPSource: StatSource {
     /// of one guest a sample (every statistic of every vCPU: 240 vCPUs × 40 statistics fit).
     static let maxNameLength = 64
     static let maxValues = 16_384
+    static let maxFamilies = 2 * GuestStatBook.maxStatistics
 
     static func acceptable(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= maxNameLength
@@ -280,6 +281,9 @@ public final class QMPSource: StatSource {
             answered.insert(monitor.pid)
         }
         selectFields()
+        // Answers are parsed into short-lived trees (a guest's statistics, megabytes for a
+        // hostile monitor): what they took goes back to the system at once.
+        HeapMemory.trim()
         return answered
     }
 
@@ -306,7 +310,11 @@ public final class QMPSource: StatSource {
                 + "more than \(Self.maxValues) values): those are left out")
         }
         if let schema = answer.schema {
-            families.merge(schema.families) { _, new in new }
+            // Descriptions of as many statistics as the book keeps (guests that come and go
+            // with ever new names must not grow them).
+            for (name, family) in schema.families where families[name] != nil || families.count < Self.maxFamilies {
+                families[name] = family
+            }
             book.setKinds(schema.kinds, of: monitor.pid)
             histogramBook.setShapes(schema.histograms, of: monitor.pid)
         }
