@@ -38,6 +38,9 @@ int ckvm_peer_pid(int fd) {
 
 void ckvm_limit_malloc_arenas(int arenas) {
     mallopt(M_ARENA_MAX, arenas);
+    /* A fixed threshold: big buffers (a monitor's answer) are always mapped and unmapped
+     * when freed, rather than the threshold growing until they stay in an arena. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 }
 
 void ckvm_trim_memory(void) {
