@@ -64,5 +64,5 @@ final class QMPSession {
     static let maxEventsPerAnswer = 1_000
     /// One answer's length at most: a 240-vCPU guest's statistics with histograms are about
     /// 0.6 MB.
-    static let maxLine = 2 << 20
+    static let maxLine = 1 << 20
 }
