@@ -33,6 +33,15 @@ extension JSONValue {
         return nil
     }
 
+    /// An integer that fits an `Int` (QEMU's schema: bases, exponents, indexes).
+    public var intValue: Int? {
+        switch self {
+        case .int(let i): return i
+        case .uint(let u): return Int(exactly: u)
+        default: return nil
+        }
+    }
+
     /// A non-negative integer, as KVM's statistics are.
     public var uint64Value: UInt64? {
         switch self {

@@ -77,16 +77,12 @@ public enum MetricOrigin: Sendable, Hashable {
 
 /// A family's identity in a sample: the source that described it and its name. Two sources'
 /// `exits` are two families (qmp's and libvirt's guests are different guests).
-public struct FamilyKey: Sendable, Hashable, Comparable {
+public struct FamilyKey: Sendable, Hashable {
     public var source: String
     public var name: String
 
     public init(source: String, name: String) {
         self.source = source
         self.name = name
-    }
-
-    public static func < (lhs: FamilyKey, rhs: FamilyKey) -> Bool {
-        (lhs.name, lhs.source) < (rhs.name, rhs.source)
     }
 }

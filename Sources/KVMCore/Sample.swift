@@ -12,9 +12,7 @@ import Synchronization
 public struct Sample: Sendable {
     public var time: WallClock
     public var interval: Double
-    public var values: [EventID: EventStat] {
-        didSet { ambiguous = Self.sharedNames(values.keys) }
-    }
+    public private(set) var values: [EventID: EventStat]
     /// Histogram statistics where a source has them (jsonl and Prometheus show them; the text
     /// formats and the screen, which have one number per row, leave them out).
     public var histograms: [EventID: Histogram]
@@ -40,6 +38,16 @@ public struct Sample: Sendable {
         self.guestValues = guestValues
         self.families = families
         ambiguous = Self.sharedNames(values.keys)
+    }
+
+    /// Adds one value and the family it belongs to (kvmstat's own, in listen mode).
+    public mutating func add(_ stat: EventStat, for key: EventID, family: MetricFamily) {
+        values[key] = stat
+        guard let source = key.source else { return }
+        families[source, default: [:]][family.name] = family
+        if values.keys.contains(where: { $0.name == key.name && $0.source != source && !$0.isGuestTotal }) {
+            ambiguous.insert(key.name)
+        }
     }
 
     /// Events in upstream's order (its sort of `child parent` keys).

@@ -42,9 +42,10 @@ public struct PrometheusFormat: Format {
         String(exposition(sample, keys: keys).dropLast())
     }
 
-    /// One series: its labels (name, value) and number.
+    /// One series: its labels, rendered once (`{a="x"}`: they also order the series), and
+    /// its number.
     struct Series {
-        var labels: [(String, String)]
+        var labels: String
         var value: String
     }
 
@@ -88,7 +89,7 @@ public struct PrometheusFormat: Format {
         var families: [String: Family] = [:]
         func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: String) {
             families[family, default: Family(name: family, isCounter: counter, help: help)]
-                .series.append(Series(labels: labels, value: value))
+                .series.append(Series(labels: Self.labelText(labels), value: value))
         }
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
@@ -142,8 +143,8 @@ public struct PrometheusFormat: Format {
             out += "# HELP \(typeName) \(Self.escapeHelp(family.help))\n"
             out += "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n"
             let sampleName = family.isCounter ? family.name + "_total" : family.name
-            for series in family.series.sorted(by: { Self.labelText($0.labels) < Self.labelText($1.labels) }) {
-                out += sampleName + Self.labelText(series.labels) + " " + String(series.value) + "\n"
+            for series in family.series.sorted(by: { $0.labels < $1.labels }) {
+                out += sampleName + series.labels + " " + series.value + "\n"
             }
         }
         if openMetrics { out += "# EOF\n" }

@@ -70,8 +70,7 @@ public final class DebugfsSource: StatSource {
     private let proc: String
     private let includePast: Bool
     private let fields: [String]
-    /// Per-guest sums of the sample being read, by guest pid and field, when asked for.
-    private var guestValuesWanted = false
+    /// Per-guest sums of the last sample, by guest pid and field, when it was asked for them.
     private var perGuest: [Int: [UInt64]] = [:]
     /// What each field is, by name (a child's is its parent's).
     private let families: [String: MetricFamily]
@@ -154,8 +153,7 @@ public final class DebugfsSource: StatSource {
     }
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
-        guestValuesWanted = request.perGuest
-        let values = sample(byGuest: request.byGuest)
+        let values = sample(byGuest: request.byGuest, perGuest: request.perGuest)
         var reading = Reading(families: families, values: values, warnings: warnings)
         warnings.removeAll()
         if request.perGuest {
@@ -220,7 +218,7 @@ public final class DebugfsSource: StatSource {
 
     /// Reads every wanted field of the VMs in view and returns their counts and levels.
     /// The first call (from init) reads every VM, whatever the pid, to take baselines.
-    private func sample(byGuest: Bool = false) -> [EventID: UInt64] {
+    private func sample(byGuest: Bool = false, perGuest guestValuesWanted: Bool = false) -> [EventID: UInt64] {
         let initial = !started
         started = true
         generation &+= 1

@@ -82,7 +82,7 @@ public struct GuestStatBook: Sendable {
             let key = Self.key(reading.name, vcpu: reading.vcpu)
             // Only statistics within the bounds are kept at all (a guest's, and what departed
             // guests leave in the totals): new names beyond them are not recorded.
-            if book.last(key, of: pid) == nil, !admit(key) { continue }
+            if book.last(key, of: pid) == nil, !withinBounds(key) { continue }
             guard kind == .counter else {
                 book.keep(reading.value, key, of: pid)
                 continue
@@ -131,7 +131,7 @@ public struct GuestStatBook: Sendable {
 
     /// Whether a statistic (or a vCPU's child of one) is within the bounds, admitting it when
     /// there is room: at most `maxStatistics` names and `maxFields` with children, in all.
-    private mutating func admit(_ key: EventID) -> Bool {
+    private mutating func withinBounds(_ key: EventID) -> Bool {
         let statistic = key.parent ?? key.name
         if !allFields.contains(statistic) {
             guard statisticCount < Self.maxStatistics, allFields.count < Self.maxFields else { return false }
@@ -144,14 +144,18 @@ public struct GuestStatBook: Sendable {
         return true
     }
 
+    /// The filter and the number of fields the selection was made for: fields only grow, so
+    /// it is made again (a sort and a regex match per field) only when either changed, not
+    /// every sample.
+    private var selection: (pattern: String?, fields: Int)?
+
     /// Takes in the statistics guests have now (those within the bounds) and applies `filter`.
     public mutating func select(_ filter: FieldFilter?) {
+        if let selection, selection.pattern == filter?.pattern, selection.fields == allFields.count { return }
         fields = allFields.sorted()
         wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
+        selection = (filter?.pattern, allFields.count)
     }
-
-    /// Every statistic and per-vCPU child kept (histograms left out).
-    func fieldNames() -> Set<String> { allFields }
 
     /// New baselines from the values read now (`readNow`); other guests take theirs when next
     /// read, and nothing counts from zero any more.

@@ -89,9 +89,4 @@ public struct GuestNames: Sendable {
         if known.count > names.count { known = known.filter { names[$0.key] != nil } }
         return names
     }
-
-    /// The names of the guests `keys` (rows by guest, per-guest values) name.
-    public mutating func names<S: Sequence>(in keys: S) -> [Int: String] where S.Element == EventID {
-        names(of: keys.compactMap(\.guest))
-    }
 }

@@ -18,13 +18,10 @@ struct BatchMode {
     /// themselves, as upstream's default handlers do.
     func run(output: any TextOutput) throws(Failure) -> Ending {
         let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
-        defer { for warning in stats.takeWarnings() { Console.warn(warning) } }
-        _ = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
+        _ = try stats.sample(request)
         var waiter = self.waiter
-        let signal = waiter.wait(seconds: 1)
-        if let signal { return signal == SIGINT ? .success : .signal(signal) }
-        let sample = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
-        try output.write(format.batch(sample))
+        if let signal = waiter.wait(seconds: 1) { return .on(signal) }
+        try output.write(format.batch(try stats.sample(request)))
         return .success
     }
 }

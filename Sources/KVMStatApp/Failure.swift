@@ -13,6 +13,10 @@ enum Ending: Sendable, Equatable {
     case signal(Int32)
 
     static let success = Ending.status(0)
+
+    /// How kvmstat ends on a signal its mode does not handle itself: Ctrl-C cleanly, others
+    /// as upstream ends on them (by the signal).
+    static func on(_ signal: Int32) -> Ending { signal == SIGINT ? .success : .signal(signal) }
 }
 
 /// Everything that ends kvmstat early, as a value: library code and modes throw it, and

@@ -35,7 +35,7 @@ struct ListenMode {
         var schedule = Schedule(delay: delay, waiter: waiter)
         do throws(Failure) {
             while true {
-                try schedule.waitForNextSample { (signal) throws(Failure) in throw Schedule.end(by: signal) }
+                try schedule.waitForNextSample { (signal) throws(Failure) in throw .end(.on(signal)) }
                 try publish()
             }
         } catch .end(let ending) {
@@ -46,11 +46,10 @@ struct ListenMode {
     /// Takes a sample with every guest's values (the formats served label guests) and makes
     /// it the one scrapes get.
     private mutating func publish() throws(Failure) {
-        var sample = try Failure.fromSource { () throws(SourceError) in try stats.read(ReadRequest(perGuest: true)) }
-        for warning in stats.takeWarnings() { Console.warn(warning) }
+        var sample = try stats.sample(ReadRequest(perGuest: true))
         samplesTaken += 1
-        sample.values[Self.samplesKey] = EventStat(value: samplesTaken, previous: samplesTaken - 1)
-        sample.families["kvmstat", default: [:]]["samples"] = Self.samplesFamily
+        sample.add(EventStat(value: samplesTaken, previous: samplesTaken - 1), for: Self.samplesKey,
+                   family: Self.samplesFamily)
         server.publish(sample)
     }
 

@@ -24,6 +24,10 @@ struct LogMode {
     /// Records written since the last banner, and whether the banner is the last thing written.
     private var records = 0
     private var bannerShown = true
+    /// The columns (events in upstream's order; by guest, each record has its own rows), and
+    /// the same as a set, to notice new ones.
+    private var keys: [EventID] = []
+    private var known: Set<EventID> = []
 
     init(stats: Stats, format: any Format, sink: LogSink, delay: Double, skipZero: Bool, byGuest: Bool = false) {
         self.stats = stats
@@ -37,21 +41,22 @@ struct LogMode {
     /// Runs until a signal ends it (Ctrl-C: status 0) or a write fails.
     mutating func run() throws(Failure) -> Ending {
         let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
-        var latest = try read(request)
-        var keys = latest.sortedKeys
+        var latest = try stats.sample(request)
+        keys = latest.sortedKeys
+        known = Set(keys)
         // logrotate's SIGHUP is taken between samples, however long one takes.
         if sink.isFile { Signals.takeLater(SIGHUP) }
-        try writeBanner(keys: keys, of: latest)
+        try writeBanner(of: latest)
         var schedule = Schedule(delay: delay, waiter: waiter)
         do throws(Failure) {
             while true {
                 try schedule.waitForNextSample { (signal) throws(Failure) in
-                    guard signal == SIGHUP && sink.isFile else { throw Schedule.end(by: signal) }
-                    try rotate(keys: keys, of: latest)
+                    guard signal == SIGHUP && sink.isFile else { throw .end(.on(signal)) }
+                    try rotate(of: latest)
                 }
-                latest = try read(request)
-                try discover(&keys, in: latest)
-                try record(latest, keys: keys, first: latest)
+                latest = try stats.sample(request)
+                try discover(in: latest)
+                try record(latest)
             }
         } catch .end(let ending) {
             return ending
@@ -62,11 +67,10 @@ struct LogMode {
     /// statistics until a guest answers) join the record at once, under a new banner — for
     /// CSV too, where the banner is otherwise written once: the columns are not the same.
     /// Columns that went stay (with 0), so a script's columns never shift.
-    private mutating func discover(_ keys: inout [EventID], in sample: Sample) throws(Failure) {
-        guard !byGuest, sample.values.count > 0 else { return }
-        let known = Set(keys)
-        guard sample.values.keys.contains(where: { !known.contains($0) }) else { return }
-        keys = known.union(sample.values.keys).sorted()
+    private mutating func discover(in sample: Sample) throws(Failure) {
+        guard !byGuest, sample.values.keys.contains(where: { !known.contains($0) }) else { return }
+        known.formUnion(sample.values.keys)
+        keys = known.sorted()
         guard let banner = format.banner(keys: keys, of: sample) else { return }
         try sink.write(line: banner)
         records = 0
@@ -74,19 +78,19 @@ struct LogMode {
     }
 
     /// logrotate moved the file: a new file, a new banner; the sample comes on schedule.
-    private mutating func rotate(keys: [EventID], of first: Sample) throws(Failure) {
+    private mutating func rotate(of sample: Sample) throws(Failure) {
         do { try sink.reopen() } catch {
             throw .upstream("Error: Could not open file: \(sink.path ?? "") (\(error))")
         }
         records = 0
         bannerShown = true
-        try writeBanner(keys: keys, of: first)
+        try writeBanner(of: sample)
     }
 
     /// One record (and the banner again when it is due); by guest, with the guests there are now.
-    private mutating func record(_ sample: Sample, keys: [EventID], first: Sample) throws(Failure) {
+    private mutating func record(_ sample: Sample) throws(Failure) {
         if records % Self.bannerEvery == 0 && !bannerShown && (!sink.isFile || format.repeatsBannerInFile) {
-            try writeBanner(keys: keys, of: first)
+            try writeBanner(of: sample)
             bannerShown = true
         }
         let rows = byGuest ? sample.sortedKeys : keys
@@ -96,13 +100,8 @@ struct LogMode {
         bannerShown = false
     }
 
-    private func read(_ request: ReadRequest) throws(Failure) -> Sample {
-        let sample = try Failure.fromSource { () throws(SourceError) in try stats.read(request) }
-        for warning in stats.takeWarnings() { Console.warn(warning) }
-        return sample
-    }
-
-    private func writeBanner(keys: [EventID], of sample: Sample) throws(Failure) {
+    /// The banner of the columns, named as `sample` shows them.
+    private func writeBanner(of sample: Sample) throws(Failure) {
         guard let banner = format.banner(keys: keys, of: sample) else { return }
         if sink.isFile && !format.repeatsBannerInFile && !sink.isEmpty { return }
         try sink.write(line: banner)

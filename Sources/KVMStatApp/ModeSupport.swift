@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import KVMCore
+import KVMSources
 
 /// Where batch mode's text goes: standard output in kvmstat, a buffer in a test.
 protocol TextOutput: AnyObject {
@@ -49,10 +50,14 @@ struct Schedule {
         }
         deadline += delay
     }
+}
 
-    /// How a mode ends on a signal it does not handle itself: Ctrl-C cleanly, others as
-    /// upstream ends on them (by the signal).
-    static func end(by signal: Int32) -> Failure {
-        .end(signal == SIGINT ? .success : .signal(signal))
+extension Stats {
+    /// One sample for a mode: a source's failure is kvmstat's one-line error, and the
+    /// sources' warnings are said (on stderr) as they come.
+    func sample(_ request: ReadRequest) throws(Failure) -> Sample {
+        let sample = try Failure.fromSource { () throws(SourceError) in try read(request) }
+        for warning in takeWarnings() { Console.warn(warning) }
+        return sample
     }
 }

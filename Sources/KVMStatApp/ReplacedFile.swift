@@ -60,17 +60,17 @@ final class ReplacedFile {
         }
     }
 
-    /// ENOENT when the directory held is removed or its path now leads elsewhere.
+    /// ENOENT when the directory's path no longer leads to the directory held: it was
+    /// removed (nothing there, or a new directory with another inode) or swapped.
     private func checkDirectory() throws(Errno) {
-        let held = try FileSystem.status(of: directory)
-        guard held.links > 0, let now = try? FileSystem.status(directoryPath),
+        guard let now = try? FileSystem.status(directoryPath),
               now.inode == directoryStatus.inode, now.device == directoryStatus.device
         else { throw .noSuchFile }
     }
 
+    /// Writes the temporary file, created exclusively and never through a link (its name
+    /// cannot be guessed, and a failed write removes it, so nothing stands there before).
     private func writeTemporary(_ text: String) throws(Errno) {
-        // Created anew, never through a link another user planted.
-        FileSystem.unlink(temporary, in: directory)
         let name = Array(temporary.utf8CString)
         let file = try name.withUnsafeBufferPointer { (name) -> Result<FileDescriptor, Errno> in
             do throws(Errno) {

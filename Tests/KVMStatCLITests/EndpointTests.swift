@@ -7,56 +7,51 @@ import Testing
 /// `--listen` against clients that HTTP allows but the endpoint once refused, and against a
 /// local user holding connections open: on a fake debugfs tree, no kernel needed.
 @Suite(.serialized) struct EndpointTests {
-    /// kvmstat serving a fake tree's statistics, and its port.
-    static func serve(_ extra: [String] = []) throws -> (BackgroundKvmstat, Int, FakeTree) {
+    /// Runs `body` with the port of kvmstat serving a fake tree's statistics, and stops it.
+    static func serving(_ body: (Int) throws -> Void) throws {
         let tree = try FakeTree(fields: ["exits", "halt_exits"])
         let port = try HTTPClient.freePort()
-        let server = try BackgroundKvmstat(["-d", "-i", "--listen", "\(port)", "-s", "0.1"] + extra,
-                                           environment: tree.environment)
+        let server = try BackgroundKvmstat(["-d", "-i", "--listen", "\(port)", "-s", "0.1"], environment: tree.environment)
+        defer {
+            server.signal(SIGINT)
+            _ = server.finish()
+        }
         #expect(waitUntil { (try? HTTPClient.get(port: port, path: "/metrics"))?.status == 200 }, "serving")
-        return (server, port, tree)
+        try body(port)
     }
 
     @Test func absoluteFormAndBareLineFeedsAreRequests() throws {
-        let (server, port, tree) = try Self.serve()
-        defer {
-            server.signal(SIGINT)
-            _ = server.finish()
-            _ = tree
+        try Self.serving { port in
+            // RFC 9112 §3.2.2: a server must accept the absolute form.
+            let absolute = try HTTPClient.exchange(port: port, raw: Array(
+                "GET http://127.0.0.1:\(port)/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+            #expect(absolute.status == 200 && absolute.body.contains("kvm_exits_total"), "\(absolute.head)")
+            // A head whose last line break is a bare LF (`\n\r\n`, `\n\n`).
+            for ending in ["\n\r\n", "\n\n"] {
+                let bare = try HTTPClient.exchange(port: port, raw: Array("GET /metrics HTTP/1.0\(ending)".utf8))
+                #expect(bare.status == 200, "\(ending.debugDescription): \(bare.head)")
+            }
+            #expect(MetricsServer.originForm("https://h/x?y=1") == "/x?y=1" && MetricsServer.originForm("http://h") == "/")
+            #expect(MetricsServer.originForm("ftp://h/x") == nil && MetricsServer.originForm("metrics") == nil)
         }
-        // RFC 9112 §3.2.2: a server must accept the absolute form.
-        let absolute = try HTTPClient.exchange(port: port, raw: Array(
-            "GET http://127.0.0.1:\(port)/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
-        #expect(absolute.status == 200 && absolute.body.contains("kvm_exits_total"), "\(absolute.head)")
-        // A head whose last line break is a bare LF (`\n\r\n`, `\n\n`).
-        for ending in ["\n\r\n", "\n\n"] {
-            let bare = try HTTPClient.exchange(port: port, raw: Array("GET /metrics HTTP/1.0\(ending)".utf8))
-            #expect(bare.status == 200, "\(ending.debugDescription): \(bare.head)")
-        }
-        #expect(MetricsServer.originForm("https://h/x?y=1") == "/x?y=1" && MetricsServer.originForm("http://h") == "/")
-        #expect(MetricsServer.originForm("ftp://h/x") == nil && MetricsServer.originForm("metrics") == nil)
     }
 
     @Test func connectionsThatGotTheirAnswerAreEvictedToo() throws {
-        let (server, port, tree) = try Self.serve()
-        defer {
-            server.signal(SIGINT)
-            _ = server.finish()
-            _ = tree
-        }
-        // A local user fills every slot with connections that asked, got their answer, and
-        // stay open (the server drains them a while before closing).
-        var held: [Int32] = []
-        defer { for fd in held { close(fd) } }
-        for _ in 0..<(MetricsServer.maxConnections + 20) {
-            let fd = try HTTPClient.connect(port: port)
-            _ = Array("GET / HTTP/1.0\r\n\r\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            held.append(fd)
-        }
-        // Scrapes still get through, each evicting one of them.
-        for _ in 0..<10 {
-            let scrape = try HTTPClient.get(port: port, path: "/metrics")
-            #expect(scrape.status == 200 && scrape.body.contains("kvm_exits_total"), "\(scrape.head)")
+        try Self.serving { port in
+            // A local user fills every slot with connections that asked, got their answer, and
+            // stay open (the server drains them a while before closing).
+            var held: [Int32] = []
+            defer { for fd in held { close(fd) } }
+            for _ in 0..<(MetricsServer.maxConnections + 20) {
+                let fd = try HTTPClient.connect(port: port)
+                _ = Array("GET / HTTP/1.0\r\n\r\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                held.append(fd)
+            }
+            // Scrapes still get through, each evicting one of them.
+            for _ in 0..<10 {
+                let scrape = try HTTPClient.get(port: port, path: "/metrics")
+                #expect(scrape.status == 200 && scrape.body.contains("kvm_exits_total"), "\(scrape.head)")
+            }
         }
     }
 
@@ -73,39 +68,12 @@ import Testing
         let tree = try FakeTree(fields: ["exits"])
         let port = try HTTPClient.freePort()
         let server = try BackgroundKvmstat(["-d", "--listen", "[::1%lo]:\(port)", "-s", "0.1"], environment: tree.environment)
-        var answer = ""
         #expect(waitUntil {
-            answer = Self.getOverLoopback6(port: port)
-            return answer.hasPrefix("HTTP/1.1 200")
-        }, "\(answer.prefix(200))")
+            (try? HTTPClient.exchange(port: port, raw: Array("GET /metrics HTTP/1.0\r\n\r\n".utf8), ipv6: true))?.status == 200
+        })
         server.signal(SIGINT)
         let result = server.finish()
         #expect(result.status == 0 && result.stderr.hasPrefix("kvmstat: serving metrics at http://[::1%lo]:\(port)/metrics"),
                 "\(result.stderr)")
-    }
-
-    /// `GET /metrics` to [::1]:port, the whole answer ("" when nothing listens yet).
-    static func getOverLoopback6(port: Int) -> String {
-        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var address = sockaddr_in6()
-        address.sin6_family = sa_family_t(AF_INET6)
-        address.sin6_port = in_port_t(UInt16(port)).bigEndian
-        _ = inet_pton(AF_INET6, "::1", &address.sin6_addr)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-        }
-        guard connected == 0 else { return "" }
-        let request = Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            data += buffer[0..<n]
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -95,6 +95,15 @@ struct ModeTests {
         NSTemporaryDirectory() + "kvmstat-mode-\(UUID().uuidString).\(suffix)"
     }
 
+    /// Log mode on `source` into `path` (CSV unless told), paced by `waiter`; how it ended.
+    static func log(_ source: any StatSource, to path: String, format: any Format = CSVFormat(), skipZero: Bool = false,
+                    _ waiter: ScriptedWaiter) throws -> Ending {
+        var mode = LogMode(stats: Stats(sources: [source]), format: format, sink: try LogSink(path: path),
+                           delay: 0.1, skipZero: skipZero)
+        mode.waiter = waiter
+        return try mode.run()
+    }
+
     @Test func batchPrintsOneSampleOfOneSecond() throws {
         let output = BufferOutput()
         var mode = BatchMode(stats: Stats(sources: [SteppingSource()]), format: TextFormat())
@@ -115,10 +124,7 @@ struct ModeTests {
     @Test func textBannerRepeatsEveryTwentyRecords() throws {
         let path = Self.temporaryPath("log")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: TextFormat(), sink: try LogSink(path: path),
-                           delay: 0.1, skipZero: false)
-        mode.waiter = ScriptedWaiter(ticks: 45)
-        #expect(try mode.run() == .success)
+        #expect(try Self.log(SteppingSource(), to: path, format: TextFormat(), ScriptedWaiter(ticks: 45)) == .success)
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
         let banner = "apples pears plums plums(RIPE) "
         #expect(lines.count == 45 + 3)
@@ -132,10 +138,7 @@ struct ModeTests {
         let path = Self.temporaryPath("csv")
         defer { try? FileManager.default.removeItem(atPath: path) }
         for _ in 0..<2 {
-            var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(),
-                               sink: try LogSink(path: path), delay: 0.1, skipZero: false)
-            mode.waiter = ScriptedWaiter(ticks: 25)
-            #expect(try mode.run() == .success)
+            #expect(try Self.log(SteppingSource(), to: path, ScriptedWaiter(ticks: 25)) == .success)
         }
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines.first == "timestamp,apples,pears,plums,plums(RIPE)")
@@ -146,11 +149,9 @@ struct ModeTests {
         let path = Self.temporaryPath("csv")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let source = SteppingSource()
-        var mode = LogMode(stats: Stats(sources: [source]), format: CSVFormat(), sink: try LogSink(path: path),
-                           delay: 0.1, skipZero: true)
-        mode.waiter = ScriptedWaiter([.tick, .run { source.frozen = true }, .tick, .tick,
-                                      .run { source.frozen = false }, .tick, .signal(SIGINT)])
-        #expect(try mode.run() == .success)
+        #expect(try Self.log(source, to: path, skipZero: true, ScriptedWaiter([
+            .tick, .run { source.frozen = true }, .tick, .tick, .run { source.frozen = false }, .tick, .signal(SIGINT),
+        ])) == .success)
         let records = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").dropFirst()
         #expect(records.count == 2 && records.allSatisfy { $0.hasSuffix(",1,2,3,3") }, "\(records)")
     }
@@ -161,11 +162,9 @@ struct ModeTests {
             try? FileManager.default.removeItem(atPath: path)
             try? FileManager.default.removeItem(atPath: path + ".1")
         }
-        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(), sink: try LogSink(path: path),
-                           delay: 0.1, skipZero: false)
-        mode.waiter = ScriptedWaiter([.tick, .tick, .run { _ = rename(path, path + ".1") }, .signal(SIGHUP),
-                                      .tick, .tick, .tick, .signal(SIGTERM)])
-        #expect(try mode.run() == .signal(SIGTERM))
+        #expect(try Self.log(SteppingSource(), to: path, ScriptedWaiter([
+            .tick, .tick, .run { _ = rename(path, path + ".1") }, .signal(SIGHUP), .tick, .tick, .tick, .signal(SIGTERM),
+        ])) == .signal(SIGTERM))
         let old = try String(contentsOfFile: path + ".1", encoding: .utf8).split(separator: "\n")
         let new = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(old.first == new.first && old.first?.hasPrefix("timestamp") == true)
@@ -179,11 +178,10 @@ struct ModeTests {
         let path = Self.temporaryPath("csv")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let source = ArrivingSource()
-        var mode = LogMode(stats: Stats(sources: [source]), format: CSVFormat(), sink: try LogSink(path: path),
-                           delay: 0.1, skipZero: false)
-        mode.waiter = ScriptedWaiter([.tick, .run { source.guests = 1 }, .tick, .tick, .run { source.guests = 2 }, .tick,
-                                      .run { source.guests = 0 }, .tick, .signal(SIGINT)])
-        #expect(try mode.run() == .success)
+        #expect(try Self.log(source, to: path, ScriptedWaiter([
+            .tick, .run { source.guests = 1 }, .tick, .tick, .run { source.guests = 2 }, .tick,
+            .run { source.guests = 0 }, .tick, .signal(SIGINT),
+        ])) == .success)
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(lines.map { $0.split(separator: ",").dropFirst().joined(separator: ",") }
                 == ["", "", "exits", "1", "1", "exits,halt_exits", "1,1", "0,0"], "\(lines)")
@@ -192,11 +190,8 @@ struct ModeTests {
 
     @Test func aFailedWriteIsAFailureValue() throws {
         // /dev/full takes nothing: the record is lost loudly, as one line, status 1.
-        var mode = LogMode(stats: Stats(sources: [SteppingSource()]), format: CSVFormat(),
-                           sink: try LogSink(path: "/dev/full"), delay: 0.1, skipZero: false)
-        mode.waiter = ScriptedWaiter(ticks: 1)
         #expect {
-            _ = try mode.run()
+            _ = try Self.log(SteppingSource(), to: "/dev/full", ScriptedWaiter(ticks: 1))
         } throws: { error in
             guard let failure = error as? Failure, case .message(let text, 1) = failure else { return false }
             return text.hasPrefix("error writing to /dev/full: ")

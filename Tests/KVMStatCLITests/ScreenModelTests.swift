@@ -22,9 +22,9 @@ import Testing
     }
 
     @Test func controlCharactersAreEscaped() {
-        #expect(ScreenModel.escape("vm\u{1b}[2J") == "vm\\x1b[2J")
-        #expect(ScreenModel.escape("a\u{7f}b\u{9b}c") == "a\\x7fb\\x9bc")
-        #expect(ScreenModel.escape("plain ünïcode") == "plain ünïcode")
+        #expect("vm\u{1b}[2J".escapedForDisplay == "vm\\x1b[2J")
+        #expect("a\u{7f}b\u{9b}c".escapedForDisplay == "a\\x7fb\\x9bc")
+        #expect("plain ünïcode".escapedForDisplay == "plain ünïcode")
         #expect(ScreenModel.headline(pid: 5, guestName: "\u{1b}]0;pwned\u{7}")
                 == "kvm statistics - pid 5 (\\x1b]0;pwned\\x07)")
     }
@@ -114,9 +114,9 @@ import Testing
         let headline = ScreenModel.headline(pid: 42, guestName: wide)
         #expect(TerminalText.width(headline) <= 80, "fits the line: \(headline)")
         #expect(headline == "kvm statistics - pid 42 (" + String(repeating: "虚", count: 24) + "...)")
-        #expect(ScreenModel.escape("evil\u{202E}gnp.exe") == "evil\\u202egnp.exe")
-        #expect(ScreenModel.escape("a\u{200B}b\u{2066}") == "a\\u200bb\\u2066")
-        #expect(ScreenModel.escape("tag\u{E0041}") == "tag\\U000e0041")
+        #expect("evil\u{202E}gnp.exe".escapedForDisplay == "evil\\u202egnp.exe")
+        #expect("a\u{200B}b\u{2066}".escapedForDisplay == "a\\u200bb\\u2066")
+        #expect("tag\u{E0041}".escapedForDisplay == "tag\\U000e0041")
         #expect(TerminalText.width("e\u{301}x") == 2)
         #expect(TerminalText.prefix("ab虚c", columns: 3) == "ab")
         #expect(TerminalText.padded("虚", to: 4) == "虚  ")

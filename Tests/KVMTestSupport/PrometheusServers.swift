@@ -12,19 +12,26 @@ public enum HTTPClient {
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
-    /// A connected socket, or a failure.
-    public static func connect(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    /// A connected socket to the loopback, IPv4's (`127.0.0.1`) or IPv6's (`::1`), or a failure.
+    public static func connect(port: Int, ipv6: Bool = false) throws -> Int32 {
+        let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port)).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let result: Int32
+        if ipv6 {
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = in_port_t(UInt16(port)).bigEndian
+            _ = inet_pton(AF_INET6, "::1", &address.sin6_addr)
+            result = connect(fd, &address)
+        } else {
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port)).bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            result = connect(fd, &address)
         }
         guard result == 0 else {
             close(fd)
@@ -33,9 +40,15 @@ public enum HTTPClient {
         return fd
     }
 
+    private static func connect<Address>(_ fd: Int32, _ address: inout Address) -> Int32 {
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<Address>.size)) }
+        }
+    }
+
     /// Sends `raw` bytes and reads the answer until the server closes.
-    public static func exchange(port: Int, raw: [UInt8]) throws -> Response {
-        let fd = try connect(port: port)
+    public static func exchange(port: Int, raw: [UInt8], ipv6: Bool = false) throws -> Response {
+        let fd = try connect(port: port, ipv6: ipv6)
         defer { close(fd) }
         var offset = 0
         while offset < raw.count {

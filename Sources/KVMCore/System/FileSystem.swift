@@ -55,10 +55,14 @@ public enum FileSystem {
     public struct Status: Sendable, Equatable {
         public let inode: UInt64
         public let mode: UInt32
-        /// Hard links (0: a removed file or directory still held open).
-        public var links: UInt64 = 1
         /// The device the inode is on (an inode number is unique on its device only).
-        public var device: UInt64 = 0
+        public let device: UInt64
+
+        init(_ st: stat) {
+            inode = UInt64(st.st_ino)
+            mode = UInt32(st.st_mode)
+            device = UInt64(st.st_dev)
+        }
 
         public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
         public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
@@ -71,23 +75,21 @@ public enum FileSystem {
     public static func status(_ path: String) throws(Errno) -> Status {
         var st = stat()
         guard stat(path, &st) == 0 else { throw Errno.current }
-        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode), links: UInt64(st.st_nlink),
-                      device: UInt64(st.st_dev))
+        return Status(st)
     }
 
     /// fstatat(2) of `name` relative to `directory`, not following a last link.
     public static func status(_ name: String, relativeTo directory: FileDescriptor) throws(Errno) -> Status {
         var st = stat()
         guard fstatat(directory.rawValue, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw Errno.current }
-        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode))
+        return Status(st)
     }
 
     /// fstat(2) of an open descriptor.
     public static func status(of fd: FileDescriptor) throws(Errno) -> Status {
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else { throw Errno.current }
-        return Status(inode: UInt64(st.st_ino), mode: UInt32(st.st_mode), links: UInt64(st.st_nlink),
-                      device: UInt64(st.st_dev))
+        return Status(st)
     }
 
     /// renameat(2) within one directory held open: no path is walked again.

@@ -23,14 +23,10 @@ struct HistogramBook {
             scale = .linear(bucketSize: size)
         default: return nil
         }
-        func integer(_ key: String) -> Int? {
-            if case .int(let value)? = stat[key] { return value }
-            return stat[key]?.uint64Value.flatMap { Int(exactly: $0) }
-        }
         // KVM's units are powers of 2 or 10 within ±30 (nanoseconds: 10^-9): anything else is
         // not a histogram kvmstat can scale, from a monitor that is not QEMU's.
-        let base = integer("base") ?? 10
-        let exponent = integer("exponent") ?? 0
+        let base = stat["base"]?.intValue ?? 10
+        let exponent = stat["exponent"]?.intValue ?? 0
         guard base == 2 || base == 10, (-30...30).contains(exponent) else { return nil }
         let unit = stat["unit"]?.stringValue
         guard unit.map(QMPSource.acceptable) ?? true else { return nil }
@@ -39,10 +35,10 @@ struct HistogramBook {
 
     mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) { shapes[pid] = guestShapes }
 
-    /// A guest's buckets of one statistic (of a vCPU, or of the VM).
     /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
     static let maxBuckets = 256
 
+    /// A guest's buckets of one statistic (of a vCPU, or of the VM).
     mutating func record(_ name: String, vcpu: Int?, buckets: [JSONValue], of pid: Int) {
         guard shapes[pid]?[name] != nil, buckets.count <= Self.maxBuckets else { return }
         let counts = buckets.compactMap(\.uint64Value)

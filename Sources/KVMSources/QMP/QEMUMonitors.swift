@@ -12,6 +12,9 @@ struct QEMUMonitor: Equatable, Sendable {
     let pid: Int
     let name: String
     let socketPath: String
+
+    /// How warnings name it: `web1 (pid 4242)`, `? (pid 4242)` without a name.
+    var label: String { "\(name.isEmpty ? "?" : name) (pid \(pid))" }
 }
 
 enum QEMUMonitors {

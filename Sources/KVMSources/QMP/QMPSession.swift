@@ -11,17 +11,17 @@ final class QMPSession {
         let description: String
     }
 
-    /// Connects to the monitor at `path`; with `server`, only when that process is the one
-    /// serving the socket (SO_PEERCRED): a command line can name any socket, another user's
-    /// process one of root's real monitors.
-    init(path: String, deadline: Double, server: Int? = nil) throws(Failure) {
+    /// Connects to the monitor at `path`, only when process `server` (whose command line
+    /// named it) is the one serving the socket (SO_PEERCRED): a command line can name any
+    /// socket, another user's process one of root's real monitors.
+    init(path: String, deadline: Double, server: Int) throws(Failure) {
         self.deadline = deadline
         do throws(Errno) {
             socket = try UnixSocket(path: path, deadline: deadline)
         } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "cannot connect: \(error)")
         }
-        if let server, let peer = socket.peerProcess(), Int(peer) != server {
+        if let peer = socket.peerProcess(), Int(peer) != server {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         let greeting = try nextMessage()

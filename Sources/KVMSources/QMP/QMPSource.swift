@@ -133,10 +133,6 @@ public final class QMPSource: StatSource {
     /// What QEMU's schema entry says a statistic is: its kind and unit (`unit`, `base`,
     /// `exponent`: `halt_wait_ns` is seconds × 10^-9; `boolean` a flag).
     static func family(_ name: String, _ stat: JSONValue, kind: StatKind) -> MetricFamily {
-        func integer(_ key: String) -> Int? {
-            if case .int(let value)? = stat[key] { return value }
-            return nil
-        }
         let unitName = stat["unit"]?.stringValue ?? ""
         let metricKind: MetricKind
         switch kind {
@@ -146,7 +142,7 @@ public final class QMPSource: StatSource {
         }
         let unit = unitName == "boolean" ? MetricUnit.none
             : unitName.isEmpty ? (kind == .counter ? .events : .none)
-            : MetricUnit(unitName, base: integer("base") ?? 10, exponent: integer("exponent") ?? 0)
+            : MetricUnit(unitName, base: stat["base"]?.intValue ?? 10, exponent: stat["exponent"]?.intValue ?? 0)
         return MetricFamily(name, kind: metricKind, unit: unit, help: "KVM statistic \(name)", origin: .kvmStatistic)
     }
 
@@ -196,7 +192,7 @@ public final class QMPSource: StatSource {
             // vCPUs come and go (hotplug): their indexes are asked each time.
             var vcpus: [String: Int] = [:]
             for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
-                if let path = cpu["qom-path"]?.stringValue, case .int(let index)? = cpu["cpu-index"] {
+                if let path = cpu["qom-path"]?.stringValue, let index = cpu["cpu-index"]?.intValue {
                     vcpus[path] = index
                 }
             }
@@ -247,16 +243,14 @@ public final class QMPSource: StatSource {
         // Ask the guests in view (only those: a monitor is not disturbed for nothing) on 4
         // threads (more contend for the CPUs and make samples late), each within the timeout.
         let sampleNumber = self.sampleNumber
-        var asked = monitors.filter { monitor in
-            guard pid == 0 || monitor.pid == pid else { return false }
-            guard let since = guests[monitor.pid]!.silentSince else { return true }
-            // Silent monitors are retried every `retryEvery` samples, spread over them by pid
-            // (many that fell silent together do not all come back on one sample).
+        let inView = monitors.filter { pid == 0 || $0.pid == pid }
+        // Monitors that answered last time first; silent ones, retried every `retryEvery`
+        // samples spread over them by pid (many that fell silent together do not all come
+        // back on one sample), get what time is left.
+        let ordered = inView.filter { guests[$0.pid]!.silentSince == nil } + inView.filter { monitor in
+            guard let since = guests[monitor.pid]!.silentSince else { return false }
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }
-        // Monitors that answered last time first: silent ones get what time is left.
-        asked.sort { (guests[$0.pid]!.silentSince == nil ? 0 : 1) < (guests[$1.pid]!.silentSince == nil ? 0 : 1) }
-        let ordered = asked
         let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
         let slots = ordered.map { _ in AnswerSlot() }
         let workers = min(ordered.count, 4)
@@ -269,8 +263,7 @@ public final class QMPSource: StatSource {
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    slots[i].answer = Self.ask(ordered[i], needsSchema: needsSchema[i],
-                                               deadline: min(now + Self.monitorTimeout, sampleDeadline + Self.monitorTimeout))
+                    slots[i].answer = Self.ask(ordered[i], needsSchema: needsSchema[i], deadline: now + Self.monitorTimeout)
                     slots[i].asked = true
                     i += workers
                 }
@@ -296,7 +289,7 @@ public final class QMPSource: StatSource {
             // at the next sample, keeping its counts, without a warning.
             guard Guests(proc: proc).isRunning(monitor.pid) else { return false }
             if guest.silentSince == nil {
-                warnings.append("qmp: guest \(monitor.name.isEmpty ? "?" : monitor.name) (pid \(monitor.pid)) "
+                warnings.append("qmp: guest \(monitor.label) "
                     + "at \(monitor.socketPath): \(failure); skipped until it answers, its counts kept")
                 guest.silentSince = sampleNumber
             }
@@ -305,7 +298,7 @@ public final class QMPSource: StatSource {
         guest.silentSince = nil
         if answer.dropped && guest.trimmed == false {
             guest.trimmed = true
-            warnings.append("qmp: guest \(monitor.name.isEmpty ? "?" : monitor.name) (pid \(monitor.pid)) reports "
+            warnings.append("qmp: guest \(monitor.label) reports "
                 + "statistics beyond kvmstat's bounds (names over \(Self.maxNameLength) bytes or not [A-Za-z0-9_-], "
                 + "more than \(Self.maxValues) values): those are left out")
         }

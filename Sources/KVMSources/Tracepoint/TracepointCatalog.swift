@@ -27,7 +27,7 @@ final class TracepointCatalog {
             Dictionary(spec.reasons.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
         }
         fields = try Self.fieldNames(configuration)
-        let architecture = configuration.architecture
+        let architecture = architecture
         keys = fields.map { EventID($0, parent: architecture.tracepointParent(of: $0)) }
         families = Dictionary(keys.filter { $0.parent == nil }.map {
             ($0.name, MetricFamily($0.name, kind: .counter, help: "KVM tracepoint \($0.name)", origin: .tracepoint))
@@ -50,7 +50,7 @@ final class TracepointCatalog {
     func plan(for field: Int) -> EventPlan? {
         if let known = plans[field] { return known }
         let name = fields[field]
-        let tracepoint = architecture.tracepointParent(of: name) ?? name
+        let tracepoint = keys[field].parent ?? name
         guard let id = tracepointID(tracepoint) else { return nil }
         var filter: String?
         if tracepoint != name, let (reasonField, _) = childFilters[tracepoint] {

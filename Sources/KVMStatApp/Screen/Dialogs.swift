@@ -48,7 +48,7 @@ extension InteractiveScreen {
         while true {
             terminal.erase()
             terminal.put(0, 0, "Show statistics for events matching a regex.", Terminal.bold)
-            terminal.put(2, 0, "Current regex: \(ScreenModel.escape(stats.fieldsFilter?.pattern ?? ""))")
+            terminal.put(2, 0, "Current regex: \((stats.fieldsFilter?.pattern ?? "").escapedForDisplay)")
             terminal.put(5, 0, message)
             terminal.put(3, 0, "New regex: ")
             terminal.refresh()
@@ -58,7 +58,7 @@ extension InteractiveScreen {
                 return
             }
             guard let filter = try? FieldFilter(regex) else {
-                message = "\"\(ScreenModel.escape(regex))\": Not a valid regular expression"
+                message = "\"\(regex.escapedForDisplay)\": Not a valid regular expression"
                 continue
             }
             try apply { () throws(SourceError) in try self.stats.setFieldsFilter(filter) }
@@ -81,7 +81,7 @@ extension InteractiveScreen {
                 return
             }
             guard let value = parsePythonFloat(text) else {
-                message = "\"\(ScreenModel.escape(text))\": Invalid value"
+                message = "\"\(text.escapedForDisplay)\": Invalid value"
                 continue
             }
             if let problem = delayProblem(value) {
@@ -117,11 +117,11 @@ extension InteractiveScreen {
             }
             let pids = guests.pids(named: guest)
             if pids.isEmpty {
-                message = "\"\(ScreenModel.escape(guest))\": Not an active guest"
+                message = "\"\(guest.escapedForDisplay)\": Not an active guest"
                 continue
             }
             if pids.count > 1 {
-                message = "\"\(ScreenModel.escape(guest))\": Multiple matches found, use pid filter instead"
+                message = "\"\(guest.escapedForDisplay)\": Multiple matches found, use pid filter instead"
                 continue
             }
             pid = pids[0]
@@ -137,7 +137,7 @@ extension InteractiveScreen {
         for guest in guests.all() {
             if row >= terminal.height { break }
             terminal.put(row, 2, String(guest.pid).rightAligned(to: 8) + "  "
-                + TerminalText.padded(ScreenModel.escape(guest.name), to: 60))
+                + TerminalText.padded(guest.name.escapedForDisplay, to: 60))
             row += 1
         }
     }

@@ -68,9 +68,8 @@ final class InteractiveScreen {
             case .key(let key):
                 guard let next = try handle(key) else { return .success }
                 wait = next ?? wait
-            case .signal(SIGINT): return .success
-            // SIGTERM, SIGHUP, SIGQUIT end the screen as they end kvm_stat's: by the signal.
-            case .signal(let signal): return .signal(signal)
+            // Ctrl-C ends cleanly; SIGTERM, SIGHUP, SIGQUIT as they end kvm_stat's: by the signal.
+            case .signal(let signal): return .on(signal)
             case .hangup: throw .message("the terminal has gone away")
             }
         }

@@ -16,7 +16,7 @@ enum ScreenModel {
     /// Line 0: `kvm statistics - summary` or `kvm statistics - pid N (name)`.
     static func headline(pid: Int, guestName: String) -> String {
         guard pid > 0 else { return "kvm statistics - summary" }
-        var name = escape(guestName)
+        var name = guestName.escapedForDisplay
         if TerminalText.width(name) > maxGuestNameLength {
             name = TerminalText.prefix(name, columns: maxGuestNameLength) + "..."
         }
@@ -25,7 +25,7 @@ enum ScreenModel {
 
     /// Line 1 (from column 17) when a filter is set.
     static func regexLine(_ regex: String) -> String {
-        var shown = escape(regex)
+        var shown = regex.escapedForDisplay
         if TerminalText.width(shown) > maxRegexLength {
             shown = TerminalText.prefix(shown, columns: maxRegexLength) + "..."
         }
@@ -94,7 +94,7 @@ enum ScreenModel {
                 base = parentTotal
             }
             let percent = base == 0 ? 0 : Double(stat.value) * 100 / Double(base)
-            body.rows.append(TerminalText.padded(escape(label), to: 40) + " "
+            body.rows.append(TerminalText.padded(label.escapedForDisplay, to: 40) + " "
                 + String(stat.value).rightAligned(to: 10) + cFormat("%7.1f", percent) + " " + String(current).rightAligned(to: 8))
             row += 1
         }
@@ -143,11 +143,6 @@ enum ScreenModel {
         }
         return result
     }
-
-    /// Control and format characters escaped as Python's repr writes them (`String.escapedForDisplay`):
-    /// a process name cannot send escape sequences to the operator's terminal, nor turn the
-    /// line around.
-    static func escape(_ text: String) -> String { text.escapedForDisplay }
 
     /// Python's round(): halves to even; beyond Int64's range (only a fake tree gets there)
     /// the limit, never a trap.
