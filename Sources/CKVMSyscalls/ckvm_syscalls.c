@@ -2,6 +2,7 @@
 #include "ckvm_syscalls.h"
 
 #include <malloc.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
@@ -45,4 +46,14 @@ void ckvm_limit_malloc_arenas(int arenas) {
 
 void ckvm_trim_memory(void) {
     malloc_trim(0);
+}
+
+int ckvm_signal_is_ignored(int sig) {
+    struct sigaction old;
+    if (sigaction(sig, 0, &old) != 0) return 0;
+    return !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN;
+}
+
+long ckvm_bpf(long syscall_number, int cmd, void *attr, unsigned int size) {
+    return syscall(syscall_number, cmd, attr, size);
 }

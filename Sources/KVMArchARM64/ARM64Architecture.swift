@@ -10,6 +10,7 @@ public struct ARM64Architecture: Architecture, ArchitectureFamily {
     public var architectures: [any Architecture] { [self] }
 
     public var perfEventOpenSyscall: Int { 241 }
+    public var bpfSyscall: Int { 280 }
     public var perfIoctls: PerfIoctls { .generic }
     public var exitReasonField: String? { "esr_ec" }
     public var exitReasons: [ExitReason] { ESRExceptionClasses.table }

@@ -14,6 +14,7 @@ public struct LoongArchArchitecture: Architecture, ArchitectureFamily {
 
     /// The generic syscall table's.
     public var perfEventOpenSyscall: Int { 241 }
+    public var bpfSyscall: Int { 280 }
     public var perfIoctls: PerfIoctls { .generic }
     public var exitReasonField: String? { "reason" }
     public var exitReasons: [ExitReason] { LoongArchExceptionCodes.table }

@@ -15,7 +15,8 @@ public struct PPCArchitecture: Architecture, ArchitectureFamily {
     public var perfIoctls: PerfIoctls {
         PerfIoctls(
             setFilter: 0x8000_2406 | UInt(MemoryLayout<UnsafeRawPointer>.size) << 16,
-            enable: 0x2000_2400, disable: 0x2000_2401, reset: 0x2000_2403)
+            enable: 0x2000_2400, disable: 0x2000_2401, reset: 0x2000_2403, setBPF: 0x8004_2408)
     }
+    public var bpfSyscall: Int { 361 }
     public var exitReasonField: String? { "exit_nr" }
 }

@@ -13,6 +13,7 @@ public struct RISCVArchitecture: Architecture, ArchitectureFamily {
 
     /// The generic syscall table's.
     public var perfEventOpenSyscall: Int { 241 }
+    public var bpfSyscall: Int { 280 }
     public var perfIoctls: PerfIoctls { .generic }
     public var exitReasonField: String? { "scause" }
     public var exitReasons: [ExitReason] { RISCVTrapCauses.table }

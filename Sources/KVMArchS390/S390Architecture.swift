@@ -11,6 +11,7 @@ public struct S390Architecture: Architecture, ArchitectureFamily {
     public var architectures: [any Architecture] { [self] }
 
     public var perfEventOpenSyscall: Int { 331 }
+    public var bpfSyscall: Int { 351 }
     public var perfIoctls: PerfIoctls { .generic }
 
     public func debugfsParent(of field: String) -> String? {

@@ -8,6 +8,7 @@ public struct X86Architecture: Architecture {
 
     public var family: String { "x86" }
     public var perfEventOpenSyscall: Int { 298 }
+    public var bpfSyscall: Int { 321 }
     public var perfIoctls: PerfIoctls { .generic }
     public var exitReasonField: String? { variant == nil ? nil : "exit_reason" }
 

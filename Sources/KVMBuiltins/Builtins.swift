@@ -26,6 +26,7 @@ public enum Builtins {
             DebugfsSource.description,
             QMPSource.description,
             LibvirtSource.description,
+            BPFSource.description,
         ]),
         formats: FormatRegistry([
             (TextFormat(), "kvm_stat's plain text (default)"),

@@ -54,12 +54,15 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// that have quit counted. Their ids name no process.
     public static let otherGuests = -1
     public static let departedGuests = -2
+    /// What no guest's thread counted (interrupts and the idle task; the bpf source).
+    public static let hostOnly = -3
 
     /// The row label of a special guest id, nil for a process.
     public static func specialGuestLabel(_ id: Int) -> String? {
         switch id {
         case otherGuests: return "(host, guests sharing a cgroup)"
         case departedGuests: return "(guests that have quit)"
+        case hostOnly: return "(host)"
         default: return nil
         }
     }

@@ -9,7 +9,12 @@ extension JSONValue {
     }
 
     public static func parse(_ text: String) throws(ParseError) -> JSONValue {
-        var parser = Parser(Array(text.utf8))
+        try parse(bytes: Array(text.utf8))
+    }
+
+    /// Parses UTF-8 bytes as they came (a monitor's answer line: no copy into a String).
+    public static func parse(bytes: [UInt8]) throws(ParseError) -> JSONValue {
+        var parser = Parser(bytes)
         parser.skipBlanks()
         let value = try parser.value(depth: 0)
         parser.skipBlanks()

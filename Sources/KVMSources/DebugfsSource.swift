@@ -39,8 +39,8 @@ public final class DebugfsSource: StatSource {
         return "Please make sure that CONFIG_KVM is enabled in your kernel and that the modules are loaded."
     }
 
-    /// The statistics: the kvm directory's own files (host-wide sums) but for histograms and
-    /// upstream's exempt list, whether or not a VM exists.
+    /// The statistics: the kvm directory's own files (host-wide sums) but for upstream's
+    /// exempt list, whether or not a VM exists.
     static func fieldNames(_ paths: SystemPaths) throws(SourceError) -> [String] {
         let directory = paths.debugfsKVM
         do {
@@ -50,12 +50,13 @@ public final class DebugfsSource: StatSource {
         }
     }
 
-    /// Files in the kvm directory that are not counters: upstream's list, and the
-    /// histograms (`*_hist`, many numbers per file), which upstream would fail to parse.
+    /// Files in the kvm directory upstream leaves out. The histograms (`halt_wait_hist`, ...)
+    /// are not among them: KVM's debugfs file of a histogram reads as one number, its first
+    /// bucket (the whole histogram is the qmp source's), and upstream lists and counts it so.
     static let exempt: Set<String> = ["halt_poll_fail_ns", "halt_poll_success_ns", "halt_wait_ns"]
 
     static func isCounter(_ name: String) -> Bool {
-        !exempt.contains(name) && !name.hasSuffix("_hist")
+        !exempt.contains(name)
     }
 
     /// Whether a statistic is a level rather than a count, by the kernel's own marks: KVM

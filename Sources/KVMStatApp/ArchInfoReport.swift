@@ -14,6 +14,7 @@ struct ArchInfoReport {
             ("variant", arch.variant.map(JSONValue.string) ?? .null),
             ("detected_by", .string(detection.detectedBy)),
             ("perf_event_open_syscall", .int(arch.perfEventOpenSyscall)),
+            ("bpf_syscall", .int(arch.bpfSyscall)),
             ("ioctls", .object(arch.perfIoctls.named.map { ($0.name, .int(Int($0.value))) })),
             ("exit_reason_field", arch.exitReasonField.map(JSONValue.string) ?? .null),
             ("exit_reasons", .object(arch.exitReasons.map { ($0.name, .int($0.value)) })),
@@ -32,6 +33,7 @@ struct ArchInfoReport {
         row("Architecture:", arch.name)
         row("Detected by:", detection.detectedBy)
         row("perf_event_open syscall:", String(arch.perfEventOpenSyscall))
+        row("bpf syscall:", String(arch.bpfSyscall))
         lines.append("perf ioctls:")
         for (name, value) in arch.perfIoctls.named {
             lines.append("  " + name.padded(to: 24) + hex(value, width: 8))

@@ -39,7 +39,8 @@ enum Failure: Error, Equatable {
     /// What goes to standard error (nothing for an ordinary end), for program `name`.
     func message(program name: String) -> String? {
         switch self {
-        case .usage(let text): return Options.usage(program: name) + "\n\(name): error: " + text + "\n"
+        case .usage(let text):
+            return Options.usage(program: name, width: HelpText.terminalColumns() - 2) + "\n\(name): error: " + text + "\n"
         case .message(let text, _): return "kvmstat: " + text + "\n"
         case .upstream(let text): return text + "\n"
         case .end: return nil

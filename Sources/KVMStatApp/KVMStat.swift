@@ -24,10 +24,15 @@ public struct Plugins: Sendable {
 
 /// kvmstat's program: options, checks, and the mode they ask for.
 public enum KVMStat {
-    /// The name in usage and error lines.
-    static let program = "kvmstat"
+    /// The name in usage, error and help lines: as argparse, the last part of argv[0], so a
+    /// `kvm_stat` link says `usage: kvm_stat` and `kvm_stat: error:` as upstream did.
+    static func program(invokedAs argv0: String?) -> String {
+        let name = argv0?.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? ""
+        return name.isEmpty ? "kvmstat" : name.escapedForDisplay
+    }
 
     public static func main(plugins: Plugins, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+        let program = program(invokedAs: CommandLine.arguments.first)
         // First of all: standard descriptors that are safe to write, and signals that end us
         // promptly whatever we are doing (see Signals).
         Console.secureStandardDescriptors()
@@ -37,7 +42,7 @@ public enum KVMStat {
         HeapMemory.limitArenas(2)
         let ending: Ending
         do throws(Failure) {
-            ending = try run(plugins: plugins, arguments: arguments)
+            ending = try run(plugins: plugins, arguments: arguments, program: program)
         } catch {
             ending = Console.report(error, program: program)
         }
@@ -46,11 +51,12 @@ public enum KVMStat {
 
     /// Everything between the command line and the end: the one place a failure becomes a
     /// message and a status is `main`, which calls this.
-    static func run(plugins: Plugins, arguments: [String]) throws(Failure) -> Ending {
+    static func run(plugins: Plugins, arguments: [String], program: String) throws(Failure) -> Ending {
         let options: Options
         do { options = try Options.parse(arguments) } catch { throw .usage(error.message) }
         if options.help {
-            try Console.out(HelpText.render(plugins: plugins))
+            try Console.out(HelpText.render(plugins: plugins, program: program, paths: Choices.paths(),
+                                            columns: HelpText.terminalColumns()))
             return .success
         }
         if let shell = options.completions {

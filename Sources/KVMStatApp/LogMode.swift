@@ -44,8 +44,12 @@ struct LogMode {
         var latest = try stats.sample(request)
         keys = latest.sortedKeys
         known = Set(keys)
-        // logrotate's SIGHUP is taken between samples, however long one takes.
-        if sink.isFile { Signals.takeLater(SIGHUP) }
+        // logrotate's SIGHUP is taken between samples, however long one takes — under nohup
+        // too: it reopens the file, it does not end kvmstat (as upstream's -L handler).
+        if sink.isFile {
+            Signals.takeLater(SIGHUP)
+            Signals.heed(SIGHUP)
+        }
         try writeBanner(of: latest)
         var schedule = Schedule(delay: delay, waiter: waiter)
         do throws(Failure) {

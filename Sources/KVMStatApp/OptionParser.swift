@@ -52,7 +52,10 @@ struct OptionParser: Sendable {
             if onlyPositionals || !looksLikeOption(arg) {
                 cursor.unrecognized.append(arg)
             } else if arg == "--" {
+                // argparse with no positionals: `--` and all after it are unrecognized
+                // (`-1 --` is an error, `-- -1` reports `-- -1`).
                 onlyPositionals = true
+                cursor.unrecognized.append(arg)
             } else if arg.hasPrefix("--") {
                 // argparse prints help as soon as it reaches -h/--help.
                 if try cursor.long(arg) { return cursor.result }

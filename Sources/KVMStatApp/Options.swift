@@ -38,9 +38,9 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "once", short: "1", longs: ["once", "batch"], metavar: nil,
                    help: "run in batch mode for one second"),
         OptionSpec(key: "csv", short: "c", longs: ["csv"], metavar: nil,
-                   help: "log in csv format - requires option -l/-L (same as --format csv)"),
+                   help: "log in csv format - requires option -l/-L"),
         OptionSpec(key: "debugfs", short: "d", longs: ["debugfs"], metavar: nil,
-                   help: "retrieve statistics from debugfs (same as --source debugfs)"),
+                   help: "retrieve statistics from debugfs"),
         OptionSpec(key: "fields", short: "f", longs: ["fields"], metavar: "FIELDS",
                    help: "fields to display (regex)\n\"-f help\" for a list of available events"),
         OptionSpec(key: "guest", short: "g", longs: ["guest"], metavar: "GUEST",
@@ -56,14 +56,14 @@ struct Options: Sendable, Equatable {
         OptionSpec(key: "delay", short: "s", longs: ["set-delay"], metavar: "DELAY",
                    help: "set delay between refreshs (value range: 0.1-25.5 secs)"),
         OptionSpec(key: "tracepoints", short: "t", longs: ["tracepoints"], metavar: nil,
-                   help: "retrieve statistics from tracepoints (same as --source tracepoint)"),
+                   help: "retrieve statistics from tracepoints"),
         OptionSpec(key: "skipZero", short: "z", longs: ["skip-zero-records"], metavar: nil,
                    help: "omit records with all zeros in logging mode"),
         OptionSpec(key: "format", short: nil, longs: ["format"], metavar: "NAME",
-                   help: "output format: {formats} (\"--format help\" lists them)",
+                   help: "output format: {formats}\n(-c is csv; \"--format help\" lists them)",
                    upstream: false),
         OptionSpec(key: "source", short: nil, longs: ["source"], metavar: "NAME[,NAME...]",
-                   help: "data sources: {sources} (\"--source help\" lists them)",
+                   help: "data sources: {sources}\n(-t is tracepoint, -d debugfs; \"--source help\" lists them)",
                    upstream: false),
         OptionSpec(key: "archInfo", short: nil, longs: ["arch-info"], metavar: nil,
                    help: "describe the architecture's perf and exit-reason data and exit",
@@ -89,14 +89,13 @@ struct Options: Sendable, Equatable {
     ]
 
     /// The usage block, made from `specs` as argparse makes it: `[-h] [-1] ... [--connect
-    /// URI]` after `usage: PROG `, wrapped at 78 columns (argparse's 80 less 2) under the first
-    /// option when it does not fit on one line.
-    static func usage(program: String = "kvmstat") -> String {
+    /// URI]` after `usage: PROG `, wrapped at `width` columns (argparse's: the terminal's less
+    /// 2) under the first option when it does not fit on one line.
+    static func usage(program: String = "kvmstat", width: Int = 78) -> String {
         let prefix = "usage: "
         let parts = specs.map { spec in
             "[" + spec.optionStrings[0] + (spec.metavar.map { " " + $0 } ?? "") + "]"
         }
-        let width = 78
         let oneLine = prefix + program + " " + parts.joined(separator: " ")
         guard oneLine.count > width else { return oneLine }
         // argparse: a short program is followed by its options, wrapped under the first;
@@ -175,7 +174,7 @@ struct Options: Sendable, Equatable {
 
 /// Python's int(): optional sign, digits with single underscores between them, blanks around.
 func parsePythonInt(_ text: String) -> Int? {
-    let trimmed = text.trimmingBlanks()
+    let trimmed = text.withASCIIDigits().trimmingBlanks()
     var body = Substring(trimmed)
     var sign = 1
     if let first = body.first, first == "+" || first == "-" {
@@ -192,7 +191,7 @@ func parsePythonInt(_ text: String) -> Int? {
 
 /// Python's float(): decimal or exponent notation, inf/nan, blanks around.
 func parsePythonFloat(_ text: String) -> Double? {
-    let trimmed = text.trimmingBlanks()
+    let trimmed = text.withASCIIDigits().trimmingBlanks()
     guard !trimmed.isEmpty, !trimmed.lowercased().hasPrefix("0x"),
           !trimmed.lowercased().hasPrefix("+0x"), !trimmed.lowercased().hasPrefix("-0x")
     else { return nil }
@@ -200,6 +199,15 @@ func parsePythonFloat(_ text: String) -> Double? {
 }
 
 extension String {
+    /// Python's int() and float() read any script's decimal digits (`１`, `٣`) as ASCII ones.
+    fileprivate func withASCIIDigits() -> String {
+        String(String.UnicodeScalarView(unicodeScalars.map { scalar in
+            guard !scalar.isASCII, scalar.properties.numericType == .decimal,
+                  let value = scalar.properties.numericValue, (0...9).contains(value) else { return scalar }
+            return Unicode.Scalar(UInt8(48 + Int(value)))
+        }))
+    }
+
     fileprivate func replacingUnderscoresBetweenDigits() -> String {
         let chars = Array(self)
         var out = ""

@@ -27,25 +27,27 @@ func builtinRegistry() -> ArchitectureRegistry { Builtins.plugins.architectures 
         let vmx = try #require(registry.architecture(named: "x86/vmx"))
         #expect(vmx.perfEventOpenSyscall == 298)
         #expect(vmx.exitReasonField == "exit_reason")
+        #expect(vmx.bpfSyscall == 321)
         #expect(vmx.perfIoctls == PerfIoctls(setFilter: 0x4008_2406, enable: 0x2400,
-                                             disable: 0x2401, reset: 0x2403))
+                                             disable: 0x2401, reset: 0x2403, setBPF: 0x4004_2408))
         let svm = try #require(registry.architecture(named: "x86/svm"))
         #expect(svm.exitReasons.first { $0.name == "HLT" }?.value == 0x78)
         let plain = try #require(registry.architecture(named: "x86"))
         #expect(plain.exitReasons.isEmpty && !plain.hasExitReasonChildren)
 
         let arm = try #require(registry.architecture(named: "arm64"))
-        #expect(arm.perfEventOpenSyscall == 241 && arm.exitReasonField == "esr_ec")
+        #expect(arm.perfEventOpenSyscall == 241 && arm.exitReasonField == "esr_ec" && arm.bpfSyscall == 280)
         #expect(arm.perfIoctls == .generic)
 
         let ppc = try #require(registry.architecture(named: "ppc"))
         #expect(ppc.perfEventOpenSyscall == 319 && ppc.exitReasonField == "exit_nr")
         #expect(ppc.exitReasons.isEmpty && !ppc.hasExitReasonChildren)
+        #expect(ppc.bpfSyscall == 361)
         #expect(ppc.perfIoctls == PerfIoctls(setFilter: 0x8008_2406, enable: 0x2000_2400,
-                                             disable: 0x2000_2401, reset: 0x2000_2403))
+                                             disable: 0x2000_2401, reset: 0x2000_2403, setBPF: 0x8004_2408))
 
         let s390 = try #require(registry.architecture(named: "s390"))
-        #expect(s390.perfEventOpenSyscall == 331 && s390.exitReasonField == nil)
+        #expect(s390.perfEventOpenSyscall == 331 && s390.exitReasonField == nil && s390.bpfSyscall == 351)
         #expect(s390.perfIoctls == .generic)
     }
 

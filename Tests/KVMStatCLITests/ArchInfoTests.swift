@@ -16,11 +16,11 @@ import Testing
         for arch in Builtins.plugins.architectures.names {
             let object = try json("--arch", arch)
             #expect(Set(object.keys) == [
-                "arch", "variant", "detected_by", "perf_event_open_syscall", "ioctls",
+                "arch", "variant", "detected_by", "perf_event_open_syscall", "bpf_syscall", "ioctls",
                 "exit_reason_field", "exit_reasons", "userspace_exit_reasons", "child_rules",
             ], "\(arch)")
             let ioctls = try #require(object["ioctls"] as? [String: Int])
-            #expect(Set(ioctls.keys) == ["SET_FILTER", "ENABLE", "DISABLE", "RESET"])
+            #expect(Set(ioctls.keys) == ["SET_FILTER", "ENABLE", "DISABLE", "RESET", "SET_BPF"])
             let userspace = try #require(object["userspace_exit_reasons"] as? [String: Int])
             #expect(userspace["HLT"] == 5 && userspace["IO"] == 2)
             #expect(object["detected_by"] as? String == "--arch \(arch)")

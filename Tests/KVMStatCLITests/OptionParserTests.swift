@@ -32,6 +32,11 @@ import Testing
         #expect(try parse("--fields=").fields == "")
         #expect(try parse("-p", "42").pid == 42)
         #expect(try parse("-p", " 4_2 ").pid == 42)
+        // Python reads any script's decimal digits, full-width and Arabic-Indic ones too.
+        #expect(try parse("-p", "４２").pid == 42)
+        #expect(try parse("-s", "１").delay == 1)
+        #expect(try parse("-s", "٠.٥").delay == 0.5)
+        #expect(error("-s", "½") != nil)
         #expect(try parse("-L", "/tmp/x.log").logFile == "/tmp/x.log")
         #expect(try parse("--source", "debugfs,tracepoint").sources == ["debugfs", "tracepoint"])
     }
@@ -47,9 +52,14 @@ import Testing
         #expect(r.debugfs && r.pid == 7)
     }
 
-    @Test func doubleDashEndsOptions() throws {
-        #expect(error("--", "-d") == "unrecognized arguments: -d")
-        #expect(try parse("-d", "--").debugfs)
+    /// argparse with no positional arguments (upstream's): `--` ends the options and it and
+    /// everything after it are unrecognized, a trailing `--` too.
+    @Test func doubleDashAsArgparse() throws {
+        #expect(error("--", "-d") == "unrecognized arguments: -- -d")
+        #expect(error("-d", "--") == "unrecognized arguments: --")
+        #expect(error("-1", "--", "--") == "unrecognized arguments: -- --")
+        #expect(error("x", "--", "-1") == "unrecognized arguments: x -- -1")
+        #expect(error("-s", "--", "1") == "argument -s/--set-delay: expected one argument")
     }
 
     @Test func lastValueWins() throws {

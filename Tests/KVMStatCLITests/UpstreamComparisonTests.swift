@@ -31,15 +31,18 @@ enum Upstream {
 
     static func quoted(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
-    /// A shell command that runs upstream with `arguments`.
-    static func command(_ arguments: [String]) -> String {
+    /// A shell command that runs upstream (`script`, the seed unless another copy) with
+    /// `arguments`.
+    static func command(_ arguments: [String], script: String = seed) -> String {
         "/usr/bin/unshare -m /bin/sh -c " + quoted(
-            "mount --bind \(cpuinfo) /proc/cpuinfo && exec \(python) \(seed) "
+            "mount --bind \(cpuinfo) /proc/cpuinfo && exec \(python) \(quoted(script)) "
                 + arguments.map(quoted).joined(separator: " "))
     }
 
-    static func run(_ arguments: [String]) throws -> RunResult {
-        try KVMStatCLITests.run("/bin/sh", ["-c", command(arguments)])
+    static func run(_ arguments: [String], script: String = seed, environment: [String: String] = [:]) throws
+        -> RunResult
+    {
+        try KVMStatCLITests.run("/bin/sh", ["-c", command(arguments, script: script)], environment: environment)
     }
 }
 
@@ -73,6 +76,18 @@ struct UpstreamMessagesTests {
         let upstream = try Upstream.run(["-f", "help"])
         let ours = try run(kvmstatBinary, ["-f", "help"])
         #expect(upstream.status == 0 && ours.status == 0)
+        #expect(ours.stdout == upstream.stdout)
+    }
+
+    /// debugfs's fields, the histograms' files (`halt_wait_hist`) among them, with a VM running
+    /// (upstream lists the fields of running VMs only).
+    @Test func debugfsFieldHelpAsUpstream() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 10)
+        let (upstream, ours) = try withExtendedLifetime(workload) {
+            (try Upstream.run(["-d", "-f", "help"]), try run(kvmstatBinary, ["-d", "-f", "help"]))
+        }
+        #expect(upstream.status == 0 && ours.status == 0)
+        #expect(upstream.stdout.contains("  halt_wait_hist\n"), "the test's premise: \(upstream.stdout)")
         #expect(ours.stdout == upstream.stdout)
     }
 }
@@ -135,7 +150,7 @@ struct UpstreamScreenTests {
         // Line for line but the two that name what kvmstat adds (README, differences): the
         // sources that show guests, and per-vCPU rows under `x`.
         let added = ["   b     toggle events by guests (debugfs only, honors filters)":
-                        "   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt; honors filters)",
+                        "   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt, bpf; honors filters)",
                      "   x     toggle reporting of stats for individual child trace events":
                         "   x     toggle reporting of stats for individual child trace events and vCPUs"]
         #expect(Array(oursHelp.prefix(17)) == Array(upstreamHelp.prefix(17)).map { added[$0] ?? $0 })
@@ -164,5 +179,21 @@ struct UpstreamScreenTests {
         let oursDead = try #require(ours.wait(timeout: 10) { $0.first?.contains(dead) == true })
         let upstreamDead = try #require(upstream.wait(timeout: 10) { $0.first?.contains(dead) == true })
         #expect(oursDead.first == upstreamDead.first)
+    }
+
+    /// Ctrl-C quits from the help screen and from every dialog, with status 0, as upstream
+    /// (its KeyboardInterrupt ends the screen wherever it is).
+    @Test(arguments: [("h", "Interactive commands reference"), ("f", "Show statistics for events matching"),
+                      ("s", "Set update interval"), ("g", "Show statistics for specific guest")])
+    func controlCQuitsFromHelpAndDialogsAsUpstream(key: String, shown: String) throws {
+        let (ours, upstream) = try screens("-s 0.5", { $0.contains { $0.hasPrefix(" Total ") } })
+        for screen in [ours, upstream] {
+            screen.send(key)
+            #expect(screen.wait(for: shown) != nil, "\(screen.screen())")
+            if key != "h" { screen.send("-l", "a") }  // something typed, not yet entered
+            screen.send("C-c")
+        }
+        #expect(ours.wait(for: "EXIT=0") != nil, "\(ours.screen())")
+        #expect(upstream.wait(for: "EXIT=0") != nil, "\(upstream.screen())")
     }
 }

@@ -77,7 +77,7 @@ public final class QEMUGuest {
         _ = try client.readLine(deadline: deadline)
         try client.send(json + "\n", deadline: deadline)
         while true {
-            let line = try client.readLine(deadline: deadline)
+            let line = String(decoding: try client.readLine(deadline: deadline), as: UTF8.self)
             if !line.contains("\"event\"") { return line }
         }
     }

@@ -11,6 +11,9 @@
 long ckvm_perf_event_open(long syscall_number, const void *attr, int pid, int cpu,
                           int group_fd, unsigned long flags);
 
+/* bpf(2) through an architecture-provided syscall number. */
+long ckvm_bpf(long syscall_number, int cmd, void *attr, unsigned int size);
+
 /* ioctl(2) with an integer argument. */
 int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value);
 
@@ -34,5 +37,9 @@ void ckvm_limit_malloc_arenas(int arenas);
 
 /* Gives freed heap memory back to the system (malloc_trim). */
 void ckvm_trim_memory(void);
+
+/* Whether `sig`'s disposition is SIG_IGN (as inherited from nohup or a script's background
+   job): 1 if so, 0 otherwise. */
+int ckvm_signal_is_ignored(int sig);
 
 #endif

@@ -8,6 +8,8 @@ public protocol Architecture: Sendable {
     var variant: String? { get }
     /// perf_event_open(2)'s syscall number on this architecture.
     var perfEventOpenSyscall: Int { get }
+    /// bpf(2)'s syscall number on this architecture (the bpf source).
+    var bpfSyscall: Int { get }
     /// The perf ioctl request numbers, whose encoding differs per architecture.
     var perfIoctls: PerfIoctls { get }
     /// The `kvm_exit` tracepoint field that carries the exit reason, or nil (no per-reason events).
@@ -68,21 +70,24 @@ public struct PerfIoctls: Sendable, Equatable {
     public var enable: UInt
     public var disable: UInt
     public var reset: UInt
+    /// PERF_EVENT_IOC_SET_BPF, `_IOW('$', 8, __u32)`: attaches a BPF program to a tracepoint.
+    public var setBPF: UInt
 
-    public init(setFilter: UInt, enable: UInt, disable: UInt, reset: UInt) {
+    public init(setFilter: UInt, enable: UInt, disable: UInt, reset: UInt, setBPF: UInt) {
         self.setFilter = setFilter
         self.enable = enable
         self.disable = disable
         self.reset = reset
+        self.setBPF = setBPF
     }
 
     /// The asm-generic _IO/_IOW encodings (x86, arm64, s390).
     public static let generic = PerfIoctls(
-        setFilter: 0x4008_2406, enable: 0x2400, disable: 0x2401, reset: 0x2403)
+        setFilter: 0x4008_2406, enable: 0x2400, disable: 0x2401, reset: 0x2403, setBPF: 0x4004_2408)
 
-    /// Name → request pairs in upstream's order, for reports.
+    /// Name → request pairs in upstream's order (then kvmstat's own), for reports.
     public var named: [(name: String, value: UInt)] {
-        [("SET_FILTER", setFilter), ("ENABLE", enable), ("DISABLE", disable), ("RESET", reset)]
+        [("SET_FILTER", setFilter), ("ENABLE", enable), ("DISABLE", disable), ("RESET", reset), ("SET_BPF", setBPF)]
     }
 }
 

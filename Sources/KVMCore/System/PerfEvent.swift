@@ -86,6 +86,14 @@ public enum PerfEvent {
         return min(Int(buffer[0]), n / 8 - 1)
     }
 
+    /// Attaches BPF program `program` to tracepoint event `event` (PERF_EVENT_IOC_SET_BPF,
+    /// `request` being the architecture's encoding): it runs on every hit, on every CPU.
+    public static func attach(program: FileDescriptor, to event: FileDescriptor, request: UInt) throws(Errno) {
+        guard ckvm_ioctl_value(event.rawValue, request, UInt(bitPattern: Int(program.rawValue))) >= 0 else {
+            throw Errno.current
+        }
+    }
+
     /// Installs a tracepoint filter such as `reason==2`.
     public static func setFilter(
         _ fd: FileDescriptor, _ filter: String, request: UInt

@@ -39,6 +39,13 @@ public enum ResourceLimits {
         return limit.rlim_cur == Self.infinity ? Int.max : Int(limit.rlim_cur)
     }
 
+    /// Lifts RLIMIT_MEMLOCK (best effort): kernels before 5.11 charge BPF maps to it, and its
+    /// usual 8 MiB soft limit would refuse the bpf source's maps.
+    public static func unlimitLockedMemory() {
+        var unlimited = rlimit(rlim_cur: Self.infinity, rlim_max: Self.infinity)
+        setrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &unlimited)
+    }
+
     private static func resource() -> __rlimit_resource_t {
         __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
     }

@@ -20,6 +20,12 @@ import Synchronization
 ///
 /// Exactly one of the two threads ends the process: each claims the ending first
 /// (`claimEnding`); the main thread, finding it taken, waits for the watcher to finish.
+///
+/// A signal ignored when kvmstat starts stays ignored (the Unix rule, and Python's): `nohup`
+/// ignores SIGHUP, a shell script's background job SIGINT and SIGQUIT, and whoever did so
+/// wants kvmstat to outlive them. Linux queues a blocked signal even when it is ignored, so
+/// the watcher drops those itself — unless the main thread `heed`s one (SIGHUP with `-L`
+/// reopens the log: a command, never an ending, taken under nohup as upstream takes it).
 public enum Signals {
     public static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
@@ -34,6 +40,8 @@ public enum Signals {
     private static let taken = Atomic<Int>(0)
     /// Signals the main thread promises to take even when busy (a bit per signal number).
     private static let deferrable = Atomic<Int>(0)
+    /// Signals that were ignored at start and are still to be dropped (a bit per number).
+    private static let ignored = Atomic<Int>(0)
     nonisolated(unsafe) private static var pipeRead: Int32 = -1
     nonisolated(unsafe) private static var pipeWrite: Int32 = -1
     nonisolated(unsafe) private static var stuckHandler: (@Sendable (Int32, Bool) -> Void)?
@@ -45,6 +53,9 @@ public enum Signals {
     /// did not end in time after taking it (`force`). Without a pipe or a thread (a process
     /// or descriptor limit), the signals keep their default actions.
     public static func start(stuck: @escaping @Sendable (Int32, Bool) -> Void) {
+        for signal in handled where ckvm_signal_is_ignored(signal) != 0 {
+            ignored.bitwiseOr(1 << Int(signal), ordering: .relaxed)
+        }
         var set = handledSet()
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { return }
@@ -83,6 +94,17 @@ public enum Signals {
         deferrable.bitwiseOr(1 << Int(signal), ordering: .relaxed)
     }
 
+    /// Whether `signal` was ignored when kvmstat started (and is dropped).
+    public static func isIgnored(_ signal: Int32) -> Bool {
+        ignored.load(ordering: .relaxed) & (1 << Int(signal)) != 0
+    }
+
+    /// Passes `signal` on to the main thread even if it was ignored at start: for a signal
+    /// that asks for something other than the end (SIGHUP: reopen the log).
+    public static func heed(_ signal: Int32) {
+        ignored.bitwiseAnd(~(1 << Int(signal)), ordering: .relaxed)
+    }
+
     private static func watch() -> Never {
         var set = handledSet()
         // Set once a signal that ends kvmstat was taken (or the main thread claimed the end).
@@ -102,6 +124,7 @@ public enum Signals {
             } else {
                 guard sigwait(&set, &signal) == 0 else { continue }
             }
+            if isIgnored(signal) { continue }
             var byte = UInt8(truncatingIfNeeded: signal)
             _ = write(pipeWrite, &byte, 1)
             let number = posted.add(1, ordering: .sequentiallyConsistent).newValue

@@ -10,7 +10,10 @@ import CKVMSyscalls
 /// a hang.
 public final class UnixSocket {
     public let descriptor: FileDescriptor
+    /// Received and not yet returned as a line.
     private var pending: [UInt8] = []
+    /// Where reads land (allocated at the first read).
+    private var chunk: [UInt8] = []
 
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
 
@@ -97,18 +100,27 @@ public final class UnixSocket {
     /// all than `budget`, are an error (EMSGSIZE), and a closed connection is ECONNRESET. The
     /// deadline is checked before every read, not only when one would block: a peer that
     /// always has more to send cannot hold kvmstat past it.
-    public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> String {
-        var chunk = [UInt8](repeating: 0, count: 65536)
+    public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> [UInt8] {
+        // Only bytes not yet searched are searched (a long line arrives in many reads).
+        var searched = 0
         while true {
-            if let newline = pending.firstIndex(of: 0x0A) {
-                let line = String(decoding: pending[..<newline], as: UTF8.self)
+            if let newline = pending[searched...].firstIndex(of: 0x0A) {
+                let line = Array(pending[..<newline])
                 pending.removeSubrange(...newline)
                 return line
             }
+            searched = pending.count
             guard pending.count <= limit, budget > 0 else { throw Errno(rawValue: EMSGSIZE) }
             guard Signals.monotonicNow() < deadline else { throw Self.timedOut }
+            // Never more than one byte past the limit is kept (enough to know the line is too
+            // long), and the buffer grows to that at most, not to the next power of two.
+            let room = min(Self.readSize, limit + 1 - pending.count)
+            if pending.capacity - pending.count < room {
+                pending.reserveCapacity(min(max(pending.capacity * 2, pending.count + room), limit + 1))
+            }
+            if chunk.isEmpty { chunk = [UInt8](repeating: 0, count: Self.readSize) }
             let n = chunk.withUnsafeMutableBytes { raw in
-                recv(descriptor.rawValue, raw.baseAddress, raw.count, 0)
+                recv(descriptor.rawValue, raw.baseAddress, room, 0)
             }
             if n == 0 { throw Errno(rawValue: ECONNRESET) }
             if n < 0 {
@@ -122,4 +134,7 @@ public final class UnixSocket {
             budget -= n
         }
     }
+
+    /// Bytes asked of the kernel per read.
+    static let readSize = 65536
 }

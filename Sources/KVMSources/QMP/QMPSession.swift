@@ -30,11 +30,11 @@ final class QMPSession {
     }
 
     private func nextMessage() throws(Failure) -> JSONValue {
-        let line: String
+        let line: [UInt8]
         do throws(Errno) { line = try socket.readLine(deadline: deadline, limit: Self.maxLine) } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
         }
-        do throws(JSONValue.ParseError) { return try JSONValue.parse(line) } catch {
+        do throws(JSONValue.ParseError) { return try JSONValue.parse(bytes: line) } catch {
             throw Failure(description: "\(error)")
         }
     }

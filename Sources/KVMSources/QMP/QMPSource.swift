@@ -149,8 +149,11 @@ public final class QMPSource: StatSource {
     static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> Schema {
         var schema = Schema()
         for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
-            for stat in (provider["stats"]?.arrayValue ?? []).prefix(maxValues) {
+            for stat in provider["stats"]?.arrayValue ?? [] {
                 guard let name = stat["name"]?.stringValue, acceptable(name) else { continue }
+                // No more descriptions than the book keeps statistics (a hostile schema of
+                // thousands must not be held, per guest, until the sample is taken).
+                guard schema.kinds[name] != nil || schema.kinds.count < GuestStatBook.maxStatistics else { break }
                 switch stat["type"]?.stringValue {
                 case "cumulative": schema.kinds[name] = .counter
                 case "instant", "peak": schema.kinds[name] = .level
@@ -197,6 +200,7 @@ public final class QMPSource: StatSource {
                 }
             }
             answer.vcpus = vcpus
+            var statistics = Set<String>()
             for target in ["vm", "vcpu"] {
                 let result = try session.execute("query-stats", arguments: .object([("target", .string(target))]))
                 for provider in result.arrayValue ?? [] where provider["provider"]?.stringValue == "kvm" {
@@ -204,10 +208,12 @@ public final class QMPSource: StatSource {
                     for stat in provider["stats"]?.arrayValue ?? [] {
                         guard let name = stat["name"]?.stringValue, let value = stat["value"] else { continue }
                         // What another user's process says is bounded: names, and values a guest.
-                        guard Self.acceptable(name), answer.values.count < Self.maxValues else {
+                        guard Self.acceptable(name), answer.values.count < Self.maxValues,
+                              statistics.contains(name) || statistics.count < GuestStatBook.maxStatistics else {
                             answer.dropped = true
                             continue
                         }
+                        statistics.insert(name)
                         answer.values.append((name, path, value))
                     }
                 }
@@ -300,7 +306,7 @@ public final class QMPSource: StatSource {
             guest.trimmed = true
             warnings.append("qmp: guest \(monitor.label) reports "
                 + "statistics beyond kvmstat's bounds (names over \(Self.maxNameLength) bytes or not [A-Za-z0-9_-], "
-                + "more than \(Self.maxValues) values): those are left out")
+                + "more than \(Self.maxValues) values or \(GuestStatBook.maxStatistics) statistics): those are left out")
         }
         if let schema = answer.schema {
             // Descriptions of as many statistics as the book keeps (guests that come and go

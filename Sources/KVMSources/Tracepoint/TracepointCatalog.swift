@@ -64,7 +64,20 @@ final class TracepointCatalog {
         return plan
     }
 
-    private func tracepointID(_ tracepoint: String) -> UInt64? {
+    /// For the bpf source: the record field whose value picks a tracepoint's children
+    /// (`reason` of `kvm_userspace_exit`), nil for one without children.
+    func reasonField(of tracepoint: String) -> String? { childFilters[tracepoint]?.field }
+
+    /// The value a child field stands for (`kvm_userspace_exit(IO)` → 2), nil for a parent.
+    func reasonValue(of field: Int) -> Int? {
+        guard let parent = keys[field].parent, let label = keys[field].childLabel else { return nil }
+        return childValues[parent]?[label]
+    }
+
+    /// A tracepoint's directory in tracefs.
+    func directory(of tracepoint: String) -> String { "\(eventsDirectory)/\(tracepoint)" }
+
+    func tracepointID(_ tracepoint: String) -> UInt64? {
         if let id = tracepointIDs[tracepoint] { return id }
         guard let text = try? FileSystem.readText("\(eventsDirectory)/\(tracepoint)/id"),
               let id = UInt64(text.trimmingBlanks())

@@ -20,17 +20,17 @@ extension InteractiveScreen {
         "Any other key refreshes statistics immediately",
     ] }
 
-    func helpScreen() {
+    func helpScreen() throws(Failure) {
         terminal.erase()
         terminal.put(0, 0, "Interactive commands reference", Terminal.bold)
         terminal.put(2, 0, "Press any key to exit", Terminal.standout)
         for (i, line) in Self.helpLines(guestSources: guestSources).enumerated() { terminal.put(4 + i, 0, line) }
         terminal.refresh()
-        terminal.anyKey()
+        if !terminal.anyKey() { throw .end(.success) }
     }
 
-    /// Centered lines and a hint; any key continues.
-    func message(_ lines: [String]) {
+    /// Centered lines and a hint; any key continues (Ctrl-C quits).
+    func message(_ lines: [String]) throws(Failure) {
         terminal.erase()
         var row = 2
         for line in lines {
@@ -40,7 +40,7 @@ extension InteractiveScreen {
         let hint = "Press any key to continue"
         terminal.put(row + 1, max(0, (terminal.width - hint.count) / 2), hint, Terminal.standout)
         terminal.refresh()
-        terminal.anyKey()
+        if !terminal.anyKey() { throw .end(.success) }
     }
 
     func filterDialog() throws(Failure) {
@@ -52,7 +52,7 @@ extension InteractiveScreen {
             terminal.put(5, 0, message)
             terminal.put(3, 0, "New regex: ")
             terminal.refresh()
-            let regex = terminal.readLine(3, 11)
+            guard let regex = terminal.readLine(3, 11) else { throw .end(.success) }
             if regex.isEmpty {
                 try apply { () throws(SourceError) in try self.stats.setFieldsFilter(nil) }
                 return
@@ -66,7 +66,7 @@ extension InteractiveScreen {
         }
     }
 
-    func delayDialog() {
+    func delayDialog() throws(Failure) {
         var message = ""
         while true {
             terminal.erase()
@@ -75,7 +75,7 @@ extension InteractiveScreen {
             let prompt = "Change delay from \(ScreenModel.cFormat("%.1f", delay))s to "
             terminal.put(2, 0, prompt)
             terminal.refresh()
-            let text = terminal.readLine(2, prompt.count)
+            guard let text = terminal.readLine(2, prompt.count) else { throw .end(.success) }
             if text.isEmpty {
                 delay = Options.delayDefault
                 return
@@ -105,7 +105,7 @@ extension InteractiveScreen {
             let prompt = "Guest or pid [ENTER exits]: "
             terminal.put(3, 0, prompt)
             terminal.refresh()
-            let guest = terminal.readLine(3, prompt.count)
+            guard let guest = terminal.readLine(3, prompt.count) else { throw .end(.success) }
             if guest.isEmpty || guest == "0" { break }
             if guest.allSatisfy(\.isASCII) && guest.allSatisfy(\.isNumber) {
                 guard let number = Int(guest), guests.isRunning(number) else {

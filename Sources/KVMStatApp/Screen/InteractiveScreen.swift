@@ -90,11 +90,11 @@ final class InteractiveScreen {
         case Int32(UInt8(ascii: "g")), Int32(UInt8(ascii: "p")):
             try guestDialog()
             return .some(Self.initialDelay)
-        case Int32(UInt8(ascii: "h")): helpScreen()
+        case Int32(UInt8(ascii: "h")): try helpScreen()
         case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
         case Int32(UInt8(ascii: "r")): try apply { () throws(SourceError) in try self.stats.reset() }
         case Int32(UInt8(ascii: "s")):
-            delayDialog()
+            try delayDialog()
             return .some(Self.initialDelay)
         case Int32(UInt8(ascii: "x")): stats.childEvents.toggle()
         default: break  // any other key, a resize included, refreshes at once
@@ -164,7 +164,7 @@ final class InteractiveScreen {
     }
 
     private func toggleGuests() throws(Failure) {
-        guard stats.supportsByGuest else { return message(byGuestRefusal) }
+        guard stats.supportsByGuest else { return try message(byGuestRefusal) }
         displayGuests.toggle()
         // A read now is the new rows' baseline: the next frame shows their rate, not their total.
         try apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests)) }

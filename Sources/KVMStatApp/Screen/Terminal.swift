@@ -107,24 +107,47 @@ final class Terminal {
         }
     }
 
-    /// Waits for any key.
-    func anyKey() {
+    /// Waits for any key; false when it was Ctrl-C (which quits, as everywhere on the screen).
+    func anyKey() -> Bool {
         wtimeout(window, -1)
-        _ = wgetch(window)
+        return wgetch(window) != Self.controlC
     }
 
-    /// Reads a line typed at (line, column), echoed, with the cursor shown.
-    func readLine(_ line: Int, _ column: Int) -> String {
+    /// Reads a line typed at (line, column), echoed, with the cursor shown; nil when Ctrl-C
+    /// was typed (which quits, as everywhere on the screen). Enter ends the line, Backspace
+    /// takes back a character; other control characters (Esc, Tab) and function keys are
+    /// dropped. At most 255 bytes, as upstream's curses getstr.
+    func readLine(_ line: Int, _ column: Int) -> String? {
         wtimeout(window, -1)
-        echo()
         curs_set(1)
-        wmove(window, Int32(line), Int32(column))
-        var buffer = [CChar](repeating: 0, count: 256)
-        _ = wgetnstr(window, &buffer, 255)
-        noecho()
-        curs_set(0)
-        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        // Raw mode hands over control characters (e.g. a stray Ctrl-C): drop them.
-        return String(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7f }.map(Character.init))
+        defer { curs_set(0) }
+        var bytes: [UInt8] = []
+        while true {
+            wmove(window, Int32(line), Int32(column))
+            wclrtoeol(window)
+            put(line, column, Self.shown(bytes))
+            wrefresh(window)
+            let key = wgetch(window)
+            switch key {
+            case Self.controlC: return nil
+            case 10, 13, KEY_ENTER: return Self.shown(bytes)
+            // The terminal is gone: nothing more will be typed.
+            case kvmstat_err(): return Self.shown(bytes)
+            case 8, 127, KEY_BACKSPACE:
+                // One character back: its continuation bytes, then its first.
+                while let last = bytes.last, last & 0xC0 == 0x80 { bytes.removeLast() }
+                if !bytes.isEmpty { bytes.removeLast() }
+            case 32...255 where bytes.count < 255: bytes.append(UInt8(key))
+            default: continue
+            }
+        }
+    }
+
+    /// Typed bytes as text, without control characters (C1 ones typed as UTF-8 included).
+    private static func shown(_ bytes: [UInt8]) -> String {
+        let text = String(decoding: bytes, as: UTF8.self)
+        return String(String.UnicodeScalarView(text.unicodeScalars.filter {
+            $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value)
+        }))
     }
 }

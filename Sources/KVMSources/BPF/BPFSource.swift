@@ -1,0 +1,323 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVMCore
+
+/// KVM's tracepoints counted in the kernel: one BPF program per counted tracepoint (assembled
+/// here, `CountingProgram`), attached through one perf event each, adds every hit to a hash
+/// map keyed by thread, thread group, event and exit reason. kvmstat reads the map once a
+/// sample. The same fields and names as the tracepoint source (`kvm_userspace_exit(IO)`),
+/// per guest without cgroups and per thread without one perf event each: the descriptors are
+/// two per tracepoint and two maps, whatever the CPUs, guests and threads.
+///
+/// What it costs the guests: no filter is evaluated per hit, one program runs (a map lookup
+/// and an atomic add), where the tracepoint source runs one filter per exit reason.
+public final class BPFSource: StatSource {
+    public let name = "bpf"
+    public var supportsByGuest: Bool { true }
+
+    /// Keys the count map holds at most (about 72 bytes of kernel memory each, allocated as
+    /// used): a thread's events and reasons, ~20 per vCPU, for 3,000 vCPUs.
+    static let maxKeys = 65_536
+
+    public static let description = SourceDescription(
+        name: "bpf",
+        summary: "KVM tracepoints counted in the kernel by BPF programs, per guest and thread "
+            + "(needs root, kernel >= 4.7; at most \(maxKeys) thread/event/reason counts, ~5 MB of kernel memory)",
+        enabledPhrase: "bpf", byGuest: true, reads: [.pid, .fields], defaultRank: nil,
+        unavailableReason: { configuration in
+            if !configuration.architectureIsHosts {
+                return "kvmstat: the bpf source cannot run for --arch \(configuration.architecture.name) on this host"
+            }
+            return TracepointCatalog.unavailableReason(configuration)
+        },
+        fields: { (configuration) throws(SourceError) in try TracepointCatalog.fieldNames(configuration) },
+        make: { (configuration) throws(SourceError) in try BPFSource(configuration: configuration) })
+
+    private let catalog: TracepointCatalog
+    private let bpf: BPFSystem
+    private let architecture: any Architecture
+    private let proc: String
+    private let counts: FileDescriptor
+    private let dropped: FileDescriptor
+    /// Tracepoints with a program attached: the program's and the perf event's descriptors.
+    private var attached: [String: (program: FileDescriptor, event: FileDescriptor)] = [:]
+    /// Field index of each parent tracepoint (the event number in keys), and of each child by
+    /// event and reason value.
+    private let eventOfTracepoint: [String: UInt32]
+    private let parentField: [Int]
+    private let childField: [UInt32: [UInt32: Int]]
+    private var pid: Int
+    private var wanted: [Int] = []
+    /// Counts at the last reset, by key (subtracted from what the map says).
+    private var baseline: [CountingProgram.Key: UInt64] = [:]
+    /// What threads that exited counted, by thread group and field (their keys are deleted
+    /// from the map so it does not fill with the dead).
+    private var departed: [UInt32: [Int: UInt64]] = [:]
+    private var warnedDropped = false
+    private var warnings: [String] = []
+    private var guestNames: GuestNames
+    private var handoffs: [Int32] = []
+    private var closed = false
+
+    public init(configuration: SourceConfiguration) throws(SourceError) {
+        if let reason = Self.description.unavailableReason(configuration) {
+            throw SourceError(reason.hasPrefix("kvmstat: ") ? String(reason.dropFirst("kvmstat: ".count)) : reason)
+        }
+        architecture = configuration.architecture
+        catalog = try TracepointCatalog(configuration: configuration)
+        bpf = BPFSystem(syscallNumber: architecture.bpfSyscall)
+        proc = configuration.paths.proc
+        pid = configuration.pid
+        guestNames = GuestNames(proc: proc)
+        ResourceLimits.unlimitLockedMemory()
+        do throws(Errno) {
+            counts = try bpf.createMap(.hash, keySize: CountingProgram.keySize, valueSize: 8,
+                                       maxEntries: Self.maxKeys, name: "kvmstat_counts", noPrealloc: true)
+        } catch {
+            throw Self.failure("create its count map", error)
+        }
+        do throws(Errno) {
+            dropped = try bpf.createMap(.array, keySize: 4, valueSize: 8, maxEntries: 1, name: "kvmstat_drops")
+        } catch {
+            counts.close()
+            throw Self.failure("create its map of dropped counts", error)
+        }
+        var events: [String: UInt32] = [:]
+        var parents: [Int] = []
+        var children: [UInt32: [UInt32: Int]] = [:]
+        for (field, key) in catalog.keys.enumerated() {
+            let tracepoint = key.parent ?? key.name
+            if key.parent == nil { events[tracepoint] = UInt32(field) }
+            parents.append(field)
+        }
+        for (field, key) in catalog.keys.enumerated() {
+            guard let parent = key.parent, let event = events[parent] else { continue }
+            parents[field] = Int(event)
+            if let value = catalog.reasonValue(of: field), let reason = UInt32(exactly: value) {
+                children[event, default: [:]][reason] = field
+            }
+        }
+        eventOfTracepoint = events
+        parentField = parents
+        childField = children
+        do throws(SourceError) {
+            try updateFields(configuration.fieldFilter)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    private static func failure(_ operation: String, _ error: Errno) -> SourceError {
+        SourceError("the bpf source could not \(operation)", errno: error,
+                    advice: error == .notPermitted || error == .permissionDenied
+                        ? "it needs root (CAP_BPF and CAP_PERFMON), a kernel with BPF (4.7 or later) and no "
+                            + "lockdown refusing it; the tracepoint source (-t) counts the same events"
+                        : nil)
+    }
+
+    public func availableFields() -> [String] { catalog.fields }
+
+    /// Attaches a program to every tracepoint the filter wants (those attached stay), and
+    /// counts from zero again, as the tracepoint source does on a filter change.
+    public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
+        wanted = catalog.select(filter)
+        for field in wanted where catalog.keys[field].parent == nil {
+            try attach(catalog.keys[field].name)
+        }
+        try reset()
+    }
+
+    private func attach(_ tracepoint: String) throws(SourceError) {
+        guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint] else { return }
+        guard let id = catalog.tracepointID(tracepoint) else { return }
+        var reason: TracepointFormat.Field?
+        if let reasonName = catalog.reasonField(of: tracepoint) {
+            guard let field = TracepointFormat.read(catalog.directory(of: tracepoint))?.fields[reasonName] else {
+                throw SourceError("the bpf source cannot count \(tracepoint): its format in "
+                    + "\(catalog.directory(of: tracepoint)) has no field '\(reasonName)'")
+            }
+            reason = field
+        }
+        guard let code = CountingProgram.instructions(event: event, reason: reason, counts: counts, dropped: dropped)
+        else {
+            throw SourceError("the bpf source cannot count \(tracepoint): its field '\(catalog.reasonField(of: tracepoint) ?? "")' "
+                + "is \(reason?.size ?? 0) bytes wide")
+        }
+        let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 16_384)
+        defer { log.deallocate() }
+        let program: FileDescriptor
+        do throws(Errno) {
+            program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: "kvmstat_count", log: log)
+        } catch {
+            let words = String(decoding: log.prefix { $0 != 0 }, as: UTF8.self)
+                .split(separator: "\n").last.map { " (verifier: \($0))" } ?? ""
+            throw Self.failure("load its program for \(tracepoint)\(words)", error)
+        }
+        let perfEvent: FileDescriptor
+        do throws(Errno) {
+            perfEvent = try PerfEvent.openTracepoint(id: id, pid: -1, cpu: 0, group: nil,
+                                                     syscallNumber: architecture.perfEventOpenSyscall)
+        } catch {
+            program.close()
+            throw Self.failure("open tracepoint \(tracepoint)", error)
+        }
+        do throws(Errno) {
+            try PerfEvent.attach(program: program, to: perfEvent, request: architecture.perfIoctls.setBPF)
+        } catch {
+            perfEvent.close()
+            program.close()
+            throw Self.failure("attach its program to \(tracepoint)", error)
+        }
+        attached[tracepoint] = (program, perfEvent)
+    }
+
+    public func setPid(_ pid: Int) throws(SourceError) {
+        self.pid = pid
+    }
+
+    /// Every key's count now, less its baseline; threads that have exited are folded into
+    /// `departed` and their keys deleted.
+    private func collect() throws(SourceError) -> [(CountingProgram.Key, UInt64)] {
+        var entries: [(CountingProgram.Key, UInt64)] = []
+        var key = CountingProgram.Key(tid: 0, tgid: 0, event: 0, reason: 0)
+        var next = key
+        var first = true
+        var live: [UInt64: Bool] = [:]
+        while true {
+            let more: Bool
+            do throws(Errno) {
+                more = try withUnsafeBytes(of: &key) { (current) throws(Errno) -> Bool in
+                    try withUnsafeMutableBytes(of: &next) { (raw) throws(Errno) -> Bool in
+                        try bpf.nextKey(counts, after: first ? nil : current.baseAddress!, into: raw.baseAddress!)
+                    }
+                }
+            } catch {
+                throw SourceError("reading the bpf source's counts", errno: error)
+            }
+            guard more else { break }
+            first = false
+            key = next
+            var value: UInt64 = 0
+            let found = (try? withUnsafeBytes(of: &key) { (k) throws(Errno) -> Bool in
+                try withUnsafeMutableBytes(of: &value) { (v) throws(Errno) -> Bool in
+                    try bpf.lookup(counts, key: k.baseAddress!, into: v.baseAddress!)
+                }
+            }) ?? false
+            guard found else { continue }
+            let counted = value >= (baseline[key] ?? 0) ? value - (baseline[key] ?? 0) : value
+            let thread = UInt64(key.tgid) << 32 | UInt64(key.tid)
+            let alive: Bool
+            if let known = live[thread] {
+                alive = known
+            } else {
+                alive = key.tid == 0 || access("\(proc)/\(key.tgid)/task/\(key.tid)", F_OK) == 0
+                live[thread] = alive
+            }
+            if alive {
+                entries.append((key, counted))
+            } else {
+                for field in fields(of: key) { departed[key.tgid, default: [:]][field, default: 0] &+= counted }
+                baseline[key] = nil
+                _ = withUnsafeBytes(of: &key) { try? bpf.delete(counts, key: $0.baseAddress!) }
+            }
+        }
+        return entries
+    }
+
+    /// The fields a key counts for: its event, and the child of its reason if there is one.
+    private func fields(of key: CountingProgram.Key) -> [Int] {
+        let event = Int(key.event)
+        guard event < parentField.count else { return [] }
+        if let child = childField[key.event]?[key.reason] { return [event, child] }
+        return [event]
+    }
+
+    public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        reapHandoffs()
+        let entries = try collect()
+        noteDrops()
+        // Per thread group and field, what it counted (the living and its departed threads).
+        var byGroup: [UInt32: [Int: UInt64]] = departed
+        for (key, count) in entries {
+            for field in fields(of: key) { byGroup[key.tgid, default: [:]][field, default: 0] &+= count }
+        }
+        var reading = Reading(families: catalog.families, warnings: warnings)
+        warnings.removeAll()
+        let wantedParents = wanted.filter { catalog.keys[$0].parent == nil }
+        if request.byGuest {
+            for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
+                let sum = wantedParents.reduce(UInt64(0)) { $0 &+ (counts[$1] ?? 0) }
+                let row = group == 0 ? EventID.hostOnly
+                    : Guests(proc: proc).isRunning(Int(group)) ? Int(group) : EventID.departedGuests
+                reading.values[.guestTotal(row), default: 0] &+= sum
+            }
+        } else {
+            for field in wanted { reading.values[catalog.keys[field]] = 0 }
+            for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
+                for field in wanted { reading.values[catalog.keys[field], default: 0] &+= counts[field] ?? 0 }
+            }
+            if request.perGuest {
+                for (group, counts) in byGroup where group != 0 && (pid == 0 || Int(group) == pid) {
+                    for field in wanted {
+                        reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field] ?? 0
+                    }
+                }
+            }
+        }
+        if request.byGuest || request.perGuest {
+            reading.guestNames = guestNames.names(of: Array(reading.values.keys.compactMap(\.guest))
+                + reading.guestValues.keys.compactMap(\.guest))
+        }
+        return reading
+    }
+
+    /// A full map is said once; the hits it could not hold are counted in the kernel.
+    private func noteDrops() {
+        guard !warnedDropped else { return }
+        var index: UInt32 = 0
+        var lost: UInt64 = 0
+        let found = (try? withUnsafeBytes(of: &index) { (k) throws(Errno) -> Bool in
+            try withUnsafeMutableBytes(of: &lost) { (v) throws(Errno) -> Bool in
+                try bpf.lookup(dropped, key: k.baseAddress!, into: v.baseAddress!)
+            }
+        }) ?? false
+        guard found, lost > 0 else { return }
+        warnedDropped = true
+        warnings.append("bpf: the count map is full (\(Self.maxKeys) thread/event/reason counts): "
+            + "counts of new threads, events or reasons are left out (\(lost) hits so far); the counts kept stay exact")
+    }
+
+    /// Counting from zero again: what every key holds now becomes its baseline.
+    public func reset() throws(SourceError) {
+        departed.removeAll()
+        baseline.removeAll()
+        for (key, count) in try collect() { baseline[key] = count }
+    }
+
+    public func setupNotes() -> [String] {
+        ["bpf: \(attached.count) programs attached, one per counted tracepoint; counts kept per thread in the kernel"]
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        var descriptors: [FileDescriptor] = []
+        for (_, pair) in attached { descriptors += [pair.event, pair.program] }
+        attached.removeAll()
+        // Detaching from a tracepoint waits for the kernel (an RCU grace period each): the
+        // hand-off child pays it, as for the tracepoint source.
+        if let child = DescriptorHandoff.release(descriptors) { handoffs.append(child) }
+        counts.close()
+        dropped.close()
+    }
+
+    private func reapHandoffs() {
+        handoffs.removeAll { DescriptorHandoff.reap($0) }
+    }
+}

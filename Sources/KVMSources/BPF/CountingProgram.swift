@@ -1,0 +1,76 @@
+import KVMCore
+
+/// The program kvmstat attaches to each counted tracepoint: it adds one to the count of
+/// (thread, thread group, event, reason) in a hash map, so the kernel keeps per-thread counts
+/// of every event and exit reason and kvmstat reads them once a sample.
+///
+/// The key, 16 bytes on the program's stack: `u32 tid, u32 tgid, u32 event, u32 reason`
+/// (`reason` is the record's reason field, or `noReason`). A key seen for the first time is
+/// inserted with count 1; when the map is full the hit is added to `dropped[0]` instead, so
+/// the keys already there stay exact and the loss is known.
+enum CountingProgram {
+    static let keySize = 16
+    static let noReason: UInt32 = .max
+
+    struct Key: Hashable, Sendable {
+        var tid: UInt32
+        var tgid: UInt32
+        var event: UInt32
+        var reason: UInt32
+    }
+
+    /// The instructions for event `event`, whose reason (if any) is the record field at
+    /// `reason` (offset and size from the tracepoint's format).
+    static func instructions(event: UInt32, reason: TracepointFormat.Field?, counts: FileDescriptor,
+                             dropped: FileDescriptor) -> [BPFInstruction]? {
+        var code = BPFAssembler()
+        code.emit(.move(.r6, .r1))  // the record
+        code.emit(.call(.getCurrentPidTgid))  // tgid << 32 | tid
+        code.emit(.store(.word, .r10, -16, .r0))
+        code.emit(.shiftRight(.r0, 32))
+        code.emit(.store(.word, .r10, -12, .r0))
+        code.emit(.store(.word, .r10, -8, Int32(bitPattern: event)))
+        if let reason {
+            guard let size = BPFInstruction.Size(bytes: reason.size), let offset = Int16(exactly: reason.offset) else {
+                return nil
+            }
+            code.emit(.load(size, .r1, .r6, offset))
+            code.emit(.store(.word, .r10, -4, .r1))
+        } else {
+            code.emit(.store(.word, .r10, -4, Int32(bitPattern: noReason)))
+        }
+        // Known key: add one.
+        code.emit(BPFInstruction.loadMap(.r1, counts))
+        code.emit(.move(.r2, .r10), .add(.r2, -16))
+        code.emit(.call(.mapLookupElem))
+        code.jump(to: "insert") { .jumpIfEqual(.r0, 0, $0) }
+        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
+        code.jump(to: "done") { .jump($0) }
+        // New key: insert it with 1.
+        code.label("insert")
+        code.emit(.store(.double, .r10, -24, 1))
+        code.emit(BPFInstruction.loadMap(.r1, counts))
+        code.emit(.move(.r2, .r10), .add(.r2, -16), .move(.r3, .r10), .add(.r3, -24))
+        code.emit(.move(.r4, Int32(BPFSystem.updateOnlyNew)))
+        code.emit(.call(.mapUpdateElem))
+        code.jump(to: "done") { .jumpIfEqual(.r0, 0, $0) }
+        // Another CPU inserted it first (the idle task's key): add one to theirs.
+        code.emit(BPFInstruction.loadMap(.r1, counts))
+        code.emit(.move(.r2, .r10), .add(.r2, -16))
+        code.emit(.call(.mapLookupElem))
+        code.jump(to: "full") { .jumpIfEqual(.r0, 0, $0) }
+        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
+        code.jump(to: "done") { .jump($0) }
+        // The map is full: counted as dropped.
+        code.label("full")
+        code.emit(.store(.word, .r10, -28, 0))
+        code.emit(BPFInstruction.loadMap(.r1, dropped))
+        code.emit(.move(.r2, .r10), .add(.r2, -28))
+        code.emit(.call(.mapLookupElem))
+        code.jump(to: "done") { .jumpIfEqual(.r0, 0, $0) }
+        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
+        code.label("done")
+        code.emit(.move(.r0, 0), .exit)
+        return code.assembled()
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import KVMTestSupport
+import Testing
+
+/// `--source bpf` on the real kernel: exact counts (the workload does 2 `kvm_pio` and one
+/// `kvm_userspace_exit(HLT)` per iteration and vCPU, and 2 `kvm_userspace_exit(IO)`), per
+/// guest without cgroups, and nothing of kvmstat's left in the kernel afterwards.
+@Suite(.serialized, .enabled(if: Kernel.available, realKernelNeeded))
+struct BPFSourceTests {
+    static let events = "kvm_userspace_exit|kvm_pio"
+
+    /// The kernel's BPF programs now, by id (bpftool's view, without bpftool: the ids the
+    /// kernel hands out through BPF_PROG_GET_NEXT_ID are what `/proc/*/fdinfo` names).
+    static func programsOfKvmstat() -> Int {
+        // Every descriptor of every process that is a kvmstat BPF program (prog_name).
+        var count = 0
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for process in processes where Int(process) != nil {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process)/fdinfo")) ?? []
+            for fd in fds {
+                let info = (try? String(contentsOfFile: "/proc/\(process)/fdinfo/\(fd)", encoding: .utf8)) ?? ""
+                if info.contains("prog_type:") && info.contains("prog_tag:") { count += 1 }
+            }
+        }
+        return count
+    }
+
+    @Test func batchExactCountsAsTheTracepointSource() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 2000)
+        let kvmstat = try BackgroundKvmstat(["-1", "--source", "bpf", "-p", "\(workload.pid)"])
+        kvmstat.waitUntilCounting()
+        try workload.run()
+        let result = kvmstat.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains(BatchAndLogTests.line("kvm_userspace_exit(HLT)", 4000)), "\(result.stdout)")
+        #expect(lines.contains(BatchAndLogTests.line("kvm_userspace_exit(IO)", 8000)))
+        #expect(lines.contains(BatchAndLogTests.line("kvm_pio", 8000)))
+        for line in lines { #expect(line.count == 62, "\(line)") }
+    }
+
+    /// Per guest without a cgroup each, guests started before and after kvmstat, one busy
+    /// from the start; vCPU threads that come and go keep their counts.
+    @Test func exactCountsPerGuestWithoutCGroups() throws {
+        let tag = "\(getpid())-\(UUID().uuidString.prefix(6))"
+        let a = try WorkloadProcess(vms: 2, vcpus: 2, iterations: 1_000, name: "bpf-a-\(tag)")
+        let log = try BackgroundKvmstat(["-l", "-s", "0.2", "--source", "bpf", "--by-guest", "--format", "jsonl",
+                                         "-f", "^kvm_pio$"])
+        log.waitUntilCounting()
+        let b = try WorkloadProcess(vcpus: 1, iterations: 3_000, name: "bpf-b-\(tag)")
+        try a.run()
+        try b.run()
+        // Threads that come while counting: two more vCPUs in a's first VM.
+        try a.addVCPUs(2)
+        try a.run()
+        let expectedA = 1_000 * 2 * (4 + 6)
+        let rows = { (text: String) -> [String: Int] in
+            guard let last = text.split(separator: "\n").last,
+                  let object = try? JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]
+            else { return [:] }
+            var result: [String: Int] = [:]
+            for guest in object["guests"] as? [[String: Any]] ?? [] {
+                if let name = guest["name"] as? String, let total = guest["total"] as? Int { result[name] = total }
+            }
+            return result
+        }
+        #expect(log.waitForOutput(within: 20) { rows($0)["bpf-a-\(tag)"] == expectedA && rows($0)["bpf-b-\(tag)"] == 6_000 })
+        b.stop()
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(rows(result.stdout)["bpf-a-\(tag)"] == expectedA, "\(result.stdout.suffix(600))")
+        // b's counts stay, in its own row or the departed one.
+        let last = rows(result.stdout)
+        #expect(last["bpf-b-\(tag)"] == 6_000 || (last["(guests that have quit)"] ?? 0) >= 6_000, "\(last)")
+    }
+
+    /// Every mode and format reads it: csv, jsonl, Prometheus with guest labels.
+    @Test func formatsAndPrometheusGuestLabels() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 1500, name: "bpf-prom-\(getpid())")
+        let csv = try BackgroundKvmstat(["-1", "--source", "bpf", "--format", "csv", "-p", "\(workload.pid)",
+                                         "-f", Self.events])
+        csv.waitUntilCounting()
+        try workload.run()
+        let csvResult = csv.finish()
+        #expect(csvResult.status == 0, "\(csvResult.stderr)")
+        let rows = csvResult.stdout.split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        let byName = Dictionary(uniqueKeysWithValues: zip(rows.first ?? [], rows.last ?? []))
+        #expect(byName["kvm_userspace_exit(HLT)"] == "1500", "\(csvResult.stdout)")
+        #expect(byName["kvm_pio"] == "3000")
+
+        let directory = NSTemporaryDirectory() + "kvmstat-bpf-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/kvm.prom"
+        let textfile = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "--source", "bpf", "-s", "0.2",
+                                              "-f", "^kvm_pio$"])
+        textfile.waitUntilCounting()
+        try workload.run()
+        let series = "kvm_guest_tracepoint_total{guest=\"bpf-prom-\(getpid())\",pid=\"\(workload.pid)\",tracepoint=\"kvm_pio\"} 3000"
+        #expect(waitUntil(within: 10) {
+            ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").contains(series)
+        }, "\((try? String(contentsOfFile: file, encoding: .utf8)) ?? "")")
+        textfile.signal(SIGTERM)
+        _ = textfile.exit(within: 5)
+    }
+
+    /// Nothing is left in the kernel: no program of kvmstat's after SIGINT, SIGTERM, or SIGKILL
+    /// (the kernel frees what only kvmstat's descriptors held).
+    @Test(arguments: [SIGINT, SIGTERM, SIGKILL])
+    func programsGoAwayOnEveryEnd(signal: Int32) throws {
+        let before = Self.programsOfKvmstat()
+        let log = try BackgroundKvmstat(["-l", "--source", "bpf", "-s", "0.2"])
+        log.waitUntilCounting()
+        #expect(log.waitForLines(2))
+        #expect(Self.programsOfKvmstat() > before, "the test's premise: kvmstat holds programs")
+        log.signal(signal)
+        _ = log.exit(within: 5)
+        #expect(waitUntil(within: 10) { Self.programsOfKvmstat() <= before })
+    }
+
+    /// Without the privilege: one line saying why, not a trap.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/capsh"), "needs capsh"))
+    func withoutPrivilegeOneLine() throws {
+        let result = try run("/usr/sbin/capsh", ["--drop=cap_bpf,cap_perfmon,cap_sys_admin", "--",
+                                                 "-c", "exec '\(kvmstatBinary)' -1 --source bpf"])
+        #expect(result.status == 1, "\(result.stderr)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("kvmstat: the bpf source could not"), "\(result.stderr)")
+    }
+}
