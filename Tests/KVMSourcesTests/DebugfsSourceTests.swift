@@ -152,11 +152,14 @@ final class FakeDebugfs {
         let tree = try FakeDebugfs(fields: ["exits", "halt_exits", "halt_wait_ns", "halt_wait_hist"])
         try tree.set("100-5", "exits", 50)
         try tree.set("100-5", "halt_exits", 7)
+        // A histogram's debugfs file reads as one number (its first bucket), as upstream lists
+        // and counts it; the `_ns` sums are upstream's exempt ones.
+        try tree.set("100-5", "halt_wait_hist", 3)
         let fresh = try tree.source()
         let past = try tree.source(includePast: true)
-        #expect(fresh.availableFields().sorted() == ["exits", "halt_exits"])
-        #expect(try fresh.read(byGuest: false).values == ["exits": 0, "halt_exits": 0])
-        #expect(try past.read(byGuest: false).values == ["exits": 50, "halt_exits": 7])
+        #expect(fresh.availableFields().sorted() == ["exits", "halt_exits", "halt_wait_hist"])
+        #expect(try fresh.read(byGuest: false).values == ["exits": 0, "halt_exits": 0, "halt_wait_hist": 0])
+        #expect(try past.read(byGuest: false).values == ["exits": 50, "halt_exits": 7, "halt_wait_hist": 3])
         try tree.set("100-5", "exits", 80)
         #expect(try fresh.read(byGuest: false).values["exits"] == 30)
         #expect(try past.read(byGuest: false).values["exits"] == 80)

@@ -11,7 +11,7 @@ import Testing
 /// show it (under lockdown it refuses every counter).
 @Suite struct DebugfsTrustTests {
     @Test func startedWithNoVMReportsEveryFieldFromTheStart() throws {
-        let tree = try FakeDebugfs(fields: ["exits", "halt_exits", "halt_wait_hist"])
+        let tree = try FakeDebugfs(fields: ["exits", "halt_exits", "halt_wait_ns"])
         let source = try tree.source()
         #expect(try source.read(byGuest: false).values == ["exits": 0, "halt_exits": 0])
         try tree.set("100-5", "exits", 4)
