@@ -12,6 +12,28 @@ public struct X86Architecture: Architecture {
     public var perfIoctls: PerfIoctls { .generic }
     public var exitReasonField: String? { variant == nil ? nil : "exit_reason" }
 
+    /// x86's latencies: the kernel's handling of an exit, from `kvm_exit` to the vCPU's next
+    /// `kvm_entry` (perf kvm stat's "VM-EXIT" event); and the VMM's time per exit to it, from
+    /// `kvm_userspace_exit` to the vCPU's next KVM_RUN, which `kvm_fpu` with `load` 1 marks
+    /// (x86 loads the guest's FPU state on every entry to KVM_RUN; no other tracepoint fires
+    /// there on every host — `kvm_entry` does not where the exit was handled in userspace
+    /// under some KVMs, as this one's).
+    public var latencyPairs: [LatencyPair] {
+        var pairs = [LatencyPair(
+            name: "userspace_exit_latency",
+            help: "time the VMM spends in userspace per exit to it, by exit reason "
+                + "(kvm_userspace_exit to the vCPU's next KVM_RUN)",
+            start: "kvm_userspace_exit", reasonField: "reason", reasons: UserspaceExitReasons.table,
+            end: "kvm_fpu", endCondition: .init(field: "load", value: 1))]
+        if let field = exitReasonField {
+            pairs.append(LatencyPair(
+                name: "exit_latency",
+                help: "time the kernel spends handling a VM exit, by exit reason (kvm_exit to the vCPU's next kvm_entry)",
+                start: "kvm_exit", reasonField: field, reasons: exitReasons, end: "kvm_entry"))
+        }
+        return pairs
+    }
+
     public static let plain = X86Architecture(variant: nil, exitReasons: [])
     public static let vmx = X86Architecture(variant: "vmx", exitReasons: VMXExitReasons.table)
     public static let svm = X86Architecture(variant: "svm", exitReasons: SVMExitReasons.table)

@@ -44,6 +44,8 @@ extension BPFInstruction {
     public static func move(_ dst: BPFRegister, _ imm: Int32) -> Self { Self(0xb7, dst: dst, immediate: imm) }
     /// dst += imm (64-bit).
     public static func add(_ dst: BPFRegister, _ imm: Int32) -> Self { Self(0x07, dst: dst, immediate: imm) }
+    /// dst -= src (64-bit).
+    public static func subtract(_ dst: BPFRegister, _ src: BPFRegister) -> Self { Self(0x1f, dst: dst, src: src) }
     /// dst >>= imm (64-bit, logical).
     public static func shiftRight(_ dst: BPFRegister, _ imm: Int32) -> Self { Self(0x77, dst: dst, immediate: imm) }
     /// dst = *(size *)(src + offset), zero-extended.
@@ -76,6 +78,14 @@ extension BPFInstruction {
     public static func jumpIfNotEqual(_ dst: BPFRegister, _ imm: Int32, _ offset: Int16) -> Self {
         Self(0x55, dst: dst, offset: offset, immediate: imm)
     }
+    /// if dst <= src (unsigned): skip `offset` instructions.
+    public static func jumpIfLessOrEqual(_ dst: BPFRegister, _ src: BPFRegister, _ offset: Int16) -> Self {
+        Self(0xbd, dst: dst, src: src, offset: offset)
+    }
+    /// if dst >= src (unsigned): skip `offset` instructions.
+    public static func jumpIfGreaterOrEqual(_ dst: BPFRegister, _ src: BPFRegister, _ offset: Int16) -> Self {
+        Self(0x3d, dst: dst, src: src, offset: offset)
+    }
     /// Skip `offset` instructions.
     public static func jump(_ offset: Int16) -> Self { Self(0x05, offset: offset) }
     public static let exit = Self(0x95)
@@ -83,6 +93,8 @@ extension BPFInstruction {
     public enum Helper: Int32, Sendable {
         case mapLookupElem = 1
         case mapUpdateElem = 2
+        case mapDeleteElem = 3
+        case ktimeGetNanoseconds = 5
         case getCurrentPidTgid = 14
     }
 }

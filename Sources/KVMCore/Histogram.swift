@@ -13,14 +13,26 @@ public struct Histogram: Sendable, Equatable {
     public var base: Int
     public var exponent: Int
     public var buckets: [UInt64]
+    /// The sum, least and greatest of the values counted, in units, where the source keeps
+    /// them (the bpf source's latencies; KVM's own histograms keep none).
+    public var sum: UInt64?
+    public var minimum: UInt64?
+    public var maximum: UInt64?
 
-    public init(scale: Scale, unit: String? = nil, base: Int = 10, exponent: Int = 0, buckets: [UInt64] = []) {
+    public init(scale: Scale, unit: String? = nil, base: Int = 10, exponent: Int = 0, buckets: [UInt64] = [],
+                sum: UInt64? = nil, minimum: UInt64? = nil, maximum: UInt64? = nil) {
         self.scale = scale
         self.unit = unit
         self.base = base
         self.exponent = exponent
         self.buckets = buckets
+        self.sum = sum
+        self.minimum = minimum
+        self.maximum = maximum
     }
+
+    /// How many values were counted.
+    public var count: UInt64 { buckets.reduce(0, &+) }
 
     /// Adds another histogram's buckets (several vCPUs or guests), wrapping as counters do.
     public mutating func add(_ other: [UInt64]) {

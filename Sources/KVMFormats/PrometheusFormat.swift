@@ -176,7 +176,8 @@ public struct PrometheusFormat: Format {
             out += "# HELP \(name) \(Self.escapeHelp(helps[name] ?? name)) (buckets since each VM started)\n"
             out += "# TYPE \(name) histogram\n"
             for (key, histogram) in series {
-                let labels = key.vcpu.map { [("vcpu", String($0))] } ?? []
+                // Per vCPU, or per child (an exit reason of the bpf source's latencies).
+                let labels = key.vcpu.map { [("vcpu", String($0))] } ?? key.childLabel.map { [("child", $0)] } ?? []
                 var cumulative: UInt64 = 0
                 for (index, count) in histogram.buckets.enumerated() {
                     cumulative &+= count
@@ -185,8 +186,15 @@ public struct PrometheusFormat: Format {
                     out += name + "_bucket" + Self.labelText(labels + [("le", bound)]) + " \(cumulative)\n"
                 }
                 if histogram.buckets.isEmpty { out += name + "_bucket" + Self.labelText(labels + [("le", "+Inf")]) + " 0\n" }
-                // OpenMetrics allows `_count` only beside a `_sum`, which KVM does not keep.
-                if !openMetrics { out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n" }
+                // OpenMetrics allows `_count` only beside a `_sum`, which KVM does not keep (the
+                // bpf source's latencies have one).
+                if let sum = histogram.sum {
+                    out += name + "_sum" + Self.labelText(labels) + " "
+                        + Self.scaled(sum, base: histogram.base, exponent: histogram.exponent) + "\n"
+                }
+                if !openMetrics || histogram.sum != nil {
+                    out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n"
+                }
             }
         }
         return out

@@ -77,6 +77,8 @@ public struct SourceConfiguration: Sendable {
     public var includePast: Bool
     /// `--connect URI`: the management daemon to ask (libvirt), nil for its default.
     public var connectURI: String?
+    /// `--latency`: time the architecture's latency pairs (the bpf source).
+    public var latency: Bool = false
 
     public init(paths: SystemPaths, architecture: any Architecture, architectureIsHosts: Bool = true,
                 pid: Int = 0, fieldFilter: FieldFilter? = nil, includePast: Bool = false,
@@ -98,6 +100,7 @@ public enum SourceOption: String, Sendable, CaseIterable {
     case fields = "-f"
     case includePast = "-i"
     case connect = "--connect"
+    case latency = "--latency"
 }
 
 /// Everything kvmstat needs to know about a source without opening it: the launcher picks,

@@ -12,6 +12,8 @@ struct BatchMode {
     let stats: Stats
     let format: any Format
     var byGuest = false
+    /// `--latency` in text: the latency report in place of the counts.
+    var latencyReport = false
     var waiter: any Waiter = SignalWaiter()
 
     /// Ctrl-C during the second prints nothing and ends with 0; other signals end kvmstat by
@@ -21,7 +23,8 @@ struct BatchMode {
         _ = try stats.sample(request)
         var waiter = self.waiter
         if let signal = waiter.wait(seconds: 1) { return .on(signal) }
-        try output.write(format.batch(try stats.sample(request)))
+        let sample = try stats.sample(request)
+        try output.write(latencyReport ? LatencyReport.render(sample) : format.batch(sample))
         return .success
     }
 }

@@ -49,7 +49,9 @@ struct Launcher {
             return try mode.run()
         }
         if options.once {
-            return try BatchMode(stats: stats, format: plan.format, byGuest: options.byGuest).run(output: StandardOutput())
+            return try BatchMode(stats: stats, format: plan.format, byGuest: options.byGuest,
+                                 latencyReport: options.latency && plan.format.name == "text")
+                .run(output: StandardOutput())
         }
         return try InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: byGuestRefusal(plan.sources),
                                      guestSources: plugins.sources.entries.filter(\.byGuest).map(\.name)).run()
@@ -76,9 +78,13 @@ struct Launcher {
         try checkByGuest(format)
         if options.skipZeroRecords && !logging { throw .upstream("Error: Option -z/--skip-zero-records requires -l/-L") }
         let filter = try fieldFilter()
-        let configuration = SourceConfiguration(
+        var configuration = SourceConfiguration(
             paths: Choices.paths(), architecture: architecture, architectureIsHosts: isHosts, pid: pid,
             fieldFilter: filter, includePast: options.includePast, connectURI: options.connect)
+        configuration.latency = options.latency
+        if options.latency && !(requested ?? []).contains(where: { $0.reads.contains(.latency) }) {
+            throw .usage("argument --latency: needs a source that times exits (--source bpf)")
+        }
         let sources = try choices.availableSources(requested, configuration: configuration)
         if pid > 0 && !FileSystem.isDirectory("/proc/\(pid)") || pid < 0 {
             throw .upstream("Did you use a (unsupported) tid instead of a pid?\nSpecified pid does not exist.")

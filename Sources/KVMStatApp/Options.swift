@@ -26,6 +26,7 @@ struct Options: Sendable, Equatable {
     var connect: String?
     var verbose = false
     var byGuest = false
+    var latency = false
     var listen: String?
     var completions: String?
 
@@ -70,6 +71,9 @@ struct Options: Sendable, Equatable {
                    upstream: false),
         OptionSpec(key: "arch", short: nil, longs: ["arch"], metavar: "NAME",
                    help: "the architecture to use (or with --arch-info describe) instead of this\nhost's: {architectures}",
+                   upstream: false),
+        OptionSpec(key: "latency", short: nil, longs: ["latency"], metavar: nil,
+                   help: "with --source bpf: time exits in the kernel (histograms by reason in jsonl\nand Prometheus); -1 prints the latency report",
                    upstream: false),
         OptionSpec(key: "byGuest", short: nil, longs: ["by-guest"], metavar: nil,
                    help: "records per guest instead of per event (-1, or -l/-L with --format\njsonl), as the screen's 'b'",
@@ -154,6 +158,7 @@ struct Options: Sendable, Equatable {
         options.connect = parsed.value("connect")
         options.verbose = parsed.has("verbose")
         options.byGuest = parsed.has("byGuest")
+        options.latency = parsed.has("latency")
         options.listen = parsed.value("listen")
         options.completions = parsed.value("completions")
         if let text = parsed.value("pid") {

@@ -125,7 +125,7 @@ public final class VirtualCPU: @unchecked Sendable {
     }
 
     /// Runs the guest until it has halted `iterations` times; fails on any other exit.
-    public func runLoop(iterations: Int) throws(WorkloadError) {
+    public func runLoop(iterations: Int, ioDelayMicroseconds: Int = 0) throws(WorkloadError) {
         var halts = 0
         while halts < iterations {
             do throws(Errno) { _ = try fd.ioctl(VirtualMachine.run) } catch {
@@ -134,7 +134,12 @@ public final class VirtualCPU: @unchecked Sendable {
             }
             let reason = run.load(fromByteOffset: 8, as: UInt32.self)
             switch reason {
-            case VirtualMachine.exitIO: continue
+            case VirtualMachine.exitIO:
+                // Busy, as a VMM emulating the port would be (not asleep: its thread runs).
+                if ioDelayMicroseconds > 0 {
+                    let until = Signals.monotonicNow() + Double(ioDelayMicroseconds) / 1e6
+                    while Signals.monotonicNow() < until {}
+                }
             case VirtualMachine.exitHLT: halts += 1
             default: throw WorkloadError.plain("unexpected KVM exit reason \(reason) on vCPU \(id)")
             }

@@ -10,10 +10,16 @@ import KVMCore
 /// watching this process by pid sees every vCPU thread from its start.
 public final class Workload: @unchecked Sendable {
     public let iterations: Int
+    /// Microseconds each vCPU spends busy in userspace on every IO exit, as a VMM emulating a
+    /// device would (a known latency for the bpf source's timing to find).
+    public let ioDelayMicroseconds: Int
     public private(set) var vms: [VirtualMachine] = []
     private var workers: [VCPUThread] = []
 
-    public init(iterations: Int) { self.iterations = iterations }
+    public init(iterations: Int, ioDelayMicroseconds: Int = 0) {
+        self.iterations = iterations
+        self.ioDelayMicroseconds = ioDelayMicroseconds
+    }
 
     /// Creates `count` VMs with `vcpus` vCPU threads each.
     public func addVMs(_ count: Int, vcpus: Int) throws(WorkloadError) {
@@ -27,7 +33,7 @@ public final class Workload: @unchecked Sendable {
     /// Adds vCPU threads to `vm` (vCPU hotplug).
     public func addVCPUs(_ count: Int, to vm: VirtualMachine) throws(WorkloadError) {
         for _ in 0..<count {
-            let worker = VCPUThread(vcpu: try vm.addVCPU(), iterations: iterations)
+            let worker = VCPUThread(vcpu: try vm.addVCPU(), iterations: iterations, ioDelay: ioDelayMicroseconds)
             try worker.start()
             workers.append(worker)
         }
@@ -59,15 +65,17 @@ public final class Workload: @unchecked Sendable {
 final class VCPUThread: @unchecked Sendable {
     let vcpu: VirtualCPU
     let iterations: Int
+    let ioDelay: Int
     private var thread = pthread_t()
     private var startSignal = sem_t()
     private var done = sem_t()
     private var quit = false
     private var error: WorkloadError?
 
-    init(vcpu: VirtualCPU, iterations: Int) {
+    init(vcpu: VirtualCPU, iterations: Int, ioDelay: Int) {
         self.vcpu = vcpu
         self.iterations = iterations
+        self.ioDelay = ioDelay
         sem_init(&startSignal, 0, 0)
         sem_init(&done, 0, 0)
     }
@@ -86,7 +94,7 @@ final class VCPUThread: @unchecked Sendable {
         while true {
             while sem_wait(&startSignal) != 0 {}
             if quit { break }
-            do throws(WorkloadError) { try vcpu.runLoop(iterations: iterations) } catch { self.error = error }
+            do throws(WorkloadError) { try vcpu.runLoop(iterations: iterations, ioDelayMicroseconds: ioDelay) } catch { self.error = error }
             sem_post(&done)
         }
         sem_post(&done)

@@ -10,7 +10,7 @@ import KVMWorkload
 // benchmark. Each vCPU's loop does 2 `out`s and 1 `hlt` per iteration.
 //
 //   kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS]
-//                    [--churn MS[:LIFE]] [-name NAME]
+//                    [--churn MS[:LIFE]] [--io-delay-us US] [-name NAME]
 //
 // It prints `ready PID THREADS` once its vCPU threads exist, then reads commands on stdin:
 //   run        run every vCPU's loop once; answers `done`
@@ -21,11 +21,12 @@ import KVMWorkload
 // With --run it runs once, prints `done` and exits (no stdin). With --loop MS it runs again
 // and again, pausing MS milliseconds between rounds, until killed (no stdin). --churn starts a
 // thread every MS milliseconds that lives LIFE milliseconds (default MS/2), until we exit.
+// --io-delay-us keeps each vCPU busy in userspace US microseconds on every IO exit.
 
 func usage() -> Never {
     try? FileDescriptor(rawValue: 2).writeAll(
         "usage: kvmstat-workload [--vms N] [--vcpus N] [--iterations N] [--run | --loop MS] "
-        + "[--churn MS[:LIFE]] [-name NAME]\n")
+        + "[--churn MS[:LIFE]] [--io-delay-us US] [-name NAME]\n")
     exit(2)
 }
 
@@ -37,6 +38,7 @@ sigprocmask(SIG_SETMASK, &noSignals, nil)
 var vms = 1
 var vcpus = 1
 var iterations = 1000
+var ioDelay = 0
 var runOnce = false
 var loopPause: Int?
 var churn: (interval: Int, lifetime: Int)?
@@ -48,6 +50,8 @@ while let arg = args.popFirst() {
     case "--iterations":
         guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; iterations = v
     case "--run": runOnce = true
+    case "--io-delay-us":
+        guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; ioDelay = v
     case "--loop": guard let v = args.popFirst().flatMap({ Int($0) }), v >= 0 else { usage() }; loopPause = v
     case "--churn":
         let parts = args.popFirst()?.split(separator: ":").map { Int($0) } ?? []
@@ -82,7 +86,7 @@ func fail(_ error: WorkloadError) -> Never {
     exit(1)
 }
 
-let workload = Workload(iterations: iterations)
+let workload = Workload(iterations: iterations, ioDelayMicroseconds: ioDelay)
 do { try workload.addVMs(vms, vcpus: vcpus) } catch { fail(error) }
 say("ready \(getpid()) \(workload.threadCount)")
 if let churn { ThreadChurn.start(interval: churn.interval, lifetime: churn.lifetime) }

@@ -123,6 +123,53 @@ struct BPFSourceTests {
         _ = textfile.exit(within: 5)
     }
 
+    /// Ground truth for the VMM's latency: the workload stays busy 200 µs in userspace on
+    /// every IO exit and not at all on HLT. Every IO exit is timed at 200 µs or more (the
+    /// minimum is exact), the median within a factor of 2, and HLT's far below.
+    @Test func latencyReportFindsTheVMMsKnownTime() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 500, extra: ["--io-delay-us", "200"])
+        let kvmstat = try BackgroundKvmstat(["-1", "--source", "bpf", "--latency", "-p", "\(workload.pid)",
+                                             "-f", "^kvm_userspace_exit$"])
+        kvmstat.waitUntilCounting()
+        try workload.run()
+        let result = kvmstat.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        // `name samples samples% time% min p50 p90 p99 max mean`, times in microseconds.
+        func row(_ name: String) -> [Double]? {
+            result.stdout.split(separator: "\n").first { $0.hasPrefix(name + " ") }.map {
+                $0.split(separator: " ").dropFirst().map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "%"))) ?? -1 }
+            }
+        }
+        let io = try #require(row("userspace_exit_latency(IO)"), "\(result.stdout)")
+        let hlt = try #require(row("userspace_exit_latency(HLT)"), "\(result.stdout)")
+        // The last HLT's time in the VMM has not ended (its vCPU waits for the next run):
+        // an exit is timed when the vCPU enters KVM_RUN again.
+        #expect(io[0] == 1000 && hlt[0] == 499, "\(result.stdout)")
+        #expect(io[3] >= 200, "minimum \(io[3]) µs")
+        #expect(io[4] >= 100 && io[4] <= 400, "p50 \(io[4]) µs")
+        #expect(hlt[4] < 50, "HLT's p50 \(hlt[4]) µs")
+    }
+
+    /// The latencies in Prometheus: a histogram per reason with `_sum` and `_count`.
+    @Test func latencyHistogramsInPrometheus() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 300, extra: ["--io-delay-us", "50"])
+        let directory = NSTemporaryDirectory() + "kvmstat-bpf-latency-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/kvm.prom"
+        let textfile = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "--source", "bpf", "--latency",
+                                              "-p", "\(workload.pid)", "-s", "0.2", "-f", "^kvm_userspace_exit$"])
+        textfile.waitUntilCounting()
+        try workload.run()
+        let text = { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+        #expect(waitUntil(within: 10) { text().contains("kvm_userspace_exit_latency_seconds_count{child=\"IO\"} 600") },
+                "\(text())")
+        #expect(text().contains("# TYPE kvm_userspace_exit_latency_seconds histogram"))
+        #expect(text().contains("kvm_userspace_exit_latency_seconds_sum{child=\"IO\"} 0.0"))
+        textfile.signal(SIGTERM)
+        _ = textfile.exit(within: 5)
+    }
+
     /// Nothing is left in the kernel: no program of kvmstat's after SIGINT, SIGTERM, or SIGKILL
     /// (the kernel frees what only kvmstat's descriptors held).
     @Test(arguments: [SIGINT, SIGTERM, SIGKILL])

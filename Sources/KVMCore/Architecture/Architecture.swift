@@ -22,6 +22,45 @@ public protocol Architecture: Sendable {
     func debugfsParent(of field: String) -> String?
     /// One line saying what the two child rules are, for `--arch-info`.
     var childRuleSummary: String { get }
+    /// Pairs of tracepoints on one thread whose distance is a latency worth timing (the bpf
+    /// source's histograms): exit handling in the kernel, the VMM's time per userspace exit.
+    var latencyPairs: [LatencyPair] { get }
+}
+
+/// Two tracepoints on the same thread: the time from a hit of `start` to the thread's next
+/// hit of `end` (that satisfies `endCondition`) is one latency, filed under the start's
+/// reason (the value of `reasonField`, named by `reasons`).
+public struct LatencyPair: Sendable, Equatable {
+    /// The histogram's name (`userspace_exit_latency`); its children carry the reasons.
+    public let name: String
+    public let help: String
+    public let start: String
+    public let reasonField: String?
+    public let reasons: [ExitReason]
+    public let end: String
+    /// A field of `end`'s record and the value it must have (`kvm_fpu`'s `load` == 1).
+    public let endCondition: EndCondition?
+
+    public struct EndCondition: Sendable, Equatable {
+        public let field: String
+        public let value: Int
+
+        public init(field: String, value: Int) {
+            self.field = field
+            self.value = value
+        }
+    }
+
+    public init(name: String, help: String, start: String, reasonField: String?, reasons: [ExitReason],
+                end: String, endCondition: EndCondition? = nil) {
+        self.name = name
+        self.help = help
+        self.start = start
+        self.reasonField = reasonField
+        self.reasons = reasons
+        self.end = end
+        self.endCondition = endCondition
+    }
 }
 
 extension Architecture {
@@ -41,6 +80,9 @@ extension Architecture {
     public var childRuleSummary: String {
         "tracepoint: EVENT(SUB) is a child of EVENT; debugfs: no child fields"
     }
+
+    /// None known: an architecture names its own.
+    public var latencyPairs: [LatencyPair] { [] }
 
     /// `kvm_exit` child events exist only where there is both a field and a table to name values.
     public var hasExitReasonChildren: Bool { exitReasonField != nil && !exitReasons.isEmpty }

@@ -26,7 +26,7 @@ public final class BPFSource: StatSource {
         name: "bpf",
         summary: "KVM tracepoints counted in the kernel by BPF programs, per guest and thread "
             + "(needs root, kernel >= 4.7; at most \(maxKeys) thread/event/reason counts, ~5 MB of kernel memory)",
-        enabledPhrase: "bpf", byGuest: true, reads: [.pid, .fields], defaultRank: nil,
+        enabledPhrase: "bpf", byGuest: true, reads: [.pid, .fields, .latency], defaultRank: nil,
         unavailableReason: { configuration in
             if !configuration.architectureIsHosts {
                 return "kvmstat: the bpf source cannot run for --arch \(configuration.architecture.name) on this host"
@@ -61,6 +61,8 @@ public final class BPFSource: StatSource {
     private var guestNames: GuestNames
     private var handoffs: [Int32] = []
     private var closed = false
+    /// The architecture's latency pairs being timed (`--latency`).
+    private var timers: [LatencyTimer] = []
 
     public init(configuration: SourceConfiguration) throws(SourceError) {
         if let reason = Self.description.unavailableReason(configuration) {
@@ -105,9 +107,24 @@ public final class BPFSource: StatSource {
         childField = children
         do throws(SourceError) {
             try updateFields(configuration.fieldFilter)
+            if configuration.latency { try startTimers() }
         } catch {
             close()
             throw error
+        }
+    }
+
+    /// Times every latency pair of the architecture whose tracepoints this kernel has.
+    private func startTimers() throws(SourceError) {
+        let pairs = architecture.latencyPairs
+        guard !pairs.isEmpty else {
+            throw SourceError("--latency: kvmstat knows no exit latencies to time on \(architecture.name)")
+        }
+        for pair in pairs where catalog.tracepointID(pair.start) != nil && catalog.tracepointID(pair.end) != nil {
+            timers.append(try LatencyTimer(pair: pair, catalog: catalog, bpf: bpf, architecture: architecture,
+                                           dropped: dropped) { (tracepoint, code) throws(SourceError) in
+                try self.attachProgram(code, to: tracepoint, name: "kvmstat_latency")
+            })
         }
     }
 
@@ -134,8 +151,8 @@ public final class BPFSource: StatSource {
     }
 
     private func attach(_ tracepoint: String) throws(SourceError) {
-        guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint] else { return }
-        guard let id = catalog.tracepointID(tracepoint) else { return }
+        guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint],
+              catalog.tracepointID(tracepoint) != nil else { return }
         var reason: TracepointFormat.Field?
         if let reasonName = catalog.reasonField(of: tracepoint) {
             guard let field = TracepointFormat.read(catalog.directory(of: tracepoint))?.fields[reasonName] else {
@@ -149,11 +166,23 @@ public final class BPFSource: StatSource {
             throw SourceError("the bpf source cannot count \(tracepoint): its field '\(catalog.reasonField(of: tracepoint) ?? "")' "
                 + "is \(reason?.size ?? 0) bytes wide")
         }
+        let pair = try attachProgram(code, to: tracepoint, name: "kvmstat_count")
+        attached[tracepoint] = (pair[0], pair[1])
+    }
+
+    /// Loads `code` and attaches it to `tracepoint` through one perf event (pid -1, cpu 0: it
+    /// runs on every CPU); returns the program's and the event's descriptors.
+    private func attachProgram(_ code: [BPFInstruction], to tracepoint: String, name: String) throws(SourceError)
+        -> [FileDescriptor]
+    {
+        guard let id = catalog.tracepointID(tracepoint) else {
+            throw SourceError("the bpf source cannot attach to \(tracepoint): tracefs has no such tracepoint")
+        }
         let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 16_384)
         defer { log.deallocate() }
         let program: FileDescriptor
         do throws(Errno) {
-            program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: "kvmstat_count", log: log)
+            program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: name, log: log)
         } catch {
             let words = String(decoding: log.prefix { $0 != 0 }, as: UTF8.self)
                 .split(separator: "\n").last.map { " (verifier: \($0))" } ?? ""
@@ -174,7 +203,7 @@ public final class BPFSource: StatSource {
             program.close()
             throw Self.failure("attach its program to \(tracepoint)", error)
         }
-        attached[tracepoint] = (program, perfEvent)
+        return [program, perfEvent]
     }
 
     public func setPid(_ pid: Int) throws(SourceError) {
@@ -249,6 +278,10 @@ public final class BPFSource: StatSource {
         }
         var reading = Reading(families: catalog.families, warnings: warnings)
         warnings.removeAll()
+        for timer in timers {
+            reading.families[timer.pair.name] = timer.family
+            reading.histograms.merge(timer.read(pid: pid)) { first, _ in first }
+        }
         let wantedParents = wanted.filter { catalog.keys[$0].parent == nil }
         if request.byGuest {
             for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
@@ -310,6 +343,8 @@ public final class BPFSource: StatSource {
         var descriptors: [FileDescriptor] = []
         for (_, pair) in attached { descriptors += [pair.event, pair.program] }
         attached.removeAll()
+        for timer in timers { descriptors += timer.descriptors }
+        timers.removeAll()
         // Detaching from a tracepoint waits for the kernel (an RCU grace period each): the
         // hand-off child pays it, as for the tracepoint source.
         if let child = DescriptorHandoff.release(descriptors) { handoffs.append(child) }
