@@ -93,6 +93,28 @@ struct BPFSourceTests {
         #expect(last["bpf-b-\(tag)"] == 6_000 || (last["(guests that have quit)"] ?? 0) >= 6_000, "\(last)")
     }
 
+    /// vCPU threads that exit (a VM destroyed) keep their counts: their keys leave the
+    /// kernel's map and their counts stay with their guest, exactly, sample after sample.
+    @Test func exitedThreadsKeepTheirCounts() throws {
+        let workload = try WorkloadProcess(vms: 2, vcpus: 2, iterations: 1000)
+        let log = try BackgroundKvmstat(["-l", "-s", "0.2", "--source", "bpf", "--format", "csv", "-p", "\(workload.pid)",
+                                         "-f", "^kvm_pio$"])
+        log.waitUntilCounting()
+        try workload.run()
+        try workload.destroyVM()
+        try workload.run()
+        // The log's column is per interval; their sum is the total.
+        let total = { (text: String) in
+            text.split(separator: "\n").dropFirst().compactMap { $0.split(separator: ",").last.flatMap { Int($0) } }
+                .reduce(0, +)
+        }
+        #expect(log.waitForOutput(within: 10) { total($0) == 4 * 1000 * 2 + 2 * 1000 * 2 })
+        usleep(600_000)
+        log.signal(SIGTERM)
+        let result = log.finish()
+        #expect(total(result.stdout) == 12_000, "\(result.stdout.suffix(400))")
+    }
+
     /// Every mode and format reads it: csv, jsonl, Prometheus with guest labels.
     @Test func formatsAndPrometheusGuestLabels() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 1500, name: "bpf-prom-\(getpid())")

@@ -28,6 +28,7 @@ public struct BPFSystem: Sendable {
     private enum Command: Int32 {
         case mapCreate = 0, mapLookupElem = 1, mapUpdateElem = 2, mapDeleteElem = 3, mapGetNextKey = 4
         case progLoad = 5
+        case mapLookupBatch = 24
     }
 
     /// `union bpf_attr` is 144 bytes on current kernels; a smaller kernel accepts a larger
@@ -131,6 +132,61 @@ public struct BPFSystem: Sendable {
             return true
         } catch where error.rawValue == ENOENT {
             return false
+        }
+    }
+
+    /// Every element of `map`, `keySize` + `valueSize` bytes each, in as few calls as the
+    /// kernel allows (BPF_MAP_LOOKUP_BATCH, Linux 5.6: up to `batch` elements a call); nil
+    /// when the kernel has no batch lookup for this map (read it key by key instead).
+    public func lookupAll(_ map: FileDescriptor, keySize: Int, valueSize: Int, batch: Int = 4096) throws(Errno)
+        -> (keys: [UInt8], values: [UInt8], count: Int)?
+    {
+        var keys = [UInt8](repeating: 0, count: keySize * batch)
+        var values = [UInt8](repeating: 0, count: valueSize * batch)
+        var allKeys: [UInt8] = []
+        var allValues: [UInt8] = []
+        var total = 0
+        // The kernel's position between calls (a bucket number for hash maps).
+        var tokens = [UInt64](repeating: 0, count: 4)
+        var first = true
+        while true {
+            var copied = 0
+            let result = keys.withUnsafeMutableBytes { keyBytes in
+                values.withUnsafeMutableBytes { valueBytes in
+                    tokens.withUnsafeMutableBufferPointer { token in
+                        var attr = [UInt8](repeating: 0, count: Self.attrSize)
+                        return attr.withUnsafeMutableBytes { raw -> Int in
+                            let inToken = UInt64(UInt(bitPattern: token.baseAddress))
+                            let outToken = UInt64(UInt(bitPattern: token.baseAddress! + 2))
+                            raw.storeBytes(of: first ? 0 : inToken, toByteOffset: 0, as: UInt64.self)
+                            raw.storeBytes(of: outToken, toByteOffset: 8, as: UInt64.self)
+                            raw.storeBytes(of: UInt64(UInt(bitPattern: keyBytes.baseAddress)), toByteOffset: 16,
+                                           as: UInt64.self)
+                            raw.storeBytes(of: UInt64(UInt(bitPattern: valueBytes.baseAddress)), toByteOffset: 24,
+                                           as: UInt64.self)
+                            raw.storeBytes(of: UInt32(batch), toByteOffset: 32, as: UInt32.self)
+                            raw.storeBytes(of: UInt32(bitPattern: map.rawValue), toByteOffset: 36, as: UInt32.self)
+                            let result = ckvm_bpf(syscallNumber, Command.mapLookupBatch.rawValue, raw.baseAddress,
+                                                  UInt32(raw.count))
+                            copied = Int(raw.load(fromByteOffset: 32, as: UInt32.self))
+                            return result
+                        }
+                    }
+                }
+            }
+            let failure = result < 0 ? errno : 0
+            if failure == EINVAL || failure == ENOTSUP || failure == 524 /* ENOTSUPP */ { return nil }
+            if result < 0 && failure != ENOENT { throw Errno(rawValue: failure) }
+            if copied > 0 {
+                allKeys += keys[0..<(copied * keySize)]
+                allValues += values[0..<(copied * valueSize)]
+                total += copied
+            }
+            // ENOENT: the last elements were in this call.
+            if result < 0 { return (allKeys, allValues, total) }
+            tokens[0] = tokens[2]
+            tokens[1] = tokens[3]
+            first = false
         }
     }
 

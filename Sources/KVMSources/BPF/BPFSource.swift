@@ -43,12 +43,16 @@ public final class BPFSource: StatSource {
     private let counts: FileDescriptor
     private let dropped: FileDescriptor
     /// Tracepoints with a program attached: the program's and the perf event's descriptors.
-    private var attached: [String: (program: FileDescriptor, event: FileDescriptor)] = [:]
+    private var attached: [String: [FileDescriptor]] = [:]
     /// Field index of each parent tracepoint (the event number in keys), and of each child by
     /// event and reason value.
     private let eventOfTracepoint: [String: UInt32]
     private let parentField: [Int]
     private let childField: [UInt32: [UInt32: Int]]
+    /// Whether the kernel reads the map in batches (until it says it cannot).
+    private var batchLookups = true
+    /// Keys of exited threads found by the last read, to delete.
+    private var exited: [CountingProgram.Key] = []
     private var pid: Int
     private var wanted: [Int] = []
     /// Counts at the last reset, by key (subtracted from what the map says).
@@ -150,60 +154,78 @@ public final class BPFSource: StatSource {
         try reset()
     }
 
+    /// One program per tracepoint, its event number a constant in it: a tracepoint program
+    /// cannot read its record's type (`common_type`), as the kernel keeps a pointer to the
+    /// registers in the record's first 8 bytes.
     private func attach(_ tracepoint: String) throws(SourceError) {
         guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint],
               catalog.tracepointID(tracepoint) != nil else { return }
         var reason: TracepointFormat.Field?
         if let reasonName = catalog.reasonField(of: tracepoint) {
-            guard let field = TracepointFormat.read(catalog.directory(of: tracepoint))?.fields[reasonName] else {
-                throw SourceError("the bpf source cannot count \(tracepoint): its format in "
-                    + "\(catalog.directory(of: tracepoint)) has no field '\(reasonName)'")
+            let directory = catalog.directory(of: tracepoint)
+            guard let field = TracepointFormat.read(directory)?.fields[reasonName] else {
+                throw SourceError("the bpf source cannot count \(tracepoint): its format in \(directory) "
+                    + "has no field '\(reasonName)'")
             }
             reason = field
         }
         guard let code = CountingProgram.instructions(event: event, reason: reason, counts: counts, dropped: dropped)
         else {
-            throw SourceError("the bpf source cannot count \(tracepoint): its field '\(catalog.reasonField(of: tracepoint) ?? "")' "
-                + "is \(reason?.size ?? 0) bytes wide")
+            throw SourceError("the bpf source cannot count \(tracepoint): its field "
+                + "'\(catalog.reasonField(of: tracepoint) ?? "")' is \(reason?.size ?? 0) bytes wide")
         }
-        let pair = try attachProgram(code, to: tracepoint, name: "kvmstat_count")
-        attached[tracepoint] = (pair[0], pair[1])
+        attached[tracepoint] = try attachProgram(code, to: tracepoint, name: "kvmstat_count")
     }
 
-    /// Loads `code` and attaches it to `tracepoint` through one perf event (pid -1, cpu 0: it
-    /// runs on every CPU); returns the program's and the event's descriptors.
-    private func attachProgram(_ code: [BPFInstruction], to tracepoint: String, name: String) throws(SourceError)
-        -> [FileDescriptor]
+    /// Loads `code` (the verifier's last words in the error when it refuses).
+    private func loadProgram(_ code: [BPFInstruction], for tracepoint: String, name: String) throws(SourceError)
+        -> FileDescriptor
     {
-        guard let id = catalog.tracepointID(tracepoint) else {
-            throw SourceError("the bpf source cannot attach to \(tracepoint): tracefs has no such tracepoint")
-        }
         let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 16_384)
         defer { log.deallocate() }
-        let program: FileDescriptor
         do throws(Errno) {
-            program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: name, log: log)
+            return try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: name, log: log)
         } catch {
-            let words = String(decoding: log.prefix { $0 != 0 }, as: UTF8.self)
-                .split(separator: "\n").last.map { " (verifier: \($0))" } ?? ""
+            // The verifier's last words: where it stopped and why.
+            let lines = String(decoding: log.prefix { $0 != 0 }, as: UTF8.self).split(separator: "\n")
+            let words = lines.isEmpty ? "" : " (verifier: " + lines.suffix(3).joined(separator: " / ") + ")"
             throw Self.failure("load its program for \(tracepoint)\(words)", error)
+        }
+    }
+
+    /// Attaches `program` to `tracepoint` through one perf event (pid -1, cpu 0: it runs on
+    /// every CPU); returns the event's descriptor.
+    private func attach(_ program: FileDescriptor, to tracepoint: String) throws(SourceError) -> FileDescriptor {
+        guard let id = catalog.tracepointID(tracepoint) else {
+            throw SourceError("the bpf source cannot attach to \(tracepoint): tracefs has no such tracepoint")
         }
         let perfEvent: FileDescriptor
         do throws(Errno) {
             perfEvent = try PerfEvent.openTracepoint(id: id, pid: -1, cpu: 0, group: nil,
                                                      syscallNumber: architecture.perfEventOpenSyscall)
         } catch {
-            program.close()
             throw Self.failure("open tracepoint \(tracepoint)", error)
         }
         do throws(Errno) {
             try PerfEvent.attach(program: program, to: perfEvent, request: architecture.perfIoctls.setBPF)
         } catch {
             perfEvent.close()
-            program.close()
             throw Self.failure("attach its program to \(tracepoint)", error)
         }
-        return [program, perfEvent]
+        return perfEvent
+    }
+
+    /// A latency timer's program on `tracepoint`: its program's and perf event's descriptors.
+    private func attachProgram(_ code: [BPFInstruction], to tracepoint: String, name: String) throws(SourceError)
+        -> [FileDescriptor]
+    {
+        let program = try loadProgram(code, for: tracepoint, name: name)
+        do throws(SourceError) {
+            return [program, try attach(program, to: tracepoint)]
+        } catch {
+            program.close()
+            throw error
+        }
     }
 
     public func setPid(_ pid: Int) throws(SourceError) {
@@ -214,10 +236,36 @@ public final class BPFSource: StatSource {
     /// `departed` and their keys deleted.
     private func collect() throws(SourceError) -> [(CountingProgram.Key, UInt64)] {
         var entries: [(CountingProgram.Key, UInt64)] = []
+        var live: [UInt64: Bool] = [:]
+        // One call for all keys where the kernel has batch lookups, else two per key.
+        let all: (keys: [UInt8], values: [UInt8], count: Int)?
+        do throws(Errno) {
+            all = batchLookups ? try bpf.lookupAll(counts, keySize: CountingProgram.keySize, valueSize: 8) : nil
+        } catch {
+            throw SourceError("reading the bpf source's counts", errno: error)
+        }
+        if let all {
+            all.keys.withUnsafeBytes { keys in
+                all.values.withUnsafeBytes { values in
+                    for i in 0..<all.count {
+                        let base = i * CountingProgram.keySize
+                        let key = CountingProgram.Key(tid: keys.load(fromByteOffset: base, as: UInt32.self),
+                                                      tgid: keys.load(fromByteOffset: base + 4, as: UInt32.self),
+                                                      event: keys.load(fromByteOffset: base + 8, as: UInt32.self),
+                                                      reason: keys.load(fromByteOffset: base + 12, as: UInt32.self))
+                        if let entry = take(key, values.load(fromByteOffset: i * 8, as: UInt64.self), live: &live) {
+                            entries.append(entry)
+                        }
+                    }
+                }
+            }
+            deleteExited()
+            return entries
+        }
+        batchLookups = false
         var key = CountingProgram.Key(tid: 0, tgid: 0, event: 0, reason: 0)
         var next = key
         var first = true
-        var live: [UInt64: Bool] = [:]
         while true {
             let more: Bool
             do throws(Errno) {
@@ -239,24 +287,40 @@ public final class BPFSource: StatSource {
                 }
             }) ?? false
             guard found else { continue }
-            let counted = value >= (baseline[key] ?? 0) ? value - (baseline[key] ?? 0) : value
-            let thread = UInt64(key.tgid) << 32 | UInt64(key.tid)
-            let alive: Bool
-            if let known = live[thread] {
-                alive = known
-            } else {
-                alive = key.tid == 0 || access("\(proc)/\(key.tgid)/task/\(key.tid)", F_OK) == 0
-                live[thread] = alive
-            }
-            if alive {
-                entries.append((key, counted))
-            } else {
-                for field in fields(of: key) { departed[key.tgid, default: [:]][field, default: 0] &+= counted }
-                baseline[key] = nil
-                _ = withUnsafeBytes(of: &key) { try? bpf.delete(counts, key: $0.baseAddress!) }
-            }
+            if let entry = take(key, value, live: &live) { entries.append(entry) }
         }
+        deleteExited()
         return entries
+    }
+
+    /// A key's count less its baseline, or nil when its thread has exited: then the count is
+    /// folded into `departed` and the key deleted (the map holds the living).
+    private func take(_ key: CountingProgram.Key, _ value: UInt64, live: inout [UInt64: Bool])
+        -> (CountingProgram.Key, UInt64)?
+    {
+        let counted = value >= (baseline[key] ?? 0) ? value - (baseline[key] ?? 0) : value
+        let thread = UInt64(key.tgid) << 32 | UInt64(key.tid)
+        let alive: Bool
+        if let known = live[thread] {
+            alive = known
+        } else {
+            alive = key.tid == 0 || access("\(proc)/\(key.tgid)/task/\(key.tid)", F_OK) == 0
+            live[thread] = alive
+        }
+        if alive { return (key, counted) }
+        for field in fields(of: key) { departed[key.tgid, default: [:]][field, default: 0] &+= counted }
+        baseline[key] = nil
+        exited.append(key)
+        return nil
+    }
+
+    /// Deletes the keys of threads that exited, once the map has been read (deleting while
+    /// walking it key by key would start the walk again).
+    private func deleteExited() {
+        for var key in exited {
+            _ = withUnsafeBytes(of: &key) { try? bpf.delete(counts, key: $0.baseAddress!) }
+        }
+        exited.removeAll()
     }
 
     /// The fields a key counts for: its event, and the child of its reason if there is one.
@@ -341,7 +405,7 @@ public final class BPFSource: StatSource {
         guard !closed else { return }
         closed = true
         var descriptors: [FileDescriptor] = []
-        for (_, pair) in attached { descriptors += [pair.event, pair.program] }
+        descriptors += attached.values.flatMap { $0 }
         attached.removeAll()
         for timer in timers { descriptors += timer.descriptors }
         timers.removeAll()
