@@ -9,6 +9,8 @@ final class LatencyTimer {
     private let starts: FileDescriptor
     private let histograms: FileDescriptor
     private(set) var descriptors: [FileDescriptor] = []
+    /// Whether the kernel reads the map in batches (until it says it cannot).
+    private var batchLookups = true
     private let reasonNames: [UInt32: String]
 
     /// Keys the histogram map holds at most: (thread, reason, slot) for ~3,000 vCPUs.
@@ -66,26 +68,8 @@ final class LatencyTimer {
     /// `userspace_exit_latency(IO)` under `userspace_exit_latency`.
     func read(pid: Int) -> [EventID: Histogram] {
         var byReason: [UInt32: Histogram] = [:]
-        var key = (UInt32(0), UInt32(0), UInt32(0), UInt32(0))
-        var next = key
-        var first = true
-        while true {
-            let more = (try? withUnsafeBytes(of: &key) { (current) throws(Errno) -> Bool in
-                try withUnsafeMutableBytes(of: &next) { (raw) throws(Errno) -> Bool in
-                    try bpf.nextKey(histograms, after: first ? nil : current.baseAddress!, into: raw.baseAddress!)
-                }
-            }) ?? false
-            guard more else { break }
-            first = false
-            key = next
-            guard pid == 0 || Int(key.1) == pid else { continue }
-            var value: UInt64 = 0
-            let found = (try? withUnsafeBytes(of: &key) { (k) throws(Errno) -> Bool in
-                try withUnsafeMutableBytes(of: &value) { (v) throws(Errno) -> Bool in
-                    try bpf.lookup(histograms, key: k.baseAddress!, into: v.baseAddress!)
-                }
-            }) ?? false
-            guard found else { continue }
+        func add(_ key: (UInt32, UInt32, UInt32, UInt32), _ value: UInt64) {
+            guard pid == 0 || Int(key.1) == pid else { return }
             var histogram = byReason[key.2] ?? Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9,
                                                          buckets: Array(repeating: 0, count: LatencyPrograms.buckets))
             switch key.3 {
@@ -96,6 +80,40 @@ final class LatencyTimer {
             default: break
             }
             byReason[key.2] = histogram
+        }
+        if batchLookups, let all = try? bpf.lookupAll(histograms, keySize: 16, valueSize: 8) {
+            all.keys.withUnsafeBytes { keys in
+                all.values.withUnsafeBytes { values in
+                    for i in 0..<all.count {
+                        let base = i * 16
+                        add((keys.load(fromByteOffset: base, as: UInt32.self), keys.load(fromByteOffset: base + 4, as: UInt32.self),
+                             keys.load(fromByteOffset: base + 8, as: UInt32.self), keys.load(fromByteOffset: base + 12, as: UInt32.self)),
+                            values.load(fromByteOffset: i * 8, as: UInt64.self))
+                    }
+                }
+            }
+        } else {
+            batchLookups = false
+            var key = (UInt32(0), UInt32(0), UInt32(0), UInt32(0))
+            var next = key
+            var first = true
+            while true {
+                let more = (try? withUnsafeBytes(of: &key) { (current) throws(Errno) -> Bool in
+                    try withUnsafeMutableBytes(of: &next) { (raw) throws(Errno) -> Bool in
+                        try bpf.nextKey(histograms, after: first ? nil : current.baseAddress!, into: raw.baseAddress!)
+                    }
+                }) ?? false
+                guard more else { break }
+                first = false
+                key = next
+                var value: UInt64 = 0
+                let found = (try? withUnsafeBytes(of: &key) { (k) throws(Errno) -> Bool in
+                    try withUnsafeMutableBytes(of: &value) { (v) throws(Errno) -> Bool in
+                        try bpf.lookup(histograms, key: k.baseAddress!, into: v.baseAddress!)
+                    }
+                }) ?? false
+                if found { add(key, value) }
+            }
         }
         var result: [EventID: Histogram] = [:]
         for (reason, var histogram) in byReason {
