@@ -190,6 +190,36 @@ public struct BPFSystem: Sendable {
         }
     }
 
+    /// Every element of `map` as `lookupAll` gives them, or key by key where the kernel has
+    /// no batch lookup (`batched` is then false, and stays so for the next calls).
+    public func elements(_ map: FileDescriptor, keySize: Int, valueSize: Int, batched: inout Bool) throws(Errno)
+        -> (keys: [UInt8], values: [UInt8], count: Int)
+    {
+        if batched, let all = try lookupAll(map, keySize: keySize, valueSize: valueSize) { return all }
+        batched = false
+        var keys: [UInt8] = []
+        var values: [UInt8] = []
+        let key = UnsafeMutableRawBufferPointer.allocate(byteCount: keySize, alignment: 8)
+        let next = UnsafeMutableRawBufferPointer.allocate(byteCount: keySize, alignment: 8)
+        let value = UnsafeMutableRawBufferPointer.allocate(byteCount: valueSize, alignment: 8)
+        defer {
+            key.deallocate()
+            next.deallocate()
+            value.deallocate()
+        }
+        var first = true
+        while try nextKey(map, after: first ? nil : UnsafeRawPointer(key.baseAddress!), into: next.baseAddress!) {
+            first = false
+            key.copyMemory(from: UnsafeRawBufferPointer(next))
+            // A key deleted between the two calls (its thread's exit, by the kernel) is skipped.
+            if try lookup(map, key: key.baseAddress!, into: value.baseAddress!) {
+                keys += key
+                values += value
+            }
+        }
+        return (keys, values, values.count / max(valueSize, 1))
+    }
+
     /// The key after `key` (the first with nil) into `next`; false after the last.
     public func nextKey(_ map: FileDescriptor, after key: UnsafeRawPointer?, into next: UnsafeMutableRawPointer)
         throws(Errno) -> Bool

@@ -238,56 +238,25 @@ public final class BPFSource: StatSource {
         var entries: [(CountingProgram.Key, UInt64)] = []
         var live: [UInt64: Bool] = [:]
         // One call for all keys where the kernel has batch lookups, else two per key.
-        let all: (keys: [UInt8], values: [UInt8], count: Int)?
+        let all: (keys: [UInt8], values: [UInt8], count: Int)
         do throws(Errno) {
-            all = batchLookups ? try bpf.lookupAll(counts, keySize: CountingProgram.keySize, valueSize: 8) : nil
+            all = try bpf.elements(counts, keySize: CountingProgram.keySize, valueSize: 8, batched: &batchLookups)
         } catch {
             throw SourceError("reading the bpf source's counts", errno: error)
         }
-        if let all {
-            all.keys.withUnsafeBytes { keys in
-                all.values.withUnsafeBytes { values in
-                    for i in 0..<all.count {
-                        let base = i * CountingProgram.keySize
-                        let key = CountingProgram.Key(tid: keys.load(fromByteOffset: base, as: UInt32.self),
-                                                      tgid: keys.load(fromByteOffset: base + 4, as: UInt32.self),
-                                                      event: keys.load(fromByteOffset: base + 8, as: UInt32.self),
-                                                      reason: keys.load(fromByteOffset: base + 12, as: UInt32.self))
-                        if let entry = take(key, values.load(fromByteOffset: i * 8, as: UInt64.self), live: &live) {
-                            entries.append(entry)
-                        }
+        all.keys.withUnsafeBytes { keys in
+            all.values.withUnsafeBytes { values in
+                for i in 0..<all.count {
+                    let base = i * CountingProgram.keySize
+                    let key = CountingProgram.Key(tid: keys.load(fromByteOffset: base, as: UInt32.self),
+                                                  tgid: keys.load(fromByteOffset: base + 4, as: UInt32.self),
+                                                  event: keys.load(fromByteOffset: base + 8, as: UInt32.self),
+                                                  reason: keys.load(fromByteOffset: base + 12, as: UInt32.self))
+                    if let entry = take(key, values.load(fromByteOffset: i * 8, as: UInt64.self), live: &live) {
+                        entries.append(entry)
                     }
                 }
             }
-            deleteExited()
-            return entries
-        }
-        batchLookups = false
-        var key = CountingProgram.Key(tid: 0, tgid: 0, event: 0, reason: 0)
-        var next = key
-        var first = true
-        while true {
-            let more: Bool
-            do throws(Errno) {
-                more = try withUnsafeBytes(of: &key) { (current) throws(Errno) -> Bool in
-                    try withUnsafeMutableBytes(of: &next) { (raw) throws(Errno) -> Bool in
-                        try bpf.nextKey(counts, after: first ? nil : current.baseAddress!, into: raw.baseAddress!)
-                    }
-                }
-            } catch {
-                throw SourceError("reading the bpf source's counts", errno: error)
-            }
-            guard more else { break }
-            first = false
-            key = next
-            var value: UInt64 = 0
-            let found = (try? withUnsafeBytes(of: &key) { (k) throws(Errno) -> Bool in
-                try withUnsafeMutableBytes(of: &value) { (v) throws(Errno) -> Bool in
-                    try bpf.lookup(counts, key: k.baseAddress!, into: v.baseAddress!)
-                }
-            }) ?? false
-            guard found else { continue }
-            if let entry = take(key, value, live: &live) { entries.append(entry) }
         }
         deleteExited()
         return entries

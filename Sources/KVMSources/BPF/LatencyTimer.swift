@@ -81,7 +81,8 @@ final class LatencyTimer {
             }
             byReason[key.2] = histogram
         }
-        if batchLookups, let all = try? bpf.lookupAll(histograms, keySize: 16, valueSize: 8) {
+        // A read that fails shows what was timed so far (the next sample reads again).
+        if let all = try? bpf.elements(histograms, keySize: 16, valueSize: 8, batched: &batchLookups) {
             all.keys.withUnsafeBytes { keys in
                 all.values.withUnsafeBytes { values in
                     for i in 0..<all.count {
@@ -91,28 +92,6 @@ final class LatencyTimer {
                             values.load(fromByteOffset: i * 8, as: UInt64.self))
                     }
                 }
-            }
-        } else {
-            batchLookups = false
-            var key = (UInt32(0), UInt32(0), UInt32(0), UInt32(0))
-            var next = key
-            var first = true
-            while true {
-                let more = (try? withUnsafeBytes(of: &key) { (current) throws(Errno) -> Bool in
-                    try withUnsafeMutableBytes(of: &next) { (raw) throws(Errno) -> Bool in
-                        try bpf.nextKey(histograms, after: first ? nil : current.baseAddress!, into: raw.baseAddress!)
-                    }
-                }) ?? false
-                guard more else { break }
-                first = false
-                key = next
-                var value: UInt64 = 0
-                let found = (try? withUnsafeBytes(of: &key) { (k) throws(Errno) -> Bool in
-                    try withUnsafeMutableBytes(of: &value) { (v) throws(Errno) -> Bool in
-                        try bpf.lookup(histograms, key: k.baseAddress!, into: v.baseAddress!)
-                    }
-                }) ?? false
-                if found { add(key, value) }
             }
         }
         var result: [EventID: Histogram] = [:]
