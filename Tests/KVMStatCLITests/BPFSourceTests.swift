@@ -115,7 +115,7 @@ struct BPFSourceTests {
         #expect(total(result.stdout) == 12_000, "\(result.stdout.suffix(400))")
     }
 
-    /// Every mode and format reads it: csv, jsonl, Prometheus with guest labels.
+    /// Other formats read it: CSV, and Prometheus with guest labels (the textfile).
     @Test func formatsAndPrometheusGuestLabels() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 1500, name: "bpf-prom-\(getpid())")
         let csv = try BackgroundKvmstat(["-1", "--source", "bpf", "--format", "csv", "-p", "\(workload.pid)",
