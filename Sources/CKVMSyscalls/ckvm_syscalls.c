@@ -57,3 +57,7 @@ int ckvm_signal_is_ignored(int sig) {
 long ckvm_bpf(long syscall_number, int cmd, void *attr, unsigned int size) {
     return syscall(syscall_number, cmd, attr, size);
 }
+
+int ckvm_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}

@@ -27,6 +27,7 @@ public enum Builtins {
             QMPSource.description,
             LibvirtSource.description,
             BPFSource.description,
+            VCPUTimeSource.description,
         ]),
         formats: FormatRegistry([
             (TextFormat(), "kvm_stat's plain text (default)"),

@@ -91,6 +91,8 @@ final class VCPUThread: @unchecked Sendable {
     }
 
     private func loop() {
+        // Named as QEMU names its vCPU threads, so monitors find them as they find QEMU's.
+        CurrentThread.setName("CPU \(vcpu.id)/KVM")
         while true {
             while sem_wait(&startSignal) != 0 {}
             if quit { break }

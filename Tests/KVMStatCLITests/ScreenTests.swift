@@ -56,7 +56,7 @@ struct ScreenTests {
         tmux.send("h")
         #expect(tmux.wait(for: "Interactive commands reference") != nil)
         #expect(tmux.screen().contains("   x     toggle reporting of stats for individual child trace events and vCPUs"))
-        #expect(tmux.screen().contains("   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt, bpf; honors filters)"))
+        #expect(tmux.screen().contains("   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt, bpf, vcpu; honors filters)"))
         tmux.send("z")
         #expect(tmux.wait(for: "CurAvg/s") != nil)
 

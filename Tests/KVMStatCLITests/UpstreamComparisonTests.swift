@@ -150,7 +150,7 @@ struct UpstreamScreenTests {
         // Line for line but the two that name what kvmstat adds (README, differences): the
         // sources that show guests, and per-vCPU rows under `x`.
         let added = ["   b     toggle events by guests (debugfs only, honors filters)":
-                        "   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt, bpf; honors filters)",
+                        "   b     toggle events by guests (tracepoint, debugfs, qmp, libvirt, bpf, vcpu; honors filters)",
                      "   x     toggle reporting of stats for individual child trace events":
                         "   x     toggle reporting of stats for individual child trace events and vCPUs"]
         #expect(Array(oursHelp.prefix(17)) == Array(upstreamHelp.prefix(17)).map { added[$0] ?? $0 })

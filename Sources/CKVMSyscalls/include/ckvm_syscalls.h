@@ -20,6 +20,9 @@ int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value);
 /* ioctl(2) with a pointer argument. */
 int ckvm_ioctl_pointer(int fd, unsigned long request, void *pointer);
 
+/* prctl(PR_SET_NAME): the calling thread's name (15 bytes at most), as /proc shows it. */
+int ckvm_set_thread_name(const char *name);
+
 /* prctl(PR_SET_DUMPABLE, 0): no core dump, whatever core_pattern says. */
 int ckvm_set_not_dumpable(void);
 

@@ -1,0 +1,84 @@
+import KVMCore
+
+/// The vCPU threads of the host's KVM processes, found in /proc: a VMM names its vCPU
+/// threads (QEMU `CPU 0/KVM`, Firecracker `fc_vcpu 0`, cloud-hypervisor and crosvm `vcpu0`),
+/// and the name gives the vCPU's index. KVM processes are those with a VM in debugfs
+/// (`kvm/PID-FD`, listable also under lockdown), else those with a `-name` argument.
+struct VCPUThreads {
+    let proc: String
+    let debugfsKVM: String
+
+    /// Per thread: its process, vCPU index, and the times the kernel keeps for it.
+    struct Times: Sendable, Equatable {
+        var user: UInt64
+        var system: UInt64
+        var guest: UInt64
+        /// Time runnable but waiting for a CPU (schedstat), nanoseconds.
+        var waiting: UInt64
+    }
+
+    /// The vCPU index a thread name gives, nil for a thread that is no vCPU.
+    static func vcpuIndex(threadName name: String) -> Int? {
+        var text = Substring(name)
+        if text.hasPrefix("CPU "), text.hasSuffix("/KVM") {
+            text = text.dropFirst(4).dropLast(4)
+        } else if text.hasPrefix("fc_vcpu ") {
+            text = text.dropFirst(8)
+        } else if text.hasPrefix("vcpu") {
+            text = text.dropFirst(4).drop { $0 == " " || $0 == "_" }
+        } else {
+            return nil
+        }
+        guard !text.isEmpty, text.count <= 6, text.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return Int(text)
+    }
+
+    /// The KVM processes now: pids with a VM in debugfs, or (debugfs unreadable) with `-name`.
+    func processes() -> Set<Int> {
+        if let entries = try? FileSystem.listDirectory(debugfsKVM) {
+            return Set(entries.filter(\.isDirectory).compactMap { entry in
+                entry.name.split(separator: "-").first.flatMap { Int($0) }
+            })
+        }
+        return Set(Guests(proc: proc).all().map(\.pid))
+    }
+
+    /// Each vCPU thread of process `pid` (tid → vCPU index), names read only for threads not
+    /// seen before (`known`, which forgets threads that are gone).
+    func threads(of pid: Int, known: inout [Int: Int?]) -> [Int: Int] {
+        guard let tids = try? FileSystem.numericEntries("\(proc)/\(pid)/task") else { return [:] }
+        var seen: [Int: Int?] = [:]
+        var vcpus: [Int: Int] = [:]
+        for tid in tids {
+            let index: Int?
+            if let cached = known[tid] {
+                index = cached
+            } else {
+                let name = (try? FileSystem.readText("\(proc)/\(pid)/task/\(tid)/comm"))?.trimmingBlanks() ?? ""
+                index = Self.vcpuIndex(threadName: name)
+            }
+            seen[tid] = index
+            if let index { vcpus[tid] = index }
+        }
+        known = seen
+        return vcpus
+    }
+
+    /// A thread's times in nanoseconds, nil when it has gone.
+    func times(pid: Int, tid: Int, nanosecondsPerTick: UInt64) -> Times? {
+        let directory = "\(proc)/\(pid)/task/\(tid)"
+        guard let stat = try? FileSystem.readText(directory + "/stat"), let close = stat.lastIndex(of: ")") else {
+            return nil
+        }
+        // Fields after the name, from the state (field 3): utime 14, stime 15, guest_time 43.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        func field(_ number: Int) -> UInt64 {
+            let index = number - 3
+            return index < fields.count ? UInt64(fields[index]) ?? 0 : 0
+        }
+        let waiting = (try? FileSystem.readText(directory + "/schedstat"))
+            .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } } ?? 0
+        return Times(user: field(14) &* nanosecondsPerTick, system: field(15) &* nanosecondsPerTick,
+                     guest: field(43) &* nanosecondsPerTick, waiting: waiting)
+    }
+}
