@@ -57,6 +57,19 @@ struct VCPUTimeSourceTests {
         #expect(share >= 0.3 && share <= 0.75, "waiting share \(share): \(time)")
     }
 
+    /// A real QEMU's vCPU threads (`CPU 0/KVM`, `CPU 1/KVM`) are found by their names.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64"), "needs QEMU"))
+    func realQEMUsVCPUsFoundByName() throws {
+        let guest = try QEMUGuest(outs: 100, vcpus: 2)
+        let batch = try run(kvmstatBinary, ["-1", "--source", "vcpu", "-p", "\(guest.pid)", "-f", "^vcpu_kernel_ns"])
+        #expect(batch.status == 0, "\(batch.stderr)")
+        let lines = batch.stdout.split(separator: "\n")
+        for row in ["vcpu_kernel_ns(vcpu0) ", "vcpu_kernel_ns(vcpu1) "] {
+            #expect(lines.contains { $0.hasPrefix(row) }, "\(batch.stdout)")
+        }
+        #expect(!lines.contains { $0.hasPrefix("vcpu_kernel_ns(vcpu2)") })
+    }
+
     /// Found by thread name; per vCPU as children; a process without vCPU threads is no guest.
     @Test func vcpusAsChildrenAndNoGuestWithoutThem() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 2000, name: "vcpu-kids-\(getpid())")

@@ -6,6 +6,14 @@ import Musl
 
 /// The few file-system questions kvmstat asks, answered without Foundation.
 public enum FileSystem {
+    /// Where a symbolic link points (`/proc/PID/fd/N` → `anon_inode:kvm-vcpu:0`).
+    public static func linkTarget(_ path: String) throws(Errno) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n >= 0 else { throw Errno.current }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// The whole content of a (small, usually virtual) file such as /proc/cpuinfo.
     public static func readText(_ path: String) throws(Errno) -> String {
         let fd = try FileDescriptor.open(path, .nonBlocking)

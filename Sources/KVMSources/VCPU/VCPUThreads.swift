@@ -1,9 +1,12 @@
 import KVMCore
 
 /// The vCPU threads of the host's KVM processes, found in /proc: a VMM names its vCPU
-/// threads (QEMU `CPU 0/KVM`, Firecracker `fc_vcpu 0`, cloud-hypervisor and crosvm `vcpu0`),
-/// and the name gives the vCPU's index. KVM processes are those with a VM in debugfs
-/// (`kvm/PID-FD`, listable also under lockdown), else those with a `-name` argument.
+/// threads (QEMU `CPU 0/KVM` with `-name debug-threads=on`, as libvirt starts it;
+/// Firecracker `fc_vcpu 0`; cloud-hypervisor and crosvm `vcpu0`), and the name gives the
+/// vCPU's index. A thread without such a name is a vCPU when it is inside KVM_RUN on a
+/// `kvm-vcpu:N` descriptor (`/proc/PID/task/TID/syscall`: plain QEMU names no thread); one
+/// caught outside it is looked at again next sample. KVM processes are those with a VM in
+/// debugfs (`kvm/PID-FD`, listable also under lockdown), else those with `-name`.
 struct VCPUThreads {
     let proc: String
     let debugfsKVM: String
@@ -53,15 +56,34 @@ struct VCPUThreads {
             let index: Int?
             if let cached = known[tid] {
                 index = cached
+                seen[tid] = cached
             } else {
                 let name = (try? FileSystem.readText("\(proc)/\(pid)/task/\(tid)/comm"))?.trimmingBlanks() ?? ""
-                index = Self.vcpuIndex(threadName: name)
+                if let named = Self.vcpuIndex(threadName: name) {
+                    index = named
+                    seen[tid] = named
+                } else {
+                    // Not named as a vCPU: one only if caught in KVM_RUN (known once it is).
+                    index = inKVMRun(pid: pid, tid: tid)
+                    if index != nil { seen[tid] = index }
+                }
             }
-            seen[tid] = index
             if let index { vcpus[tid] = index }
         }
         known = seen
         return vcpus
+    }
+
+    /// The vCPU index of a thread blocked in KVM_RUN (`ioctl(fd, 0xae80)`, the request's
+    /// low 16 bits on every architecture) on a descriptor that is a `kvm-vcpu:N`; nil else.
+    func inKVMRun(pid: Int, tid: Int) -> Int? {
+        guard let text = try? FileSystem.readText("\(proc)/\(pid)/task/\(tid)/syscall") else { return nil }
+        let words = text.split(separator: " ")
+        guard words.count >= 3, let fd = UInt64(words[1].dropFirst(2), radix: 16),
+              let request = UInt64(words[2].dropFirst(2), radix: 16), request & 0xffff == 0xae80, fd < 1 << 20,
+              let target = try? FileSystem.linkTarget("\(proc)/\(pid)/fd/\(fd)"), target.hasPrefix("anon_inode:kvm-vcpu:")
+        else { return nil }
+        return Int(target.dropFirst("anon_inode:kvm-vcpu:".count))
     }
 
     /// A thread's times in nanoseconds, nil when it has gone.
