@@ -12,17 +12,40 @@ public struct MetricFamily: Sendable, Hashable {
     /// One sentence for people (Prometheus's HELP).
     public var help: String
     public var origin: MetricOrigin
+    /// Set when the family is one value of a label of a bigger one in exposition formats.
+    public var dimension: MetricDimension?
 
-    public init(_ name: String, kind: MetricKind, unit: MetricUnit = .events, help: String, origin: MetricOrigin) {
+    public init(_ name: String, kind: MetricKind, unit: MetricUnit = .events, help: String, origin: MetricOrigin,
+                dimension: MetricDimension? = nil) {
         self.name = name
         self.kind = kind
         self.unit = unit
         self.help = help
         self.origin = origin
+        self.dimension = dimension
     }
 
     /// Whether values are levels shown as they are (a gauge, a flag), not counts of events.
     public var isLevel: Bool { kind == .gauge || kind == .boolean }
+}
+
+/// A family exported as one value of a label of a bigger family, as node_exporter exports
+/// CPU time (`node_cpu_seconds_total{mode="user"}`): `vcpu_guest_ns` is
+/// `kvm_vcpu_seconds_total{mode="guest"}`, so one query sums or compares the modes.
+public struct MetricDimension: Sendable, Hashable {
+    /// The bigger family's name, as a source would name it (`vcpu_ns`).
+    public let family: String
+    /// The bigger family's help.
+    public let help: String
+    public let label: String
+    public let value: String
+
+    public init(family: String, help: String, label: String, value: String) {
+        self.family = family
+        self.help = help
+        self.label = label
+        self.value = value
+    }
 }
 
 /// How a family's numbers behave over time.

@@ -122,7 +122,14 @@ public struct PrometheusFormat: Format {
                 }
                 let counter = family.kind == .counter
                 let scaled = !family.unit.isBase
-                var name = Self.familyName(family, perGuest: perGuest)
+                // One value of a bigger family's label: that family, with the label.
+                var named = family
+                if let dimension = family.dimension {
+                    named.name = dimension.family
+                    named.help = dimension.help
+                    labels.append((dimension.label, dimension.value))
+                }
+                var name = Self.familyName(named, perGuest: perGuest)
                 if let vcpu = key.vcpu { labels.append(("vcpu", String(vcpu))) }
                 // Other children (not a vCPU's) are a breakdown of their parent: a family of
                 // their own, so that sum() over the parent's counts nothing twice.
@@ -131,7 +138,7 @@ public struct PrometheusFormat: Format {
                     labels.append(("child", child))
                 }
                 add(name, counter: counter,
-                    help: family.help + whose + " (" + (counter ? "since kvmstat started" : "current value")
+                    help: named.help + whose + " (" + (counter ? "since kvmstat started" : "current value")
                         + (scaled ? ", in \(family.unit.name)" : "") + ")",
                     labels, scaled ? Self.scaled(value, base: family.unit.base, exponent: family.unit.exponent) : String(value))
             }

@@ -70,6 +70,31 @@ struct VCPUTimeSourceTests {
         #expect(!lines.contains { $0.hasPrefix("vcpu_kernel_ns(vcpu2)") })
     }
 
+    /// Prometheus: one family by mode, as node_exporter's CPU seconds, per vCPU and guest;
+    /// promtool accepts it.
+    @Test func prometheusOneFamilyByMode() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 3000, name: "vcpu-prom-\(getpid())")
+        let directory = NSTemporaryDirectory() + "kvmstat-vcpu-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/kvm.prom"
+        let textfile = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "--source", "vcpu", "-s", "0.2"])
+        try workload.run()
+        let text = { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+        let series = "kvm_guest_vcpu_seconds_total{guest=\"vcpu-prom-\(getpid())\",pid=\"\(workload.pid)\",mode=\"kernel\",vcpu=\"1\"}"
+        #expect(waitUntil(within: 10) { text().contains(series) }, "\(text())")
+        for mode in ["guest", "kernel", "vmm", "wait"] {
+            #expect(text().contains("kvm_vcpu_seconds_total{mode=\"\(mode)\",vcpu=\"0\"}"), "\(mode)")
+        }
+        #expect(text().components(separatedBy: "# TYPE kvm_vcpu_seconds_total counter").count == 2)
+        textfile.signal(SIGTERM)
+        _ = textfile.exit(within: 5)
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
+            let check = try run("/bin/sh", ["-c", "/usr/bin/promtool check metrics < '\(file)'"])
+            #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
+        }
+    }
+
     /// Found by thread name; per vCPU as children; a process without vCPU threads is no guest.
     @Test func vcpusAsChildrenAndNoGuestWithoutThem() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 2000, name: "vcpu-kids-\(getpid())")

@@ -15,12 +15,16 @@ public final class VCPUTimeSource: StatSource {
     public let name = "vcpu"
     public var supportsByGuest: Bool { true }
 
-    static let statistics: [(name: String, help: String)] = [
-        ("vcpu_guest_ns", "time vCPU threads ran guest code"),
-        ("vcpu_kernel_ns", "time vCPU threads spent in the host kernel (exit handling)"),
-        ("vcpu_vmm_ns", "time vCPU threads spent in the VMM's userspace (user time less guest time)"),
-        ("vcpu_wait_ns", "time vCPU threads were runnable but waited for a host CPU (run delay, steal)"),
+    static let statistics: [(name: String, mode: String, help: String)] = [
+        ("vcpu_guest_ns", "guest", "time vCPU threads ran guest code"),
+        ("vcpu_kernel_ns", "kernel", "time vCPU threads spent in the host kernel (exit handling)"),
+        ("vcpu_vmm_ns", "vmm", "time vCPU threads spent in the VMM's userspace (user time less guest time)"),
+        ("vcpu_wait_ns", "wait", "time vCPU threads were runnable but waited for a host CPU (run delay, steal)"),
     ]
+
+    /// In Prometheus one family, by mode: `kvm_vcpu_seconds_total{mode="wait",vcpu="1"}`.
+    static let dimensionHelp = "where vCPU threads' time went: guest code, host kernel, VMM userspace, "
+        + "waiting for a host CPU"
 
     public static let description = SourceDescription(
         name: "vcpu", summary: "where each vCPU thread's time goes: guest, host kernel, VMM, waiting for a CPU (/proc)",
@@ -52,7 +56,9 @@ public final class VCPUTimeSource: StatSource {
         names = GuestNames(proc: configuration.paths.proc)
         families = Dictionary(uniqueKeysWithValues: Self.statistics.map { statistic in
             (statistic.name, MetricFamily(statistic.name, kind: .counter, unit: MetricUnit("seconds", base: 10, exponent: -9),
-                                          help: statistic.help, origin: .kvmStatistic))
+                                          help: statistic.help, origin: .kvmStatistic,
+                                          dimension: MetricDimension(family: "vcpu_ns", help: Self.dimensionHelp,
+                                                                     label: "mode", value: statistic.mode)))
         })
         filter = configuration.fieldFilter
         poll()
