@@ -6,7 +6,7 @@ import Testing
 /// kvmstat installed as a drop-in for kvm_stat (a `kvm_stat` link, started by nohup or a
 /// script), beside upstream's script installed under the same name: what a script that ran
 /// kvm_stat sees must not change.
-@Suite(.enabled(if: Upstream.available, "needs root, python3, unshare, real KVM and ../shared/seed"))
+@Suite(.enabled(if: Upstream.available, "needs root, python3, unshare, real KVM and upstream kvm_stat (../shared/seed or Debian's linux-source package)"))
 struct DropInTests {
     /// A directory with `kvm_stat`, a link to kvmstat, and `upstream/kvm_stat`, a copy of
     /// upstream's script (argparse names the program after argv[0]'s last part).

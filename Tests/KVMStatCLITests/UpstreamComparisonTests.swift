@@ -2,12 +2,34 @@ import Foundation
 import KVMTestSupport
 import Testing
 
-/// Upstream kvm_stat (the seed, `../shared/seed/kvm_stat.py`) run beside kvmstat on the same
-/// host: its messages and its screen's layout are the reference, byte for byte. Upstream
-/// stops at start on a host whose /proc/cpuinfo names neither vmx nor svm (as this one), so it
-/// runs in a mount namespace of its own with a cpuinfo that names svm bind-mounted over it.
+/// Upstream kvm_stat run beside kvmstat on the same host: its messages and its screen's
+/// layout are the reference, byte for byte. The script is the project's seed
+/// (`../shared/seed/kvm_stat.py`) where it is beside the clone, else the one in Debian's
+/// `linux-source-*` package (`tools/kvm/kvm_stat/kvm_stat`, which `.ci/run` installs),
+/// extracted once into the temporary directory: a fresh clone alone runs these tests too.
+/// Upstream stops at start on a host whose /proc/cpuinfo names neither vmx nor svm (as this
+/// one), so it runs in a mount namespace of its own with a cpuinfo that names svm
+/// bind-mounted over it.
 enum Upstream {
-    static let seed = URL(fileURLWithPath: packageRoot + "/../shared/seed/kvm_stat.py").standardized.path
+    static let seed: String = {
+        let beside = URL(fileURLWithPath: packageRoot + "/../shared/seed/kvm_stat.py").standardized.path
+        if FileManager.default.fileExists(atPath: beside) { return beside }
+        let extracted = NSTemporaryDirectory() + "kvmstat-upstream-kvm_stat"
+        if FileManager.default.fileExists(atPath: extracted) { return extracted }
+        let sources = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/src")) ?? [])
+            .filter { $0.hasPrefix("linux-source-") && $0.hasSuffix(".tar.xz") }.sorted()
+        guard let tarball = sources.last else { return beside }
+        let partial = extracted + ".\(getpid())"
+        let result = try? run("/bin/sh", ["-c", "tar -xJf '/usr/src/\(tarball)' --wildcards "
+            + "'*/tools/kvm/kvm_stat/kvm_stat' -O > '\(partial)'"])
+        guard result?.status == 0, (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0 > 0,
+              rename(partial, extracted) == 0
+        else {
+            unlink(partial)
+            return beside
+        }
+        return extracted
+    }()
     static let python = "/usr/bin/python3"
 
     static var available: Bool {
@@ -46,7 +68,7 @@ enum Upstream {
     }
 }
 
-@Suite(.enabled(if: Upstream.available, "needs root, python3, unshare, real KVM and ../shared/seed"))
+@Suite(.enabled(if: Upstream.available, "needs root, python3, unshare, real KVM and upstream kvm_stat (../shared/seed or Debian's linux-source package)"))
 struct UpstreamMessagesTests {
     /// stderr and status as upstream's, for each of upstream's own errors.
     @Test func errorsAsUpstream() throws {
@@ -94,7 +116,7 @@ struct UpstreamMessagesTests {
 
 /// The screens side by side in tmux, watching the same looping guest.
 @Suite(.enabled(if: Upstream.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux"),
-                "needs root, python3, unshare, tmux, real KVM and ../shared/seed"))
+                "needs root, python3, unshare, tmux, real KVM and upstream kvm_stat (../shared/seed or Debian's linux-source package)"))
 struct UpstreamScreenTests {
     let name = "kvmstat-cmp-\(getpid())-\(Int.random(in: 0..<1_000_000))"
 
