@@ -20,7 +20,7 @@ enum Upstream {
             .filter { $0.hasPrefix("linux-source-") && $0.hasSuffix(".tar.xz") }.sorted()
         guard let tarball = sources.last else { return beside }
         let partial = extracted + ".\(getpid())"
-        let result = try? run("/bin/sh", ["-c", "tar -xJf '/usr/src/\(tarball)' --wildcards "
+        let result = try? KVMStatCLITests.run("/bin/sh", ["-c", "tar -xJf '/usr/src/\(tarball)' --wildcards "
             + "'*/tools/kvm/kvm_stat/kvm_stat' -O > '\(partial)'"])
         guard result?.status == 0, (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0 > 0,
               rename(partial, extracted) == 0
