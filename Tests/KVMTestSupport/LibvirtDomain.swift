@@ -129,8 +129,11 @@ public final class LibvirtDomain {
         return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
+    /// Ends the domain and removes the log libvirt kept of its QEMU (a test leaves nothing
+    /// in /var/log/libvirt/qemu).
     public func destroy() {
         _ = try? LibvirtDaemon.virshRun(["-c", LibvirtDaemon.uri, "destroy", name])
+        try? FileManager.default.removeItem(atPath: "/var/log/libvirt/qemu/\(name).log")
     }
 
     /// One statistic of the domain as `virsh domstats` gives it (`vcpu.0.halt_exits.sum`).
