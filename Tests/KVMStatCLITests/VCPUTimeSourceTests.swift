@@ -57,6 +57,24 @@ struct VCPUTimeSourceTests {
         #expect(share >= 0.3 && share <= 0.75, "waiting share \(share): \(time)")
     }
 
+    /// Nothing silent: with no VM anywhere (an empty kvm directory), one line on stderr
+    /// says why nothing is shown, once, in batch and in a log alike.
+    @Test func noVCPUSaysWhyOnce() throws {
+        let root = NSTemporaryDirectory() + "kvmstat-vcpu-empty-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root + "/kvm", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let batch = try run(kvmstatBinary, ["-1", "--source", "vcpu"], environment: ["KVMSTAT_DEBUGFS": root])
+        #expect(batch.status == 0)
+        #expect(batch.stderr == "kvmstat: warning: " + "vcpu: no vCPU thread was found (no process has a VM, or its vCPU "
+            + "threads are neither named as VMMs name them nor inside KVM_RUN): nothing to show until one is\n",
+                "\(batch.stderr)")
+        let log = try BackgroundKvmstat(["-l", "--source", "vcpu", "-s", "0.1"], environment: ["KVMSTAT_DEBUGFS": root])
+        #expect(log.waitForLines(6))
+        log.signal(SIGTERM)
+        let result = log.finish()
+        #expect(result.stderr.components(separatedBy: "no vCPU thread was found").count == 2, "\(result.stderr)")
+    }
+
     /// A real QEMU's vCPU threads (`CPU 0/KVM`, `CPU 1/KVM`) are found by their names.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64"), "needs QEMU"))
     func realQEMUsVCPUsFoundByName() throws {

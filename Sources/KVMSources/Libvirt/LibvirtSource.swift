@@ -50,6 +50,7 @@ public final class LibvirtSource: StatSource {
     /// id and a new QEMU: a new guest).
     private var keys: [String: Int] = [:]
     private var warnings: [String] = []
+    private var emptyNotice = EmptyNotice()
     /// What each statistic is.
     private var families: [String: MetricFamily] = [:]
     /// Why libvirt did not answer, while it does not (said once per episode).
@@ -153,6 +154,10 @@ public final class LibvirtSource: StatSource {
                 trouble = nil
             }
             take(domains)
+            if let notice = emptyNotice.check(empty: domains.isEmpty,
+                                              "libvirt: \(client.uri) has no running domain: nothing to show until one starts") {
+                warnings.append(notice)
+            }
             return true
         case .failed(let message, let connected):
             complain(connected ? "libvirt: reading \(client.uri) failed: \(message)"

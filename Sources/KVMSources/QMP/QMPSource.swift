@@ -58,6 +58,9 @@ public final class QMPSource: StatSource {
     private var families: [String: MetricFamily] = [:]
     private var started = false
     private var warnings: [String] = []
+    private var emptyNotice = EmptyNotice()
+    static let noMonitor = "qmp: no QEMU with a QMP monitor on a unix socket is running (start QEMU with "
+        + "-qmp unix:PATH,server=on,wait=off; libvirt's guests are the libvirt source's): nothing to show until one starts"
 
     public init(configuration: SourceConfiguration) {
         proc = configuration.paths.proc
@@ -234,6 +237,7 @@ public final class QMPSource: StatSource {
         let monitors = QEMUMonitors.all(proc: proc, known: &known, sample: sampleNumber)
             ?? guests.values.map(\.monitor)
         let present = Set(monitors.map(\.pid))
+        if let notice = emptyNotice.check(empty: monitors.isEmpty, Self.noMonitor) { warnings.append(notice) }
         // Guests whose process has gone keep what they counted.
         for guestPid in guests.keys where !present.contains(guestPid) {
             guests[guestPid] = nil

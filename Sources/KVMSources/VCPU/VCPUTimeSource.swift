@@ -45,6 +45,8 @@ public final class VCPUTimeSource: StatSource {
     private var names = GuestNames()
     private var started = false
     private var filter: FieldFilter?
+    private var warnings: [String] = []
+    private var emptyNotice = EmptyNotice()
     private let families: [String: MetricFamily]
 
     public init(configuration: SourceConfiguration) {
@@ -78,6 +80,8 @@ public final class VCPUTimeSource: StatSource {
         poll()
         book.select(filter)
         var reading = book.reading(request, pid: pid, families: families)
+        reading.warnings = warnings
+        warnings.removeAll()
         if request.byGuest || request.perGuest {
             reading.guestNames = names.names(of: Array(reading.values.keys.compactMap(\.guest))
                 + reading.guestValues.keys.compactMap(\.guest))
@@ -127,8 +131,12 @@ public final class VCPUTimeSource: StatSource {
             _ = book.record(readings, of: process)
             read.insert(process)
         }
+        if let notice = emptyNotice.check(empty: read.isEmpty, Self.noThreads) { warnings.append(notice) }
         return read
     }
+
+    static let noThreads = "vcpu: no vCPU thread was found (no process has a VM, or its vCPU threads are neither "
+        + "named as VMMs name them nor inside KVM_RUN): nothing to show until one is"
 
     public func reset() throws(SourceError) {
         book.reset(readNow: poll())
