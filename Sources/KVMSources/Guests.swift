@@ -78,6 +78,12 @@ public struct GuestNames: Sendable {
 
     public init(proc: String = "/proc") { guests = Guests(proc: proc) }
 
+    /// Names the guests a reading has rows or values of (`Reading.guestNames`).
+    public mutating func name(_ reading: inout Reading) {
+        reading.guestNames = names(of: Array(reading.values.keys.compactMap(\.guest))
+            + reading.guestValues.keys.compactMap(\.guest))
+    }
+
     /// The names of `pids` (real processes only: special rows and remote guests have none);
     /// pids not asked for are forgotten (a new process may take one).
     public mutating func names<S: Sequence>(of pids: S) -> [Int: String] where S.Element == Int {

@@ -20,8 +20,7 @@ enum LatencyReport {
             let events = rows.reduce(UInt64(0)) { $0 &+ $1.1.count }
             let time = rows.reduce(UInt64(0)) { $0 &+ ($1.1.sum ?? 0) }
             if !out.isEmpty { out += "\n" }
-            out += family + (sample.families.first { $0.value[family] != nil }?.value[family].map { ": " + $0.help } ?? "")
-                + "\n"
+            out += family + (sample.family(of: rows[0].0).map { ": " + $0.help } ?? "") + "\n"
             out += "Event".padded(to: 40) + ["Samples", "Samples%", "Time%", "Min", "p50", "p90", "p99", "Max", "Mean"]
                 .map { $0.rightAligned(to: 10) }.joined() + "\n"
             for (key, histogram) in rows {

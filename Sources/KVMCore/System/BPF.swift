@@ -138,7 +138,7 @@ public struct BPFSystem: Sendable {
     /// Every element of `map`, `keySize` + `valueSize` bytes each, in as few calls as the
     /// kernel allows (BPF_MAP_LOOKUP_BATCH, Linux 5.6: up to `batch` elements a call); nil
     /// when the kernel has no batch lookup for this map (read it key by key instead).
-    public func lookupAll(_ map: FileDescriptor, keySize: Int, valueSize: Int, batch: Int = 4096) throws(Errno)
+    private func lookupAll(_ map: FileDescriptor, keySize: Int, valueSize: Int, batch: Int = 4096) throws(Errno)
         -> (keys: [UInt8], values: [UInt8], count: Int)?
     {
         var keys = [UInt8](repeating: 0, count: keySize * batch)

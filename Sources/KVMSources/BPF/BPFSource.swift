@@ -47,7 +47,6 @@ public final class BPFSource: StatSource {
     /// Field index of each parent tracepoint (the event number in keys), and of each child by
     /// event and reason value.
     private let eventOfTracepoint: [String: UInt32]
-    private let parentField: [Int]
     private let childField: [UInt32: [UInt32: Int]]
     /// Whether the kernel reads the map in batches (until it says it cannot).
     private var batchLookups = true
@@ -92,22 +91,14 @@ public final class BPFSource: StatSource {
             throw Self.failure("create its map of dropped counts", error)
         }
         var events: [String: UInt32] = [:]
-        var parents: [Int] = []
         var children: [UInt32: [UInt32: Int]] = [:]
+        for (field, key) in catalog.keys.enumerated() where key.parent == nil { events[key.name] = UInt32(field) }
         for (field, key) in catalog.keys.enumerated() {
-            let tracepoint = key.parent ?? key.name
-            if key.parent == nil { events[tracepoint] = UInt32(field) }
-            parents.append(field)
-        }
-        for (field, key) in catalog.keys.enumerated() {
-            guard let parent = key.parent, let event = events[parent] else { continue }
-            parents[field] = Int(event)
-            if let value = catalog.reasonValue(of: field), let reason = UInt32(exactly: value) {
-                children[event, default: [:]][reason] = field
-            }
+            guard let parent = key.parent, let event = events[parent],
+                  let value = catalog.reasonValue(of: field), let reason = UInt32(exactly: value) else { continue }
+            children[event, default: [:]][reason] = field
         }
         eventOfTracepoint = events
-        parentField = parents
         childField = children
         do throws(SourceError) {
             try updateFields(configuration.fieldFilter)
@@ -125,8 +116,7 @@ public final class BPFSource: StatSource {
             throw SourceError("--latency: kvmstat knows no exit latencies to time on \(architecture.name)")
         }
         for pair in pairs where catalog.tracepointID(pair.start) != nil && catalog.tracepointID(pair.end) != nil {
-            timers.append(try LatencyTimer(pair: pair, catalog: catalog, bpf: bpf, architecture: architecture,
-                                           dropped: dropped) { (tracepoint, code) throws(SourceError) in
+            timers.append(try LatencyTimer(pair: pair, catalog: catalog, bpf: bpf, dropped: dropped) { (tracepoint, code) throws(SourceError) in
                 try self.attachProgram(code, to: tracepoint, name: "kvmstat_latency")
             })
         }
@@ -295,7 +285,7 @@ public final class BPFSource: StatSource {
     /// The fields a key counts for: its event, and the child of its reason if there is one.
     private func fields(of key: CountingProgram.Key) -> [Int] {
         let event = Int(key.event)
-        guard event < parentField.count else { return [] }
+        guard event < catalog.keys.count else { return [] }
         if let child = childField[key.event]?[key.reason] { return [event, child] }
         return [event]
     }
@@ -306,7 +296,10 @@ public final class BPFSource: StatSource {
         noteDrops()
         // Per thread group and field, what it counted (the living and its departed threads).
         var byGroup: [UInt32: [Int: UInt64]] = departed
+        // A thread group with a living thread is running (the reads just looked).
+        var running = Set<UInt32>()
         for (key, count) in entries {
+            running.insert(key.tgid)
             for field in fields(of: key) { byGroup[key.tgid, default: [:]][field, default: 0] &+= count }
         }
         var reading = Reading(families: catalog.families, warnings: warnings)
@@ -320,7 +313,7 @@ public final class BPFSource: StatSource {
             for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
                 let sum = wantedParents.reduce(UInt64(0)) { $0 &+ (counts[$1] ?? 0) }
                 let row = group == 0 ? EventID.hostOnly
-                    : Guests(proc: proc).isRunning(Int(group)) ? Int(group) : EventID.departedGuests
+                    : running.contains(group) ? Int(group) : EventID.departedGuests
                 reading.values[.guestTotal(row), default: 0] &+= sum
             }
         } else {
@@ -336,10 +329,7 @@ public final class BPFSource: StatSource {
                 }
             }
         }
-        if request.byGuest || request.perGuest {
-            reading.guestNames = guestNames.names(of: Array(reading.values.keys.compactMap(\.guest))
-                + reading.guestValues.keys.compactMap(\.guest))
-        }
+        if request.byGuest || request.perGuest { guestNames.name(&reading) }
         return reading
     }
 
@@ -361,9 +351,12 @@ public final class BPFSource: StatSource {
 
     /// Counting from zero again: what every key holds now becomes its baseline.
     public func reset() throws(SourceError) {
+        // Read first: threads found exited are folded into `departed`, which then starts over.
+        let entries = try collect()
         departed.removeAll()
-        baseline.removeAll()
-        for (key, count) in try collect() { baseline[key] = count }
+        var fresh: [CountingProgram.Key: UInt64] = [:]
+        for (key, count) in entries { fresh[key] = (baseline[key] ?? 0) &+ count }
+        baseline = fresh
     }
 
     public func setupNotes() -> [String] {

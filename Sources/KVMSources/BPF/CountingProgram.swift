@@ -6,8 +6,8 @@ import KVMCore
 ///
 /// The key, 16 bytes on the program's stack: `u32 tid, u32 tgid, u32 event, u32 reason`
 /// (`reason` is the record's reason field, or `noReason`). A key seen for the first time is
-/// inserted with count 1; when the map is full the hit is added to `dropped[0]` instead, so
-/// the keys already there stay exact and the loss is known.
+/// inserted with count 1; when the map is full the hit is added to `dropped[0]` instead
+/// (`MapUpdate`), so the keys already there stay exact and the loss is known.
 enum CountingProgram {
     static let keySize = 16
     static let noReason: UInt32 = .max
@@ -39,39 +39,9 @@ enum CountingProgram {
         } else {
             code.emit(.store(.word, .r10, -4, Int32(bitPattern: noReason)))
         }
-        // Known key: add one.
-        code.emit(BPFInstruction.loadMap(.r1, counts))
-        code.emit(.move(.r2, .r10), .add(.r2, -16))
-        code.emit(.call(.mapLookupElem))
-        code.jump(to: "insert") { .jumpIfEqual(.r0, 0, $0) }
-        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
-        code.jump(to: "done") { .jump($0) }
-        // New key: insert it with 1.
-        code.label("insert")
-        code.emit(.store(.double, .r10, -24, 1))
-        code.emit(BPFInstruction.loadMap(.r1, counts))
-        code.emit(.move(.r2, .r10), .add(.r2, -16), .move(.r3, .r10), .add(.r3, -24))
-        code.emit(.move(.r4, Int32(BPFSystem.updateOnlyNew)))
-        code.emit(.call(.mapUpdateElem))
-        code.jump(to: "done") { .jumpIfEqual(.r0, 0, $0) }
-        // Another CPU inserted it first (the idle task's key): add one to theirs.
-        code.emit(BPFInstruction.loadMap(.r1, counts))
-        code.emit(.move(.r2, .r10), .add(.r2, -16))
-        code.emit(.call(.mapLookupElem))
-        code.jump(to: "full") { .jumpIfEqual(.r0, 0, $0) }
-        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
-        code.jump(to: "done") { .jump($0) }
-        // The map is full: counted as dropped.
-        code.label("full")
-        code.emit(.store(.word, .r10, -28, 0))
-        code.emit(BPFInstruction.loadMap(.r1, dropped))
-        code.emit(.move(.r2, .r10), .add(.r2, -28))
-        code.emit(.call(.mapLookupElem))
-        code.jump(to: "done") { .jumpIfEqual(.r0, 0, $0) }
-        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
+        MapUpdate.emit(&code, .count, map: counts, key: -16, scratch: -24, dropped: dropped, tag: "count")
         // 1: the hit goes on to the tracepoint's perf events. With 0 the kernel would drop it
         // for every other perf user of the tracepoint (the tracepoint source, perf, kvm_stat).
-        code.label("done")
         code.emit(.move(.r0, 1), .exit)
         return code.assembled()
     }

@@ -92,47 +92,10 @@ enum LatencyPrograms {
         return code.assembled()
     }
 
-    enum Operation { case count, add, min, max }
-
-    /// histograms[key with `slot`] gets one more (`count`), r7 more (`add`), or r7 if lower
-    /// or higher; a key not there yet is inserted with 1 or r7. A full map counts in `dropped`.
-    private static func update(_ code: inout BPFAssembler, slot: UInt32?, _ operation: Operation,
+    /// The histogram key's slot (`nil`: the bucket already on the stack), then its update.
+    private static func update(_ code: inout BPFAssembler, slot: UInt32?, _ operation: MapUpdate.Operation,
                                histograms: FileDescriptor, dropped: FileDescriptor, tag: String) {
         if let slot { code.emit(.store(.word, .r10, -20, Int32(bitPattern: slot))) }
-        code.emit(BPFInstruction.loadMap(.r1, histograms))
-        code.emit(.move(.r2, .r10), .add(.r2, -32))
-        code.emit(.call(.mapLookupElem))
-        code.jump(to: "insert-\(tag)") { .jumpIfEqual(.r0, 0, $0) }
-        switch operation {
-        case .count: code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
-        case .add: code.emit(.atomicAdd(.r0, 0, .r7))
-        case .min:
-            code.emit(.load(.double, .r1, .r0, 0))
-            code.jump(to: "next-\(tag)") { .jumpIfGreaterOrEqual(.r7, .r1, $0) }
-            code.emit(.store(.double, .r0, 0, .r7))
-        case .max:
-            code.emit(.load(.double, .r1, .r0, 0))
-            code.jump(to: "next-\(tag)") { .jumpIfLessOrEqual(.r7, .r1, $0) }
-            code.emit(.store(.double, .r0, 0, .r7))
-        }
-        code.jump(to: "next-\(tag)") { .jump($0) }
-        code.label("insert-\(tag)")
-        if operation == .count {
-            code.emit(.store(.double, .r10, -40, 1))
-        } else {
-            code.emit(.store(.double, .r10, -40, .r7))
-        }
-        code.emit(BPFInstruction.loadMap(.r1, histograms))
-        code.emit(.move(.r2, .r10), .add(.r2, -32), .move(.r3, .r10), .add(.r3, -40))
-        code.emit(.move(.r4, Int32(BPFSystem.updateOnlyNew)))
-        code.emit(.call(.mapUpdateElem))
-        code.jump(to: "next-\(tag)") { .jumpIfEqual(.r0, 0, $0) }
-        code.emit(.store(.word, .r10, -44, 0))
-        code.emit(BPFInstruction.loadMap(.r1, dropped))
-        code.emit(.move(.r2, .r10), .add(.r2, -44))
-        code.emit(.call(.mapLookupElem))
-        code.jump(to: "next-\(tag)") { .jumpIfEqual(.r0, 0, $0) }
-        code.emit(.move(.r1, 1), .atomicAdd(.r0, 0, .r1))
-        code.label("next-\(tag)")
+        MapUpdate.emit(&code, operation, map: histograms, key: -32, scratch: -40, dropped: dropped, tag: tag)
     }
 }

@@ -17,8 +17,7 @@ final class LatencyTimer {
     static let maxKeys = 131_072
 
     /// Loads and attaches both programs; a failure says which step and why.
-    init(pair: LatencyPair, catalog: TracepointCatalog, bpf: BPFSystem, architecture: any Architecture,
-         dropped: FileDescriptor, attach: (String, [BPFInstruction]) throws(SourceError) -> [FileDescriptor])
+    init(pair: LatencyPair, catalog: TracepointCatalog, bpf: BPFSystem, dropped: FileDescriptor, attach: (String, [BPFInstruction]) throws(SourceError) -> [FileDescriptor])
         throws(SourceError)
     {
         self.pair = pair

@@ -101,10 +101,7 @@ public final class TracepointSource: StatSource {
             reading.values.reserveCapacity(wanted.count)
             for field in wanted { reading.values[catalog.keys[field]] = totals[field] }
         }
-        if request.byGuest || request.perGuest {
-            reading.guestNames = guestNames.names(of: Array(reading.values.keys.compactMap(\.guest))
-                + reading.guestValues.keys.compactMap(\.guest))
-        }
+        if request.byGuest || request.perGuest { guestNames.name(&reading) }
         return reading
     }
 

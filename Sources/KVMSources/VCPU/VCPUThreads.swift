@@ -5,7 +5,7 @@ import KVMCore
 /// Firecracker `fc_vcpu 0`; cloud-hypervisor and crosvm `vcpu0`), and the name gives the
 /// vCPU's index. A thread without such a name is a vCPU when it is inside KVM_RUN on a
 /// `kvm-vcpu:N` descriptor (`/proc/PID/task/TID/syscall`: plain QEMU names no thread); one
-/// caught outside it is looked at again next sample. KVM processes are those with a VM in
+/// caught outside it is looked at again a few samples later. KVM processes are those with a VM in
 /// debugfs (`kvm/PID-FD`, listable also under lockdown), else those with `-name`.
 struct VCPUThreads {
     let proc: String
@@ -46,33 +46,33 @@ struct VCPUThreads {
         return Set(Guests(proc: proc).all().map(\.pid))
     }
 
-    /// Each vCPU thread of process `pid` (tid → vCPU index), names read only for threads not
-    /// seen before (`known`, which forgets threads that are gone).
-    func threads(of pid: Int, known: inout [Int: Int?]) -> [Int: Int] {
+    /// Each vCPU thread of process `pid` (tid → vCPU index). A thread is looked at once
+    /// (`known`, which forgets threads that are gone): its name, else whether it is in
+    /// KVM_RUN; one that was neither is looked at again every sample at first (a starting
+    /// guest's vCPUs enter KVM_RUN late), then every `recheckEvery` samples (spread by tid),
+    /// not every sample for ever (a QEMU's I/O and RCU threads are never vCPUs).
+    func threads(of pid: Int, known: inout [Int: Int?], sample: Int) -> [Int: Int] {
         guard let tids = try? FileSystem.numericEntries("\(proc)/\(pid)/task") else { return [:] }
         var seen: [Int: Int?] = [:]
         var vcpus: [Int: Int] = [:]
         for tid in tids {
-            let index: Int?
-            if let cached = known[tid] {
-                index = cached
-                seen[tid] = cached
-            } else {
+            var index: Int?
+            switch known[tid] {
+            case .some(.some(let cached)): index = cached
+            case .some(.none) where sample > Self.recheckEvery && (sample &+ tid) % Self.recheckEvery != 0: index = nil
+            case .some(.none): index = inKVMRun(pid: pid, tid: tid)
+            case .none:
                 let name = (try? FileSystem.readText("\(proc)/\(pid)/task/\(tid)/comm"))?.trimmingBlanks() ?? ""
-                if let named = Self.vcpuIndex(threadName: name) {
-                    index = named
-                    seen[tid] = named
-                } else {
-                    // Not named as a vCPU: one only if caught in KVM_RUN (known once it is).
-                    index = inKVMRun(pid: pid, tid: tid)
-                    if index != nil { seen[tid] = index }
-                }
+                index = Self.vcpuIndex(threadName: name) ?? inKVMRun(pid: pid, tid: tid)
             }
+            seen[tid] = .some(index)
             if let index { vcpus[tid] = index }
         }
         known = seen
         return vcpus
     }
+
+    static let recheckEvery = 8
 
     /// The vCPU index of a thread blocked in KVM_RUN (`ioctl(fd, 0xae80)`, the request's
     /// low 16 bits on every architecture) on a descriptor that is a `kvm-vcpu:N`; nil else.

@@ -22,6 +22,8 @@ public final class VCPUTimeSource: StatSource {
         ("vcpu_wait_ns", "wait", "time vCPU threads were runnable but waited for a host CPU (run delay, steal)"),
     ]
 
+    static let kinds = Dictionary(uniqueKeysWithValues: statistics.map { ($0.name, StatKind.counter) })
+
     /// In Prometheus one family, by mode: `kvm_vcpu_seconds_total{mode="wait",vcpu="1"}`.
     static let dimensionHelp = "where vCPU threads' time went: guest code, host kernel, VMM userspace, "
         + "waiting for a host CPU"
@@ -42,8 +44,8 @@ public final class VCPUTimeSource: StatSource {
     private var pid: Int
     private var book = GuestStatBook()
     private var known: [Int: [Int: Int?]] = [:]
-    private var names = GuestNames()
     private var started = false
+    private var sample = 0
     private var filter: FieldFilter?
     private var warnings: [String] = []
     private var emptyNotice = EmptyNotice()
@@ -55,7 +57,6 @@ public final class VCPUTimeSource: StatSource {
         pid = configuration.pid
         let ticks = sysconf(Int32(_SC_CLK_TCK))
         nanosecondsPerTick = ticks > 0 ? 1_000_000_000 / UInt64(ticks) : 10_000_000
-        names = GuestNames(proc: configuration.paths.proc)
         families = Dictionary(uniqueKeysWithValues: Self.statistics.map { statistic in
             (statistic.name, MetricFamily(statistic.name, kind: .counter, unit: MetricUnit("seconds", base: 10, exponent: -9),
                                           help: statistic.help, origin: .kvmStatistic,
@@ -82,10 +83,6 @@ public final class VCPUTimeSource: StatSource {
         var reading = book.reading(request, pid: pid, families: families)
         reading.warnings = warnings
         warnings.removeAll()
-        if request.byGuest || request.perGuest {
-            reading.guestNames = names.names(of: Array(reading.values.keys.compactMap(\.guest))
-                + reading.guestValues.keys.compactMap(\.guest))
-        }
         return reading
     }
 
@@ -94,19 +91,19 @@ public final class VCPUTimeSource: StatSource {
     private func poll() -> Set<Int> {
         let initial = !started
         started = true
+        sample += 1
         let present = threads.processes()
         book.keepOnly(present, watching: pid, proc: threads.proc)
         for gone in known.keys where !present.contains(gone) { known[gone] = nil }
         var read = Set<Int>()
-        let kinds = Dictionary(uniqueKeysWithValues: Self.statistics.map { ($0.name, StatKind.counter) })
         for process in present.sorted() {
             var cache = known[process] ?? [:]
-            let vcpus = threads.threads(of: process, known: &cache)
+            let vcpus = threads.threads(of: process, known: &cache, sample: sample)
             known[process] = cache
             guard !vcpus.isEmpty else { continue }
             if book.kinds(of: process).isEmpty {
                 book.admit(process, name: Guests(proc: threads.proc).name(of: process), countsFromZero: !initial || includePast)
-                book.setKinds(kinds, of: process)
+                book.setKinds(Self.kinds, of: process)
             }
             // Per vCPU index (a process with several VMs, as kvmstat-workload, has a vCPU 0 in
             // each: their times add up under one index).
