@@ -96,6 +96,8 @@ extension BPFInstruction {
         case mapDeleteElem = 3
         case ktimeGetNanoseconds = 5
         case getCurrentPidTgid = 14
+        /// The value given when the program was linked to this perf event (Linux 5.15).
+        case getAttachCookie = 174
     }
 }
 

@@ -48,8 +48,11 @@ public struct JSONLinesFormat: Format {
             ("events", .object(events)),
         ]
         if !guests.isEmpty { members.append(("guests", .array(guests))) }
-        if !sample.histograms.isEmpty {
-            members.append(("histograms", .object(sample.histograms.keys.sorted().map { key in
+        // A record holds the host's (or the watched guest's) histograms; guests' own are for
+        // the formats that label series by guest.
+        let histogramKeys = sample.histograms.keys.filter { $0.guest == nil }
+        if !histogramKeys.isEmpty {
+            members.append(("histograms", .object(histogramKeys.sorted().map { key in
                 (sample.name(of: key), Self.histogram(sample.histograms[key]!, parent: key.parent))
             })))
         }

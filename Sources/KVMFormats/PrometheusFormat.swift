@@ -173,7 +173,7 @@ public struct PrometheusFormat: Format {
             // is the `halt_wait_ns` counter's family in OpenMetrics). The unit is the buckets'.
             var named = family
             named.unit = MetricUnit(histogram.unit ?? "")
-            let name = Self.familyName(named, perGuest: false)
+            let name = Self.familyName(named, perGuest: key.guest != nil)
             byFamily[name, default: []].append((key, histogram))
             helps[name] = family.help
         }
@@ -184,7 +184,8 @@ public struct PrometheusFormat: Format {
             out += "# TYPE \(name) histogram\n"
             for (key, histogram) in series {
                 // Per vCPU, or per child (an exit reason of the bpf source's latencies).
-                let labels = key.vcpu.map { [("vcpu", String($0))] } ?? key.childLabel.map { [("child", $0)] } ?? []
+                var labels = key.vcpu.map { [("vcpu", String($0))] } ?? key.childLabel.map { [("child", $0)] } ?? []
+                if let guest = key.guest { labels = [("guest", sample.guestNames[guest] ?? ""), ("pid", String(guest))] + labels }
                 var cumulative: UInt64 = 0
                 for (index, count) in histogram.buckets.enumerated() {
                     cumulative &+= count

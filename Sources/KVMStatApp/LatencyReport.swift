@@ -5,34 +5,58 @@ import KVMCore
 /// Percentiles come from the kernel's log2 buckets (interpolated within a bucket, kept within
 /// the exact minimum and maximum); min, max and mean are exact.
 enum LatencyReport {
+    /// One latency and reason: its events and the figures shown of it (times in ns).
+    struct Row {
+        var key: EventID
+        var histogram: Histogram
+        var count: UInt64 { histogram.count }
+        var sum: UInt64 { histogram.sum ?? 0 }
+        var minimum: Double? { histogram.minimum.map { Double($0) } }
+        var maximum: Double? { histogram.maximum.map { Double($0) } }
+        var mean: Double? { count > 0 ? Double(sum) / Double(count) : nil }
+        func quantile(_ q: Double) -> Double? { LatencyReport.quantile(q, histogram) }
+    }
+
+    /// The latencies kvmstat timed (histograms with an exact sum: KVM's own keep none), by
+    /// family, each family's rows by events, most first.
+    struct Family {
+        var name: String
+        var help: String?
+        var rows: [Row]
+        var events: UInt64 { rows.reduce(0) { $0 &+ $1.count } }
+        var time: UInt64 { rows.reduce(0) { $0 &+ $1.sum } }
+    }
+
+    static func families(_ sample: Sample) -> [Family] {
+        var byFamily: [String: [Row]] = [:]
+        for (key, histogram) in sample.histograms where histogram.count > 0 && histogram.sum != nil && key.guest == nil {
+            byFamily[key.parent ?? key.name, default: []].append(Row(key: key, histogram: histogram))
+        }
+        return byFamily.keys.sorted().map { name in
+            let rows = byFamily[name]!.sorted { ($0.count, $1.key.name) > ($1.count, $0.key.name) }
+            return Family(name: name, help: sample.family(of: rows[0].key)?.help, rows: rows)
+        }
+    }
+
+    static let nothingTimed = "No exit latencies were timed: no guest made an exit that kvmstat times on this host "
+        + "(--arch-info lists them)."
+
     static func render(_ sample: Sample) -> String {
-        var byFamily: [String: [(EventID, Histogram)]] = [:]
-        for (key, histogram) in sample.histograms where histogram.count > 0 {
-            byFamily[key.parent ?? key.name, default: []].append((key, histogram))
-        }
-        guard !byFamily.isEmpty else {
-            return "No exit latencies were timed: no guest made an exit that kvmstat times on this host "
-                + "(--arch-info lists them).\n"
-        }
+        let families = families(sample)
+        guard !families.isEmpty else { return nothingTimed + "\n" }
         var out = ""
-        for family in byFamily.keys.sorted() {
-            let rows = byFamily[family]!.sorted { ($0.1.count, $1.0.name) > ($1.1.count, $0.0.name) }
-            let events = rows.reduce(UInt64(0)) { $0 &+ $1.1.count }
-            let time = rows.reduce(UInt64(0)) { $0 &+ ($1.1.sum ?? 0) }
+        for family in families {
             if !out.isEmpty { out += "\n" }
-            out += family + (sample.family(of: rows[0].0).map { ": " + $0.help } ?? "") + "\n"
+            out += family.name + (family.help.map { ": " + $0 } ?? "") + "\n"
             out += "Event".padded(to: 40) + ["Samples", "Samples%", "Time%", "Min", "p50", "p90", "p99", "Max", "Mean"]
                 .map { $0.rightAligned(to: 10) }.joined() + "\n"
-            for (key, histogram) in rows {
-                let count = histogram.count
-                let sum = histogram.sum ?? 0
-                var columns = [String(count), percent(count, of: events), percent(sum, of: time)]
-                columns += [histogram.minimum.map { Double($0) }, quantile(0.5, histogram), quantile(0.9, histogram),
-                            quantile(0.99, histogram), histogram.maximum.map { Double($0) },
-                            count > 0 ? Double(sum) / Double(count) : nil].map(microseconds)
-                out += key.name.escapedForDisplay.padded(to: 40) + columns.map { $0.rightAligned(to: 10) }.joined() + "\n"
+            for row in family.rows {
+                var columns = [String(row.count), percent(row.count, of: family.events), percent(row.sum, of: family.time)]
+                columns += [row.minimum, row.quantile(0.5), row.quantile(0.9), row.quantile(0.99), row.maximum, row.mean]
+                    .map(microseconds)
+                out += row.key.name.escapedForDisplay.padded(to: 40) + columns.map { $0.rightAligned(to: 10) }.joined() + "\n"
             }
-            out += "Total".padded(to: 40) + String(events).rightAligned(to: 10) + "\n"
+            out += "Total".padded(to: 40) + String(family.events).rightAligned(to: 10) + "\n"
         }
         out += "(times in microseconds; percentiles from log2 buckets)\n"
         return out

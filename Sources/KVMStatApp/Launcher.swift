@@ -54,7 +54,8 @@ struct Launcher {
                 .run(output: StandardOutput())
         }
         return try InteractiveScreen(stats: stats, delay: options.delay, byGuestRefusal: byGuestRefusal(plan.sources),
-                                     guestSources: plugins.sources.entries.filter(\.byGuest).map(\.name)).run()
+                                     guestSources: plugins.sources.entries.filter(\.byGuest).map(\.name),
+                                     timesLatency: options.latency).run()
     }
 
     /// Every check upstream makes before it opens anything, in upstream's order.

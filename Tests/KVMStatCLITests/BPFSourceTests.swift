@@ -36,7 +36,47 @@ struct BPFSourceTests {
         #expect(lines.contains(BatchAndLogTests.line("kvm_userspace_exit(HLT)", 4000)), "pid \(workload.pid): \(result.stderr) \(lines.filter { !$0.hasSuffix(" 0") })")
         #expect(lines.contains(BatchAndLogTests.line("kvm_userspace_exit(IO)", 8000)))
         #expect(lines.contains(BatchAndLogTests.line("kvm_pio", 8000)))
+        // Per vCPU (the workload names its threads as QEMU does): each its own share.
+        for vcpu in 0..<2 {
+            #expect(lines.contains(BatchAndLogTests.line("kvm_pio(vcpu\(vcpu))", 4000)), "\(lines.filter { $0.contains("vcpu") })")
+            #expect(lines.contains(BatchAndLogTests.line("kvm_userspace_exit(vcpu\(vcpu))", 6000)))
+        }
         for line in lines { #expect(line.count == 62, "\(line)") }
+    }
+
+    /// The screen: `x` shows per-vCPU rows, `l` the latency view (and back); without
+    /// `--latency`, `l` says how to ask for it.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux"), "needs tmux"))
+    func screenLatencyViewAndPerVCPURows() throws {
+        let name = "bpf-tui-\(getpid())"
+        let workload = try startLoopingWorkload(name)
+        defer { workload.terminate(); workload.waitUntilExit() }
+        let pid = workload.processIdentifier
+        let tmux = try TmuxSession(command: "'\(kvmstatBinary)' --source bpf --latency -p \(pid) -s 1")
+        #expect(tmux.wait(for: " kvm_pio ") != nil, "\(tmux.screen())")
+        tmux.send("x")
+        #expect(tmux.wait { $0.contains { $0.hasPrefix("   kvm_pio(vcpu0) ") } && $0.contains { $0.hasPrefix("   kvm_pio(vcpu1) ") } }
+            != nil, "\(tmux.screen())")
+        tmux.send("l")
+        let view = try #require(tmux.wait { lines in
+            lines.contains { $0.contains("userspace_exit_latency (µs, since start or r)") }
+                && lines.contains { $0.hasPrefix(" IO ") } && lines.contains { $0.hasPrefix(" HLT ") }
+        }, "\(tmux.screen())")
+        #expect(view.contains { $0.hasPrefix(" Reason ") && $0.contains("Samples") && $0.contains("p99") })
+        let io = try #require(view.first { $0.hasPrefix(" IO ") })
+        #expect((Int(io.split(separator: " ")[1]) ?? 0) > 0, "\(io)")
+        #expect(!view.contains { $0.contains("CurAvg/s") })
+        tmux.send("l")
+        #expect(tmux.wait(for: "CurAvg/s") != nil)
+        tmux.send("q")
+
+        let plain = try TmuxSession(command: "'\(kvmstatBinary)' -p \(pid) -s 1")
+        #expect(plain.wait(for: "CurAvg/s") != nil)
+        plain.send("l")
+        #expect(plain.wait(for: "No exit latencies are timed:") != nil, "\(plain.screen())")
+        #expect(plain.screen().contains { $0.contains("--source bpf --latency") })
+        plain.send("z")
+        #expect(plain.wait(for: "CurAvg/s") != nil)
     }
 
     /// The programs pass every hit on: the tracepoint source (and perf, and kvm_stat) beside

@@ -42,8 +42,13 @@ public final class BPFSource: StatSource {
     private let proc: String
     private let counts: FileDescriptor
     private let dropped: FileDescriptor
-    /// Tracepoints with a program attached: the program's and the perf event's descriptors.
+    /// Tracepoints with a program attached: the perf event's and the link's or program's
+    /// descriptors.
     private var attached: [String: [FileDescriptor]] = [:]
+    /// Counting programs shared through attach cookies, by reason field layout.
+    private var sharedPrograms: [String: FileDescriptor] = [:]
+    /// Whether this kernel links programs to perf events with a cookie (until it says not).
+    private var cookies = true
     /// Field index of each parent tracepoint (the event number in keys), and of each child by
     /// event and reason value.
     private let eventOfTracepoint: [String: UInt32]
@@ -59,6 +64,16 @@ public final class BPFSource: StatSource {
     /// What threads that exited counted, by thread group and field (their keys are deleted
     /// from the map so it does not fill with the dead).
     private var departed: [UInt32: [Int: UInt64]] = [:]
+    /// What exited vCPU threads counted, by thread group, vCPU and event.
+    private var departedVCPUs: [VCPUCount: UInt64] = [:]
+    /// Each thread group's living threads and their vCPU indexes, as last looked at.
+    private var threadsOf: [UInt32: [Int: Int?]] = [:]
+    private let threads: VCPUThreads
+    private var samples = 0
+    /// The field filter, and whether it wants each per-vCPU child (by name) as it wants a
+    /// tracepoint's reason children.
+    private var filter: FieldFilter?
+    private var vcpuChildWanted: [String: Bool] = [:]
     private var warnedDropped = false
     private var warnings: [String] = []
     private var guestNames: GuestNames
@@ -77,6 +92,7 @@ public final class BPFSource: StatSource {
         proc = configuration.paths.proc
         pid = configuration.pid
         guestNames = GuestNames(proc: proc)
+        threads = VCPUThreads(proc: proc, debugfsKVM: configuration.paths.debugfsKVM)
         ResourceLimits.unlimitLockedMemory()
         do throws(Errno) {
             counts = try bpf.createMap(.hash, keySize: CountingProgram.keySize, valueSize: 8,
@@ -138,15 +154,20 @@ public final class BPFSource: StatSource {
     /// counts from zero again, as the tracepoint source does on a filter change.
     public func updateFields(_ filter: FieldFilter?) throws(SourceError) {
         wanted = catalog.select(filter)
+        self.filter = filter
+        vcpuChildWanted.removeAll()
         for field in wanted where catalog.keys[field].parent == nil {
             try attach(catalog.keys[field].name)
         }
         try reset()
     }
 
-    /// One program per tracepoint, its event number a constant in it: a tracepoint program
-    /// cannot read its record's type (`common_type`), as the kernel keeps a pointer to the
-    /// registers in the record's first 8 bytes.
+    /// Counts `tracepoint`'s hits. One program serves every tracepoint whose reason field (if
+    /// any) has the same offset and size, linked to each tracepoint's perf event with the
+    /// event number as its attach cookie (Linux 5.15): a few verifier passes, not one per
+    /// tracepoint. Where the kernel has no cookies, one program per tracepoint with its event
+    /// number a constant: a tracepoint program cannot read its record's type (`common_type`),
+    /// as the kernel keeps a pointer to the registers in the record's first 8 bytes.
     private func attach(_ tracepoint: String) throws(SourceError) {
         guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint],
               catalog.tracepointID(tracepoint) != nil else { return }
@@ -159,12 +180,56 @@ public final class BPFSource: StatSource {
             }
             reason = field
         }
-        guard let code = CountingProgram.instructions(event: event, reason: reason, counts: counts, dropped: dropped)
-        else {
-            throw SourceError("the bpf source cannot count \(tracepoint): its field "
-                + "'\(catalog.reasonField(of: tracepoint) ?? "")' is \(reason?.size ?? 0) bytes wide")
+        let tooWide = SourceError("the bpf source cannot count \(tracepoint): its field "
+            + "'\(catalog.reasonField(of: tracepoint) ?? "")' is \(reason?.size ?? 0) bytes wide")
+        if cookies, let linked = try attachShared(tracepoint, event: event, reason: reason, tooWide: tooWide) {
+            attached[tracepoint] = linked
+            return
         }
+        guard let code = CountingProgram.instructions(event: .constant(event), reason: reason, counts: counts,
+                                                      dropped: dropped)
+        else { throw tooWide }
         attached[tracepoint] = try attachProgram(code, to: tracepoint, name: "kvmstat_count")
+    }
+
+    /// `tracepoint` counted by the shared program of its reason layout, linked with its event
+    /// number as cookie: the perf event's and the link's descriptors; nil (and `cookies`
+    /// false from then on) when the kernel has no attach cookies.
+    private func attachShared(_ tracepoint: String, event: UInt32, reason: TracepointFormat.Field?,
+                              tooWide: SourceError) throws(SourceError) -> [FileDescriptor]? {
+        let layout = reason.map { "\($0.offset):\($0.size)" } ?? "-"
+        let program: FileDescriptor
+        if let shared = sharedPrograms[layout] {
+            program = shared
+        } else {
+            guard let code = CountingProgram.instructions(event: .cookie, reason: reason, counts: counts,
+                                                          dropped: dropped)
+            else { throw tooWide }
+            let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
+            defer { log.deallocate() }
+            do throws(Errno) {
+                program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: "kvmstat_count",
+                                              log: log)
+            } catch where error == .invalidArgument {
+                // A kernel before 5.15 knows no bpf_get_attach_cookie.
+                cookies = false
+                return nil
+            } catch {
+                throw Self.failure("load its counting program", error)
+            }
+            sharedPrograms[layout] = program
+        }
+        let perfEvent = try openTracepoint(tracepoint)
+        do throws(Errno) {
+            return [perfEvent, try bpf.linkPerfEvent(program: program, perfEvent: perfEvent, cookie: UInt64(event))]
+        } catch {
+            perfEvent.close()
+            guard error == .invalidArgument || error.rawValue == EOPNOTSUPP || error.rawValue == 524 else {
+                throw Self.failure("link its program to \(tracepoint)", error)
+            }
+            cookies = false
+            return nil
+        }
     }
 
     /// Loads `code` (the verifier's last words in the error when it refuses).
@@ -183,9 +248,8 @@ public final class BPFSource: StatSource {
         }
     }
 
-    /// Attaches `program` to `tracepoint` through one perf event (pid -1, cpu 0: it runs on
-    /// every CPU); returns the event's descriptor.
-    private func attach(_ program: FileDescriptor, to tracepoint: String) throws(SourceError) -> FileDescriptor {
+    /// One perf event on `tracepoint` (pid -1, cpu 0: a program attached runs on every CPU).
+    private func openTracepoint(_ tracepoint: String) throws(SourceError) -> FileDescriptor {
         guard let id = catalog.tracepointID(tracepoint) else {
             throw SourceError("the bpf source cannot attach to \(tracepoint): tracefs has no such tracepoint")
         }
@@ -196,6 +260,12 @@ public final class BPFSource: StatSource {
         } catch {
             throw Self.failure("open tracepoint \(tracepoint)", error)
         }
+        return perfEvent
+    }
+
+    /// Attaches `program` to `tracepoint` through one perf event; returns the event's descriptor.
+    private func attach(_ program: FileDescriptor, to tracepoint: String) throws(SourceError) -> FileDescriptor {
+        let perfEvent = try openTracepoint(tracepoint)
         do throws(Errno) {
             try PerfEvent.attach(program: program, to: perfEvent, request: architecture.perfIoctls.setBPF)
         } catch {
@@ -222,11 +292,26 @@ public final class BPFSource: StatSource {
         self.pid = pid
     }
 
+    /// One key's count since the baseline, and its thread's vCPU index if it is a vCPU.
+    struct Entry {
+        var key: CountingProgram.Key
+        var count: UInt64
+        var vcpu: Int?
+    }
+
+    /// A count per guest process, vCPU and event (the per-vCPU children).
+    struct VCPUCount: Hashable {
+        var tgid: UInt32
+        var vcpu: Int
+        var event: UInt32
+    }
+
     /// Every key's count now, less its baseline; threads that have exited are folded into
-    /// `departed` and their keys deleted.
-    private func collect() throws(SourceError) -> [(CountingProgram.Key, UInt64)] {
-        var entries: [(CountingProgram.Key, UInt64)] = []
-        var live: [UInt64: Bool] = [:]
+    /// `departed` and their keys deleted. Each thread group's threads are listed once a
+    /// sample (`VCPUThreads`: which are alive, and which vCPU each is).
+    private func collect() throws(SourceError) -> [Entry] {
+        samples &+= 1
+        var entries: [Entry] = []
         // One call for all keys where the kernel has batch lookups, else two per key.
         let all: (keys: [UInt8], values: [UInt8], count: Int)
         do throws(Errno) {
@@ -234,6 +319,9 @@ public final class BPFSource: StatSource {
         } catch {
             throw SourceError("reading the bpf source's counts", errno: error)
         }
+        var live: [UInt32: [Int: Int?]] = [:]
+        var gone = Set<UInt32>()
+        entries.reserveCapacity(all.count)
         all.keys.withUnsafeBytes { keys in
             all.values.withUnsafeBytes { values in
                 for i in 0..<all.count {
@@ -242,35 +330,44 @@ public final class BPFSource: StatSource {
                                                   tgid: keys.load(fromByteOffset: base + 4, as: UInt32.self),
                                                   event: keys.load(fromByteOffset: base + 8, as: UInt32.self),
                                                   reason: keys.load(fromByteOffset: base + 12, as: UInt32.self))
-                    if let entry = take(key, values.load(fromByteOffset: i * 8, as: UInt64.self), live: &live) {
-                        entries.append(entry)
+                    let value = values.load(fromByteOffset: i * 8, as: UInt64.self)
+                    let base0 = baseline[key] ?? 0
+                    let counted = value >= base0 ? value - base0 : value
+                    // Interrupt context and the idle task count for the host, alive for ever.
+                    if key.tid == 0 || key.tgid == 0 {
+                        entries.append(Entry(key: key, count: counted, vcpu: nil))
+                        continue
+                    }
+                    if live[key.tgid] == nil, !gone.contains(key.tgid) {
+                        var known = threadsOf[key.tgid] ?? [:]
+                        if let now = threads.liveThreads(of: Int(key.tgid), known: &known, sample: samples) {
+                            live[key.tgid] = now
+                        } else {
+                            gone.insert(key.tgid)
+                        }
+                    }
+                    if let thread = live[key.tgid]?[Int(key.tid)] {
+                        entries.append(Entry(key: key, count: counted, vcpu: thread))
+                    } else {
+                        depart(key, counted, vcpu: threadsOf[key.tgid]?[Int(key.tid)] ?? nil)
                     }
                 }
             }
         }
+        threadsOf = live
         deleteExited()
         return entries
     }
 
-    /// A key's count less its baseline, or nil when its thread has exited: then the count is
-    /// folded into `departed` and the key deleted (the map holds the living).
-    private func take(_ key: CountingProgram.Key, _ value: UInt64, live: inout [UInt64: Bool])
-        -> (CountingProgram.Key, UInt64)?
-    {
-        let counted = value >= (baseline[key] ?? 0) ? value - (baseline[key] ?? 0) : value
-        let thread = UInt64(key.tgid) << 32 | UInt64(key.tid)
-        let alive: Bool
-        if let known = live[thread] {
-            alive = known
-        } else {
-            alive = key.tid == 0 || access("\(proc)/\(key.tgid)/task/\(key.tid)", F_OK) == 0
-            live[thread] = alive
+    /// Folds the count of an exited thread's key into `departed` (and its vCPU's), and
+    /// marks the key for deletion (the map holds the living).
+    private func depart(_ key: CountingProgram.Key, _ counted: UInt64, vcpu: Int?) {
+        forEachField(of: key) { departed[key.tgid, default: [:]][$0, default: 0] &+= counted }
+        if let vcpu {
+            departedVCPUs[VCPUCount(tgid: key.tgid, vcpu: vcpu, event: key.event), default: 0] &+= counted
         }
-        if alive { return (key, counted) }
-        for field in fields(of: key) { departed[key.tgid, default: [:]][field, default: 0] &+= counted }
         baseline[key] = nil
         exited.append(key)
-        return nil
     }
 
     /// Deletes the keys of threads that exited, once the map has been read (deleting while
@@ -283,11 +380,11 @@ public final class BPFSource: StatSource {
     }
 
     /// The fields a key counts for: its event, and the child of its reason if there is one.
-    private func fields(of key: CountingProgram.Key) -> [Int] {
+    private func forEachField(of key: CountingProgram.Key, _ body: (Int) -> Void) {
         let event = Int(key.event)
-        guard event < catalog.keys.count else { return [] }
-        if let child = childField[key.event]?[key.reason] { return [event, child] }
-        return [event]
+        guard event < catalog.keys.count else { return }
+        body(event)
+        if let child = childField[key.event]?[key.reason] { body(child) }
     }
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
@@ -295,23 +392,34 @@ public final class BPFSource: StatSource {
         let entries = try collect()
         noteDrops()
         // Per thread group and field, what it counted (the living and its departed threads).
-        var byGroup: [UInt32: [Int: UInt64]] = departed
+        let fieldCount = catalog.keys.count
+        let zeros = [UInt64](repeating: 0, count: fieldCount)
+        var byGroup: [UInt32: [UInt64]] = [:]
+        for (group, counts) in departed {
+            var row = zeros
+            for (field, count) in counts { row[field] &+= count }
+            byGroup[group] = row
+        }
+        var byVCPU = departedVCPUs
         // A thread group with a living thread is running (the reads just looked).
         var running = Set<UInt32>()
-        for (key, count) in entries {
-            running.insert(key.tgid)
-            for field in fields(of: key) { byGroup[key.tgid, default: [:]][field, default: 0] &+= count }
+        for entry in entries {
+            running.insert(entry.key.tgid)
+            forEachField(of: entry.key) { byGroup[entry.key.tgid, default: zeros][$0] &+= entry.count }
+            if let vcpu = entry.vcpu {
+                byVCPU[VCPUCount(tgid: entry.key.tgid, vcpu: vcpu, event: entry.key.event), default: 0] &+= entry.count
+            }
         }
         var reading = Reading(families: catalog.families, warnings: warnings)
         warnings.removeAll()
         for timer in timers {
             reading.families[timer.pair.name] = timer.family
-            reading.histograms.merge(timer.read(pid: pid)) { first, _ in first }
+            reading.histograms.merge(timer.read(pid: pid, perGuest: request.perGuest)) { first, _ in first }
         }
         let wantedParents = wanted.filter { catalog.keys[$0].parent == nil }
         if request.byGuest {
             for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
-                let sum = wantedParents.reduce(UInt64(0)) { $0 &+ (counts[$1] ?? 0) }
+                let sum = wantedParents.reduce(UInt64(0)) { $0 &+ counts[$1] }
                 let row = group == 0 ? EventID.hostOnly
                     : running.contains(group) ? Int(group) : EventID.departedGuests
                 reading.values[.guestTotal(row), default: 0] &+= sum
@@ -319,18 +427,36 @@ public final class BPFSource: StatSource {
         } else {
             for field in wanted { reading.values[catalog.keys[field]] = 0 }
             for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
-                for field in wanted { reading.values[catalog.keys[field], default: 0] &+= counts[field] ?? 0 }
+                for field in wanted { reading.values[catalog.keys[field], default: 0] &+= counts[field] }
+            }
+            // Per-vCPU children (`x`) of the wanted tracepoints: `kvm_userspace_exit(vcpu0)`.
+            let parents = Set(wantedParents.map { UInt32($0) })
+            for (count, value) in byVCPU where parents.contains(count.event) && (pid == 0 || Int(count.tgid) == pid) {
+                let id = Self.vcpuChild(catalog.keys[Int(count.event)].name, count.vcpu)
+                if vcpuChildWanted[id.name] == nil {
+                    // Bounded: a thread name gives the index, and names are anyone's.
+                    if vcpuChildWanted.count >= 4096 { vcpuChildWanted.removeAll() }
+                    vcpuChildWanted[id.name] = filter.wants(id.name)
+                }
+                guard vcpuChildWanted[id.name] == true else { continue }
+                reading.values[id, default: 0] &+= value
+                if request.perGuest { reading.guestValues[id.of(guest: Int(count.tgid)), default: 0] &+= value }
             }
             if request.perGuest {
                 for (group, counts) in byGroup where group != 0 && (pid == 0 || Int(group) == pid) {
                     for field in wanted {
-                        reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field] ?? 0
+                        reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field]
                     }
                 }
             }
         }
         if request.byGuest || request.perGuest { guestNames.name(&reading) }
         return reading
+    }
+
+    /// The per-vCPU child of tracepoint `name`, as the statistics sources name theirs.
+    static func vcpuChild(_ name: String, _ vcpu: Int) -> EventID {
+        EventID("\(name)(vcpu\(vcpu))", parent: name, vcpu: vcpu)
     }
 
     /// A full map is said once; the hits it could not hold are counted in the kernel.
@@ -354,13 +480,16 @@ public final class BPFSource: StatSource {
         // Read first: threads found exited are folded into `departed`, which then starts over.
         let entries = try collect()
         departed.removeAll()
+        departedVCPUs.removeAll()
         var fresh: [CountingProgram.Key: UInt64] = [:]
-        for (key, count) in entries { fresh[key] = (baseline[key] ?? 0) &+ count }
+        for entry in entries { fresh[entry.key] = (baseline[entry.key] ?? 0) &+ entry.count }
         baseline = fresh
     }
 
     public func setupNotes() -> [String] {
-        ["bpf: \(attached.count) programs attached, one per counted tracepoint; counts kept per thread in the kernel"]
+        [cookies
+            ? "bpf: \(attached.count) tracepoints counted by \(sharedPrograms.count) programs (linked with attach cookies); counts kept per thread in the kernel"
+            : "bpf: \(attached.count) programs attached, one per counted tracepoint (this kernel has no attach cookies); counts kept per thread in the kernel"]
     }
 
     public func close() {
@@ -369,6 +498,8 @@ public final class BPFSource: StatSource {
         var descriptors: [FileDescriptor] = []
         descriptors += attached.values.flatMap { $0 }
         attached.removeAll()
+        descriptors += sharedPrograms.values
+        sharedPrograms.removeAll()
         for timer in timers { descriptors += timer.descriptors }
         timers.removeAll()
         // Detaching from a tracepoint waits for the kernel (an RCU grace period each): the

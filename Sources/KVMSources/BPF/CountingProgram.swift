@@ -19,17 +19,32 @@ enum CountingProgram {
         var reason: UInt32
     }
 
+    /// Where a program finds the event number it counts.
+    enum EventNumber {
+        /// A constant in the program: one program per tracepoint.
+        case constant(UInt32)
+        /// The attach cookie of the perf event it runs for: one program serves every
+        /// tracepoint whose reason field (if any) sits at the same offset and size.
+        case cookie
+    }
+
     /// The instructions for event `event`, whose reason (if any) is the record field at
     /// `reason` (offset and size from the tracepoint's format).
-    static func instructions(event: UInt32, reason: TracepointFormat.Field?, counts: FileDescriptor,
+    static func instructions(event: EventNumber, reason: TracepointFormat.Field?, counts: FileDescriptor,
                              dropped: FileDescriptor) -> [BPFInstruction]? {
         var code = BPFAssembler()
         code.emit(.move(.r6, .r1))  // the record
+        switch event {
+        case .constant(let number):
+            code.emit(.store(.word, .r10, -8, Int32(bitPattern: number)))
+        case .cookie:
+            code.emit(.call(.getAttachCookie))  // r1 is still the context
+            code.emit(.store(.word, .r10, -8, .r0))
+        }
         code.emit(.call(.getCurrentPidTgid))  // tgid << 32 | tid
         code.emit(.store(.word, .r10, -16, .r0))
         code.emit(.shiftRight(.r0, 32))
         code.emit(.store(.word, .r10, -12, .r0))
-        code.emit(.store(.word, .r10, -8, Int32(bitPattern: event)))
         if let reason {
             guard let size = BPFInstruction.Size(bytes: reason.size), let offset = Int16(exactly: reason.offset) else {
                 return nil

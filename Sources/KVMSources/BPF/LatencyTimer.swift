@@ -64,21 +64,31 @@ final class LatencyTimer {
     }
 
     /// Every reason's histogram (of thread group `pid` alone when not 0), keyed as
-    /// `userspace_exit_latency(IO)` under `userspace_exit_latency`.
-    func read(pid: Int) -> [EventID: Histogram] {
-        var byReason: [UInt32: Histogram] = [:]
-        func add(_ key: (UInt32, UInt32, UInt32, UInt32), _ value: UInt64) {
-            guard pid == 0 || Int(key.1) == pid else { return }
-            var histogram = byReason[key.2] ?? Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9,
-                                                         buckets: Array(repeating: 0, count: LatencyPrograms.buckets))
-            switch key.3 {
-            case 0..<UInt32(LatencyPrograms.buckets): histogram.buckets[Int(key.3)] &+= value
+    /// `userspace_exit_latency(IO)` under `userspace_exit_latency`; with `perGuest`, also each
+    /// guest process's, keyed with its pid as guest.
+    func read(pid: Int, perGuest: Bool = false) -> [EventID: Histogram] {
+        /// Thread group 0 stands for the host's (or `pid`'s) sum.
+        struct Slot: Hashable {
+            var tgid: UInt32
+            var reason: UInt32
+        }
+        var byReason: [Slot: Histogram] = [:]
+        func add(_ slot: Slot, _ index: UInt32, _ value: UInt64) {
+            var histogram = byReason[slot] ?? Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9,
+                                                        buckets: Array(repeating: 0, count: LatencyPrograms.buckets))
+            switch index {
+            case 0..<UInt32(LatencyPrograms.buckets): histogram.buckets[Int(index)] &+= value
             case LatencyPrograms.sumSlot: histogram.sum = (histogram.sum ?? 0) &+ value
             case LatencyPrograms.minSlot: histogram.minimum = min(histogram.minimum ?? .max, value)
             case LatencyPrograms.maxSlot: histogram.maximum = max(histogram.maximum ?? 0, value)
             default: break
             }
-            byReason[key.2] = histogram
+            byReason[slot] = histogram
+        }
+        func add(_ key: (UInt32, UInt32, UInt32, UInt32), _ value: UInt64) {
+            guard pid == 0 || Int(key.1) == pid else { return }
+            add(Slot(tgid: 0, reason: key.2), key.3, value)
+            if perGuest && key.1 != 0 { add(Slot(tgid: key.1, reason: key.2), key.3, value) }
         }
         // A read that fails shows what was timed so far (the next sample reads again).
         if let all = try? bpf.elements(histograms, keySize: 16, valueSize: 8, batched: &batchLookups) {
@@ -94,12 +104,14 @@ final class LatencyTimer {
             }
         }
         var result: [EventID: Histogram] = [:]
-        for (reason, var histogram) in byReason {
+        for (slot, var histogram) in byReason {
             // Trailing empty buckets say nothing.
             while let last = histogram.buckets.last, last == 0, histogram.buckets.count > 1 { histogram.buckets.removeLast() }
+            let reason = slot.reason
             let name = reasonNames[reason].map { "\(pair.name)(\($0))" }
                 ?? (reason == CountingProgram.noReason ? pair.name : "\(pair.name)(\(reason))")
-            result[EventID(name, parent: name == pair.name ? nil : pair.name)] = histogram
+            let key = EventID(name, parent: name == pair.name ? nil : pair.name)
+            result[slot.tgid == 0 ? key : key.of(guest: Int(slot.tgid))] = histogram
         }
         return result
     }

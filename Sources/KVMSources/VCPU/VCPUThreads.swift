@@ -52,9 +52,16 @@ struct VCPUThreads {
     /// guest's vCPUs enter KVM_RUN late), then every `recheckEvery` samples (spread by tid),
     /// not every sample for ever (a QEMU's I/O and RCU threads are never vCPUs).
     func threads(of pid: Int, known: inout [Int: Int?], sample: Int) -> [Int: Int] {
-        guard let tids = try? FileSystem.numericEntries("\(proc)/\(pid)/task") else { return [:] }
+        guard let live = liveThreads(of: pid, known: &known, sample: sample) else { return [:] }
+        return live.compactMapValues { $0 }
+    }
+
+    /// Every living thread of process `pid` with its vCPU index (nil: no vCPU), looked at as
+    /// `threads(of:known:sample:)` says; nil when the process has gone (`known` unchanged).
+    func liveThreads(of pid: Int, known: inout [Int: Int?], sample: Int) -> [Int: Int?]? {
+        guard let tids = try? FileSystem.numericEntries("\(proc)/\(pid)/task") else { return nil }
         var seen: [Int: Int?] = [:]
-        var vcpus: [Int: Int] = [:]
+        seen.reserveCapacity(tids.count)
         for tid in tids {
             var index: Int?
             switch known[tid] {
@@ -66,10 +73,9 @@ struct VCPUThreads {
                 index = Self.vcpuIndex(threadName: name) ?? inKVMRun(pid: pid, tid: tid)
             }
             seen[tid] = .some(index)
-            if let index { vcpus[tid] = index }
         }
         known = seen
-        return vcpus
+        return seen
     }
 
     static let recheckEvery = 8

@@ -11,6 +11,7 @@ extension InteractiveScreen {
         "   f     filter by regular expression",
         "   g     filter by guest name/PID",
         "   h     display interactive commands reference",
+        "   l     toggle the exit latency view (with --source bpf --latency)",
         "   o     toggle sorting order (Total vs CurAvg/s)",
         "   p     filter by guest name/PID",
         "   q     quit",

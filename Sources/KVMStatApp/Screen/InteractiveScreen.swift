@@ -17,6 +17,10 @@ final class InteractiveScreen {
     var delay: Double
     var sortByTotal = false
     var displayGuests = false
+    /// The latency view (`l`) in place of the counts.
+    var showLatency = false
+    /// Whether a source times exits (`--latency`); else `l` says how to ask for it.
+    let timesLatency: Bool
     /// The watched guest's name, to re-attach when a guest of that name comes back.
     var guestName = ""
     var terminal: Terminal!
@@ -26,7 +30,8 @@ final class InteractiveScreen {
     /// The sources that can show guests (for the help screen).
     let guestSources: [String]
 
-    init(stats: Stats, delay: Double, byGuestRefusal: [String], guestSources: [String]) {
+    init(stats: Stats, delay: Double, byGuestRefusal: [String], guestSources: [String], timesLatency: Bool) {
+        self.timesLatency = timesLatency
         self.byGuestRefusal = byGuestRefusal
         self.guestSources = guestSources
         self.stats = stats
@@ -91,6 +96,12 @@ final class InteractiveScreen {
             try guestDialog()
             return .some(Self.initialDelay)
         case Int32(UInt8(ascii: "h")): try helpScreen()
+        case Int32(UInt8(ascii: "l")):
+            guard timesLatency else {
+                try message(Self.noLatency)
+                return .some(nil)
+            }
+            showLatency.toggle()
         case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
         case Int32(UInt8(ascii: "r")): try apply { () throws(SourceError) in try self.stats.reset() }
         case Int32(UInt8(ascii: "s")):
@@ -115,7 +126,9 @@ final class InteractiveScreen {
         if let filter = stats.fieldsFilter {
             terminal.put(1, 17, ScreenModel.regexLine(filter.pattern))
         }
-        terminal.put(2, 1, ScreenModel.columnHeader(displayGuests: displayGuests), Terminal.standout)
+        if !showLatency {
+            terminal.put(2, 1, ScreenModel.columnHeader(displayGuests: displayGuests), Terminal.standout)
+        }
     }
 
     func drawFrame(interval: Double) throws(Failure) {
@@ -138,6 +151,7 @@ final class InteractiveScreen {
         let sample = try Failure.fromSource { () throws(SourceError) in
             try stats.read(ReadRequest(byGuest: displayGuests))
         }
+        if showLatency { return drawLatency(sample) }
         let body = ScreenModel.body(
             values: sample.values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
             displayGuests: displayGuests, interval: interval, height: terminal.height,
@@ -153,6 +167,22 @@ final class InteractiveScreen {
         if let total = body.total { terminal.put(line, 1, total, Terminal.bold) }
         terminal.refresh()
     }
+
+    /// The latency view: each timed latency's rows from line 2; a line saying why when none.
+    private func drawLatency(_ sample: Sample) {
+        drawHeader()
+        let families = LatencyReport.families(sample)
+        if families.isEmpty { terminal.put(4, 1, LatencyReport.nothingTimed) }
+        for (i, line) in ScreenModel.latencyLines(families, height: terminal.height).enumerated() {
+            terminal.put(2 + i, 1, line, line.hasSuffix("since start or r)") ? Terminal.bold : 0)
+        }
+        terminal.refresh()
+    }
+
+    static let noLatency = [
+        "No exit latencies are timed:",
+        "start kvmstat with --source bpf --latency to time them (l shows them then).",
+    ]
 
     /// Watches another pid (0: all), taking the guest's name for the header.
     func updatePid(_ pid: Int) throws(Failure) {

@@ -110,6 +110,28 @@ enum ScreenModel {
         return body
     }
 
+    /// The latency view (`l`): for each latency kvmstat times, a title line and one row per
+    /// reason — events, share of the time, min, p50, p99, max, mean in µs — within 80
+    /// columns, cut to the screen's `height`. Rows start at line 2, in place of the column header.
+    static func latencyLines(_ families: [LatencyReport.Family], height: Int) -> [String] {
+        var lines: [String] = []
+        for family in families {
+            lines.append(family.name + " (µs, since start or r)")
+            lines.append("Reason".padded(to: 16) + "Samples".rightAligned(to: 10) + "Time%".rightAligned(to: 8)
+                + ["Min", "p50", "p99", "Max", "Mean"].map { $0.rightAligned(to: 9) }.joined())
+            for row in family.rows {
+                let times = [row.minimum, row.quantile(0.5), row.quantile(0.99), row.maximum, row.mean]
+                    .map { ($0.map { cFormat("%.1f", $0 / 1000) } ?? "-").rightAligned(to: 9) }
+                let label = (row.key.childLabel ?? row.key.name).escapedForDisplay
+                lines.append(TerminalText.padded(TerminalText.prefix(label, columns: 15), to: 16)
+                    + String(row.count).rightAligned(to: 10)
+                    + LatencyReport.percent(row.sum, of: family.time).rightAligned(to: 8) + times.joined())
+            }
+            lines.append("")
+        }
+        return Array(lines.prefix(max(0, height - 3)))
+    }
+
     /// Parents sorted by (delta, total) or total, descending; with `childEvents`, each parent's
     /// children right after it, shown indented by two spaces.
     static func sortedEvents(
