@@ -17,6 +17,11 @@ let package = Package(
             name: "CNCurses",
             providers: [.apt(["libncurses-dev"]), .yum(["ncurses-devel"])]
         ),
+        // The endpoint's gzip: the system's zlib.
+        .systemLibrary(
+            name: "CZlib",
+            providers: [.apt(["zlib1g-dev"]), .yum(["zlib-devel"])]
+        ),
         .target(name: "KVMArchX86", dependencies: ["KVMCore"]),
         .target(name: "KVMArchARM64", dependencies: ["KVMCore"]),
         .target(name: "KVMArchPPC", dependencies: ["KVMCore"]),
@@ -26,7 +31,7 @@ let package = Package(
         .target(name: "KVMSources", dependencies: ["KVMCore"]),
         .target(name: "KVMFormats", dependencies: ["KVMCore"]),
         // The program (options, checks, modes, the screen); it names no plugin.
-        .target(name: "KVMStatApp", dependencies: ["KVMCore", "KVMSources", "KVMFormats", "CNCurses"]),
+        .target(name: "KVMStatApp", dependencies: ["KVMCore", "KVMSources", "KVMFormats", "CNCurses", "CZlib"]),
         // The one registration list of the built-in plugins, for the executable and the tests.
         .target(
             name: "KVMBuiltins",

@@ -14,18 +14,49 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// The source that counted it, once `Stats` has merged the sources' readings (a source
     /// reports its own keys without it): two sources' `exits` never overwrite each other.
     public let source: String?
+    /// Upstream's key for the same count (`kvm_exit(HLT) kvm_exit`, `kvm_pio`, a pid), made
+    /// once: the order scripts see rows and columns in is upstream's sort of these.
+    public let upstreamKey: String
+    /// The hash of all of the above, made once: keys are looked up many times a sample (a
+    /// big host's hundreds of thousands), strings hashed once each.
+    private let hashCode: Int
 
     public init(_ name: String, parent: String? = nil, guest: Int? = nil, vcpu: Int? = nil, source: String? = nil) {
+        let upstreamKey: String
+        if let guest, name.isEmpty {
+            upstreamKey = String(guest)
+        } else {
+            upstreamKey = parent.map { name + " " + $0 } ?? name
+        }
+        self.init(name, parent: parent, guest: guest, vcpu: vcpu, source: source, upstreamKey: upstreamKey)
+    }
+
+    private init(_ name: String, parent: String?, guest: Int?, vcpu: Int?, source: String?, upstreamKey: String) {
         self.name = name
         self.parent = parent
         self.guest = guest
         self.vcpu = vcpu
         self.source = source
+        self.upstreamKey = upstreamKey
+        var hasher = Hasher()
+        hasher.combine(name)
+        hasher.combine(parent)
+        hasher.combine(guest)
+        hasher.combine(vcpu)
+        hasher.combine(source)
+        hashCode = hasher.finalize()
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(hashCode) }
+
+    public static func == (lhs: EventID, rhs: EventID) -> Bool {
+        lhs.hashCode == rhs.hashCode && lhs.guest == rhs.guest && lhs.vcpu == rhs.vcpu && lhs.name == rhs.name
+            && lhs.parent == rhs.parent && lhs.source == rhs.source
     }
 
     /// The same count, as `source` counted it.
     public func from(_ source: String) -> EventID {
-        EventID(name, parent: parent, guest: guest, vcpu: vcpu, source: source)
+        EventID(name, parent: parent, guest: guest, vcpu: vcpu, source: source, upstreamKey: upstreamKey)
     }
 
     /// The same count for guest `pid` (nil: for the host).
@@ -69,13 +100,6 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public var isChild: Bool { parent != nil }
     public var isGuestTotal: Bool { guest != nil && name.isEmpty }
-
-    /// Upstream's key for the same count (`kvm_exit(HLT) kvm_exit`, `kvm_pio`, a pid): the
-    /// order scripts see rows and columns in is upstream's sort of these.
-    public var upstreamKey: String {
-        if isGuestTotal { return String(guest!) }
-        return parent.map { name + " " + $0 } ?? name
-    }
 
     /// Upstream's order; per-vCPU values of the same event by vCPU number, then by source.
     public static func < (lhs: EventID, rhs: EventID) -> Bool {

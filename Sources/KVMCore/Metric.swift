@@ -37,13 +37,27 @@ public struct MetricDimension: Sendable, Hashable {
     public let family: String
     /// The bigger family's help.
     public let help: String
-    public let label: String
-    public let value: String
+    /// The labels that set this value apart within the bigger family, in order.
+    public let labels: [MetricLabel]
 
     public init(family: String, help: String, label: String, value: String) {
+        self.init(family: family, help: help, labels: [MetricLabel(label, value)])
+    }
+
+    public init(family: String, help: String, labels: [MetricLabel]) {
         self.family = family
         self.help = help
-        self.label = label
+        self.labels = labels
+    }
+}
+
+/// One label of a series: `mode="guest"`.
+public struct MetricLabel: Sendable, Hashable {
+    public let name: String
+    public let value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
         self.value = value
     }
 }
@@ -94,6 +108,9 @@ public enum MetricOrigin: Sendable, Hashable {
     case kvmStatistic
     /// kvmstat's own workings (samples taken), exported as `kvmstat_<name>`.
     case program
+    /// The resources kvmstat's process uses, exported as every Prometheus client library
+    /// exports its process's: `process_<name>`.
+    case process
     /// Anything else, exported under its own namespace (`kvm_<namespace>_<name>`).
     case other(namespace: String)
 }

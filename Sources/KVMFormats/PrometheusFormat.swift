@@ -81,6 +81,7 @@ public struct PrometheusFormat: Format {
         case .tracepoint: return "kvm_\(guest)tracepoint"
         case .kvmStatistic: return "kvm_" + guest + name
         case .program: return "kvmstat_" + guest + name
+        case .process: return "process_" + name
         case .other(let namespace): return "kvm_" + guest + metricName(namespace) + "_" + name
         }
     }
@@ -127,7 +128,7 @@ public struct PrometheusFormat: Format {
                 if let dimension = family.dimension {
                     named.name = dimension.family
                     named.help = dimension.help
-                    labels.append((dimension.label, dimension.value))
+                    labels += dimension.labels.map { ($0.name, $0.value) }
                 }
                 var name = Self.familyName(named, perGuest: perGuest)
                 if let vcpu = key.vcpu { labels.append(("vcpu", String(vcpu))) }
@@ -175,12 +176,12 @@ public struct PrometheusFormat: Format {
             named.unit = MetricUnit(histogram.unit ?? "")
             let name = Self.familyName(named, perGuest: key.guest != nil)
             byFamily[name, default: []].append((key, histogram))
-            helps[name] = family.help
+            helps[name] = family.help + (family.origin == .kvmStatistic && histogram.sum == nil ? " (buckets since each VM started)" : " (since kvmstat started)")
         }
         var out = ""
         for name in byFamily.keys.sorted() {
             let series = byFamily[name]!.sorted { $0.0 < $1.0 }
-            out += "# HELP \(name) \(Self.escapeHelp(helps[name] ?? name)) (buckets since each VM started)\n"
+            out += "# HELP \(name) \(Self.escapeHelp(helps[name] ?? name))\n"
             out += "# TYPE \(name) histogram\n"
             for (key, histogram) in series {
                 // Per vCPU, or per child (an exit reason of the bpf source's latencies).

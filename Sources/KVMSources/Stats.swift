@@ -14,6 +14,28 @@ public final class Stats {
     private var lastRead: Double?
     private var warnings: [String] = []
 
+    /// Whether a source's last read succeeded, and when one last did (the endpoint's
+    /// `kvmstat_source_up`).
+    public struct SourceHealth: Sendable, Equatable {
+        public var up: Bool
+        /// When a read last succeeded (nil: never).
+        public var lastSuccess: WallClock?
+        /// Reads that failed since kvmstat started.
+        public var failures: UInt64
+    }
+
+    /// Each source's health, by name, as of the last read.
+    public private(set) var health: [String: SourceHealth] = [:]
+    /// Each source's families as its last good read gave them (a failed source's counts
+    /// are still described).
+    private var lastFamilies: [String: [String: MetricFamily]] = [:]
+
+    /// With `keepsGoing` (the endpoint, as node_exporter's collectors do), a source whose read
+    /// fails is reported down — its last values kept, never zeroed, its error said once a
+    /// spell — and the others are still sampled. Else (the screen, -1, -l) the failure ends
+    /// kvmstat with its message, as upstream's does.
+    public var keepsGoing = false
+
     public init(sources: [any StatSource], pid: Int = 0, fieldsFilter: FieldFilter? = nil) {
         self.sources = sources
         self.pidFilter = pid
@@ -46,11 +68,30 @@ public final class Stats {
         var guestNames: [Int: String] = [:]
         var readings: [(origin: String, reading: Reading)] = []
         var reported = 0
+        var failed = Set<String>()
         for source in sources {
-            let reading = try source.read(request)
             let origin = source.name
+            let reading: Reading
+            do throws(SourceError) {
+                reading = try source.read(request)
+                health[origin] = SourceHealth(up: true, lastSuccess: time, failures: health[origin]?.failures ?? 0)
+            } catch {
+                guard keepsGoing else { throw error }
+                var state = health[origin] ?? SourceHealth(up: true, lastSuccess: nil, failures: 0)
+                if state.up {
+                    warnings.append("source \(origin): \(error.description) (reported down, its last counts kept, "
+                        + "until a read succeeds)")
+                }
+                state.up = false
+                state.failures &+= 1
+                health[origin] = state
+                failed.insert(origin)
+                families[origin] = lastFamilies[origin]
+                continue
+            }
             readings.append((origin, reading))
             families[origin] = reading.families
+            if keepsGoing { lastFamilies[origin] = reading.families }
             for (key, newValue) in reading.values {
                 let qualified = key.from(origin)
                 values[qualified] = EventStat(value: newValue, previous: values[qualified]?.value ?? 0)
@@ -66,7 +107,13 @@ public final class Stats {
         // state every row is reported again and the table is updated in place.
         if values.count != reported {
             let current = Set(readings.flatMap { item in item.reading.values.keys.map { $0.from(item.origin) } })
-            values = values.filter { current.contains($0.key) }
+            values = values.filter { current.contains($0.key) || failed.contains($0.key.source ?? "") }
+        }
+        // A failed source's counts stand still: no delta.
+        if !failed.isEmpty {
+            for (key, stat) in values where failed.contains(key.source ?? "") {
+                values[key] = EventStat(value: stat.value, previous: stat.value)
+            }
         }
         let interval = lastRead.map { now - $0 } ?? 0
         lastRead = now

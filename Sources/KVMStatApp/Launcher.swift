@@ -40,7 +40,8 @@ struct Launcher {
         if let server, let endpoint = plan.endpoint {
             Console.err("kvmstat: serving metrics at http://"
                 + (endpoint.address.contains(":") ? "[\(endpoint.address)]" : endpoint.address) + ":\(server.listener.port)/metrics\n")
-            var mode = ListenMode(stats: stats, server: server, delay: options.delay)
+            var mode = ListenMode(stats: stats, server: server, delay: options.delay,
+                                  architecture: plan.configuration.architecture.name)
             return try mode.run()
         }
         if let log {

@@ -14,17 +14,17 @@ struct ListenMode {
     let server: MetricsServer
     let delay: Double
     var waiter: any Waiter = SignalWaiter()
-    private var samplesTaken: UInt64 = 0
+    /// kvmstat's own metrics: whether sampling keeps its schedule, what it costs, each
+    /// source's health.
+    private var own: SelfMetrics
 
-    /// kvmstat's own counter of samples: whether sampling keeps its schedule shows here.
-    static let samplesFamily = MetricFamily("samples", kind: .counter, unit: .none, help: "Samples kvmstat has taken",
-                                            origin: .program)
-    static let samplesKey = EventID("samples", source: "kvmstat")
-
-    init(stats: Stats, server: MetricsServer, delay: Double) {
+    init(stats: Stats, server: MetricsServer, delay: Double, architecture: String) {
         self.stats = stats
         self.server = server
         self.delay = delay
+        own = SelfMetrics(architecture: architecture)
+        // A source that fails is reported down, not the end of the exporter.
+        stats.keepsGoing = true
     }
 
     /// Serves until a signal ends it (Ctrl-C: status 0; others by the signal, as upstream
@@ -46,10 +46,10 @@ struct ListenMode {
     /// Takes a sample with every guest's values (the formats served label guests) and makes
     /// it the one scrapes get.
     private mutating func publish() throws(Failure) {
+        let start = Signals.monotonicNow()
         var sample = try stats.sample(ReadRequest(perGuest: true))
-        samplesTaken += 1
-        sample.add(EventStat(value: samplesTaken, previous: samplesTaken - 1), for: Self.samplesKey,
-                   family: Self.samplesFamily)
+        own.sampleTaken(seconds: Signals.monotonicNow() - start)
+        own.add(to: &sample, health: stats.health, server: server.counters, resources: ProcessResources.current())
         server.publish(sample)
     }
 

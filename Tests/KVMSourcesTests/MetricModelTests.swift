@@ -7,13 +7,18 @@ private final class ScriptedSource: StatSource {
     let name: String
     var supportsByGuest: Bool { false }
     var next = Reading()
+    /// The failure the next reads throw, if any.
+    var failure: SourceError?
 
     init(_ name: String) { self.name = name }
 
     func availableFields() -> [String] { next.values.keys.map(\.name) }
     func updateFields(_ filter: FieldFilter?) throws(SourceError) {}
     func setPid(_ pid: Int) throws(SourceError) {}
-    func read(_ request: ReadRequest) throws(SourceError) -> Reading { next }
+    func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        if let failure { throw failure }
+        return next
+    }
     func reset() throws(SourceError) {}
     func close() {}
 }
@@ -43,6 +48,41 @@ struct MetricModelTests {
         let names = sample.sortedKeys.map(sample.name(of:))
         #expect(names == ["libvirt:exits", "qmp:exits"], "\(names)")
         #expect(sample.family(of: sample.sortedKeys[0])?.origin == .kvmStatistic)
+    }
+
+    /// On the endpoint (`keepsGoing`) a source that fails is reported down, its counts kept
+    /// (standing still, never zeroed), said once a spell, while the others are sampled; it
+    /// comes back up when a read succeeds. Elsewhere the failure ends the run, as upstream's.
+    @Test func aFailingSourceIsDownNotTheEnd() throws {
+        let qmp = ScriptedSource("qmp")
+        let libvirt = ScriptedSource("libvirt")
+        qmp.next = Reading(families: ["exits": Self.statistic("exits")], values: ["exits": 100])
+        libvirt.next = Reading(families: ["exits": Self.statistic("exits")], values: ["exits": 7])
+        let stats = Stats(sources: [qmp, libvirt])
+        stats.keepsGoing = true
+        _ = try stats.read()
+        #expect(stats.health["qmp"]?.up == true && stats.health["qmp"]?.lastSuccess != nil)
+        qmp.failure = SourceError("the monitor went away")
+        libvirt.next.values = ["exits": 9]
+        var sample = try stats.read()
+        #expect(stats.health["qmp"]?.up == false && stats.health["qmp"]?.failures == 1)
+        #expect(stats.health["libvirt"]?.up == true)
+        #expect(sample.values(of: "qmp")["exits"] == EventStat(value: 100, delta: 0))
+        #expect(sample.family(of: EventID("exits", source: "qmp"))?.origin == .kvmStatistic)
+        #expect(sample.values(of: "libvirt")["exits"] == EventStat(value: 9, delta: 2))
+        let said = stats.takeWarnings()
+        #expect(said.count == 1 && said[0].contains("the monitor went away") && said[0].contains("qmp"), "\(said)")
+        _ = try stats.read()
+        #expect(stats.takeWarnings().isEmpty && stats.health["qmp"]?.failures == 2)
+        qmp.failure = nil
+        qmp.next.values = ["exits": 130]
+        sample = try stats.read()
+        #expect(stats.health["qmp"]?.up == true)
+        #expect(sample.values(of: "qmp")["exits"] == EventStat(value: 130, delta: 30))
+
+        let strict = Stats(sources: [qmp])
+        qmp.failure = SourceError("gone")
+        #expect(throws: SourceError.self) { try strict.read() }
     }
 
     @Test func namesStayPlainWithoutACollision() throws {

@@ -30,6 +30,11 @@ struct DocsTests {
         return String(rest[..<(rest.range(of: "\n## ")?.lowerBound ?? rest.endIndex)])
     }
 
+    /// The version the binary reports (`kvmstat_build_info`) is the one the package is named after.
+    @Test func versionIsTheVersionFiles() throws {
+        #expect(KVMStatVersion.version == (try Self.file("VERSION")).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     @Test func manPageHasEveryOption() throws {
         let synopsis = try Self.manSection("SYNOPSIS")
         let options = try Self.manSection("OPTIONS")

@@ -279,6 +279,65 @@ struct PrometheusTests {
         #expect(value == "12000", "Prometheus says \(value)")
     }
 
+    /// kvmstat's own metrics, as exporters export theirs (build info, process_*, sample and
+    /// scrape durations, source health, errors by kind); each sample's exposition made once
+    /// (two scrapes of one sample get the same bytes) and gzipped for a scraper that accepts it.
+    @Test func ownMetricsGzipAndRenderedOnce() throws {
+        let port = try HTTPClient.freePort()
+        let kvmstat = try BackgroundKvmstat(["--listen", "127.0.0.1:\(port)", "-s", "1", "-f", "^kvm_pio$"])
+        defer {
+            kvmstat.signal(SIGINT)
+            _ = kvmstat.finish()
+        }
+        var first: HTTPClient.Response?
+        for _ in 0..<50 where first?.status != 200 {
+            first = try? HTTPClient.get(port: port, path: "/metrics")
+            if first?.status != 200 { usleep(100_000) }
+        }
+        _ = try HTTPClient.get(port: port, path: "/nowhere")  // a 404: an http_client error
+        // Two samples later the scrapes above are counted.
+        usleep(2_200_000)
+        let plain = try HTTPClient.get(port: port, path: "/metrics")
+        let again = try HTTPClient.get(port: port, path: "/metrics")
+        let zipped = try HTTPClient.get(port: port, path: "/metrics", headers: ["Accept-Encoding: gzip"])
+        #expect(plain.status == 200 && zipped.status == 200)
+        #expect(plain.head.contains("Vary: Accept-Encoding") && !plain.head.contains("Content-Encoding"))
+        #expect(zipped.head.contains("Content-Encoding: gzip"), "\(zipped.head)")
+        let file = NSTemporaryDirectory() + "kvmstat-gzip-\(getpid()).gz"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(zipped.bodyBytes).write(to: URL(fileURLWithPath: file))
+        let unzipped = try run("/bin/gzip", ["-dc", file])
+        #expect(unzipped.status == 0 && zipped.bodyBytes.count < plain.body.utf8.count, "\(unzipped.stderr)")
+        // One sample, one exposition: the same bytes, plain or unzipped (a sample may have
+        // come between two of them, then the two of one sample agree).
+        #expect(plain.body == again.body || again.body == unzipped.stdout, "renderings of one sample differ")
+        let text = again.body
+        let lines = text.split(separator: "\n").map(String.init)
+        func value(_ prefix: String) -> Double? {
+            lines.first { $0.hasPrefix(prefix + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        let version = try String(contentsOfFile: DocsTests.root + "/VERSION", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let build = lines.first { $0.hasPrefix("kvmstat_build_info{version=\"\(version)\",arch=\"") }
+        #expect(build?.hasSuffix("\"} 1") == true && build?.contains("arch=\"\"") == false, "\(text.prefix(3000))")
+        #expect(value("kvmstat_source_up{source=\"tracepoint\"}") == 1)
+        let now = Date().timeIntervalSince1970
+        #expect(((now - 3_600)...now).contains(value("kvmstat_source_last_success_timestamp_seconds{source=\"tracepoint\"}") ?? 0))
+        #expect(((now - 600)...now).contains(value("process_start_time_seconds") ?? 0))
+        #expect((value("process_resident_memory_bytes") ?? 0) > 1_000_000)
+        #expect((value("process_open_fds") ?? 0) > 3)
+        #expect((value("process_max_fds") ?? 0) >= (value("process_open_fds") ?? 0))
+        #expect((value("process_cpu_seconds_total") ?? -1) >= 0)
+        #expect((value("kvmstat_sample_duration_seconds_count") ?? 0) >= 3)
+        #expect((value("kvmstat_scrape_duration_seconds_count") ?? 0) >= 2)
+        #expect((value("kvmstat_errors_total{kind=\"http_client\"}") ?? 0) >= 1)
+        #expect(value("kvmstat_errors_total{kind=\"source_read\"}") == 0)
+        #expect(text.contains("# TYPE kvmstat_sample_duration_seconds histogram"))
+        try text.write(toFile: file + ".txt", atomically: false, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file + ".txt") }
+        let checked = try run("/bin/bash", ["-c", "\(PrometheusBinaries.promtool) check metrics < '\(file).txt'"])
+        #expect(checked.status == 0, "\(checked.stdout)\(checked.stderr)")
+    }
+
     /// Load and hostile clients, bounded in count and time: scrapes stay complete, sampling on
     /// schedule, idle connections lock nobody out, slow and broken clients are dropped.
     @Test func loadAndHostileClients() throws {

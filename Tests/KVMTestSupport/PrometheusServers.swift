@@ -8,6 +8,8 @@ public enum HTTPClient {
         public let status: Int
         public let head: String
         public let body: String
+        /// The body's bytes as sent (a gzipped answer's are not text).
+        public var bodyBytes: [UInt8] = []
     }
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
@@ -67,7 +69,9 @@ public enum HTTPClient {
         guard let split = text.range(of: "\r\n\r\n") else { throw Failure(description: "no HTTP answer: \(text.prefix(200))") }
         let head = String(text[..<split.lowerBound])
         let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
-        return Response(status: status, head: head, body: String(text[split.upperBound...]))
+        let headLength = head.utf8.count + 4
+        return Response(status: status, head: head, body: String(text[split.upperBound...]),
+                        bodyBytes: Array(data[min(headLength, data.count)...]))
     }
 
     public static func get(port: Int, path: String, headers: [String] = []) throws -> Response {

@@ -10,9 +10,15 @@ import Synchronization
 /// `--listen`'s scrape endpoint: `GET /metrics` serves the latest sample in the registered
 /// format whose media type the request's Accept header rates highest (Prometheus's text
 /// format to a scraper that accepts anything, OpenMetrics to one that asks for it, JSON
-/// Lines, ...; 406 when none is acceptable), `/` a short page linking to it. It names no
-/// format. One thread with poll(2) serves every connection, one request per connection
-/// (`Connection: close`); sampling never waits for it.
+/// Lines, ...; 406 when none is acceptable), gzipped when the request accepts gzip (as
+/// Prometheus's do), `/` a short page linking to it. It names no format. One thread with
+/// poll(2) serves every connection, one request per connection (`Connection: close`);
+/// sampling never waits for it.
+///
+/// Rendered once a sample: each format scrapers have asked for (and its gzip, once asked
+/// for) is made when the sample is published, on the sampling thread, into bytes every
+/// scrape of that sample copies; a format asked for the first time is made by the first
+/// scrape that wants it, then kept for the others.
 ///
 /// No client can stall it or exhaust descriptors: a request must arrive whole within
 /// `requestTimeout` (a client sending a byte a second is dropped), headers are bounded
@@ -28,17 +34,80 @@ final class MetricsServer: @unchecked Sendable {
 
     let listener: TCPListener
     let formats: FormatRegistry
+
+    /// A published sample and what has been made of it: each format's bytes, by format name
+    /// and compression.
+    struct Published: Sendable {
+        var generation: UInt64
+        var sample: Sample
+        var made: [Rendering: [UInt8]] = [:]
+    }
+
+    /// One way of serving a sample: a format, gzipped or not.
+    struct Rendering: Hashable, Sendable {
+        var format: String
+        var gzip: Bool
+    }
+
     /// The latest sample.
-    private let latest = Mutex<Sample?>(nil)
+    private let latest = Mutex<Published?>(nil)
+    /// What scrapers have asked for: made at each publication (a few: formats × 2).
+    private let asked = Mutex<Set<Rendering>>([Rendering(format: "prometheus", gzip: false)])
+
+    /// What the endpoint has done, for kvmstat's own metrics.
+    struct Counters: Sendable {
+        var scrapeDurations = SelfMetrics.durationHistogram()
+        var clientErrors: UInt64 = 0
+        var serverErrors: UInt64 = 0
+    }
+
+    private let counting = Mutex(Counters())
+
+    var counters: Counters { counting.withLock { $0 } }
 
     init(address: String, port: Int, formats: FormatRegistry) throws(Errno) {
         listener = try TCPListener(address: address, port: port)
         self.formats = formats
     }
 
-    /// Makes `sample` the one scrapes get.
+    /// Makes `sample` the one scrapes get, with every rendering scrapers have asked for made
+    /// now, once.
     func publish(_ sample: Sample) {
-        latest.withLock { $0 = sample }
+        let wanted = asked.withLock { $0 }
+        var published = Published(generation: (latest.withLock { $0?.generation } ?? 0) &+ 1, sample: sample)
+        for rendering in wanted {
+            if let bytes = make(rendering, of: sample) { published.made[rendering] = bytes }
+        }
+        latest.withLock { $0 = published }
+    }
+
+    /// The bytes of `sample` in `rendering`; nil for a format not registered.
+    private func make(_ rendering: Rendering, of sample: Sample) -> [UInt8]? {
+        guard let format = formats.format(named: rendering.format) else { return nil }
+        let bytes = Array(format.batch(sample).utf8)
+        return rendering.gzip ? Gzip.compress(bytes) ?? bytes : bytes
+    }
+
+    /// The latest sample's bytes in `rendering` (made now if no scrape asked for it before),
+    /// and whether they are gzipped; nil before the first sample.
+    private func bytes(_ rendering: Rendering) -> (bytes: [UInt8], gzip: Bool)? {
+        asked.withLock { _ = $0.insert(rendering) }
+        guard let published = latest.withLock({ $0 }) else { return nil }
+        if let made = published.made[rendering] { return (made, rendering.gzip) }
+        guard let made = make(rendering, of: published.sample) else { return nil }
+        latest.withLock { current in
+            if current?.generation == published.generation { current?.made[rendering] = made }
+        }
+        return (made, rendering.gzip)
+    }
+
+    /// Notes an answer's status and how long it took to make.
+    func note(status: Int, seconds: Double) {
+        counting.withLock { counters in
+            SelfMetrics.record(seconds, in: &counters.scrapeDurations)
+            if (400..<500).contains(status) { counters.clientErrors &+= 1 }
+            if status >= 500 { counters.serverErrors &+= 1 }
+        }
     }
 
     func start() {
@@ -70,8 +139,17 @@ final class MetricsServer: @unchecked Sendable {
 
     static let lingerTime = 1.0
 
-    /// The answer to a whole request head (`request` up to its blank line).
+    /// The answer to a whole request head (`request` up to its blank line), counted.
     func respond(to head: [UInt8]) -> [UInt8] {
+        let start = Signals.monotonicNow()
+        let response = answer(to: head)
+        // "HTTP/1.1 200 ...": the status is bytes 9 to 11.
+        let status = response.count > 12 ? Int(String(decoding: response[9..<12], as: UTF8.self)) ?? 0 : 0
+        note(status: status, seconds: Signals.monotonicNow() - start)
+        return response
+    }
+
+    private func answer(to head: [UInt8]) -> [UInt8] {
         let text = String(decoding: head, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\r\n" || $0 == "\n" }
         guard let first = lines.first, case let parts = first.split(separator: " ", omittingEmptySubsequences: false),
@@ -87,15 +165,20 @@ final class MetricsServer: @unchecked Sendable {
         let bodyWanted = method == "GET"
         switch path {
         case "/metrics":
-            guard let sample = latest.withLock({ $0 }) else {
-                return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
+            func header(_ name: String) -> String? {
+                lines.dropFirst().first { $0.lowercased().hasPrefix(name + ":") }.map { String($0.dropFirst(name.count + 1)) }
             }
-            let accept = lines.dropFirst().first { $0.lowercased().hasPrefix("accept:") }.map { String($0.dropFirst(7)) }
-            guard let (format, mediaType) = formats.negotiate(accept: accept) else {
+            guard let (format, mediaType) = formats.negotiate(accept: header("accept")) else {
                 let served = formats.entries.flatMap(\.format.mediaTypes).map(\.type).joined(separator: ", ")
                 return Self.answer(406, "Not Acceptable", "metrics are served as \(served)\n", body: bodyWanted)
             }
-            return Self.answer(200, "OK", format.batch(sample), contentType: mediaType.contentType, body: bodyWanted)
+            let rendering = Rendering(format: format.name, gzip: Gzip.accepted(by: header("accept-encoding")))
+            guard let (bytes, gzipped) = bytes(rendering) else {
+                return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
+            }
+            return Self.answer(200, "OK", bytes: bytes, contentType: mediaType.contentType,
+                               extra: "Vary: Accept-Encoding\r\n" + (gzipped ? "Content-Encoding: gzip\r\n" : ""),
+                               body: bodyWanted)
         case "/":
             return Self.answer(200, "OK", Self.homePage, contentType: "text/html; charset=utf-8", body: bodyWanted)
         default:
@@ -127,7 +210,11 @@ final class MetricsServer: @unchecked Sendable {
 
     static func answer(_ status: Int, _ reason: String, _ body: String, contentType: String = "text/plain; charset=utf-8",
                        extra: String = "", body bodyWanted: Bool = true) -> [UInt8] {
-        let bytes = Array(body.utf8)
+        answer(status, reason, bytes: Array(body.utf8), contentType: contentType, extra: extra, body: bodyWanted)
+    }
+
+    static func answer(_ status: Int, _ reason: String, bytes: [UInt8], contentType: String, extra: String = "",
+                       body bodyWanted: Bool = true) -> [UInt8] {
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\n"
             + "Content-Length: \(bytes.count)\r\nConnection: close\r\n" + extra + "\r\n"
         return Array(head.utf8) + (bodyWanted ? bytes : [])
@@ -231,6 +318,7 @@ private final class ServerThread: @unchecked Sendable {
                 connection.request = []
                 connection.answered = Signals.monotonicNow()
             } else if connection.request.count > MetricsServer.headerLimit {
+                server.note(status: 431, seconds: 0)
                 connection.response = MetricsServer.answer(431, "Request Header Fields Too Large", "headers too large\n")
                 connection.request = []
                 connection.answered = Signals.monotonicNow()

@@ -1,0 +1,40 @@
+import CZlib
+
+/// gzip (RFC 1952) of a whole answer, through the system's zlib: the endpoint compresses each
+/// sample's exposition once and serves the bytes to every scrape that accepts gzip.
+enum Gzip {
+    /// `bytes` compressed; nil when zlib fails (the answer then goes uncompressed).
+    static func compress(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8]? {
+        var stream = z_stream()
+        // windowBits 15 + 16: a gzip header and trailer, not zlib's.
+        guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&stream) }
+        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(bytes.count))) + 32)
+        let result: Int32 = bytes.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+                stream.avail_in = uInt(input.count)
+                stream.next_out = out.baseAddress
+                stream.avail_out = uInt(out.count)
+                return deflate(&stream, Z_FINISH)
+            }
+        }
+        guard result == Z_STREAM_END else { return nil }
+        output.removeLast(output.count - Int(stream.total_out))
+        return output
+    }
+
+    /// Whether an `Accept-Encoding` value takes gzip (RFC 9110 §12.5.3: `gzip`, `x-gzip` or
+    /// `*`, with a weight above 0).
+    static func accepted(by header: String?) -> Bool {
+        guard let header else { return false }
+        for item in header.split(separator: ",") {
+            let parts = item.split(separator: ";").map { String($0).trimmingBlanks().lowercased() }
+            guard let coding = parts.first, coding == "gzip" || coding == "x-gzip" || coding == "*" else { continue }
+            let weight = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
+            if weight > 0 { return true }
+        }
+        return false
+    }
+}
