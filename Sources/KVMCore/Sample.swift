@@ -45,7 +45,9 @@ public struct Sample: Sendable {
         values[key] = stat
         guard let source = key.source else { return }
         families[source, default: [:]][family.name] = family
-        if values.keys.contains(where: { $0.name == key.name && $0.source != source && !$0.isGuestTotal }) {
+        // Another source's family of the same name (looked up in the few sources' families,
+        // not in every value: a big host's sample has hundreds of thousands).
+        if !key.isGuestTotal, families.contains(where: { $0.key != source && $0.value[key.name] != nil }) {
             ambiguous.insert(key.name)
         }
     }

@@ -42,20 +42,6 @@ public struct PrometheusFormat: Format {
         String(exposition(sample, keys: keys).dropLast())
     }
 
-    /// One series: its labels, rendered once (`{a="x"}`: they also order the series), and
-    /// its number.
-    struct Series {
-        var labels: String
-        var value: String
-    }
-
-    struct Family {
-        var name: String
-        var isCounter: Bool
-        var help: String
-        var series: [Series] = []
-    }
-
     /// What a key without a description is taken for: a counter of events of its source.
     static func undescribed(_ key: EventID) -> MetricFamily {
         let source = key.source ?? "unknown"
@@ -87,74 +73,13 @@ public struct PrometheusFormat: Format {
     }
 
     public func exposition(_ sample: Sample, keys: [EventID]) -> String {
-        var families: [String: Family] = [:]
-        func add(_ family: String, counter: Bool, help: String, _ labels: [(String, String)], _ value: String) {
-            families[family, default: Family(name: family, isCounter: counter, help: help)]
-                .series.append(Series(labels: Self.labelText(labels), value: value))
-        }
+        var writer = PrometheusWriter(format: self, sample: sample)
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
-        let guestKeys = sample.guestValues.keys.sorted()
-        for (keyList, perGuest) in [(keys.filter { !$0.isGuestTotal }, false), (guestKeys, true)] {
-            // Statistics that have per-vCPU rows (per guest): the vCPUs' series stand for them.
-            let perVCPU = Set(keyList.compactMap { key in key.vcpu != nil ? key.family.map { "\(key.guest ?? 0) \($0)" } : nil })
-            for key in keyList {
-                let family = sample.family(of: key) ?? Self.undescribed(key)
-                if family.kind == .histogram { continue }
-                if key.vcpu == nil && key.parent == nil, let own = key.family, perVCPU.contains("\(key.guest ?? 0) \(own)") {
-                    continue
-                }
-                let value = perGuest ? sample.guestValues[key] ?? 0 : sample.values[key]?.value ?? 0
-                var labels = perGuest ? [("guest", sample.guestNames[key.guest!] ?? ""), ("pid", String(key.guest!))] : []
-                if sample.name(of: key) != key.name, let source = key.source { labels.append(("source", source)) }
-                let whose = perGuest ? " per guest" : ""
-                if family.origin == .tracepoint {
-                    if let parent = key.parent, let reason = key.childLabel {
-                        add("kvm_\(perGuest ? "guest_" : "")tracepoint_reason", counter: true,
-                            help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))" + whose,
-                            labels + [("tracepoint", parent), ("reason", reason)], String(value))
-                    } else {
-                        add(Self.familyName(family, perGuest: perGuest), counter: true,
-                            help: "KVM tracepoint events counted by perf" + whose,
-                            labels + [("tracepoint", key.parent ?? key.name)]
-                                + (key.vcpu.map { [("vcpu", String($0))] } ?? []), String(value))
-                    }
-                    continue
-                }
-                let counter = family.kind == .counter
-                let scaled = !family.unit.isBase
-                // One value of a bigger family's label: that family, with the label.
-                var named = family
-                if let dimension = family.dimension {
-                    named.name = dimension.family
-                    named.help = dimension.help
-                    labels += dimension.labels.map { ($0.name, $0.value) }
-                }
-                var name = Self.familyName(named, perGuest: perGuest)
-                if let vcpu = key.vcpu { labels.append(("vcpu", String(vcpu))) }
-                // Other children (not a vCPU's) are a breakdown of their parent: a family of
-                // their own, so that sum() over the parent's counts nothing twice.
-                if key.vcpu == nil, let child = key.childLabel {
-                    name += "_by_child"
-                    labels.append(("child", child))
-                }
-                add(name, counter: counter,
-                    help: named.help + whose + " (" + (counter ? "since kvmstat started" : "current value")
-                        + (scaled ? ", in \(family.unit.name)" : "") + ")",
-                    labels, scaled ? Self.scaled(value, base: family.unit.base, exponent: family.unit.exponent) : String(value))
-            }
-        }
-        var out = ""
-        out += histogramFamilies(sample)
-        for family in families.values.sorted(by: { $0.name < $1.name }) {
-            let typeName = openMetrics || !family.isCounter ? family.name : family.name + "_total"
-            out += "# HELP \(typeName) \(Self.escapeHelp(family.help))\n"
-            out += "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n"
-            let sampleName = family.isCounter ? family.name + "_total" : family.name
-            for series in family.series.sorted(by: { $0.labels < $1.labels }) {
-                out += sampleName + series.labels + " " + series.value + "\n"
-            }
-        }
+        writer.add(keys.lazy.filter { !$0.isGuestTotal }, perGuest: false)
+        writer.add(sample.guestValues.keys.sorted(), perGuest: true)
+        var out = histogramFamilies(sample)
+        out += writer.finish()
         if openMetrics { out += "# EOF\n" }
         return out
     }
