@@ -70,6 +70,7 @@ public final class BPFSource: StatSource {
     private var threadsOf: [UInt32: [Int: Int?]] = [:]
     private let threads: VCPUThreads
     private var samples = 0
+    private var exitNotice = SilentExitNotice()
     /// The field filter, and whether it wants each per-vCPU child (by name) as it wants a
     /// tracepoint's reason children.
     private var filter: FieldFilter?
@@ -442,6 +443,7 @@ public final class BPFSource: StatSource {
                 reading.values[id, default: 0] &+= value
                 if request.perGuest { reading.guestValues[id.of(guest: Int(count.tgid)), default: 0] &+= value }
             }
+            exitNotice.look(at: reading.values, into: &reading.warnings)
             if request.perGuest {
                 for (group, counts) in byGroup where group != 0 && (pid == 0 || Int(group) == pid) {
                     for field in wanted {

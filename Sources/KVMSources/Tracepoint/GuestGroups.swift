@@ -32,6 +32,9 @@ final class GuestGroups {
     private var carried: [Int: [Int: UInt64]] = [:]
     private var sample = 0
     private var cpus: [Int] = []
+    /// Guests already said to share a cgroup (said once each, while they run).
+    private var toldShared = Set<Int>()
+    private var warnings: [String] = []
     private let scratch: UnsafeMutableBufferPointer<UInt64>
 
     init(catalog: TracepointCatalog, opener: GroupOpener, paths: SystemPaths) {
@@ -107,7 +110,8 @@ final class GuestGroups {
         sample += 1
         if cpus.isEmpty { cpus = try TracepointCatalog.onlineCPUs(paths) }
         let registry = Guests(proc: paths.proc)
-        let present = Set(registry.all().map(\.pid).filter { registry.isRunning($0) })
+        let all = registry.all()
+        let present = Set(all.map(\.pid).filter { registry.isRunning($0) })
         for (guestPid, guest) in guests where !present.contains(guestPid) || !guest.cgroup.holds(process: guestPid, proc: paths.proc) {
             // Quit: its counts go to the quit row. Moved out of its cgroup (the groups count it
             // no more): they stay its own, and it is looked at again at once.
@@ -129,6 +133,8 @@ final class GuestGroups {
             carried[guestPid] = nil
         }
         shared = shared.filter { present.contains($0.key) }
+        toldShared = toldShared.filter { present.contains($0) }
+        var untold: [Int] = []
         for guestPid in present.sorted() where guests[guestPid] == nil {
             // One read of the guest's cgroup a sample: it tells whether the guest moved.
             let now = (sample: sample, cgroup: CGroup.path(ofProcess: guestPid, proc: paths.proc))
@@ -136,11 +142,32 @@ final class GuestGroups {
                now.cgroup == checked.cgroup { continue }
             guard let opened = try openGroups(of: guestPid, wanted: wanted) else {
                 shared[guestPid] = now
+                if toldShared.insert(guestPid).inserted { untold.append(guestPid) }
                 continue
             }
             shared[guestPid] = nil
             guests[guestPid] = opened
         }
+        if !untold.isEmpty {
+            let names = Dictionary(all.map { ($0.pid, $0.name) }, uniquingKeysWith: { first, _ in first })
+            warnings.append(Self.sharingNotice(untold.map { (pid: $0, name: names[$0] ?? "") }))
+        }
+    }
+
+    /// Why guests have no row of their own, which ones, and what to do.
+    static func sharingNotice(_ guests: [(pid: Int, name: String)]) -> String {
+        let shown = guests.prefix(8).map { ($0.name.isEmpty ? "?" : $0.name.escapedForDisplay) + " (pid \($0.pid))" }
+        let more = guests.count > shown.count ? " and \(guests.count - shown.count) more" : ""
+        return "tracepoint: " + (guests.count == 1 ? "guest " : "guests ") + shown.joined(separator: ", ") + more
+            + (guests.count == 1 ? " is" : " are") + " not alone in a cgroup: counted in the "
+            + "'\(EventID.specialGuestLabel(EventID.otherGuests)!)' row (start each guest in a cgroup of its own, "
+            + "as libvirt and systemd-run --scope do, or use --source bpf or --source qmp)"
+    }
+
+    /// What the operator should be told since the last call.
+    func takeWarnings() -> [String] {
+        defer { warnings.removeAll() }
+        return warnings
     }
 
     /// Per-CPU groups counting the guest's cgroup; nil when it is not alone in one (or the
@@ -170,6 +197,7 @@ final class GuestGroups {
         shared.removeAll()
         departed.removeAll()
         carried.removeAll()
+        toldShared.removeAll()
         sample = 0
     }
 

@@ -108,8 +108,11 @@ final class TracepointCatalog {
                     + "(tracefs is readable by root only)"
             }
         }
+        // Upstream's words, then the likeliest cause on today's hosts: tracefs not mounted.
         return "Please enable CONFIG_TRACING in your kernel when using the option -t (default).\n"
             + "If it is enabled, make \(paths.tracing) readable by the current user."
+            + (FileSystem.isDirectory(paths.tracing + "/events") ? ""
+                : "\n(tracefs is not mounted at \(paths.tracing): 'mount -t tracefs tracefs /sys/kernel/tracing')")
     }
 
     /// Tracepoints that get one child per named value: tracepoint → (field, values).

@@ -29,6 +29,7 @@ public final class TracepointSource: StatSource {
     private let opener: GroupOpener
     private let counting: CountingGroups
     private let guests: GuestGroups
+    private var exitNotice = SilentExitNotice()
     private var pid: Int
     private var wanted: [Int] = []
     private var wantedMask: [Bool] = []
@@ -88,7 +89,7 @@ public final class TracepointSource: StatSource {
         let guestSums = request.byGuest && pid == 0 ? try guests.rowSums(wanted: wanted) : [:]
         totals.update(repeating: 0)
         try counting.accumulate(into: totals)
-        var reading = Reading(families: catalog.families, warnings: counting.takeWarnings())
+        var reading = Reading(families: catalog.families, warnings: counting.takeWarnings() + guests.takeWarnings())
         if request.byGuest {
             reading.values = pid > 0 ? [.guestTotal(pid): guests.rowSum(totals, wanted: wanted)]
                 : guests.rows(guestSums, totals: totals, wanted: wanted)
@@ -100,6 +101,7 @@ public final class TracepointSource: StatSource {
             }
             reading.values.reserveCapacity(wanted.count)
             for field in wanted { reading.values[catalog.keys[field]] = totals[field] }
+            exitNotice.look(at: reading.values, into: &reading.warnings)
         }
         if request.byGuest || request.perGuest { guestNames.name(&reading) }
         return reading
