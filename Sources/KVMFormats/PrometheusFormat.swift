@@ -77,7 +77,11 @@ public struct PrometheusFormat: Format {
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
         writer.add(keys.lazy.filter { !$0.isGuestTotal }, perGuest: false)
-        writer.add(sample.guestValues.keys.sorted(), perGuest: true)
+        // Guests' series by guest (pids in order), each guest's in key order: sorting a
+        // guest's few keys, not a big host's hundreds of thousands at once.
+        var byGuest: [Int: [EventID]] = [:]
+        for key in sample.guestValues.keys { byGuest[key.guest ?? 0, default: []].append(key) }
+        for guest in byGuest.keys.sorted() { writer.add(byGuest[guest]!.sorted(), perGuest: true) }
         var out = histogramFamilies(sample)
         out += writer.finish()
         if openMetrics { out += "# EOF\n" }

@@ -89,7 +89,10 @@ public final class TracepointSource: StatSource {
         let guestSums = request.byGuest && pid == 0 ? try guests.rowSums(wanted: wanted) : [:]
         totals.update(repeating: 0)
         try counting.accumulate(into: totals)
-        var reading = Reading(families: catalog.families, warnings: counting.takeWarnings() + guests.takeWarnings())
+        // Guests that share a cgroup are said where their row shows (by guest), not where
+        // the formats merely lack their labels.
+        let sharing = guests.takeWarnings()
+        var reading = Reading(families: catalog.families, warnings: counting.takeWarnings() + (request.byGuest ? sharing : []))
         if request.byGuest {
             reading.values = pid > 0 ? [.guestTotal(pid): guests.rowSum(totals, wanted: wanted)]
                 : guests.rows(guestSums, totals: totals, wanted: wanted)

@@ -128,7 +128,7 @@ final class MetricsServer: @unchecked Sendable {
         let fd: FileDescriptor
         let accepted: Double
         var request: [UInt8] = []
-        var response: [UInt8]?
+        var response: Answer?
         /// When the answer was ready (its own time limit starts there).
         var answered = 0.0
         var sent = 0
@@ -140,16 +140,30 @@ final class MetricsServer: @unchecked Sendable {
     static let lingerTime = 1.0
 
     /// The answer to a whole request head (`request` up to its blank line), counted.
-    func respond(to head: [UInt8]) -> [UInt8] {
+    func respond(to head: [UInt8]) -> Answer {
         let start = Signals.monotonicNow()
         let response = answer(to: head)
-        // "HTTP/1.1 200 ...": the status is bytes 9 to 11.
-        let status = response.count > 12 ? Int(String(decoding: response[9..<12], as: UTF8.self)) ?? 0 : 0
-        note(status: status, seconds: Signals.monotonicNow() - start)
+        note(status: response.status, seconds: Signals.monotonicNow() - start)
         return response
     }
 
-    private func answer(to head: [UInt8]) -> [UInt8] {
+    /// An answer: its head, and its body apart (a sample's bytes, shared, not copied).
+    struct Answer {
+        let status: Int
+        let head: [UInt8]
+        let body: [UInt8]
+        var count: Int { head.count + body.count }
+
+        /// Sends what is left from `offset`; how many bytes went, nil when the peer is gone.
+        func send(from offset: Int, to fd: FileDescriptor) -> Int? {
+            if offset < head.count {
+                return head[offset...].withUnsafeBytes { raw in try? SocketIO.send(fd, raw) }
+            }
+            return body[(offset - head.count)...].withUnsafeBytes { raw in try? SocketIO.send(fd, raw) }
+        }
+    }
+
+    private func answer(to head: [UInt8]) -> Answer {
         let text = String(decoding: head, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\r\n" || $0 == "\n" }
         guard let first = lines.first, case let parts = first.split(separator: " ", omittingEmptySubsequences: false),
@@ -209,15 +223,15 @@ final class MetricsServer: @unchecked Sendable {
     }
 
     static func answer(_ status: Int, _ reason: String, _ body: String, contentType: String = "text/plain; charset=utf-8",
-                       extra: String = "", body bodyWanted: Bool = true) -> [UInt8] {
+                       extra: String = "", body bodyWanted: Bool = true) -> Answer {
         answer(status, reason, bytes: Array(body.utf8), contentType: contentType, extra: extra, body: bodyWanted)
     }
 
     static func answer(_ status: Int, _ reason: String, bytes: [UInt8], contentType: String, extra: String = "",
-                       body bodyWanted: Bool = true) -> [UInt8] {
+                       body bodyWanted: Bool = true) -> Answer {
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\n"
             + "Content-Length: \(bytes.count)\r\nConnection: close\r\n" + extra + "\r\n"
-        return Array(head.utf8) + (bodyWanted ? bytes : [])
+        return Answer(status: status, head: Array(head.utf8), body: bodyWanted ? bytes : [])
     }
 }
 
@@ -327,7 +341,7 @@ private final class ServerThread: @unchecked Sendable {
             }
         }
         guard let response = connection.response else { return true }
-        let sent = response[connection.sent...].withUnsafeBytes { raw in try? SocketIO.send(connection.fd, raw) }
+        let sent = response.send(from: connection.sent, to: connection.fd)
         guard let sent else { return false }
         connection.sent += sent
         if connection.sent < response.count { return true }
