@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+// SPDX-License-Identifier: GPL-2.0-only
 import PackageDescription
 
 /// kvmstat: a monitor of KVM guests' exits and events, the successor of the kernel's kvm_stat.

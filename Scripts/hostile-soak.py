@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 # The hostile neighbours of Scripts/bench --hostile-only, run as user nobody: fake QEMU monitors
 # (silent, streaming without end, a histogram of 1.5 M buckets with a 2^63 exponent, a stream
 # of short-lived ones with 2,000 new statistic names each, an impostor naming a real guest's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 #ifndef KVMSTAT_CNCURSES_SHIM_H
 #define KVMSTAT_CNCURSES_SHIM_H
 

@@ -20,8 +20,14 @@ struct PackageTests {
         for path in ["./usr/bin/kvmstat", "./usr/share/man/man1/kvmstat.1.gz", "./lib/systemd/system/kvmstat.service",
                      "./lib/systemd/system/kvmstat-exporter.service", "./etc/logrotate.d/kvmstat",
                      "./usr/share/bash-completion/completions/kvmstat", "./usr/share/zsh/vendor-completions/_kvmstat",
-                     "./usr/share/fish/vendor_completions.d/kvmstat.fish", "./usr/share/doc/kvmstat/copyright"] {
+                     "./usr/share/fish/vendor_completions.d/kvmstat.fish", "./usr/share/doc/kvmstat/copyright",
+                     "./usr/share/kvmstat/kvmstat-dashboard.json", "./usr/share/kvmstat/kvmstat-rules.yml"] {
             #expect(listing.contains(" \(path)\n"), "\(path) in the package")
+        }
+        // No invented maintainer: the builder's DEBEMAIL, else a plain placeholder.
+        let maintainer = try run("/usr/bin/dpkg-deb", ["-f", deb, "Maintainer"]).stdout
+        if ProcessInfo.processInfo.environment["DEBEMAIL"] == nil {
+            #expect(maintainer == "Unknown Packager <packager@unknown.invalid>\n", "\(maintainer)")
         }
         let depends = try run("/usr/bin/dpkg-deb", ["-f", deb, "Depends"]).stdout
         // Each with the version its symbols need: `libc6 (>= 2.34)`.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 #ifndef CKVM_SYSCALLS_H
 #define CKVM_SYSCALLS_H
 
