@@ -176,7 +176,8 @@ struct UpstreamScreenTests {
                      "   x     toggle reporting of stats for individual child trace events":
                         "   x     toggle reporting of stats for individual child trace events and vCPUs"]
         #expect(oursHelp.contains("   l     toggle the exit latency view (with --source bpf --latency)"))
-        #expect(Array(oursHelp.filter { !$0.hasPrefix("   l     ") }.prefix(17))
+        #expect(oursHelp.contains("   v     toggle the vCPU time view (with --source vcpu)"))
+        #expect(Array(oursHelp.filter { !$0.hasPrefix("   l     ") && !$0.hasPrefix("   v     ") }.prefix(17))
             == Array(upstreamHelp.prefix(17)).map { added[$0] ?? $0 })
         ours.send("z")
         upstream.send("z")

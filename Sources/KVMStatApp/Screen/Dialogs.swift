@@ -17,6 +17,7 @@ extension InteractiveScreen {
         "   q     quit",
         "   r     reset stats",
         "   s     set delay between refreshs (value range: 0.1-25.5 secs)",
+        "   v     toggle the vCPU time view (with --source vcpu)",
         "   x     toggle reporting of stats for individual child trace events and vCPUs",
         "Any other key refreshes statistics immediately",
     ] }

@@ -21,6 +21,11 @@ final class InteractiveScreen {
     var showLatency = false
     /// Whether a source times exits (`--latency`); else `l` says how to ask for it.
     let timesLatency: Bool
+    /// The vCPU view (`v`): shares of wall time by state, from the guests' values of this
+    /// frame and the last.
+    var showVCPUs = false
+    private var lastGuestValues: [EventID: UInt64] = [:]
+    private var lastGuestTime = 0.0
     /// The watched guest's name, to re-attach when a guest of that name comes back.
     var guestName = ""
     var terminal: Terminal!
@@ -102,7 +107,17 @@ final class InteractiveScreen {
                 return .some(nil)
             }
             showLatency.toggle()
+            if showLatency { showVCPUs = false }
         case Int32(UInt8(ascii: "o")): sortByTotal.toggle()
+        case Int32(UInt8(ascii: "v")):
+            guard stats.sources.contains(where: { $0.name == "vcpu" }) else {
+                try message(Self.noVCPUTimes)
+                return .some(nil)
+            }
+            showVCPUs.toggle()
+            if showVCPUs { showLatency = false }
+            lastGuestValues = [:]
+            return .some(Self.initialDelay)
         case Int32(UInt8(ascii: "r")): try apply { () throws(SourceError) in try self.stats.reset() }
         case Int32(UInt8(ascii: "s")):
             try delayDialog()
@@ -126,7 +141,7 @@ final class InteractiveScreen {
         if let filter = stats.fieldsFilter {
             terminal.put(1, 17, ScreenModel.regexLine(filter.pattern))
         }
-        if !showLatency {
+        if !showLatency && !showVCPUs {
             terminal.put(2, 1, ScreenModel.columnHeader(displayGuests: displayGuests), Terminal.standout)
         }
     }
@@ -149,9 +164,10 @@ final class InteractiveScreen {
             return
         }
         let sample = try Failure.fromSource { () throws(SourceError) in
-            try stats.read(ReadRequest(byGuest: displayGuests))
+            try stats.read(ReadRequest(byGuest: displayGuests && !showVCPUs, perGuest: showVCPUs))
         }
         if showLatency { return drawLatency(sample) }
+        if showVCPUs { return drawVCPUs(sample) }
         let body = ScreenModel.body(
             values: sample.values, sortByTotal: sortByTotal, childEvents: stats.childEvents,
             displayGuests: displayGuests, interval: interval, height: terminal.height,
@@ -178,6 +194,25 @@ final class InteractiveScreen {
         }
         terminal.refresh()
     }
+
+    /// The vCPU view: each guest's vCPUs, their shares of the time since the last frame.
+    private func drawVCPUs(_ sample: Sample) {
+        let now = Signals.monotonicNow()
+        let rows = VCPUShares.rows(current: sample.guestValues, previous: lastGuestValues, interval: now - lastGuestTime)
+        let halts = sample.guestValues.keys.contains { $0.parent == "halt_wait_ns" && $0.vcpu != nil }
+        lastGuestValues = sample.guestValues
+        lastGuestTime = now
+        drawHeader()
+        let lines = VCPUShares.lines(rows, halts: halts, guestName: { sample.guestNames[$0] ?? "" }, height: terminal.height)
+        for (i, line) in lines.enumerated() { terminal.put(2 + i, 1, line, i == 0 ? Terminal.standout : 0) }
+        if rows.isEmpty { terminal.put(4, 1, "Collecting data... (no vCPU thread seen yet)") }
+        terminal.refresh()
+    }
+
+    static let noVCPUTimes = [
+        "No vCPU times are read:",
+        "start kvmstat with --source vcpu (and qmp for halted and polling time: --source vcpu,qmp).",
+    ]
 
     static let noLatency = [
         "No exit latencies are timed:",
