@@ -1,3 +1,4 @@
+import Foundation
 @testable import KVMSources
 import Testing
 
@@ -23,5 +24,15 @@ struct LibvirtParseTests {
         #expect(LibvirtSource.isLocal("qemu:///system") && LibvirtSource.isLocal("qemu:///session"))
         #expect(LibvirtSource.isLocal("qemu:///system?socket=/run/x"))
         #expect(!LibvirtSource.isLocal("qemu+ssh://root@host/system") && !LibvirtSource.isLocal("qemu://h/system"))
+    }
+}
+
+/// The bpf source puts kernel threads that hit KVM's tracepoints (kvm-pit, vhost, kdamond)
+/// in the host's row, not in a guest row of their own.
+struct KernelThreadTests {
+    @Test func kernelThreadsAreTold() {
+        #expect(BPFSource.isKernelThread(proc: "/proc", pid: 2))  // kthreadd
+        #expect(!BPFSource.isKernelThread(proc: "/proc", pid: UInt32(getpid())))
+        #expect(!BPFSource.isKernelThread(proc: "/proc", pid: 0x7fff_fff0))  // none: not a kernel thread
     }
 }

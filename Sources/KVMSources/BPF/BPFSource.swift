@@ -68,6 +68,9 @@ public final class BPFSource: StatSource {
     private var departedVCPUs: [VCPUCount: UInt64] = [:]
     /// Each thread group's living threads and their vCPU indexes, as last looked at.
     private var threadsOf: [UInt32: [Int: Int?]] = [:]
+    /// Thread groups that are kernel threads (`kvm-pit`, vhost workers): the host's, not
+    /// guests. Known while they are in the map.
+    private var kernelThreads: [UInt32: Bool] = [:]
     private let threads: VCPUThreads
     private var samples = 0
     private var exitNotice = SilentExitNotice()
@@ -356,8 +359,23 @@ public final class BPFSource: StatSource {
             }
         }
         threadsOf = live
+        kernelThreads = kernelThreads.filter { live[$0.key] != nil }
+        for group in live.keys where kernelThreads[group] == nil {
+            kernelThreads[group] = Self.isKernelThread(proc: proc, pid: group)
+        }
         deleteExited()
         return entries
+    }
+
+    /// Whether process `pid` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags).
+    static func isKernelThread(proc: String, pid: UInt32) -> Bool {
+        guard let stat = try? FileSystem.readText("\(proc)/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+            return false
+        }
+        // Fields after the name from the state (3): flags is field 9.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 6, let flags = UInt64(fields[6]) else { return false }
+        return flags & 0x0020_0000 != 0
     }
 
     /// Folds the count of an exited thread's key into `departed` (and its vCPU's), and
@@ -421,7 +439,7 @@ public final class BPFSource: StatSource {
         if request.byGuest {
             for (group, counts) in byGroup where pid == 0 || Int(group) == pid {
                 let sum = wantedParents.reduce(UInt64(0)) { $0 &+ counts[$1] }
-                let row = group == 0 ? EventID.hostOnly
+                let row = group == 0 || kernelThreads[group] == true ? EventID.hostOnly
                     : running.contains(group) ? Int(group) : EventID.departedGuests
                 reading.values[.guestTotal(row), default: 0] &+= sum
             }
@@ -432,7 +450,8 @@ public final class BPFSource: StatSource {
             }
             // Per-vCPU children (`x`) of the wanted tracepoints: `kvm_userspace_exit(vcpu0)`.
             let parents = Set(wantedParents.map { UInt32($0) })
-            for (count, value) in byVCPU where parents.contains(count.event) && (pid == 0 || Int(count.tgid) == pid) {
+            for (count, value) in byVCPU where parents.contains(count.event) && (pid == 0 || Int(count.tgid) == pid)
+                && kernelThreads[count.tgid] != true {
                 let id = Self.vcpuChild(catalog.keys[Int(count.event)].name, count.vcpu)
                 if vcpuChildWanted[id.name] == nil {
                     // Bounded: a thread name gives the index, and names are anyone's.
@@ -445,7 +464,8 @@ public final class BPFSource: StatSource {
             }
             exitNotice.look(at: reading.values, into: &reading.warnings)
             if request.perGuest {
-                for (group, counts) in byGroup where group != 0 && (pid == 0 || Int(group) == pid) {
+                for (group, counts) in byGroup where group != 0 && kernelThreads[group] != true
+                    && (pid == 0 || Int(group) == pid) {
                     for field in wanted {
                         reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field]
                     }
