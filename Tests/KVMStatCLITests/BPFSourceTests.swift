@@ -155,6 +155,36 @@ struct BPFSourceTests {
         #expect(total(result.stdout) == 12_000, "\(result.stdout.suffix(400))")
     }
 
+    /// A guest that quits leaves no series of its own behind (they would grow with every
+    /// guest that ever ran); its counts stay in the host's totals.
+    @Test func quitGuestsLeaveNoSeries() throws {
+        let directory = NSTemporaryDirectory() + "kvmstat-bpf-quit-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/kvm.prom"
+        let textfile = try BackgroundKvmstat(["-L", file, "--format", "prometheus", "--source", "bpf", "--latency",
+                                              "-s", "0.2", "-f", "^kvm_pio$|^kvm_userspace_exit$"])
+        defer {
+            textfile.signal(SIGTERM)
+            _ = textfile.exit(within: 5)
+        }
+        textfile.waitUntilCounting()
+        let workload = try WorkloadProcess(vcpus: 1, iterations: 500)
+        let pid = workload.pid
+        try workload.run()
+        let text = { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+        let series = "kvm_guest_tracepoint_total{guest=\"\",pid=\"\(pid)\",tracepoint=\"kvm_pio\"} 1000"
+        #expect(waitUntil(within: 10) { text().contains(series) }, "\(text().prefix(2000))")
+        #expect(text().contains("kvm_guest_userspace_exit_latency_seconds_count{guest=\"\",pid=\"\(pid)\""))
+        workload.stop()
+        let host = { () -> Int in
+            text().split(separator: "\n").first { $0.hasPrefix("kvm_tracepoint_total{tracepoint=\"kvm_pio\"} ") }
+                .flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        #expect(waitUntil(within: 10) { !text().contains("pid=\"\(pid)\"") }, "\(text().prefix(2000))")
+        #expect(host() >= 1000)
+    }
+
     /// Other formats read it: CSV, and Prometheus with guest labels (the textfile).
     @Test func formatsAndPrometheusGuestLabels() throws {
         let workload = try WorkloadProcess(vms: 1, vcpus: 1, iterations: 1500, name: "bpf-prom-\(getpid())")

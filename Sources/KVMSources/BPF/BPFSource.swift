@@ -64,6 +64,8 @@ public final class BPFSource: StatSource {
     /// What threads that exited counted, by thread group and field (their keys are deleted
     /// from the map so it does not fill with the dead).
     private var departed: [UInt32: [Int: UInt64]] = [:]
+    /// The thread group that stands for guests that have quit (no pid is this big).
+    static let quitGroups = UInt32.max
     /// What exited vCPU threads counted, by thread group, vCPU and event.
     private var departedVCPUs: [VCPUCount: UInt64] = [:]
     /// Each thread group's living threads and their vCPU indexes, as last looked at.
@@ -359,6 +361,17 @@ public final class BPFSource: StatSource {
             }
         }
         threadsOf = live
+        // A guest process that has gone: what its threads counted joins the one row of guests
+        // that have quit (a pid each would grow with every guest that ever ran).
+        for group in gone where Int(group) != pid {
+            if let counts = departed.removeValue(forKey: group) {
+                for (field, count) in counts { departed[Self.quitGroups, default: [:]][field, default: 0] &+= count }
+            }
+            for (count, value) in departedVCPUs where count.tgid == group {
+                departedVCPUs[count] = nil
+                departedVCPUs[VCPUCount(tgid: Self.quitGroups, vcpu: count.vcpu, event: count.event), default: 0] &+= value
+            }
+        }
         kernelThreads = kernelThreads.filter { live[$0.key] != nil }
         for group in live.keys where kernelThreads[group] == nil {
             kernelThreads[group] = Self.isKernelThread(proc: proc, pid: group)
@@ -431,9 +444,11 @@ public final class BPFSource: StatSource {
         }
         var reading = Reading(families: catalog.families, warnings: warnings)
         warnings.removeAll()
+
         for timer in timers {
             reading.families[timer.pair.name] = timer.family
-            reading.histograms.merge(timer.read(pid: pid, perGuest: request.perGuest)) { first, _ in first }
+            let guests: Set<UInt32> = request.perGuest ? running.filter { $0 != 0 && kernelThreads[$0] != true } : []
+            reading.histograms.merge(timer.read(pid: pid, guests: guests)) { first, _ in first }
         }
         let wantedParents = wanted.filter { catalog.keys[$0].parent == nil }
         if request.byGuest {
@@ -460,12 +475,14 @@ public final class BPFSource: StatSource {
                 }
                 guard vcpuChildWanted[id.name] == true else { continue }
                 reading.values[id, default: 0] &+= value
-                if request.perGuest { reading.guestValues[id.of(guest: Int(count.tgid)), default: 0] &+= value }
+                if request.perGuest && running.contains(count.tgid) {
+                    reading.guestValues[id.of(guest: Int(count.tgid)), default: 0] &+= value
+                }
             }
             exitNotice.look(at: reading.values, into: &reading.warnings)
             if request.perGuest {
                 for (group, counts) in byGroup where group != 0 && kernelThreads[group] != true
-                    && (pid == 0 || Int(group) == pid) {
+                    && running.contains(group) && (pid == 0 || Int(group) == pid) {
                     for field in wanted {
                         reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field]
                     }

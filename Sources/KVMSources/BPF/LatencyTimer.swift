@@ -64,9 +64,9 @@ final class LatencyTimer {
     }
 
     /// Every reason's histogram (of thread group `pid` alone when not 0), keyed as
-    /// `userspace_exit_latency(IO)` under `userspace_exit_latency`; with `perGuest`, also each
-    /// guest process's, keyed with its pid as guest.
-    func read(pid: Int, perGuest: Bool = false) -> [EventID: Histogram] {
+    /// `userspace_exit_latency(IO)` under `userspace_exit_latency`; also each of `guests`'s
+    /// (running guest processes), keyed with its pid as guest.
+    func read(pid: Int, guests: Set<UInt32> = []) -> [EventID: Histogram] {
         /// Thread group 0 stands for the host's (or `pid`'s) sum.
         struct Slot: Hashable {
             var tgid: UInt32
@@ -88,7 +88,7 @@ final class LatencyTimer {
         func add(_ key: (UInt32, UInt32, UInt32, UInt32), _ value: UInt64) {
             guard pid == 0 || Int(key.1) == pid else { return }
             add(Slot(tgid: 0, reason: key.2), key.3, value)
-            if perGuest && key.1 != 0 { add(Slot(tgid: key.1, reason: key.2), key.3, value) }
+            if guests.contains(key.1) { add(Slot(tgid: key.1, reason: key.2), key.3, value) }
         }
         // A read that fails shows what was timed so far (the next sample reads again).
         if let all = try? bpf.elements(histograms, keySize: 16, valueSize: 8, batched: &batchLookups) {

@@ -41,6 +41,8 @@ public final class QMPSource: StatSource {
         var silentSince: Int?
         /// Whether it was said that some of its values exceed the bounds.
         var trimmed = false
+        /// The sample it was last asked at (0: never).
+        var lastAsked = 0
     }
 
     private let proc: String
@@ -257,10 +259,16 @@ public final class QMPSource: StatSource {
         // Monitors that answered last time first; silent ones, retried every `retryEvery`
         // samples spread over them by pid (many that fell silent together do not all come
         // back on one sample), get what time is left.
-        let ordered = inView.filter { guests[$0.pid]!.silentSince == nil } + inView.filter { monitor in
+        // Within each, the longest unasked first: where the sample's time runs out before
+        // every monitor is asked (hundreds of guests on a loaded host), the next sample
+        // starts with those left out, so every guest is read in turn, not the same few.
+        let stalest = { (a: QEMUMonitor, b: QEMUMonitor) in
+            (self.guests[a.pid]!.lastAsked, a.pid) < (self.guests[b.pid]!.lastAsked, b.pid)
+        }
+        let ordered = inView.filter { guests[$0.pid]!.silentSince == nil }.sorted(by: stalest) + inView.filter { monitor in
             guard let since = guests[monitor.pid]!.silentSince else { return false }
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
-        }
+        }.sorted(by: stalest)
         let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
         let slots = ordered.map { _ in AnswerSlot() }
         let workers = min(ordered.count, 4)
@@ -280,8 +288,9 @@ public final class QMPSource: StatSource {
             }
         }
         var answered = Set<Int>()
-        for (monitor, slot) in zip(ordered, slots) where slot.asked && take(slot.answer, for: monitor) {
-            answered.insert(monitor.pid)
+        for (monitor, slot) in zip(ordered, slots) where slot.asked {
+            guests[monitor.pid]?.lastAsked = sampleNumber
+            if take(slot.answer, for: monitor) { answered.insert(monitor.pid) }
         }
         selectFields()
         // Answers are parsed into short-lived trees (a guest's statistics, megabytes for a
