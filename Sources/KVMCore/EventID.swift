@@ -61,7 +61,9 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     /// The same count for guest `pid` (nil: for the host).
     public func of(guest pid: Int?) -> EventID {
-        EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source)
+        // Upstream's key depends on the guest only for a guest's total (no name).
+        name.isEmpty ? EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source)
+            : EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source, upstreamKey: upstreamKey)
     }
 
     /// The family it belongs to (a child belongs to its parent's), once its source is known.

@@ -116,6 +116,7 @@ public struct GuestStatBook: Sendable {
     /// Each guest's values of the wanted statistics, keyed by guest.
     public func guestEvents(wanted: Set<String>, pid: Int) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
+        results.reserveCapacity(book.entries.values.reduce(0) { $0 + $1.last.count })
         values(wanted: wanted, pid: pid) { guestPid, key, _, amount in results[key.of(guest: guestPid)] = amount }
         return results
     }
@@ -170,9 +171,11 @@ public struct GuestStatBook: Sendable {
         for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
         // A value goes to its own row when wanted, and a vCPU's also into its statistic's
         // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
+        // Statistics' totals by name first (a key made once each, not once per guest and vCPU).
+        var parents: [String: UInt64] = [:]
         func add(_ key: EventID, _ amount: UInt64) {
             if wanted.contains(key.name) { results[key, default: 0] &+= amount }
-            if let parent = key.parent, wanted.contains(parent) { results[EventID(parent), default: 0] &+= amount }
+            if let parent = key.parent, wanted.contains(parent) { parents[parent, default: 0] &+= amount }
         }
         if byGuest {
             for guestPid in book.entries.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
@@ -186,6 +189,7 @@ public struct GuestStatBook: Sendable {
         }
         values(wanted: wanted, pid: pid) { _, key, _, amount in add(key, amount) }
         for (key, value) in book.departed.counts(watching: pid) { add(key, value) }
+        for (parent, amount) in parents { results[EventID(parent), default: 0] &+= amount }
         return results
     }
 }
