@@ -64,6 +64,8 @@ public final class BPFSource: StatSource {
     /// What threads that exited counted, by thread group and field (their keys are deleted
     /// from the map so it does not fill with the dead).
     private var departed: [UInt32: [Int: UInt64]] = [:]
+    /// Each guest's threads are listed every this many samples (and at once for a new one).
+    static let listEvery = 4
     /// The thread group that stands for guests that have quit (no pid is this big).
     static let quitGroups = UInt32.max
     /// What exited vCPU threads counted, by thread group, vCPU and event.
@@ -327,6 +329,7 @@ public final class BPFSource: StatSource {
         }
         var live: [UInt32: [Int: Int?]] = [:]
         var gone = Set<UInt32>()
+        var listed = Set<UInt32>()
         entries.reserveCapacity(all.count)
         all.keys.withUnsafeBytes { keys in
             all.values.withUnsafeBytes { values in
@@ -344,11 +347,19 @@ public final class BPFSource: StatSource {
                         entries.append(Entry(key: key, count: counted, vcpu: nil))
                         continue
                     }
-                    if live[key.tgid] == nil, !gone.contains(key.tgid) {
+                    // Threads known from a recent listing need none now: a thread that exited
+                    // meanwhile still counts right (its count stands still) and is folded at
+                    // the next listing. A thread not known makes a listing at once.
+                    if live[key.tgid] == nil, samples % Self.listEvery != 0, let known = threadsOf[key.tgid] {
+                        live[key.tgid] = known
+                    }
+                    if live[key.tgid]?[Int(key.tid)] == nil, !listed.contains(key.tgid), !gone.contains(key.tgid) {
                         var known = threadsOf[key.tgid] ?? [:]
+                        listed.insert(key.tgid)
                         if let now = threads.liveThreads(of: Int(key.tgid), known: &known, sample: samples) {
                             live[key.tgid] = now
                         } else {
+                            live[key.tgid] = nil
                             gone.insert(key.tgid)
                         }
                     }
