@@ -178,9 +178,14 @@ public struct GuestStatBook: Sendable {
             if let parent = key.parent, wanted.contains(parent) { parents[parent, default: 0] &+= amount }
         }
         if byGuest {
+            let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
             for guestPid in book.entries.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
             values(wanted: wanted, pid: pid) { guestPid, key, kind, amount in
-                if kind == .counter && wanted.contains(key.parent ?? key.name) {
+                // A row sums events: counters of time (`halt_wait_ns`) are not events (upstream's
+                // debugfs leaves them out too) and would swamp the counts, unless time is all
+                // there is (the vcpu source's rows: its threads' nanoseconds).
+                let statistic = key.parent ?? key.name
+                if kind == .counter && wanted.contains(statistic) && (timeOnly || !statistic.hasSuffix("_ns")) {
                     results[.guestTotal(guestPid), default: 0] &+= amount
                 }
             }

@@ -19,6 +19,26 @@ struct QMPSourceTests {
 
     private func kvmstat(_ arguments: [String]) throws -> RunResult { try run(kvmstatBinary, arguments) }
 
+    /// A guest's by-guest row sums its events, not its nanoseconds (`halt_wait_ns` would
+    /// swamp the counts and overflow the column).
+    @Test func guestRowsSumEventsNotTime() throws {
+        let guest = try QEMUGuest(outs: 1_000, vcpus: 1)
+        try guest.waitUntilHalted()
+        usleep(300_000)
+        let counts = try batch(guest)
+        let events = counts.filter { !$0.key.hasSuffix("_ns") && !$0.key.contains("(") }
+        let result = try kvmstat(["--source", "qmp", "-1", "-i", "-p", "\(guest.pid)", "--by-guest"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let row = try #require(result.stdout.split(separator: "\n").first { $0.contains("pid \(guest.pid)") })
+        let total = Int(row.split(separator: " ").dropLast().last ?? "") ?? -1
+        #expect(total >= 1_000, "\(row)")
+        // Within what the guest's events came to (a few more exits between the two runs), and
+        // without the nanoseconds (halt polling) that the row summed before.
+        #expect(total <= events.values.reduce(0) { $0 + $1.0 } * 2, "\(row) vs \(events)")
+        let nanoseconds = counts.filter { $0.key.hasSuffix("_ns") }.values.reduce(0) { $0 + $1.0 }
+        if nanoseconds > 4 * total { #expect(total < nanoseconds / 2) }
+    }
+
     @Test func exactCountsPerGuestAndVCPU() throws {
         let none = try QEMUGuest(outs: 0, vcpus: 2)
         let many = try QEMUGuest(outs: 10_000, vcpus: 2)
