@@ -28,7 +28,9 @@ public struct GuestStatBook: Sendable {
     private var kinds: [Int: [String: StatKind]] = [:]
     /// Each guest's name (a QEMU's `-name`, a libvirt domain's).
     private var names: [Int: String] = [:]
-    private var book = CounterBook<Int, EventID>()
+    /// Per guest, counts by field number (`fieldKeys`): numbers, not keys, in every guest's
+    /// tables (a big host's guests all report the same few hundred statistics and vCPUs).
+    private var book = CounterBook<Int, Int32>()
     /// Every statistic any guest ever had (departed guests' counts stay reported), sorted,
     /// and those the filter wants (statistics and per-vCPU children, as tracepoints' are).
     public private(set) var fields: [String] = []
@@ -79,20 +81,42 @@ public struct GuestStatBook: Sendable {
         var backwards: [String] = []
         for reading in readings {
             guard let kind = guestKinds[reading.name], kind != .histogram else { continue }
-            let key = Self.key(reading.name, vcpu: reading.vcpu)
+            guard let field = fieldNumber(reading.name, vcpu: reading.vcpu) else { continue }
             // Only statistics within the bounds are kept at all (a guest's, and what departed
             // guests leave in the totals): new names beyond them are not recorded.
-            if book.last(key, of: pid) == nil, !withinBounds(key) { continue }
+            if book.last(field, of: pid) == nil, !withinBounds(fieldKeys[Int(field)]) { continue }
             guard kind == .counter else {
-                book.keep(reading.value, key, of: pid)
+                book.keep(reading.value, field, of: pid)
                 continue
             }
-            if case .wentBackwards = book.count(reading.value, key, of: pid),
+            if case .wentBackwards = book.count(reading.value, field, of: pid),
                oddities.insert(reading.name).inserted {
                 backwards.append(reading.name)
             }
         }
         return backwards
+    }
+
+    /// A statistic and vCPU, as a guest's reading names them.
+    private struct KeyName: Hashable {
+        var name: String
+        var vcpu: Int?
+    }
+
+    /// Every statistic and vCPU any guest reported, numbered once for all guests (bounded as
+    /// the fields are): the key of number i is `fieldKeys[i]`, made once, strings and all.
+    private var fieldKeys: [EventID] = []
+    private var fieldNumbers: [KeyName: Int32] = [:]
+
+    /// The number of a statistic of a vCPU (or the VM's); nil when the table is full.
+    private mutating func fieldNumber(_ name: String, vcpu: Int?) -> Int32? {
+        let lookup = KeyName(name: name, vcpu: vcpu)
+        if let known = fieldNumbers[lookup] { return known }
+        guard fieldKeys.count < Self.maxFields else { return nil }
+        let number = Int32(fieldKeys.count)
+        fieldKeys.append(Self.key(name, vcpu: vcpu))
+        fieldNumbers[lookup] = number
+        return number
     }
 
     /// A statistic's key: `exits`, or a vCPU's `exits(vcpu0)` under `exits`.
@@ -105,10 +129,11 @@ public struct GuestStatBook: Sendable {
     private func values(wanted: Set<String>, pid: Int, _ body: (Int, EventID, StatKind, UInt64) -> Void) {
         for (guestPid, entry) in book.entries where pid == 0 || guestPid == pid {
             let guestKinds = kinds[guestPid] ?? [:]
-            for (key, last) in entry.last {
+            for (number, last) in entry.last {
+                let key = fieldKeys[Int(number)]
                 let field = key.parent ?? key.name
                 guard wanted.contains(field) || wanted.contains(key.name), let kind = guestKinds[field] else { continue }
-                body(guestPid, key, kind, kind == .counter ? entry.counted[key] ?? 0 : last)
+                body(guestPid, key, kind, kind == .counter ? entry.counted[number] ?? 0 : last)
             }
         }
     }
@@ -193,7 +218,7 @@ public struct GuestStatBook: Sendable {
             return results
         }
         values(wanted: wanted, pid: pid) { _, key, _, amount in add(key, amount) }
-        for (key, value) in book.departed.counts(watching: pid) { add(key, value) }
+        for (number, value) in book.departed.counts(watching: pid) { add(fieldKeys[Int(number)], value) }
         for (parent, amount) in parents { results[EventID(parent), default: 0] &+= amount }
         return results
     }
