@@ -66,7 +66,10 @@ struct PrometheusWriter {
     mutating func add<Keys: Sequence>(_ keys: Keys, perGuest: Bool) where Keys.Element == EventID {
         var perVCPU = Set<VCPUFamily>()
         for key in keys where key.vcpu != nil {
-            if let family = key.family { perVCPU.insert(VCPUFamily(family: family, guest: key.guest ?? 0)) }
+            // A tracepoint's vCPUs do not add up to it (other threads, interrupts, the idle
+            // task count too): its total always stays, its vCPUs go to a family of their own.
+            guard let family = key.family, sample.family(of: key)?.origin != .tracepoint else { continue }
+            perVCPU.insert(VCPUFamily(family: family, guest: key.guest ?? 0))
         }
         for key in keys {
             if key.vcpu == nil && key.parent == nil, let own = key.family, !perVCPU.isEmpty,
@@ -95,7 +98,14 @@ struct PrometheusWriter {
         let whose = perGuest ? " per guest" : ""
         let guestPart = perGuest ? "guest_" : ""
         if description.origin == .tracepoint {
-            if key.parent != nil && key.vcpu == nil {
+            if key.vcpu != nil {
+                let family = self.family("kvm_\(guestPart)tracepoint_by_vcpu", counter: true,
+                                         help: "KVM tracepoint events of each vCPU thread (the rest of a tracepoint's "
+                                             + "events come from other threads and interrupts)" + whose)
+                return Target(family: family, prefix: Array((family.name + "_total").utf8), scale: nil,
+                              labelsTracepoint: true, labelsReason: false, labelsChild: false)
+            }
+            if key.parent != nil {
                 let family = self.family("kvm_\(guestPart)tracepoint_reason", counter: true,
                                          help: "KVM tracepoint events by exit reason (child events such as kvm_exit(HLT))" + whose)
                 return Target(family: family, prefix: Array((family.name + "_total").utf8), scale: nil,

@@ -155,6 +155,24 @@ struct BPFSourceTests {
         #expect(total(result.stdout) == 12_000, "\(result.stdout.suffix(400))")
     }
 
+    /// In Prometheus a tracepoint's total stays beside its vCPUs' series, which are a family of
+    /// their own (other threads and interrupts count too, so the vCPUs do not add up to it).
+    @Test func prometheusKeepsTotalsBesideVCPUs() throws {
+        let workload = try WorkloadProcess(vms: 1, vcpus: 2, iterations: 1_000)
+        let kvmstat = try BackgroundKvmstat(["-1", "--format", "prometheus", "--source", "bpf", "-p", "\(workload.pid)",
+                                             "-f", "kvm_pio"])
+        kvmstat.waitUntilCounting()
+        try workload.run()
+        let result = kvmstat.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = Set(result.stdout.split(separator: "\n").map(String.init))
+        #expect(lines.contains("kvm_tracepoint_total{tracepoint=\"kvm_pio\"} 4000"), "\(result.stdout.prefix(1500))")
+        #expect(lines.contains("kvm_tracepoint_by_vcpu_total{tracepoint=\"kvm_pio\",vcpu=\"0\"} 2000"))
+        #expect(lines.contains("kvm_tracepoint_by_vcpu_total{tracepoint=\"kvm_pio\",vcpu=\"1\"} 2000"))
+        #expect(lines.contains { $0.hasPrefix("kvm_guest_tracepoint_total{") && $0.hasSuffix("tracepoint=\"kvm_pio\"} 4000") })
+        #expect(!lines.contains { $0.hasPrefix("kvm_tracepoint_total{") && $0.contains("vcpu=") })
+    }
+
     /// A guest that quits leaves no series of its own behind (they would grow with every
     /// guest that ever ran); its counts stay in the host's totals.
     @Test func quitGuestsLeaveNoSeries() throws {

@@ -315,11 +315,11 @@ public final class BPFSource: StatSource {
     }
 
     /// Every key's count now, less its baseline; threads that have exited are folded into
-    /// `departed` and their keys deleted. Each thread group's threads are listed once a
-    /// sample (`VCPUThreads`: which are alive, and which vCPU each is).
+    /// `departed` and their keys deleted. Each thread group's threads are listed
+    /// (`VCPUThreads`: which are alive, and which vCPU each is) every `listEvery` samples, and
+    /// at once when it has a thread not yet seen.
     private func collect() throws(SourceError) -> [Entry] {
         samples &+= 1
-        var entries: [Entry] = []
         // One call for all keys where the kernel has batch lookups, else two per key.
         let all: (keys: [UInt8], values: [UInt8], count: Int)
         do throws(Errno) {
@@ -327,68 +327,89 @@ public final class BPFSource: StatSource {
         } catch {
             throw SourceError("reading the bpf source's counts", errno: error)
         }
-        var live: [UInt32: [Int: Int?]] = [:]
-        var gone = Set<UInt32>()
-        var listed = Set<UInt32>()
-        entries.reserveCapacity(all.count)
-        all.keys.withUnsafeBytes { keys in
+        var keys: [(key: CountingProgram.Key, value: UInt64)] = []
+        keys.reserveCapacity(all.count)
+        all.keys.withUnsafeBytes { raw in
             all.values.withUnsafeBytes { values in
                 for i in 0..<all.count {
                     let base = i * CountingProgram.keySize
-                    let key = CountingProgram.Key(tid: keys.load(fromByteOffset: base, as: UInt32.self),
-                                                  tgid: keys.load(fromByteOffset: base + 4, as: UInt32.self),
-                                                  event: keys.load(fromByteOffset: base + 8, as: UInt32.self),
-                                                  reason: keys.load(fromByteOffset: base + 12, as: UInt32.self))
-                    let value = values.load(fromByteOffset: i * 8, as: UInt64.self)
-                    let base0 = baseline[key] ?? 0
-                    let counted = value >= base0 ? value - base0 : value
-                    // Interrupt context and the idle task count for the host, alive for ever.
-                    if key.tid == 0 || key.tgid == 0 {
-                        entries.append(Entry(key: key, count: counted, vcpu: nil))
-                        continue
-                    }
-                    // Threads known from a recent listing need none now: a thread that exited
-                    // meanwhile still counts right (its count stands still) and is folded at
-                    // the next listing. A thread not known makes a listing at once.
-                    if live[key.tgid] == nil, samples % Self.listEvery != 0, let known = threadsOf[key.tgid] {
-                        live[key.tgid] = known
-                    }
-                    if live[key.tgid]?[Int(key.tid)] == nil, !listed.contains(key.tgid), !gone.contains(key.tgid) {
-                        var known = threadsOf[key.tgid] ?? [:]
-                        listed.insert(key.tgid)
-                        if let now = threads.liveThreads(of: Int(key.tgid), known: &known, sample: samples) {
-                            live[key.tgid] = now
-                        } else {
-                            live[key.tgid] = nil
-                            gone.insert(key.tgid)
-                        }
-                    }
-                    if let thread = live[key.tgid]?[Int(key.tid)] {
-                        entries.append(Entry(key: key, count: counted, vcpu: thread))
-                    } else {
-                        depart(key, counted, vcpu: threadsOf[key.tgid]?[Int(key.tid)] ?? nil)
-                    }
+                    keys.append((CountingProgram.Key(tid: raw.load(fromByteOffset: base, as: UInt32.self),
+                                                     tgid: raw.load(fromByteOffset: base + 4, as: UInt32.self),
+                                                     event: raw.load(fromByteOffset: base + 8, as: UInt32.self),
+                                                     reason: raw.load(fromByteOffset: base + 12, as: UInt32.self)),
+                                 values.load(fromByteOffset: i * 8, as: UInt64.self)))
                 }
             }
         }
-        threadsOf = live
-        // A guest process that has gone: what its threads counted joins the one row of guests
-        // that have quit (a pid each would grow with every guest that ever ran).
-        for group in gone where Int(group) != pid {
-            if let counts = departed.removeValue(forKey: group) {
-                for (field, count) in counts { departed[Self.quitGroups, default: [:]][field, default: 0] &+= count }
+        // Which thread groups to list now: all every `listEvery` samples, else those with a
+        // thread the last listing did not see (a thread that exited meanwhile still counts
+        // right: its count stands still, and it is folded at the next listing).
+        let listingSample = samples % Self.listEvery == 0
+        var toList = Set<UInt32>()
+        for (key, _) in keys where key.tid != 0 && key.tgid != 0 {
+            if listingSample || threadsOf[key.tgid]?[Int(key.tid)] == nil { toList.insert(key.tgid) }
+        }
+        var live: [UInt32: [Int: Int?]] = [:]
+        var gone = Set<UInt32>()
+        for (key, _) in keys where key.tid != 0 && key.tgid != 0 && live[key.tgid] == nil && !gone.contains(key.tgid) {
+            guard toList.contains(key.tgid) else {
+                live[key.tgid] = threadsOf[key.tgid]
+                continue
             }
-            for (count, value) in departedVCPUs where count.tgid == group {
-                departedVCPUs[count] = nil
-                departedVCPUs[VCPUCount(tgid: Self.quitGroups, vcpu: count.vcpu, event: count.event), default: 0] &+= value
+            var known = threadsOf[key.tgid] ?? [:]
+            // The rechecks of threads not yet known as vCPUs go by listing, not by sample.
+            if let now = threads.liveThreads(of: Int(key.tgid), known: &known, sample: samples / Self.listEvery) {
+                live[key.tgid] = now
+            } else {
+                gone.insert(key.tgid)
             }
         }
+        var entries: [Entry] = []
+        entries.reserveCapacity(keys.count)
+        for (key, value) in keys {
+            let base = baseline[key] ?? 0
+            let counted = value >= base ? value - base : value
+            // Interrupt context and the idle task count for the host, alive for ever.
+            if key.tid == 0 || key.tgid == 0 {
+                entries.append(Entry(key: key, count: counted, vcpu: nil))
+            } else if let thread = live[key.tgid]?[Int(key.tid)] {
+                entries.append(Entry(key: key, count: counted, vcpu: thread))
+            } else {
+                // Its vCPU as the listing before this one knew it.
+                depart(key, counted, vcpu: threadsOf[key.tgid]?[Int(key.tid)] ?? nil)
+            }
+        }
+        threadsOf = live
+        // Groups whose process has gone: what they counted joins the one row of guests that
+        // have quit (a kernel thread's, the host's), not a pid each of every guest that ever
+        // ran. Also groups with no key left in the map (their threads exited before them),
+        // looked at on listing samples.
+        var ended = gone
+        if listingSample {
+            let departedGroups = Set(departed.keys).union(departedVCPUs.keys.map(\.tgid))
+            for group in departedGroups where group != 0 && group != Self.quitGroups && live[group] == nil
+                && access("\(proc)/\(group)", F_OK) != 0 {
+                ended.insert(group)
+            }
+        }
+        for group in ended where Int(group) != pid { fold(group, into: kernelThreads[group] == true ? 0 : Self.quitGroups) }
         kernelThreads = kernelThreads.filter { live[$0.key] != nil }
         for group in live.keys where kernelThreads[group] == nil {
             kernelThreads[group] = Self.isKernelThread(proc: proc, pid: group)
         }
         deleteExited()
         return entries
+    }
+
+    /// Moves what thread group `group` counted into `target`'s.
+    private func fold(_ group: UInt32, into target: UInt32) {
+        if let counts = departed.removeValue(forKey: group) {
+            for (field, count) in counts { departed[target, default: [:]][field, default: 0] &+= count }
+        }
+        for (count, value) in departedVCPUs where count.tgid == group {
+            departedVCPUs[count] = nil
+            departedVCPUs[VCPUCount(tgid: target, vcpu: count.vcpu, event: count.event), default: 0] &+= value
+        }
     }
 
     /// Whether process `pid` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags).

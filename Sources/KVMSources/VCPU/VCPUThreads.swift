@@ -32,8 +32,9 @@ struct VCPUThreads {
         } else {
             return nil
         }
-        guard !text.isEmpty, text.count <= 6, text.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        return Int(text)
+        guard !text.isEmpty, text.count <= 6, text.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let index = Int(text), index < maxVCPUs else { return nil }
+        return index
     }
 
     /// The KVM processes now: pids with a VM in debugfs, or (debugfs unreadable) with `-name`.
@@ -80,6 +81,10 @@ struct VCPUThreads {
 
     static let recheckEvery = 8
 
+    /// vCPU indexes beyond KVM's own limit (x86's KVM_MAX_VCPUS) are no vCPU's: a name is
+    /// anyone's to choose, and each index is a row and a series.
+    static let maxVCPUs = 4096
+
     /// The vCPU index of a thread blocked in KVM_RUN (`ioctl(fd, 0xae80)`, the request's
     /// low 16 bits on every architecture) on a descriptor that is a `kvm-vcpu:N`; nil else.
     func inKVMRun(pid: Int, tid: Int) -> Int? {
@@ -89,7 +94,7 @@ struct VCPUThreads {
               let request = UInt64(words[2].dropFirst(2), radix: 16), request & 0xffff == 0xae80, fd < 1 << 20,
               let target = try? FileSystem.linkTarget("\(proc)/\(pid)/fd/\(fd)"), target.hasPrefix("anon_inode:kvm-vcpu:")
         else { return nil }
-        return Int(target.dropFirst("anon_inode:kvm-vcpu:".count))
+        return Int(target.dropFirst("anon_inode:kvm-vcpu:".count)).flatMap { $0 < Self.maxVCPUs ? $0 : nil }
     }
 
     /// A thread's times in nanoseconds, nil when it has gone.

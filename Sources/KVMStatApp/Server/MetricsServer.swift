@@ -40,7 +40,7 @@ final class MetricsServer: @unchecked Sendable {
     struct Published: Sendable {
         var generation: UInt64
         var sample: Sample
-        var made: [Rendering: [UInt8]] = [:]
+        var made: [Rendering: (bytes: [UInt8], gzipped: Bool)] = [:]
     }
 
     /// One way of serving a sample: a format, gzipped or not.
@@ -76,16 +76,18 @@ final class MetricsServer: @unchecked Sendable {
         let wanted = asked.withLock { $0 }
         var published = Published(generation: (latest.withLock { $0?.generation } ?? 0) &+ 1, sample: sample)
         for rendering in wanted {
-            if let bytes = make(rendering, of: sample) { published.made[rendering] = bytes }
+            if let made = make(rendering, of: sample) { published.made[rendering] = made }
         }
         latest.withLock { $0 = published }
     }
 
-    /// The bytes of `sample` in `rendering`; nil for a format not registered.
-    private func make(_ rendering: Rendering, of sample: Sample) -> [UInt8]? {
+    /// The bytes of `sample` in `rendering`, and whether they are gzipped (not when zlib
+    /// failed); nil for a format not registered.
+    private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
         let bytes = Array(format.batch(sample).utf8)
-        return rendering.gzip ? Gzip.compress(bytes) ?? bytes : bytes
+        guard rendering.gzip, let compressed = Gzip.compress(bytes) else { return (bytes, false) }
+        return (compressed, true)
     }
 
     /// The latest sample's bytes in `rendering` (made now if no scrape asked for it before),
@@ -93,18 +95,18 @@ final class MetricsServer: @unchecked Sendable {
     private func bytes(_ rendering: Rendering) -> (bytes: [UInt8], gzip: Bool)? {
         asked.withLock { _ = $0.insert(rendering) }
         guard let published = latest.withLock({ $0 }) else { return nil }
-        if let made = published.made[rendering] { return (made, rendering.gzip) }
+        if let made = published.made[rendering] { return (made.bytes, made.gzipped) }
         guard let made = make(rendering, of: published.sample) else { return nil }
         latest.withLock { current in
             if current?.generation == published.generation { current?.made[rendering] = made }
         }
-        return (made, rendering.gzip)
+        return (made.bytes, made.gzipped)
     }
 
     /// Notes an answer's status and how long it took to make.
-    func note(status: Int, seconds: Double) {
+    func note(status: Int, seconds: Double?) {
         counting.withLock { counters in
-            SelfMetrics.record(seconds, in: &counters.scrapeDurations)
+            if let seconds { SelfMetrics.record(seconds, in: &counters.scrapeDurations) }
             if (400..<500).contains(status) { counters.clientErrors &+= 1 }
             if status >= 500 { counters.serverErrors &+= 1 }
         }
@@ -332,7 +334,7 @@ private final class ServerThread: @unchecked Sendable {
                 connection.request = []
                 connection.answered = Signals.monotonicNow()
             } else if connection.request.count > MetricsServer.headerLimit {
-                server.note(status: 431, seconds: 0)
+                server.note(status: 431, seconds: nil)
                 connection.response = MetricsServer.answer(431, "Request Header Fields Too Large", "headers too large\n")
                 connection.request = []
                 connection.answered = Signals.monotonicNow()
