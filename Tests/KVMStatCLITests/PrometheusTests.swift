@@ -73,6 +73,22 @@ struct PrometheusFormatTests {
 
 /// `--listen`'s endpoint spellings.
 struct ListenEndpointTests {
+    /// Accept-Encoding as RFC 9110 reads it: a weight of 0 refuses; `*` and `x-gzip` take it.
+    @Test func gzipAcceptedAndRoundTrips() throws {
+        #expect(Gzip.accepted(by: "gzip") && Gzip.accepted(by: "deflate, gzip;q=0.5") && Gzip.accepted(by: "*"))
+        #expect(Gzip.accepted(by: "x-gzip") && Gzip.accepted(by: " GZIP ;q=1"))
+        #expect(!Gzip.accepted(by: nil) && !Gzip.accepted(by: "") && !Gzip.accepted(by: "gzip;q=0"))
+        #expect(!Gzip.accepted(by: "identity, deflate") && !Gzip.accepted(by: "gzipx"))
+        for text in ["", "a", String(repeating: "kvm_exits_total{vcpu=\"0\"} 12345\n", count: 20_000)] {
+            let compressed = try #require(Gzip.compress(Array(text.utf8)))
+            let file = NSTemporaryDirectory() + "kvmstat-gzip-unit-\(getpid()).gz"
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try Data(compressed).write(to: URL(fileURLWithPath: file))
+            let unzipped = try run("/bin/gzip", ["-dc", file])
+            #expect(unzipped.status == 0 && unzipped.stdout == text, "\(text.count) bytes")
+        }
+    }
+
     @Test func spellings() {
         let parse = { (text: String) in ListenMode.parseEndpoint(text).map { "\($0.address) \($0.port)" } }
         #expect(parse("9100") == "127.0.0.1 9100")
