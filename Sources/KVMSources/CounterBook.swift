@@ -63,6 +63,30 @@ public struct CounterBook<Member: Hashable & Sendable, Field: Hashable & Sendabl
         return .wentBackwards(from: previous)
     }
 
+    /// One member's readings taken together (`withMember`): the member looked up once, its
+    /// tables changed in place.
+    public struct Readings {
+        fileprivate var entry: Entry
+
+        public func last(_ field: Field) -> UInt64? { entry.last[field] }
+
+        @discardableResult
+        public mutating func count(_ value: UInt64, _ field: Field) -> Step {
+            CounterBook.count(value, field, in: &entry)
+        }
+
+        public mutating func keep(_ value: UInt64, _ field: Field) { entry.last[field] = value }
+    }
+
+    /// Runs `body` on `member`'s readings (nil when it is not kept). Its entry is taken out of
+    /// the table meanwhile, so its own tables are changed in place, never copied.
+    public mutating func withMember<Result>(_ member: Member, _ body: (inout Readings) -> Result) -> Result? {
+        guard let entry = entries.removeValue(forKey: member) else { return nil }
+        var readings = Readings(entry: consume entry)
+        defer { entries[member] = readings.entry }
+        return body(&readings)
+    }
+
     /// A level's reading: kept as it is, never counted.
     public mutating func keep(_ value: UInt64, _ field: Field, of member: Member) {
         entries[member]?.last[field] = value

@@ -78,23 +78,32 @@ public struct GuestStatBook: Sendable {
     /// time (to warn about once). Histograms and statistics of unknown kind are not counted.
     public mutating func record(_ readings: [GuestReading], of pid: Int) -> [String] {
         guard let guestKinds = kinds[pid] else { return [] }
-        var backwards: [String] = []
-        for reading in readings {
-            guard let kind = guestKinds[reading.name], kind != .histogram else { continue }
-            guard let field = fieldNumber(reading.name, vcpu: reading.vcpu) else { continue }
-            // Only statistics within the bounds are kept at all (a guest's, and what departed
-            // guests leave in the totals): new names beyond them are not recorded.
-            if book.last(field, of: pid) == nil, !withinBounds(fieldKeys[Int(field)]) { continue }
-            guard kind == .counter else {
-                book.keep(reading.value, field, of: pid)
-                continue
-            }
-            if case .wentBackwards = book.count(reading.value, field, of: pid),
-               oddities.insert(reading.name).inserted {
-                backwards.append(reading.name)
+        // First what each reading is (its field number; new fields within the bounds), then
+        // all of them into the guest's tables at once.
+        var planned: [(field: Int32, counter: Bool, value: UInt64, name: String)] = []
+        planned.reserveCapacity(readings.count)
+        do {
+            let known = book.entries[pid]?.last
+            for reading in readings {
+                guard let kind = guestKinds[reading.name], kind != .histogram,
+                      let field = fieldNumber(reading.name, vcpu: reading.vcpu) else { continue }
+                // Only statistics within the bounds are kept at all (a guest's, and what
+                // departed guests leave in the totals): new names beyond them are not recorded.
+                if known?[field] == nil, !withinBounds(fieldKeys[Int(field)]) { continue }
+                planned.append((field, kind == .counter, reading.value, reading.name))
             }
         }
-        return backwards
+        var wentBack: [String] = []
+        book.withMember(pid) { tables in
+            for item in planned {
+                guard item.counter else {
+                    tables.keep(item.value, item.field)
+                    continue
+                }
+                if case .wentBackwards = tables.count(item.value, item.field) { wentBack.append(item.name) }
+            }
+        }
+        return wentBack.filter { oddities.insert($0).inserted }
     }
 
     /// A statistic and vCPU, as a guest's reading names them.
