@@ -67,11 +67,25 @@ public final class QEMUGuest {
         process.waitUntilExit()
     }
 
+    /// A client of the monitor, retried while another holds it.
+    private func connect(deadline: Double) throws -> UnixSocket {
+        while true {
+            do {
+                return try UnixSocket(path: socket, deadline: deadline)
+            } catch {
+                guard error.rawValue == ECONNREFUSED, Signals.monotonicNow() < deadline else { throw error }
+                usleep(20_000)
+            }
+        }
+    }
+
     /// Runs one QMP command with a client of its own and returns the answer line.
     @discardableResult
     public func command(_ json: String) throws -> String {
         let deadline = Signals.monotonicNow() + 5
-        let client = try UnixSocket(path: socket, deadline: deadline)
+        // QEMU serves one monitor client at a time: while a kvmstat of another test holds it,
+        // a connection is refused; try again until the deadline.
+        let client = try connect(deadline: deadline)
         _ = try client.readLine(deadline: deadline)
         try client.send("{\"execute\": \"qmp_capabilities\"}\n", deadline: deadline)
         _ = try client.readLine(deadline: deadline)
