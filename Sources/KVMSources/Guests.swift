@@ -33,10 +33,7 @@ public struct Guests: Sendable {
     /// Whether the process exists and has not exited (a zombie, whose parent has not
     /// collected it yet, is dead for kvmstat's purposes).
     public func isRunning(_ pid: Int) -> Bool {
-        guard let stat = try? FileSystem.readText("\(proc)/\(pid)/stat"),
-              let close = stat.lastIndex(of: ")")
-        else { return false }
-        let state = stat[stat.index(after: close)...].drop { $0 == " " }.first
+        guard let state = ProcStat(path: "\(proc)/\(pid)/stat")?.state else { return false }
         return state != "Z" && state != "X"
     }
 

@@ -31,21 +31,7 @@ struct MonitoringTests {
             kvmstat.signal(SIGINT)
             _ = kvmstat.finish()
         }
-        let config = """
-            global:
-              scrape_interval: 1s
-              evaluation_interval: 1s
-            rule_files:
-              - \(DocsTests.root)/monitoring/kvmstat-rules.yml
-            scrape_configs:
-              - job_name: kvmstat
-                static_configs:
-                  - targets: ['127.0.0.1:\(port)']
-            """
-        let prometheus = try ServerProcess(PrometheusBinaries.prometheus, arguments: { promPort, directory in
-            ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
-             "--web.listen-address=127.0.0.1:\(promPort)"]
-        }, files: ["prometheus.yml": config], readyPath: "/-/ready")
+        let prometheus = try PrometheusBinaries.scraping(port: port, ruleFiles: [DocsTests.root + "/monitoring/kvmstat-rules.yml"])
         defer {
             prometheus.stop()
             try? FileManager.default.removeItem(atPath: prometheus.directory)

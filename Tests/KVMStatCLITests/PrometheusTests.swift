@@ -268,18 +268,7 @@ struct PrometheusTests {
             if page == nil { usleep(100_000) }
         }
         #expect(page?.status == 200 && page?.body.contains("href=\"/metrics\"") == true)
-        let config = """
-            global:
-              scrape_interval: 1s
-            scrape_configs:
-              - job_name: kvmstat
-                static_configs:
-                  - targets: ['127.0.0.1:\(port)']
-            """
-        let prometheus = try ServerProcess(PrometheusBinaries.prometheus, arguments: { promPort, directory in
-            ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
-             "--web.listen-address=127.0.0.1:\(promPort)"]
-        }, files: ["prometheus.yml": config], readyPath: "/-/ready")
+        let prometheus = try PrometheusBinaries.scraping(port: port)
         try workload.run()
         let query = "kvm_guest_tracepoint_total%7Bguest%3D%22\(name)%22%2Ctracepoint%3D%22kvm_pio%22%2Cjob%3D%22kvmstat%22%7D"
         var value = ""

@@ -136,4 +136,23 @@ public enum PrometheusBinaries {
     public static var installed: Bool {
         [prometheus, promtool, nodeExporter].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }
     }
+
+    /// A Prometheus on 127.0.0.1 scraping the kvmstat at `port` every second as job `kvmstat`,
+    /// evaluating `ruleFiles` every second.
+    public static func scraping(port: Int, ruleFiles: [String] = []) throws -> ServerProcess {
+        let rules = ruleFiles.isEmpty ? "" : "rule_files:\n" + ruleFiles.map { "  - \($0)\n" }.joined()
+        let config = """
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            \(rules)scrape_configs:
+              - job_name: kvmstat
+                static_configs:
+                  - targets: ['127.0.0.1:\(port)']
+            """
+        return try ServerProcess(prometheus, arguments: { promPort, directory in
+            ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
+             "--web.listen-address=127.0.0.1:\(promPort)"]
+        }, files: ["prometheus.yml": config], readyPath: "/-/ready")
+    }
 }

@@ -19,16 +19,9 @@ public struct ProcessResources: Sendable, Equatable {
 
     /// Now, or nil when /proc/self cannot be read (no /proc).
     public static func current(proc: String = "/proc") -> ProcessResources? {
-        guard let stat = try? FileSystem.readText("\(proc)/self/stat"), let close = stat.lastIndex(of: ")") else {
-            return nil
-        }
-        // Fields after the name, from the state (field 3): utime 14, stime 15, starttime 22,
-        // vsize 23, rss 24 (pages).
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        func field(_ number: Int) -> UInt64 {
-            let index = number - 3
-            return index < fields.count ? UInt64(fields[index]) ?? 0 : 0
-        }
+        // utime 14, stime 15, starttime 22, vsize 23, rss 24 (pages).
+        guard let stat = ProcStat(path: "\(proc)/self/stat") else { return nil }
+        let field = { (number: Int) in stat[number] }
         let ticks = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
         let nanosecondsPerTick = 1_000_000_000 / ticks
         let pageSize = UInt64(max(1, sysconf(Int32(_SC_PAGESIZE))))

@@ -5,12 +5,12 @@ import Musl
 #endif
 import KVMCore
 
-/// KVM's tracepoints counted in the kernel: one BPF program per counted tracepoint (assembled
-/// here, `CountingProgram`), attached through one perf event each, adds every hit to a hash
+/// KVM's tracepoints counted in the kernel: BPF programs assembled here (`CountingProgram`),
+/// on each counted tracepoint's perf event (`TracepointPrograms`), add every hit to a hash
 /// map keyed by thread, thread group, event and exit reason. kvmstat reads the map once a
 /// sample. The same fields and names as the tracepoint source (`kvm_userspace_exit(IO)`),
 /// per guest without cgroups and per thread without one perf event each: the descriptors are
-/// two per tracepoint and two maps, whatever the CPUs, guests and threads.
+/// two per tracepoint, a few programs and two maps, whatever the CPUs, guests and threads.
 ///
 /// What it costs the guests: no filter is evaluated per hit, one program runs (a map lookup
 /// and an atomic add), where the tracepoint source runs one filter per exit reason.
@@ -42,13 +42,8 @@ public final class BPFSource: StatSource {
     private let proc: String
     private let counts: FileDescriptor
     private let dropped: FileDescriptor
-    /// Tracepoints with a program attached: the perf event's and the link's or program's
-    /// descriptors.
-    private var attached: [String: [FileDescriptor]] = [:]
-    /// Counting programs shared through attach cookies, by reason field layout.
-    private var sharedPrograms: [String: FileDescriptor] = [:]
-    /// Whether this kernel links programs to perf events with a cookie (until it says not).
-    private var cookies = true
+    /// The programs on the tracepoints, and their descriptors.
+    private let programs: TracepointPrograms
     /// Field index of each parent tracepoint (the event number in keys), and of each child by
     /// event and reason value.
     private let eventOfTracepoint: [String: UInt32]
@@ -124,6 +119,8 @@ public final class BPFSource: StatSource {
         }
         eventOfTracepoint = events
         childField = children
+        programs = TracepointPrograms(catalog: catalog, bpf: bpf, architecture: architecture, counts: counts,
+                                      dropped: dropped)
         do throws(SourceError) {
             try updateFields(configuration.fieldFilter)
             if configuration.latency { try startTimers() }
@@ -141,14 +138,14 @@ public final class BPFSource: StatSource {
         }
         for pair in pairs where catalog.tracepointID(pair.start) != nil && catalog.tracepointID(pair.end) != nil {
             timers.append(try LatencyTimer(pair: pair, catalog: catalog, bpf: bpf, dropped: dropped) { (tracepoint, code) throws(SourceError) in
-                try self.attachProgram(code, to: tracepoint, name: "kvmstat_latency")
+                try self.programs.attach(code, to: tracepoint, name: "kvmstat_latency")
             })
         }
     }
 
     deinit { close() }
 
-    private static func failure(_ operation: String, _ error: Errno) -> SourceError {
+    static func failure(_ operation: String, _ error: Errno) -> SourceError {
         SourceError("the bpf source could not \(operation)", errno: error,
                     advice: error == .notPermitted || error == .permissionDenied
                         ? "it needs root (CAP_BPF and CAP_PERFMON), a kernel with BPF (4.7 or later) and no "
@@ -165,135 +162,10 @@ public final class BPFSource: StatSource {
         self.filter = filter
         vcpuChildWanted.removeAll()
         for field in wanted where catalog.keys[field].parent == nil {
-            try attach(catalog.keys[field].name)
+            let tracepoint = catalog.keys[field].name
+            if let event = eventOfTracepoint[tracepoint] { try programs.count(tracepoint, event: event) }
         }
         try reset()
-    }
-
-    /// Counts `tracepoint`'s hits. One program serves every tracepoint whose reason field (if
-    /// any) has the same offset and size, linked to each tracepoint's perf event with the
-    /// event number as its attach cookie (Linux 5.15): a few verifier passes, not one per
-    /// tracepoint. Where the kernel has no cookies, one program per tracepoint with its event
-    /// number a constant: a tracepoint program cannot read its record's type (`common_type`),
-    /// as the kernel keeps a pointer to the registers in the record's first 8 bytes.
-    private func attach(_ tracepoint: String) throws(SourceError) {
-        guard attached[tracepoint] == nil, let event = eventOfTracepoint[tracepoint],
-              catalog.tracepointID(tracepoint) != nil else { return }
-        var reason: TracepointFormat.Field?
-        if let reasonName = catalog.reasonField(of: tracepoint) {
-            let directory = catalog.directory(of: tracepoint)
-            guard let field = TracepointFormat.read(directory)?.fields[reasonName] else {
-                throw SourceError("the bpf source cannot count \(tracepoint): its format in \(directory) "
-                    + "has no field '\(reasonName)'")
-            }
-            reason = field
-        }
-        let tooWide = SourceError("the bpf source cannot count \(tracepoint): its field "
-            + "'\(catalog.reasonField(of: tracepoint) ?? "")' is \(reason?.size ?? 0) bytes wide")
-        if cookies, let linked = try attachShared(tracepoint, event: event, reason: reason, tooWide: tooWide) {
-            attached[tracepoint] = linked
-            return
-        }
-        guard let code = CountingProgram.instructions(event: .constant(event), reason: reason, counts: counts,
-                                                      dropped: dropped)
-        else { throw tooWide }
-        attached[tracepoint] = try attachProgram(code, to: tracepoint, name: "kvmstat_count")
-    }
-
-    /// `tracepoint` counted by the shared program of its reason layout, linked with its event
-    /// number as cookie: the perf event's and the link's descriptors; nil (and `cookies`
-    /// false from then on) when the kernel has no attach cookies.
-    private func attachShared(_ tracepoint: String, event: UInt32, reason: TracepointFormat.Field?,
-                              tooWide: SourceError) throws(SourceError) -> [FileDescriptor]? {
-        let layout = reason.map { "\($0.offset):\($0.size)" } ?? "-"
-        let program: FileDescriptor
-        if let shared = sharedPrograms[layout] {
-            program = shared
-        } else {
-            guard let code = CountingProgram.instructions(event: .cookie, reason: reason, counts: counts,
-                                                          dropped: dropped)
-            else { throw tooWide }
-            let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
-            defer { log.deallocate() }
-            do throws(Errno) {
-                program = try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: "kvmstat_count",
-                                              log: log)
-            } catch where error == .invalidArgument {
-                // A kernel before 5.15 knows no bpf_get_attach_cookie.
-                cookies = false
-                return nil
-            } catch {
-                throw Self.failure("load its counting program", error)
-            }
-            sharedPrograms[layout] = program
-        }
-        let perfEvent = try openTracepoint(tracepoint)
-        do throws(Errno) {
-            return [perfEvent, try bpf.linkPerfEvent(program: program, perfEvent: perfEvent, cookie: UInt64(event))]
-        } catch {
-            perfEvent.close()
-            guard error == .invalidArgument || error.rawValue == EOPNOTSUPP || error.rawValue == 524 else {
-                throw Self.failure("link its program to \(tracepoint)", error)
-            }
-            cookies = false
-            return nil
-        }
-    }
-
-    /// Loads `code` (the verifier's last words in the error when it refuses).
-    private func loadProgram(_ code: [BPFInstruction], for tracepoint: String, name: String) throws(SourceError)
-        -> FileDescriptor
-    {
-        let log = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 16_384)
-        defer { log.deallocate() }
-        do throws(Errno) {
-            return try bpf.loadProgram(type: BPFSystem.tracepointProgram, code, name: name, log: log)
-        } catch {
-            // The verifier's last words: where it stopped and why.
-            let lines = String(decoding: log.prefix { $0 != 0 }, as: UTF8.self).split(separator: "\n")
-            let words = lines.isEmpty ? "" : " (verifier: " + lines.suffix(3).joined(separator: " / ") + ")"
-            throw Self.failure("load its program for \(tracepoint)\(words)", error)
-        }
-    }
-
-    /// One perf event on `tracepoint` (pid -1, cpu 0: a program attached runs on every CPU).
-    private func openTracepoint(_ tracepoint: String) throws(SourceError) -> FileDescriptor {
-        guard let id = catalog.tracepointID(tracepoint) else {
-            throw SourceError("the bpf source cannot attach to \(tracepoint): tracefs has no such tracepoint")
-        }
-        let perfEvent: FileDescriptor
-        do throws(Errno) {
-            perfEvent = try PerfEvent.openTracepoint(id: id, pid: -1, cpu: 0, group: nil,
-                                                     syscallNumber: architecture.perfEventOpenSyscall)
-        } catch {
-            throw Self.failure("open tracepoint \(tracepoint)", error)
-        }
-        return perfEvent
-    }
-
-    /// Attaches `program` to `tracepoint` through one perf event; returns the event's descriptor.
-    private func attach(_ program: FileDescriptor, to tracepoint: String) throws(SourceError) -> FileDescriptor {
-        let perfEvent = try openTracepoint(tracepoint)
-        do throws(Errno) {
-            try PerfEvent.attach(program: program, to: perfEvent, request: architecture.perfIoctls.setBPF)
-        } catch {
-            perfEvent.close()
-            throw Self.failure("attach its program to \(tracepoint)", error)
-        }
-        return perfEvent
-    }
-
-    /// A latency timer's program on `tracepoint`: its program's and perf event's descriptors.
-    private func attachProgram(_ code: [BPFInstruction], to tracepoint: String, name: String) throws(SourceError)
-        -> [FileDescriptor]
-    {
-        let program = try loadProgram(code, for: tracepoint, name: name)
-        do throws(SourceError) {
-            return [program, try attach(program, to: tracepoint)]
-        } catch {
-            program.close()
-            throw error
-        }
     }
 
     public func setPid(_ pid: Int) throws(SourceError) {
@@ -414,13 +286,9 @@ public final class BPFSource: StatSource {
 
     /// Whether process `pid` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags).
     static func isKernelThread(proc: String, pid: UInt32) -> Bool {
-        guard let stat = try? FileSystem.readText("\(proc)/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
-            return false
-        }
-        // Fields after the name from the state (3): flags is field 9.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 6, let flags = UInt64(fields[6]) else { return false }
-        return flags & 0x0020_0000 != 0
+        // Flags is field 9.
+        guard let stat = ProcStat(path: "\(proc)/\(pid)/stat") else { return false }
+        return stat[9] & 0x0020_0000 != 0
     }
 
     /// Folds the count of an exited thread's key into `departed` (and its vCPU's), and
@@ -477,10 +345,12 @@ public final class BPFSource: StatSource {
         var reading = Reading(families: catalog.families, warnings: warnings)
         warnings.removeAll()
 
+        // Running guests (not the host's, not kernel threads) get latency histograms of their own.
+        let timedGuests: Set<UInt32> = request.perGuest && !timers.isEmpty
+            ? running.filter { $0 != 0 && kernelThreads[$0] != true } : []
         for timer in timers {
             reading.families[timer.pair.name] = timer.family
-            let guests: Set<UInt32> = request.perGuest ? running.filter { $0 != 0 && kernelThreads[$0] != true } : []
-            reading.histograms.merge(timer.read(pid: pid, guests: guests)) { first, _ in first }
+            reading.histograms.merge(timer.read(pid: pid, guests: timedGuests)) { first, _ in first }
         }
         let wantedParents = wanted.filter { catalog.keys[$0].parent == nil }
         if request.byGuest {
@@ -557,20 +427,13 @@ public final class BPFSource: StatSource {
         baseline = fresh
     }
 
-    public func setupNotes() -> [String] {
-        [cookies
-            ? "bpf: \(attached.count) tracepoints counted by \(sharedPrograms.count) programs (linked with attach cookies); counts kept per thread in the kernel"
-            : "bpf: \(attached.count) programs attached, one per counted tracepoint (this kernel has no attach cookies); counts kept per thread in the kernel"]
-    }
+    public func setupNotes() -> [String] { [programs.note] }
 
     public func close() {
         guard !closed else { return }
         closed = true
         var descriptors: [FileDescriptor] = []
-        descriptors += attached.values.flatMap { $0 }
-        attached.removeAll()
-        descriptors += sharedPrograms.values
-        sharedPrograms.removeAll()
+        descriptors += programs.release()
         for timer in timers { descriptors += timer.descriptors }
         timers.removeAll()
         // Detaching from a tracepoint waits for the kernel (an RCU grace period each): the

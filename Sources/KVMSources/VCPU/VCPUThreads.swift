@@ -100,18 +100,11 @@ struct VCPUThreads {
     /// A thread's times in nanoseconds, nil when it has gone.
     func times(pid: Int, tid: Int, nanosecondsPerTick: UInt64) -> Times? {
         let directory = "\(proc)/\(pid)/task/\(tid)"
-        guard let stat = try? FileSystem.readText(directory + "/stat"), let close = stat.lastIndex(of: ")") else {
-            return nil
-        }
-        // Fields after the name, from the state (field 3): utime 14, stime 15, guest_time 43.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        func field(_ number: Int) -> UInt64 {
-            let index = number - 3
-            return index < fields.count ? UInt64(fields[index]) ?? 0 : 0
-        }
+        // utime 14, stime 15, guest_time 43.
+        guard let stat = ProcStat(path: directory + "/stat") else { return nil }
         let waiting = (try? FileSystem.readText(directory + "/schedstat"))
             .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } } ?? 0
-        return Times(user: field(14) &* nanosecondsPerTick, system: field(15) &* nanosecondsPerTick,
-                     guest: field(43) &* nanosecondsPerTick, waiting: waiting)
+        return Times(user: stat[14] &* nanosecondsPerTick, system: stat[15] &* nanosecondsPerTick,
+                     guest: stat[43] &* nanosecondsPerTick, waiting: waiting)
     }
 }
