@@ -20,215 +20,249 @@ public struct GuestReading: Sendable {
 }
 
 /// The bookkeeping of sources that read named statistics per guest from a userspace agent
-/// (QEMU's monitor, libvirt; a plugin's daemon): each statistic's kind per guest, and on a
-/// `CounterBook` each guest's readings and counts since kvmstat's baseline and what departed
-/// guests counted; the sums, per-guest values and field selection the modes need. Guests are
-/// keyed by their process's pid (a special key below zero for one with no local process).
+/// (QEMU's monitor, libvirt; a plugin's daemon): each statistic's kind per guest, each guest's
+/// readings and counts since kvmstat's baseline (`GuestCounters`) and what departed guests
+/// counted; the sums, per-guest values and field selection the modes need. Guests are keyed
+/// by their process's pid (a special key below zero for one with no local process).
+///
+/// Counting follows `CounterBook`'s rule (a counter below its last reading was reset and
+/// counted the new value; sums wrap at 2^64); the tables are the guests' own flat arrays by
+/// field number (`numbering`), so hundreds of guests cost a few kilobytes each.
 public struct GuestStatBook: Sendable {
-    private var kinds: [Int: [String: StatKind]] = [:]
-    /// Each guest's name (a QEMU's `-name`, a libvirt domain's).
-    private var names: [Int: String] = [:]
-    /// Per guest, counts by field number (`fieldKeys`): numbers, not keys, in every guest's
-    /// tables (a big host's guests all report the same few hundred statistics and vCPUs).
-    private var book = CounterBook<Int, Int32>()
+    /// Statistics and their per-vCPU fields, numbered once for all guests.
+    public private(set) var numbering = StatisticNumbering()
+    private var guests: [Int: GuestCounters] = [:]
+    /// What departed guests counted, by field number.
+    private var departed = Departed<Int32>()
     /// Every statistic any guest ever had (departed guests' counts stay reported), sorted,
     /// and those the filter wants (statistics and per-vCPU children, as tracepoints' are).
     public private(set) var fields: [String] = []
     public private(set) var wanted: Set<String> = []
     private var allFields: Set<String> = []
+    /// Per field number, what of it `wanted` names (`Wants`), made with the selection.
+    private var fieldWants: [Wants] = []
     /// Statistics that went backwards, warned about once each.
     private var oddities: Set<String> = []
 
     public init() {}
 
-    public var pids: [Int] { Array(book.entries.keys) }
+    /// Statistics and their per-vCPU children kept at most: those of departed guests stay
+    /// reported, so a churn of guests with ever new names (another user's fake monitors) must
+    /// not grow the output and memory without end. KVM has about 40 statistics; 240 vCPUs'
+    /// children of all of them fit.
+    public static let maxStatistics = StatisticNumbering.maxStatistics
+    public static let maxFields = StatisticNumbering.maxFields
 
-    public func kinds(of pid: Int) -> [String: StatKind] { kinds[pid] ?? [:] }
+    public var pids: [Int] { Array(guests.keys) }
+
+    public func kinds(of pid: Int) -> [String: StatKind] { guests[pid]?.kinds ?? [:] }
 
     /// Starts keeping a guest (no-op for one already kept), named `name`.
     public mutating func admit(_ pid: Int, name: String, countsFromZero: Bool) {
-        book.admit(pid, guest: pid, countsFromZero: countsFromZero)
-        if kinds[pid] == nil { kinds[pid] = [:] }
-        names[pid] = name
+        if guests[pid] == nil {
+            guests[pid] = GuestCounters(name: name, countsFromZero: countsFromZero)
+        } else if guests[pid]!.name != name {
+            guests[pid]!.name = name
+        }
     }
 
     /// What a read of the guests in view (all with `pid` 0) gives: the wanted statistics'
     /// totals (or rows by guest), each guest's values when asked, and the guests' names.
     public func reading(_ request: ReadRequest, pid: Int, families: [String: MetricFamily]) -> Reading {
-        var reading = Reading(families: families, values: totals(byGuest: request.byGuest, wanted: wanted, pid: pid))
-        if request.perGuest { reading.guestValues = guestEvents(wanted: wanted, pid: pid) }
-        reading.guestNames = names.filter { pid == 0 || $0.key == pid }
+        var reading = Reading(families: families, values: totals(byGuest: request.byGuest, pid: pid))
+        if request.perGuest { reading.guestValues = guestEvents(pid: pid) }
+        var names: [Int: String] = [:]
+        for (guestPid, guest) in guests where pid == 0 || guestPid == pid { names[guestPid] = guest.name }
+        reading.guestNames = names
         return reading
     }
 
-    /// Guests not in `present` have gone: their counters' counts are kept as departed.
+    /// Guests not in `present` have gone: what they counted stays, as departed.
     public mutating func keepOnly(_ present: Set<Int>, watching pid: Int, proc: String) {
-        for gone in kinds.keys where !present.contains(gone) {
-            kinds[gone] = nil
-            names[gone] = nil
+        let gone = guests.keys.filter { !present.contains($0) }
+        for guestPid in gone {
+            let guest = guests.removeValue(forKey: guestPid)!
+            for slot in 0..<guest.slotCount where guest.kind(ofField: guest.slotField[slot], numbering) == .counter {
+                departed.add(guest.counted[slot], for: guest.slotField[slot], guest: guestPid)
+            }
         }
-        if book.keepOnly(present) { book.forgetEndedGuests(watching: pid, proc: proc) }
+        if !gone.isEmpty { departed.forgetEnded(watching: pid, proc: proc) }
     }
 
     public mutating func setKinds(_ guestKinds: [String: StatKind], of pid: Int) {
-        if kinds[pid] != nil { kinds[pid] = guestKinds }
+        guard guests[pid] != nil, guests[pid]!.kinds != guestKinds else { return }
+        guests[pid]!.kinds = guestKinds
+        guests[pid]!.learnKinds(numbering, again: true)
     }
 
     /// Takes a guest's values; returns the statistics that went backwards for the first
     /// time (to warn about once). Histograms and statistics of unknown kind are not counted.
     public mutating func record(_ readings: [GuestReading], of pid: Int) -> [String] {
-        guard let guestKinds = kinds[pid] else { return [] }
-        // First what each reading is (its field number; new fields within the bounds), then
-        // all of them into the guest's tables at once.
-        var planned: [(field: Int32, counter: Bool, value: UInt64, name: String)] = []
-        planned.reserveCapacity(readings.count)
-        do {
-            let known = book.entries[pid]?.last
-            for reading in readings {
-                guard let kind = guestKinds[reading.name], kind != .histogram,
-                      let field = fieldNumber(reading.name, vcpu: reading.vcpu) else { continue }
-                // Only statistics within the bounds are kept at all (a guest's, and what
-                // departed guests leave in the totals): new names beyond them are not recorded.
-                if known?[field] == nil, !withinBounds(fieldKeys[Int(field)]) { continue }
-                planned.append((field, kind == .counter, reading.value, reading.name))
+        guard let kinds = guests[pid]?.kinds else { return [] }
+        var numbered: [NumberedReading] = []
+        numbered.reserveCapacity(readings.count)
+        for reading in readings {
+            // Only statistics of a kind kept are numbered (the table is bounded).
+            guard let kind = kinds[reading.name], kind != .histogram,
+                  let statistic = numbering.numbering(reading.name) else { continue }
+            // A vCPU index out of KVM's range is no field (`numbering` refuses it).
+            let vcpu = reading.vcpu.map { (0..<StatisticNumbering.maxVCPUs).contains($0) ? Int32($0) : Int32.max } ?? -1
+            numbered.append(NumberedReading(statistic: statistic, vcpu: vcpu, value: reading.value))
+        }
+        return record(numbered: numbered, of: pid)
+    }
+
+    /// Takes a guest's values by number (`numbering`'s), in the order its reader gives them.
+    public mutating func record(numbered readings: [NumberedReading], of pid: Int) -> [String] {
+        // Taken out of the table meanwhile, so its arrays are changed in place, never copied.
+        guard var guest = guests.removeValue(forKey: pid) else { return [] }
+        var added: [Int32] = []
+        let wentBack = guest.record(readings, numbering: &numbering) { added.append($0) }
+        guests[pid] = consume guest
+        for field in added {
+            let key = numbering.keys[Int(field)]
+            if !allFields.contains(key.name) {
+                allFields.insert(key.parent ?? key.name)
+                allFields.insert(key.name)
             }
         }
-        var wentBack: [String] = []
-        book.withMember(pid) { tables in
-            for item in planned {
-                guard item.counter else {
-                    tables.keep(item.value, item.field)
-                    continue
-                }
-                if case .wentBackwards = tables.count(item.value, item.field) { wentBack.append(item.name) }
-            }
-        }
-        return wentBack.filter { oddities.insert($0).inserted }
+        return wentBack.map { numbering.names[Int(numbering.fieldStatistic[Int($0)])] }.filter { oddities.insert($0).inserted }
     }
 
-    /// A statistic and vCPU, as a guest's reading names them.
-    private struct KeyName: Hashable {
-        var name: String
-        var vcpu: Int?
+    /// A statistic's number, numbering it if new (nil when the table is full): readers that
+    /// look names up by number, and histograms' fields (kept by their reader), are numbered
+    /// here, once for all.
+    public mutating func statisticNumber(_ name: String) -> Int32? { numbering.numbering(name) }
+
+    public mutating func fieldNumber(_ statistic: Int32, vcpu: Int32) -> Int32? {
+        numbering.field(statistic, vcpu: vcpu)
     }
 
-    /// Every statistic and vCPU any guest reported, numbered once for all guests (bounded as
-    /// the fields are): the key of number i is `fieldKeys[i]`, made once, strings and all.
-    private var fieldKeys: [EventID] = []
-    private var fieldNumbers: [KeyName: Int32] = [:]
-
-    /// The number of a statistic of a vCPU (or the VM's); nil when the table is full.
-    private mutating func fieldNumber(_ name: String, vcpu: Int?) -> Int32? {
-        let lookup = KeyName(name: name, vcpu: vcpu)
-        if let known = fieldNumbers[lookup] { return known }
-        guard fieldKeys.count < Self.maxFields else { return nil }
-        let number = Int32(fieldKeys.count)
-        fieldKeys.append(Self.key(name, vcpu: vcpu))
-        fieldNumbers[lookup] = number
-        return number
+    /// What of a field the selection wants: its own row, and (a vCPU's) its statistic's.
+    private struct Wants: OptionSet {
+        let rawValue: UInt8
+        static let own = Wants(rawValue: 1)
+        static let parent = Wants(rawValue: 2)
+        /// A counter of time (`halt_wait_ns`), not of events.
+        static let time = Wants(rawValue: 4)
+        /// Its statistic is wanted (its own name for a VM's value, its parent's for a vCPU's).
+        static let statistic = Wants(rawValue: 8)
     }
 
-    /// A statistic's key: `exits`, or a vCPU's `exits(vcpu0)` under `exits`.
-    static func key(_ name: String, vcpu: Int?) -> EventID {
-        vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)
+    private func wants(_ field: Int32) -> Wants {
+        if Int(field) < fieldWants.count { return fieldWants[Int(field)] }
+        let key = numbering.keys[Int(field)]
+        var wants: Wants = []
+        if wanted.contains(key.name) { wants.insert(.own) }
+        if let parent = key.parent, wanted.contains(parent) { wants.insert(.parent) }
+        if (key.parent ?? key.name).hasSuffix("_ns") { wants.insert(.time) }
+        if wanted.contains(key.parent ?? key.name) { wants.insert(.statistic) }
+        return wants
     }
 
     /// Each wanted value of each guest in view (all with `pid` 0): counts since the baseline,
     /// levels as they are.
-    private func values(wanted: Set<String>, pid: Int, _ body: (Int, EventID, StatKind, UInt64) -> Void) {
-        for (guestPid, entry) in book.entries where pid == 0 || guestPid == pid {
-            let guestKinds = kinds[guestPid] ?? [:]
-            for (number, last) in entry.last {
-                let key = fieldKeys[Int(number)]
-                let field = key.parent ?? key.name
-                guard wanted.contains(field) || wanted.contains(key.name), let kind = guestKinds[field] else { continue }
-                body(guestPid, key, kind, kind == .counter ? entry.counted[number] ?? 0 : last)
+    private func values(pid: Int, _ body: (Int, Int32, Wants, GuestCounters.Kind, UInt64) -> Void) {
+        for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
+            for slot in 0..<guest.slotCount where guest.read[slot] {
+                let field = guest.slotField[slot]
+                let wants = wants(field)
+                guard wants.contains(.own) || wants.contains(.parent) else { continue }
+                switch guest.kind(ofField: field, numbering) {
+                case .counter: body(guestPid, field, wants, .counter, guest.counted[slot])
+                case .level: body(guestPid, field, wants, .level, guest.last[slot])
+                case .unknown, .histogram: continue
+                }
             }
         }
     }
 
     /// Each guest's values of the wanted statistics, keyed by guest.
-    public func guestEvents(wanted: Set<String>, pid: Int) -> [EventID: UInt64] {
+    private func guestEvents(pid: Int) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
-        results.reserveCapacity(book.entries.values.reduce(0) { $0 + $1.last.count })
-        values(wanted: wanted, pid: pid) { guestPid, key, _, amount in results[key.of(guest: guestPid)] = amount }
+        results.reserveCapacity(guests.values.reduce(0) { $0 + $1.slotCount })
+        values(pid: pid) { guestPid, field, _, _, amount in results[numbering.keys[Int(field)].of(guest: guestPid)] = amount }
         return results
-    }
-
-    /// Statistics and their per-vCPU children kept at most: those of departed guests stay
-    /// reported, so a churn of guests with ever new names (another user's fake monitors) must
-    /// not grow the output and memory without end. KVM has about 40 statistics; 240 vCPUs'
-    /// children of all of them fit.
-    public static let maxStatistics = 256
-    public static let maxFields = 16_384
-
-    private var statisticCount = 0
-
-    /// Whether a statistic (or a vCPU's child of one) is within the bounds, admitting it when
-    /// there is room: at most `maxStatistics` names and `maxFields` with children, in all.
-    private mutating func withinBounds(_ key: EventID) -> Bool {
-        let statistic = key.parent ?? key.name
-        if !allFields.contains(statistic) {
-            guard statisticCount < Self.maxStatistics, allFields.count < Self.maxFields else { return false }
-            allFields.insert(statistic)
-            statisticCount += 1
-        }
-        guard key.isChild, !allFields.contains(key.name) else { return true }
-        guard allFields.count < Self.maxFields else { return false }
-        allFields.insert(key.name)
-        return true
     }
 
     /// The filter and the number of fields the selection was made for: fields only grow, so
     /// it is made again (a sort and a regex match per field) only when either changed, not
     /// every sample.
-    private var selection: (pattern: String?, fields: Int)?
+    private var selection: (pattern: String?, fields: Int, numbered: Int)?
 
     /// Takes in the statistics guests have now (those within the bounds) and applies `filter`.
     public mutating func select(_ filter: FieldFilter?) {
-        if let selection, selection.pattern == filter?.pattern, selection.fields == allFields.count { return }
-        fields = allFields.sorted()
-        wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
-        selection = (filter?.pattern, allFields.count)
+        if let selection, selection.pattern == filter?.pattern, selection.fields == allFields.count,
+           selection.numbered == numbering.fieldCount { return }
+        if selection?.pattern != filter?.pattern || selection?.fields != allFields.count {
+            fields = allFields.sorted()
+            wanted = Set(filter.select(fields, parentOf: FieldName.tracepointParent(of:)).map { fields[$0] })
+        }
+        fieldWants = []
+        fieldWants = (0..<numbering.fieldCount).map { wants(Int32($0)) }
+        selection = (filter?.pattern, allFields.count, numbering.fieldCount)
     }
 
     /// New baselines from the values read now (`readNow`); other guests take theirs when next
     /// read, and nothing counts from zero any more.
     public mutating func reset(readNow: Set<Int>) {
-        book.reset(keepingLastOf: readNow.contains)
+        for guestPid in Array(guests.keys) { guests[guestPid]!.reset(keepLast: readNow.contains(guestPid)) }
+        departed.removeAll()
     }
 
     /// Sums over the guests in view (all with `pid` 0): per statistic (VM values and the sum
     /// of the vCPUs'), per vCPU as children, or per guest (counters only).
-    public func totals(byGuest: Bool, wanted: Set<String>, pid: Int) -> [EventID: UInt64] {
+    private func totals(byGuest: Bool, pid: Int) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
         for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
-        // A value goes to its own row when wanted, and a vCPU's also into its statistic's
-        // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
-        // Statistics' totals by name first (a key made once each, not once per guest and vCPU).
-        var parents: [String: UInt64] = [:]
-        func add(_ key: EventID, _ amount: UInt64) {
-            if wanted.contains(key.name) { results[key, default: 0] &+= amount }
-            if let parent = key.parent, wanted.contains(parent) { parents[parent, default: 0] &+= amount }
-        }
         if byGuest {
             let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
-            for guestPid in book.entries.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
-            values(wanted: wanted, pid: pid) { guestPid, key, kind, amount in
+            for guestPid in guests.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
+            var guestPid = Int.min
+            var sum: UInt64 = 0
+            values(pid: pid) { owner, _, wants, kind, amount in
                 // A row sums events: counters of time (`halt_wait_ns`) are not events (upstream's
                 // debugfs leaves them out too) and would swamp the counts, unless time is all
                 // there is (the vcpu source's rows: its threads' nanoseconds).
-                let statistic = key.parent ?? key.name
-                if kind == .counter && wanted.contains(statistic) && (timeOnly || !statistic.hasSuffix("_ns")) {
-                    results[.guestTotal(guestPid), default: 0] &+= amount
+                guard kind == .counter, wants.contains(.statistic),
+                      timeOnly || !wants.contains(.time) else { return }
+                if owner != guestPid {
+                    if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
+                    guestPid = owner
+                    sum = 0
                 }
+                sum &+= amount
             }
+            if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
             for field in wanted { results[EventID(field)] = nil }
             return results
         }
-        values(wanted: wanted, pid: pid) { _, key, _, amount in add(key, amount) }
-        for (number, value) in book.departed.counts(watching: pid) { add(fieldKeys[Int(number)], value) }
-        for (parent, amount) in parents { results[EventID(parent), default: 0] &+= amount }
+        // Sums by field number and by statistic number first; keys made once each at the end.
+        // A value goes to its own row when wanted, and a vCPU's also into its statistic's
+        // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
+        var byField = [UInt64](repeating: 0, count: numbering.fieldCount)
+        var hasField = [Bool](repeating: false, count: numbering.fieldCount)
+        var byStatistic = [UInt64](repeating: 0, count: numbering.statisticCount)
+        var hasStatistic = [Bool](repeating: false, count: numbering.statisticCount)
+        func add(_ field: Int32, _ wants: Wants, _ amount: UInt64) {
+            if wants.contains(.own) {
+                byField[Int(field)] &+= amount
+                hasField[Int(field)] = true
+            }
+            if wants.contains(.parent) {
+                let statistic = Int(numbering.fieldStatistic[Int(field)])
+                byStatistic[statistic] &+= amount
+                hasStatistic[statistic] = true
+            }
+        }
+        values(pid: pid) { _, field, wants, _, amount in add(field, wants, amount) }
+        for (field, value) in departed.counts(watching: pid) { add(field, wants(field), value) }
+        for field in byField.indices where hasField[field] {
+            results[numbering.keys[field], default: 0] &+= byField[field]
+        }
+        for statistic in byStatistic.indices where hasStatistic[statistic] {
+            results[EventID(numbering.names[statistic]), default: 0] &+= byStatistic[statistic]
+        }
         return results
     }
 }

@@ -7,18 +7,20 @@ import Testing
 struct HistogramBookTests {
     @Test func departedGuestsKeepTheirBuckets() {
         var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let field = numbering.field(numbering.numbering("halt_wait_hist")!, vcpu: 0)!
         let shape = Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)
         for pid in [10, 20] {
             book.setShapes(["halt_wait_hist": shape], of: pid)
-            book.record("halt_wait_hist", vcpu: 0, buckets: [.uint(1), .uint(pid == 10 ? 2 : 5)], of: pid)
+            book.record(field, statistic: "halt_wait_hist", buckets: [1, pid == 10 ? 2 : 5], of: pid)
         }
         let wanted: Set<String> = ["halt_wait_hist", "halt_wait_hist(vcpu0)"]
-        #expect(book.totals(wanted: wanted, pid: 0)[EventID("halt_wait_hist")]?.buckets == [2, 7])
-        book.forget(20)
-        #expect(book.totals(wanted: wanted, pid: 0)[EventID("halt_wait_hist")]?.buckets == [2, 7])
-        #expect(book.totals(wanted: wanted, pid: 0)[EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0)]?.buckets == [2, 7])
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [2, 7])
+        book.forget(20, numbering: numbering)
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [2, 7])
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0)]?.buckets == [2, 7])
         // Watching one guest: only its own.
-        #expect(book.totals(wanted: wanted, pid: 10)[EventID("halt_wait_hist")]?.buckets == [1, 2])
+        #expect(book.totals(wanted: wanted, pid: 10, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [1, 2])
     }
 }
 
@@ -38,10 +40,12 @@ struct HistogramBoundsTests {
 
     @Test func tooManyBucketsAreNotKept() {
         var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let field = numbering.field(numbering.numbering("h")!, vcpu: -1)!
         book.setShapes(["h": Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)], of: 1)
-        book.record("h", vcpu: nil, buckets: Array(repeating: .uint(1), count: HistogramBook.maxBuckets + 1), of: 1)
-        #expect(book.totals(wanted: ["h"], pid: 0).isEmpty)
-        book.record("h", vcpu: nil, buckets: Array(repeating: .uint(1), count: 64), of: 1)
-        #expect(book.totals(wanted: ["h"], pid: 0)[EventID("h")]?.buckets.count == 64)
+        book.record(field, statistic: "h", buckets: ArraySlice(repeating: 1, count: HistogramBook.maxBuckets + 1), of: 1)
+        #expect(book.totals(wanted: ["h"], pid: 0, numbering: numbering).isEmpty)
+        book.record(field, statistic: "h", buckets: ArraySlice(repeating: 1, count: 64), of: 1)
+        #expect(book.totals(wanted: ["h"], pid: 0, numbering: numbering)[EventID("h")]?.buckets.count == 64)
     }
 }

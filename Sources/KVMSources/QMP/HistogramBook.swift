@@ -8,10 +8,11 @@ import KVMCore
 /// out (a row of buckets has no single number to show).
 struct HistogramBook {
     private var shapes: [Int: [String: Histogram]] = [:]
-    private var latest: [Int: [EventID: [UInt64]]] = [:]
+    /// Per guest, buckets by field number (`GuestStatBook.fieldNumber`).
+    private var latest: [Int: [Int32: [UInt64]]] = [:]
     /// What guests that went away had, added up: host totals never go down (Prometheus would
     /// take a drop for a reset).
-    private var departed: [EventID: Histogram] = [:]
+    private var departed: [Int32: Histogram] = [:]
 
     /// A histogram's shape from its schema entry, nil for other statistics.
     static func shape(_ stat: JSONValue) -> Histogram? {
@@ -38,49 +39,66 @@ struct HistogramBook {
     /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
     static let maxBuckets = 256
 
-    /// A guest's buckets of one statistic (of a vCPU, or of the VM).
-    mutating func record(_ name: String, vcpu: Int?, buckets: [JSONValue], of pid: Int) {
+    /// A guest's buckets of one statistic (`field`: of a vCPU, or of the VM; numbered by the
+    /// guest book), kept in place: the same guest's histogram every sample is no new array.
+    mutating func record(_ field: Int32, statistic name: String, buckets: ArraySlice<UInt64>, of pid: Int) {
         guard shapes[pid]?[name] != nil, buckets.count <= Self.maxBuckets else { return }
-        let counts = buckets.compactMap(\.uint64Value)
-        guard counts.count == buckets.count else { return }
-        let key = vcpu.map { EventID("\(name)(vcpu\($0))", parent: name, vcpu: $0) } ?? EventID(name)
-        latest[pid, default: [:]][key] = counts
+        if known.insert(field).inserted { names = nil }
+        latest[pid, default: [:]][field, default: []].replaceSubrange(0..., with: buckets)
     }
 
-    mutating func forget(_ pid: Int) {
-        for (key, buckets) in latest[pid] ?? [:] {
+    mutating func forget(_ pid: Int, numbering: StatisticNumbering) {
+        for (field, buckets) in latest[pid] ?? [:] {
+            let key = numbering.keys[Int(field)]
             guard let shape = shapes[pid]?[key.parent ?? key.name] else { continue }
-            departed[key, default: shape].add(buckets)
+            departed[field, default: shape].add(buckets)
         }
         shapes[pid] = nil
         latest[pid] = nil
     }
 
-    /// Every histogram statistic and per-vCPU child known.
-    var names: [String] {
-        Set(latest.values.flatMap { $0.keys.map(\.name) }).union(shapes.values.flatMap(\.keys)).sorted()
+    /// Every histogram field ever kept, and its names (statistics and per-vCPU children),
+    /// made again only when a new one came.
+    private var known: Set<Int32> = []
+    private var names: [String]?
+
+    mutating func names(_ numbering: StatisticNumbering) -> [String] {
+        if let names { return names }
+        var all = Set<String>()
+        for field in known {
+            let key = numbering.keys[Int(field)]
+            all.insert(key.name)
+            all.insert(key.parent ?? key.name)
+        }
+        let sorted = all.sorted()
+        names = sorted
+        return sorted
     }
 
     /// Sums over the guests in view of the statistics `wanted` names (parents and children).
-    func totals(wanted: Set<String>, pid: Int) -> [EventID: Histogram] {
+    func totals(wanted: Set<String>, pid: Int, numbering: StatisticNumbering) -> [EventID: Histogram] {
         var results: [EventID: Histogram] = [:]
+        guard !wanted.isEmpty else { return results }
+        func add(_ field: Int32, _ buckets: [UInt64], _ shape: Histogram) {
+            let key = numbering.keys[Int(field)]
+            if wanted.contains(key.name) { results[key, default: shape.emptied].add(buckets) }
+            if let parent = key.parent, wanted.contains(parent) { results[EventID(parent), default: shape.emptied].add(buckets) }
+        }
         if pid == 0 {
-            for (key, histogram) in departed {
-                for target in [key, key.parent.map { EventID($0) }].compactMap({ $0 }) where wanted.contains(target.name) {
-                    results[target, default: Histogram(scale: histogram.scale, unit: histogram.unit, base: histogram.base,
-                                                       exponent: histogram.exponent)].add(histogram.buckets)
-                }
-            }
+            for (field, histogram) in departed { add(field, histogram.buckets, histogram) }
         }
         for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
-            for (key, buckets) in histograms {
-                let name = key.parent ?? key.name
-                guard let shape = shapes[guestPid]?[name] else { continue }
-                for target in [key, key.parent.map { EventID($0) }].compactMap({ $0 }) where wanted.contains(target.name) {
-                    results[target, default: shape].add(buckets)
-                }
+            for (field, buckets) in histograms {
+                let key = numbering.keys[Int(field)]
+                guard let shape = shapes[guestPid]?[key.parent ?? key.name] else { continue }
+                add(field, buckets, shape)
             }
         }
         return results
     }
+}
+
+private extension Histogram {
+    /// The same shape without counts.
+    var emptied: Histogram { Histogram(scale: scale, unit: unit, base: base, exponent: exponent) }
 }

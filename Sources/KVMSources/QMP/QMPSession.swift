@@ -1,8 +1,12 @@
 import KVMCore
 
 /// One conversation with a QEMU monitor over its unix socket, as QMP wants it: the greeting,
-/// `qmp_capabilities`, then one command at a time, each answer a line of JSON; asynchronous
-/// events may come between answers and are skipped. Every step is bounded by `deadline`.
+/// `qmp_capabilities`, then commands, each answer a line of JSON; asynchronous events may
+/// come between answers and are skipped. Every step is bounded by `deadline`.
+///
+/// Commands may be sent together (`send`) and their answers read after (`answer`): QMP
+/// executes a client's in-band commands one after the other and answers in that order, so a
+/// sample's questions cost one round trip, not one each.
 final class QMPSession {
     private let socket: UnixSocket
     private let deadline: Double
@@ -11,10 +15,18 @@ final class QMPSession {
         let description: String
     }
 
+    /// A command and its arguments.
+    struct Request {
+        let command: String
+        var arguments: JSONValue?
+    }
+
     /// Connects to the monitor at `path`, only when process `server` (whose command line
     /// named it) is the one serving the socket (SO_PEERCRED): a command line can name any
-    /// socket, another user's process one of root's real monitors.
-    init(path: String, deadline: Double, server: Int) throws(Failure) {
+    /// socket, another user's process one of root's real monitors. With `negotiate`, leaves
+    /// the greeting's capabilities negotiation done; else the caller sends
+    /// `qmp_capabilities` first among its requests.
+    init(path: String, deadline: Double, server: Int, negotiate: Bool = true) throws(Failure) {
         self.deadline = deadline
         do throws(Errno) {
             socket = try UnixSocket(path: path, deadline: deadline)
@@ -24,41 +36,99 @@ final class QMPSession {
         if let peer = socket.peerProcess(), Int(peer) != server {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
-        let greeting = try nextMessage()
-        guard greeting["QMP"] != nil else { throw Failure(description: "not a QMP monitor (no greeting)") }
-        _ = try execute("qmp_capabilities")
-    }
-
-    private func nextMessage() throws(Failure) -> JSONValue {
-        let line: [UInt8]
-        do throws(Errno) { line = try socket.readLine(deadline: deadline, limit: Self.maxLine) } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
-        }
-        do throws(JSONValue.ParseError) { return try JSONValue.parse(bytes: line) } catch {
+        let greeting = try nextLine()
+        let parsed: JSONValue
+        do throws(JSONValue.ParseError) { parsed = try JSONValue.parse(bytes: greeting) } catch {
             throw Failure(description: "\(error)")
         }
+        guard parsed["QMP"] != nil else { throw Failure(description: "not a QMP monitor (no greeting)") }
+        if negotiate { _ = try execute("qmp_capabilities") }
+    }
+
+    private func nextLine() throws(Failure) -> [UInt8] {
+        do throws(Errno) { return try socket.readLine(deadline: deadline, limit: Self.maxLine) } catch {
+            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+        }
+    }
+
+    /// Sends `requests` in one write.
+    func send(_ requests: [Request]) throws(Failure) {
+        var text = ""
+        for request in requests {
+            var members: [(String, JSONValue)] = [("execute", .string(request.command))]
+            if let arguments = request.arguments { members.append(("arguments", arguments)) }
+            text += JSONValue.object(members).rendered() + "\n"
+        }
+        do throws(Errno) { try socket.send(text, deadline: deadline) } catch {
+            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+        }
+    }
+
+    /// Reads the answer to `command` (sent before): `read` gets the cursor at its `return`
+    /// value, and must read it whole. Events before it are skipped; an `error` answer is
+    /// thrown with its description.
+    func answer(to command: String, _ read: (inout JSONScanner) throws(JSONValue.ParseError) -> Void) throws(Failure) {
+        // Events may come between answers; a monitor that sends nothing else is cut off.
+        for _ in 0..<Self.maxEventsPerAnswer {
+            let line = try nextLine()
+            var kind = Kind.other
+            var errorText: [UInt8] = []
+            do throws(JSONValue.ParseError) {
+                try line.withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
+                    var scanner = JSONScanner(bytes)
+                    try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
+                        if kind == .other, scanner.bytes(key, equal: "return") {
+                            kind = .answer
+                            try read(&scanner)
+                        } else if kind == .other, scanner.bytes(key, equal: "error") {
+                            kind = .error
+                            let start = scanner.index
+                            try scanner.skipValue(depth: 0)
+                            errorText = Array(bytes[start..<scanner.index])
+                        } else if scanner.bytes(key, equal: "event") {
+                            kind = .event
+                            try scanner.skipValue(depth: 0)
+                        } else {
+                            try scanner.skipValue(depth: 0)
+                        }
+                    }
+                    guard scanner.atEnd() else { throw scanner.error("trailing data") }
+                }
+            } catch {
+                throw Failure(description: "\(error)")
+            }
+            switch kind {
+            case .answer: return
+            case .event: continue
+            case .error:
+                let description = (try? JSONValue.parse(bytes: errorText))?["desc"]?.stringValue ?? "error"
+                throw Failure(description: "\(command): \(description)")
+            case .other:
+                throw Failure(description: "\(command): unexpected answer")
+            }
+        }
+        throw Failure(description: "\(command): events without end, no answer")
+    }
+
+    private enum Kind {
+        case other, answer, error, event
+    }
+
+    /// The `return` value of `command`'s answer, as a tree (for small answers).
+    func answerValue(to command: String) throws(Failure) -> JSONValue {
+        var value = JSONValue.null
+        try answer(to: command) { (scanner) throws(JSONValue.ParseError) in
+            let start = scanner.index
+            try scanner.skipValue(depth: 0)
+            value = try JSONValue.parse(bytes: Array(scanner.bytes[start..<scanner.index]))
+        }
+        return value
     }
 
     /// Runs `command` and returns its `return` value.
     func execute(_ command: String, arguments: JSONValue? = nil) throws(Failure) -> JSONValue {
-        var request: [(String, JSONValue)] = [("execute", .string(command))]
-        if let arguments { request.append(("arguments", arguments)) }
-        do throws(Errno) {
-            try socket.send(JSONValue.object(request).rendered() + "\n", deadline: deadline)
-        } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
-        }
-        // Events may come between answers; a monitor that sends nothing else is cut off.
-        for _ in 0..<Self.maxEventsPerAnswer {
-            let message = try nextMessage()
-            if message["event"] != nil { continue }
-            if let answer = message["return"] { return answer }
-            if let error = message["error"] {
-                throw Failure(description: "\(command): " + (error["desc"]?.stringValue ?? "error"))
-            }
-            throw Failure(description: "\(command): unexpected answer")
-        }
-        throw Failure(description: "\(command): events without end, no answer")
+        try send([Request(command: command, arguments: arguments)])
+        return try answerValue(to: command)
     }
 
     static let maxEventsPerAnswer = 1_000

@@ -1,5 +1,6 @@
 import Dispatch
 import KVMCore
+import Synchronization
 
 /// KVM's binary statistics of every QEMU guest with a QMP monitor on a unix socket
 /// (`query-stats`, QEMU ≥ 7.1): the counters debugfs holds, by the same names, readable also
@@ -55,6 +56,9 @@ public final class QMPSource: StatSource {
     private var guests: [Int: Guest] = [:]
     private var book = GuestStatBook()
     private var histogramBook = HistogramBook()
+    /// The statistics' kinds of the last schema read, shared by every guest whose schema is
+    /// the same (a host's QEMUs mostly are one version).
+    private var sharedKinds: [String: StatKind] = [:]
     private var wantedHistograms: Set<String> = []
     /// What each statistic is, from the guests' schemas.
     private var families: [String: MetricFamily] = [:]
@@ -101,7 +105,7 @@ public final class QMPSource: StatSource {
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
         var reading = book.reading(request, pid: pid, families: families)
-        reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid)
+        reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid, numbering: book.numbering)
         reading.warnings = warnings
         warnings.removeAll()
         return reading
@@ -122,9 +126,17 @@ public final class QMPSource: StatSource {
     static let maxValues = 16_384
     static let maxFamilies = 2 * GuestStatBook.maxStatistics
 
+    /// A vCPU's QOM path at most (QEMU's are under 40 bytes: `/machine/unattached/device[12]`).
+    static let maxPathLength = 256
+
     static func acceptable(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= maxNameLength
-            && name.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0)
+        var name = name
+        return name.withUTF8 { acceptable($0) }
+    }
+
+    static func acceptable(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        !name.isEmpty && name.count <= maxNameLength
+            && name.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0)
                 || (65...90).contains($0) || (97...122).contains($0) }
     }
 
@@ -152,8 +164,13 @@ public final class QMPSource: StatSource {
     }
 
     static func schema(_ session: QMPSession) throws(QMPSession.Failure) -> Schema {
+        schema(try session.execute("query-stats-schemas"))
+    }
+
+    /// What a `query-stats-schemas` answer says.
+    static func schema(_ answer: JSONValue) -> Schema {
         var schema = Schema()
-        for provider in try session.execute("query-stats-schemas").arrayValue ?? [] {
+        for provider in answer.arrayValue ?? [] {
             for stat in provider["stats"]?.arrayValue ?? [] {
                 guard let name = stat["name"]?.stringValue, acceptable(name) else { continue }
                 // No more descriptions than the book keeps statistics (a hostile schema of
@@ -176,7 +193,7 @@ public final class QMPSource: StatSource {
     /// alike as with tracepoints' children, and the parent of each wanted child.
     private func selectFields() {
         book.select(filter)
-        let histogramNames = histogramBook.names
+        let histogramNames = histogramBook.names(book.numbering)
         wantedHistograms = Set(filter.select(histogramNames, parentOf: FieldName.tracepointParent(of:))
             .map { histogramNames[$0] })
     }
@@ -185,42 +202,36 @@ public final class QMPSource: StatSource {
     struct Answer: Sendable {
         var schema: Schema?
         var vcpus: [String: Int]?
-        /// (statistic, the vCPU's QOM path or nil for the VM, value)
-        var values: [(String, String?, JSONValue)] = []
-        /// Whether values were left out (names too long or odd, too many).
-        var dropped = false
+        var statistics = StatsAnswer()
         var failure: String?
     }
 
-    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double) -> Answer {
+    /// Asks a guest's monitor, in one round trip: the capabilities, its schema when not known
+    /// yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its statistics, VM's and
+    /// vCPUs'. Names are looked up in `numbering` (a copy: this runs on a worker thread).
+    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double, numbering: StatisticNumbering) -> Answer {
         var answer = Answer()
         do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid)
-            if needsSchema { answer.schema = try schema(session) }
-            // vCPUs come and go (hotplug): their indexes are asked each time.
+            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid, negotiate: false)
+            var requests = [QMPSession.Request(command: "qmp_capabilities")]
+            if needsSchema { requests.append(QMPSession.Request(command: "query-stats-schemas")) }
+            requests.append(QMPSession.Request(command: "query-cpus-fast"))
+            for target in ["vm", "vcpu"] {
+                requests.append(QMPSession.Request(command: "query-stats", arguments: .object([("target", .string(target))])))
+            }
+            try session.send(requests)
+            _ = try session.answerValue(to: "qmp_capabilities")
+            if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
             var vcpus: [String: Int] = [:]
-            for cpu in try session.execute("query-cpus-fast").arrayValue ?? [] {
+            for cpu in try session.answerValue(to: "query-cpus-fast").arrayValue ?? [] {
                 if let path = cpu["qom-path"]?.stringValue, let index = cpu["cpu-index"]?.intValue {
                     vcpus[path] = index
                 }
             }
             answer.vcpus = vcpus
-            var statistics = Set<String>()
-            for target in ["vm", "vcpu"] {
-                let result = try session.execute("query-stats", arguments: .object([("target", .string(target))]))
-                for provider in result.arrayValue ?? [] where provider["provider"]?.stringValue == "kvm" {
-                    let path = provider["qom-path"]?.stringValue
-                    for stat in provider["stats"]?.arrayValue ?? [] {
-                        guard let name = stat["name"]?.stringValue, let value = stat["value"] else { continue }
-                        // What another user's process says is bounded: names, and values a guest.
-                        guard Self.acceptable(name), answer.values.count < Self.maxValues,
-                              statistics.contains(name) || statistics.count < GuestStatBook.maxStatistics else {
-                            answer.dropped = true
-                            continue
-                        }
-                        statistics.insert(name)
-                        answer.values.append((name, path, value))
-                    }
+            for _ in 0..<2 {
+                try session.answer(to: "query-stats") { (scanner) throws(JSONValue.ParseError) in
+                    try answer.statistics.read(&scanner, numbering: numbering)
                 }
             }
         } catch {
@@ -243,7 +254,7 @@ public final class QMPSource: StatSource {
         // Guests whose process has gone keep what they counted.
         for guestPid in guests.keys where !present.contains(guestPid) {
             guests[guestPid] = nil
-            histogramBook.forget(guestPid)
+            histogramBook.forget(guestPid, numbering: book.numbering)
         }
         book.keepOnly(present, watching: pid, proc: proc)
         // A guest that ran before kvmstat started counts from its first reading (or from zero
@@ -270,38 +281,44 @@ public final class QMPSource: StatSource {
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }.sorted(by: stalest)
         let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
-        let slots = ordered.map { _ in AnswerSlot() }
         let workers = min(ordered.count, 4)
         // Each monitor has a deadline of its own (one that stalls costs the others nothing);
-        // none is started once the sample's time is up.
+        // none is started once the sample's time is up. Each answer is taken as soon as it
+        // is read (one at a time: the books are this thread's and the workers' in turn), so
+        // no more than one answer a worker is held at once, however many guests there are.
         let sampleDeadline = Signals.monotonicNow() + Self.timeout
+        let numbering = book.numbering
+        let taking = Mutex(Set<Int>())
+        // The workers use this source only within `taking`'s lock, one at a time, while
+        // this thread waits for them.
+        nonisolated(unsafe) let source = self
         if workers > 0 {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 var i = worker
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    slots[i].answer = Self.ask(ordered[i], needsSchema: needsSchema[i], deadline: now + Self.monitorTimeout)
-                    slots[i].asked = true
+                    let answer = Self.ask(ordered[i], needsSchema: needsSchema[i], deadline: now + Self.monitorTimeout,
+                                          numbering: numbering)
+                    let monitor = ordered[i]
+                    taking.withLock { answered in
+                        source.guests[monitor.pid]?.lastAsked = sampleNumber
+                        if source.take(answer, for: monitor) { answered.insert(monitor.pid) }
+                    }
                     i += workers
                 }
             }
         }
-        var answered = Set<Int>()
-        for (monitor, slot) in zip(ordered, slots) where slot.asked {
-            guests[monitor.pid]?.lastAsked = sampleNumber
-            if take(slot.answer, for: monitor) { answered.insert(monitor.pid) }
-        }
         selectFields()
-        // Answers are parsed into short-lived trees (a guest's statistics, megabytes for a
-        // hostile monitor): what they took goes back to the system at once.
+        // What answers took goes back to the system at once (a hostile monitor's are up to a
+        // megabyte a line).
         HeapMemory.trim()
-        return answered
+        return taking.withLock { $0 }
     }
 
     /// Takes a guest's answer; false when it gave none.
     private func take(_ answer: Answer, for monitor: QEMUMonitor) -> Bool {
-        var guest = guests[monitor.pid]!
+        guard var guest = guests[monitor.pid] else { return false }
         defer { guests[monitor.pid] = guest }
         if let failure = answer.failure {
             // A guest that quit between discovery and query is gone, not silent: it departs
@@ -315,7 +332,8 @@ public final class QMPSource: StatSource {
             return false
         }
         guest.silentSince = nil
-        if answer.dropped && guest.trimmed == false {
+        let statistics = answer.statistics
+        if statistics.dropped && guest.trimmed == false {
             guest.trimmed = true
             warnings.append("qmp: guest \(monitor.label) reports "
                 + "statistics beyond kvmstat's bounds (names over \(Self.maxNameLength) bytes or not [A-Za-z0-9_-], "
@@ -327,38 +345,42 @@ public final class QMPSource: StatSource {
             for (name, family) in schema.families where families[name] != nil || families.count < Self.maxFamilies {
                 families[name] = family
             }
-            book.setKinds(schema.kinds, of: monitor.pid)
+            // Guests of one QEMU share one table of kinds (not one each).
+            if schema.kinds != sharedKinds { sharedKinds = schema.kinds }
+            book.setKinds(sharedKinds, of: monitor.pid)
             histogramBook.setShapes(schema.histograms, of: monitor.pid)
         }
         if let vcpus = answer.vcpus { guest.vcpus = vcpus }
-        var readings: [GuestReading] = []
-        for (name, path, json) in answer.values {
-            // A vCPU the index list does not name (it just came) is counted from the next sample.
-            if let path, guest.vcpus[path] == nil { continue }
-            let value: UInt64
-            switch json {
-            case .array(let buckets):
-                histogramBook.record(name, vcpu: path.map { guest.vcpus[$0]! }, buckets: buckets, of: monitor.pid)
-                continue
-            case .bool(let flag): value = flag ? 1 : 0
-            default:
-                guard let number = json.uint64Value else { continue }
-                value = number
-            }
-            readings.append(GuestReading(name: name, vcpu: path.map { guest.vcpus[$0]! }, value: value))
+        let kinds = book.kinds(of: monitor.pid)
+        // New names are numbered only when the guest's schema has them: a monitor's made-up
+        // names cannot fill the table others' statistics need.
+        let newNumbers: [Int32] = statistics.newNames.map { name in
+            kinds[name] != nil ? book.statisticNumber(name) ?? -1 : -1
         }
-        for name in book.record(readings, of: monitor.pid) {
+        // A vCPU the index list does not name (it just came) is counted from the next sample.
+        let blockVCPU: [Int32] = statistics.blocks.map { path in
+            guard let path else { return -1 }
+            guard let index = guest.vcpus[path] else { return -2 }
+            return (0..<StatisticNumbering.maxVCPUs).contains(index) ? Int32(index) : -2
+        }
+        var readings: [NumberedReading] = []
+        readings.reserveCapacity(statistics.values.count)
+        for value in statistics.values {
+            let vcpu = blockVCPU[Int(value.block)]
+            let statistic = value.statistic >= 0 ? value.statistic : newNumbers[Int(-1 - value.statistic)]
+            guard vcpu >= -1, statistic >= 0 else { continue }
+            if value.bucketsEnd >= 0 {
+                guard let field = book.fieldNumber(statistic, vcpu: vcpu) else { continue }
+                histogramBook.record(field, statistic: book.numbering.names[Int(statistic)],
+                                     buckets: statistics.buckets[Int(value.number)..<Int(value.bucketsEnd)], of: monitor.pid)
+                continue
+            }
+            readings.append(NumberedReading(statistic: statistic, vcpu: vcpu, value: value.number))
+        }
+        for name in book.record(numbered: readings, of: monitor.pid) {
             warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
         }
         return true
     }
 
-}
-
-/// One guest's answer from a worker thread; each slot is written by one worker only and read
-/// after all have finished.
-private final class AnswerSlot: @unchecked Sendable {
-    var answer = QMPSource.Answer()
-    /// False when the sample's time ran out before this monitor's turn (not its fault).
-    var asked = false
 }

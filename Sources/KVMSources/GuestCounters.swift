@@ -1,0 +1,145 @@
+import KVMCore
+
+/// A statistic of a guest, by number (`StatisticNumbering`), as its reader found it: a VM's
+/// value (`vcpu` -1) or one vCPU's.
+public struct NumberedReading: Sendable {
+    public var statistic: Int32
+    public var vcpu: Int32
+    public var value: UInt64
+
+    public init(statistic: Int32, vcpu: Int32, value: UInt64) {
+        self.statistic = statistic
+        self.vcpu = vcpu
+        self.value = value
+    }
+}
+
+/// One guest's tables in a `GuestStatBook`: per *slot* (a field it reported), the field's
+/// number, the last reading and what it counted since the baseline — flat arrays, a few bytes
+/// a value, changed in place every sample (no per-sample allocation, no hashing).
+///
+/// Readers report a guest's values in the same order every time (QEMU walks its statistics'
+/// descriptors, libvirt its typed parameters), so the slot of the value at position *i* is
+/// remembered (`positions`) and only checked; a value whose position changed is found by its
+/// field number (a map made only then).
+struct GuestCounters: Sendable {
+    var name: String
+    /// Whether a field's first reading is counted whole (see `CounterBook.Entry`).
+    var countsFromZero: Bool
+    var kinds: [String: StatKind]
+    /// `kinds` by statistic number (`Kind`), for every statistic numbered when last made.
+    private(set) var kindByStatistic: [Kind] = []
+
+    private(set) var slotField: [Int32] = []
+    private(set) var last: [UInt64] = []
+    private(set) var counted: [UInt64] = []
+    /// Whether the slot has a reading since its baseline (a reset forgets the others').
+    private(set) var read: [Bool] = []
+    private var positions: [Int32] = []
+
+    enum Kind: UInt8, Sendable {
+        case unknown, counter, level, histogram
+    }
+
+    init(name: String, countsFromZero: Bool, kinds: [String: StatKind] = [:]) {
+        self.name = name
+        self.countsFromZero = countsFromZero
+        self.kinds = kinds
+    }
+
+    var slotCount: Int { slotField.count }
+
+    /// The kinds of statistics numbered since they were last looked at; all again when
+    /// `kinds` changed.
+    mutating func learnKinds(_ numbering: StatisticNumbering, again: Bool = false) {
+        if again { kindByStatistic.removeAll(keepingCapacity: true) }
+        while kindByStatistic.count < numbering.statisticCount {
+            switch kinds[numbering.names[kindByStatistic.count]] {
+            case .counter: kindByStatistic.append(.counter)
+            case .level: kindByStatistic.append(.level)
+            case .histogram: kindByStatistic.append(.histogram)
+            case nil: kindByStatistic.append(.unknown)
+            }
+        }
+    }
+
+    func kind(ofField field: Int32, _ numbering: StatisticNumbering) -> Kind {
+        let statistic = Int(numbering.fieldStatistic[Int(field)])
+        return statistic < kindByStatistic.count ? kindByStatistic[statistic] : .unknown
+    }
+
+    /// What a reading did to its counter.
+    enum Step {
+        case kept, counted, wentBackwards
+    }
+
+    /// Takes `readings` (in the reader's order); `newSlot` is told of each field this guest
+    /// reports for the first time. Returns the fields of counters that went backwards (the kernel's
+    /// counter was reset: the new value is what it counted).
+    mutating func record(_ readings: [NumberedReading], numbering: inout StatisticNumbering,
+                         newSlot: (Int32) -> Void) -> [Int32] {
+        learnKinds(numbering)
+        if positions.count < readings.count {
+            positions.append(contentsOf: repeatElement(-1, count: readings.count - positions.count))
+        }
+        var slotOfField: [Int32: Int32]?
+        var wentBack: [Int32] = []
+        for (position, reading) in readings.enumerated() {
+            var slot = positions[position]
+            if slot >= 0 {
+                let field = Int(slotField[Int(slot)])
+                if numbering.fieldStatistic[field] != reading.statistic || numbering.fieldVCPU[field] != reading.vcpu { slot = -1 }
+            }
+            if slot < 0 {
+                // New here: numbered (within the bounds) if its kind is one kept.
+                guard Int(reading.statistic) < kindByStatistic.count,
+                      kindByStatistic[Int(reading.statistic)] == .counter || kindByStatistic[Int(reading.statistic)] == .level
+                else { continue }
+                guard let field = numbering.field(reading.statistic, vcpu: reading.vcpu) else { continue }
+                if slotOfField == nil {
+                    slotOfField = Dictionary(uniqueKeysWithValues: slotField.enumerated().map { ($1, Int32($0)) })
+                }
+                if let existing = slotOfField![field] {
+                    slot = existing
+                } else {
+                    slot = Int32(slotField.count)
+                    slotField.append(field)
+                    last.append(0)
+                    counted.append(0)
+                    read.append(false)
+                    slotOfField![field] = slot
+                    newSlot(field)
+                }
+                positions[position] = slot
+            }
+            let index = Int(slot)
+            switch kindByStatistic[Int(reading.statistic)] {
+            case .counter:
+                if !read[index] {
+                    read[index] = true
+                    counted[index] = countsFromZero ? reading.value : 0
+                } else if reading.value >= last[index] {
+                    counted[index] &+= reading.value - last[index]
+                } else {
+                    counted[index] &+= reading.value
+                    wentBack.append(slotField[index])
+                }
+                last[index] = reading.value
+            case .level:
+                read[index] = true
+                last[index] = reading.value
+            case .unknown, .histogram:
+                continue
+            }
+        }
+        return wentBack
+    }
+
+    /// New baselines: nothing counted so far counts any more, nothing counts from zero; the
+    /// last readings stay the baseline when `keepLast`, else the next ones are.
+    mutating func reset(keepLast: Bool) {
+        for index in counted.indices { counted[index] = 0 }
+        countsFromZero = false
+        if !keepLast { for index in read.indices { read[index] = false } }
+    }
+}
