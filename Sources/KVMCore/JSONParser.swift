@@ -59,11 +59,11 @@ extension JSONValue {
     struct Parser {
         let bytes: [UInt8]
         var index = 0
-        static let maxDepth = 64
+        static let maxDepth = JSONScanner.maxDepth
         /// Members of one object or array at most: a peer's million-element array is refused
         /// while it is parsed, not built (QEMU's largest, a big guest's statistics, hold
         /// thousands).
-        static let maxMembers = 65_536
+        static let maxMembers = JSONScanner.maxMembers
 
         init(_ bytes: [UInt8]) { self.bytes = bytes }
 

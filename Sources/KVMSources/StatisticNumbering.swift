@@ -1,3 +1,4 @@
+import Glibc
 import KVMCore
 
 /// The statistics guests report and their per-vCPU fields, each numbered once for all guests:
@@ -39,8 +40,17 @@ public struct StatisticNumbering: Sendable {
         while true {
             let number = table[place]
             if number < 0 { return nil }
-            if nameBytes[Int(number)].elementsEqual(name) { return number }
+            if self.name(number, is: name) { return number }
             place = (place + 1) & (table.count - 1)
+        }
+    }
+
+    /// Whether statistic `number`'s name is these bytes (a reader that expects it checks
+    /// so, without a lookup).
+    public func name(_ number: Int32, is name: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard number >= 0, Int(number) < nameBytes.count else { return false }
+        return nameBytes[Int(number)].withUnsafeBufferPointer { known in
+            known.count == name.count && (known.count == 0 || memcmp(known.baseAddress!, name.baseAddress!, known.count) == 0)
         }
     }
 

@@ -12,8 +12,8 @@ public final class UnixSocket {
     public let descriptor: FileDescriptor
     /// Received and not yet returned as a line.
     private var pending: [UInt8] = []
-    /// Where reads land (allocated at the first read).
-    private var chunk: [UInt8] = []
+    /// Where the bytes not yet taken as lines start in `pending`.
+    private var start = 0
 
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
 
@@ -101,13 +101,28 @@ public final class UnixSocket {
     /// deadline is checked before every read, not only when one would block: a peer that
     /// always has more to send cannot hold kvmstat past it.
     public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> [UInt8] {
-        // Only bytes not yet searched are searched (a long line arrives in many reads).
-        var searched = 0
+        // Only bytes not yet searched are searched (a long line arrives in many reads); lines
+        // taken leave `start` behind them (answers sent together arrive in one read: each
+        // taken without moving the rest).
+        var searched = start
         while true {
-            if let newline = pending[searched...].firstIndex(of: 0x0A) {
-                let line = Array(pending[..<newline])
-                pending.removeSubrange(...newline)
+            let found: Int? = pending.withUnsafeBufferPointer { bytes in
+                guard searched < bytes.count,
+                      let hit = memchr(bytes.baseAddress! + searched, 0x0A, bytes.count - searched) else { return nil }
+                return UnsafeRawPointer(hit) - UnsafeRawPointer(bytes.baseAddress!)
+            }
+            if let newline = found {
+                let line = Array(pending[start..<newline])
+                start = newline + 1
+                if start == pending.count {
+                    pending.removeAll(keepingCapacity: true)
+                    start = 0
+                }
                 return line
+            }
+            if start > 0 {
+                pending.removeSubrange(..<start)
+                start = 0
             }
             searched = pending.count
             guard pending.count <= limit, budget > 0 else { throw Errno(rawValue: EMSGSIZE) }
@@ -118,9 +133,10 @@ public final class UnixSocket {
             if pending.capacity - pending.count < room {
                 pending.reserveCapacity(min(max(pending.capacity * 2, pending.count + room), limit + 1))
             }
-            if chunk.isEmpty { chunk = [UInt8](repeating: 0, count: Self.readSize) }
-            let n = chunk.withUnsafeMutableBytes { raw in
-                recv(descriptor.rawValue, raw.baseAddress, room, 0)
+            let n = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: room) { chunk in
+                let n = recv(descriptor.rawValue, chunk.baseAddress, room, 0)
+                if n > 0 { pending.append(contentsOf: chunk[0..<n]) }
+                return n
             }
             if n == 0 { throw Errno(rawValue: ECONNRESET) }
             if n < 0 {
@@ -130,7 +146,6 @@ public final class UnixSocket {
                 }
                 throw Errno.current
             }
-            pending.append(contentsOf: chunk[0..<n])
             budget -= n
         }
     }

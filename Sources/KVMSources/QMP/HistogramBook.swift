@@ -75,23 +75,28 @@ struct HistogramBook {
         return sorted
     }
 
-    /// Sums over the guests in view of the statistics `wanted` names (parents and children).
+    /// Sums over the guests in view of the statistics `wanted` names (parents and children):
+    /// by field number first, keys and names looked at once a field, not once a guest.
     func totals(wanted: Set<String>, pid: Int, numbering: StatisticNumbering) -> [EventID: Histogram] {
         var results: [EventID: Histogram] = [:]
         guard !wanted.isEmpty else { return results }
-        func add(_ field: Int32, _ buckets: [UInt64], _ shape: Histogram) {
-            let key = numbering.keys[Int(field)]
-            if wanted.contains(key.name) { results[key, default: shape.emptied].add(buckets) }
-            if let parent = key.parent, wanted.contains(parent) { results[EventID(parent), default: shape.emptied].add(buckets) }
-        }
+        var byField: [Int32: Histogram] = [:]
         if pid == 0 {
-            for (field, histogram) in departed { add(field, histogram.buckets, histogram) }
+            for (field, histogram) in departed { byField[field, default: histogram.emptied].add(histogram.buckets) }
         }
         for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
+            guard let guestShapes = shapes[guestPid] else { continue }
             for (field, buckets) in histograms {
                 let key = numbering.keys[Int(field)]
-                guard let shape = shapes[guestPid]?[key.parent ?? key.name] else { continue }
-                add(field, buckets, shape)
+                guard let shape = guestShapes[key.parent ?? key.name] else { continue }
+                byField[field, default: shape.emptied].add(buckets)
+            }
+        }
+        for (field, histogram) in byField {
+            let key = numbering.keys[Int(field)]
+            if wanted.contains(key.name) { results[key, default: histogram.emptied].add(histogram.buckets) }
+            if let parent = key.parent, wanted.contains(parent) {
+                results[EventID(parent), default: histogram.emptied].add(histogram.buckets)
             }
         }
         return results

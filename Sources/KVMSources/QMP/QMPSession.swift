@@ -37,11 +37,20 @@ final class QMPSession {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         let greeting = try nextLine()
-        let parsed: JSONValue
-        do throws(JSONValue.ParseError) { parsed = try JSONValue.parse(bytes: greeting) } catch {
+        var greeted = false
+        do throws(JSONValue.ParseError) {
+            try greeting.withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
+                var scanner = JSONScanner(bytes)
+                try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
+                    if scanner.bytes(key, equal: "QMP") { greeted = true }
+                    try scanner.skipValue(depth: 0)
+                }
+                guard scanner.atEnd() else { throw scanner.error("trailing data") }
+            }
+        } catch {
             throw Failure(description: "\(error)")
         }
-        guard parsed["QMP"] != nil else { throw Failure(description: "not a QMP monitor (no greeting)") }
+        guard greeted else { throw Failure(description: "not a QMP monitor (no greeting)") }
         if negotiate { _ = try execute("qmp_capabilities") }
     }
 
@@ -51,14 +60,22 @@ final class QMPSession {
         }
     }
 
-    /// Sends `requests` in one write.
-    func send(_ requests: [Request]) throws(Failure) {
+    /// Requests as QMP reads them, a line each (for `send(text:)`: made once, sent often).
+    static func text(_ requests: [Request]) -> String {
         var text = ""
         for request in requests {
             var members: [(String, JSONValue)] = [("execute", .string(request.command))]
             if let arguments = request.arguments { members.append(("arguments", arguments)) }
             text += JSONValue.object(members).rendered() + "\n"
         }
+        return text
+    }
+
+    /// Sends `requests` in one write.
+    func send(_ requests: [Request]) throws(Failure) { try send(text: Self.text(requests)) }
+
+    /// Sends requests made by `text(_:)` in one write.
+    func send(text: String) throws(Failure) {
         do throws(Errno) { try socket.send(text, deadline: deadline) } catch {
             throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
         }

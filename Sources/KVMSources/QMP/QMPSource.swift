@@ -44,6 +44,8 @@ public final class QMPSource: StatSource {
         var trimmed = false
         /// The sample it was last asked at (0: never).
         var lastAsked = 0
+        /// Its last answer's statistics by position (`StatsAnswer.expectation`).
+        var expected: [Int32] = []
     }
 
     private let proc: String
@@ -209,24 +211,17 @@ public final class QMPSource: StatSource {
     /// Asks a guest's monitor, in one round trip: the capabilities, its schema when not known
     /// yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its statistics, VM's and
     /// vCPUs'. Names are looked up in `numbering` (a copy: this runs on a worker thread).
-    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double, numbering: StatisticNumbering) -> Answer {
-        var answer = Answer()
+    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double, numbering: StatisticNumbering,
+                    expecting expected: [Int32]) -> Answer {
+        var answer = Answer(statistics: StatsAnswer(expecting: expected))
         do throws(QMPSession.Failure) {
             let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid, negotiate: false)
-            var requests = [QMPSession.Request(command: "qmp_capabilities")]
-            if needsSchema { requests.append(QMPSession.Request(command: "query-stats-schemas")) }
-            requests.append(QMPSession.Request(command: "query-cpus-fast"))
-            for target in ["vm", "vcpu"] {
-                requests.append(QMPSession.Request(command: "query-stats", arguments: .object([("target", .string(target))])))
-            }
-            try session.send(requests)
+            try session.send(text: needsSchema ? questionsWithSchema : questions)
             _ = try session.answerValue(to: "qmp_capabilities")
             if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
             var vcpus: [String: Int] = [:]
-            for cpu in try session.answerValue(to: "query-cpus-fast").arrayValue ?? [] {
-                if let path = cpu["qom-path"]?.stringValue, let index = cpu["cpu-index"]?.intValue {
-                    vcpus[path] = index
-                }
+            try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
+                try readVCPUs(&scanner, into: &vcpus)
             }
             answer.vcpus = vcpus
             for _ in 0..<2 {
@@ -238,6 +233,39 @@ public final class QMPSource: StatSource {
             answer.failure = error.description
         }
         return answer
+    }
+
+    /// A sample's questions, made once: `qmp_capabilities`, (`query-stats-schemas`,)
+    /// `query-cpus-fast`, `query-stats` of the VM and of the vCPUs.
+    static let questions = QMPSession.text(requests(schema: false))
+    static let questionsWithSchema = QMPSession.text(requests(schema: true))
+
+    private static func requests(schema: Bool) -> [QMPSession.Request] {
+        [QMPSession.Request(command: "qmp_capabilities")]
+            + (schema ? [QMPSession.Request(command: "query-stats-schemas")] : [])
+            + [QMPSession.Request(command: "query-cpus-fast")]
+            + ["vm", "vcpu"].map { QMPSession.Request(command: "query-stats", arguments: .object([("target", .string($0))])) }
+    }
+
+    /// `query-cpus-fast`'s answer: each vCPU's QOM path and index (paths of QEMU's length,
+    /// indexes in KVM's range, as many as KVM allows).
+    static func readVCPUs(_ scanner: inout JSONScanner, into vcpus: inout [String: Int]) throws(JSONValue.ParseError) {
+        try scanner.elements(depth: 1) { (scanner) throws(JSONValue.ParseError) in
+            var path: String?
+            var index: UInt64?
+            try scanner.members(depth: 2) { (scanner, key) throws(JSONValue.ParseError) in
+                if scanner.bytes(key, equal: "qom-path"), scanner.peek() == UInt8(ascii: "\"") {
+                    path = try scanner.decodedString()
+                } else if scanner.bytes(key, equal: "cpu-index"), let byte = scanner.peek(), (0x30...0x39).contains(byte) {
+                    index = try scanner.unsignedNumber()
+                } else {
+                    try scanner.skipValue(depth: 2)
+                }
+            }
+            guard let path, path.utf8.count <= maxPathLength, let index, index < StatisticNumbering.maxVCPUs,
+                  vcpus.count < StatisticNumbering.maxVCPUs else { return }
+            vcpus[path] = Int(index)
+        }
     }
 
     /// Reads the guests in view; returns the pids that answered.
@@ -281,6 +309,7 @@ public final class QMPSource: StatSource {
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }.sorted(by: stalest)
         let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
+        let expected = ordered.map { guests[$0.pid]!.expected }
         let workers = min(ordered.count, 4)
         // Each monitor has a deadline of its own (one that stalls costs the others nothing);
         // none is started once the sample's time is up. Each answer is taken as soon as it
@@ -299,7 +328,7 @@ public final class QMPSource: StatSource {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
                     let answer = Self.ask(ordered[i], needsSchema: needsSchema[i], deadline: now + Self.monitorTimeout,
-                                          numbering: numbering)
+                                          numbering: numbering, expecting: expected[i])
                     let monitor = ordered[i]
                     taking.withLock { answered in
                         source.guests[monitor.pid]?.lastAsked = sampleNumber
@@ -333,6 +362,7 @@ public final class QMPSource: StatSource {
         }
         guest.silentSince = nil
         let statistics = answer.statistics
+        guest.expected = statistics.expectation
         if statistics.dropped && guest.trimmed == false {
             guest.trimmed = true
             warnings.append("qmp: guest \(monitor.label) reports "

@@ -29,6 +29,15 @@ struct StatsAnswer: Sendable {
     var dropped = false
 
     private var newNumbers: [String: Int32] = [:]
+    /// The statistics of this guest's last answer, by position: QEMU gives them in the same
+    /// order every time, so a name is checked against the one expected there before it is
+    /// looked up.
+    private let expected: [Int32]
+
+    init(expecting expected: [Int32] = []) { self.expected = expected }
+
+    /// What this answer's statistics lead the next one to expect (new names not yet: -1).
+    var expectation: [Int32] { values.map { max($0.statistic, -1) } }
 
     /// Reads one `query-stats` return value: an array of providers' blocks, each with its
     /// `provider`, `qom-path` (vCPUs) and `stats` (`name`, `value`) in any order.
@@ -64,9 +73,59 @@ struct StatsAnswer: Sendable {
         }
     }
 
-    /// One `{"name": ..., "value": ...}` of a block.
+    /// One `{"name": ..., "value": ...}` of a block: QEMU's own layout read straight, any
+    /// other (members in another order, blanks, escapes) the general way.
     private mutating func readStatistic(_ scanner: inout JSONScanner, block: Int32,
                                         numbering: StatisticNumbering) throws(JSONValue.ParseError) {
+        _ = scanner.peek()
+        let mark = scanner.index
+        if scanner.match("{\"name\": \""), let name = scanner.plainStringRest(), scanner.match(", \"value\": ") {
+            var number: UInt64?
+            var valid = true
+            var histogram: Range<Int>?
+            switch scanner.peek() {
+            case UInt8(ascii: "t"), UInt8(ascii: "f"): number = try scanner.boolean().map { $0 ? 1 : 0 }
+            case UInt8(ascii: "["):
+                histogram = try quickBuckets(&scanner)
+                valid = histogram != nil
+                number = 0
+            case .some(let byte) where byte == UInt8(ascii: "-") || (0x30...0x39).contains(byte):
+                number = try scanner.unsignedNumber()
+                valid = number != nil
+            default: valid = false
+            }
+            if valid, scanner.match("}") {
+                take(name, number: number!, histogram: histogram, scanner, block: block, numbering: numbering)
+                return
+            }
+            if let histogram { buckets.removeSubrange(histogram.lowerBound...) }
+            scanner.rewind(to: mark)
+        } else {
+            scanner.rewind(to: mark)
+        }
+        try readAnyStatistic(&scanner, block: block, numbering: numbering)
+    }
+
+    /// A histogram's buckets as QEMU writes them (`[0, 12, 3]`), appended to `buckets`; nil,
+    /// none kept, for any other layout (the general way reads it, or says why not).
+    private mutating func quickBuckets(_ scanner: inout JSONScanner) throws(JSONValue.ParseError) -> Range<Int>? {
+        let start = buckets.count
+        guard scanner.match("[") else { return nil }
+        if scanner.match("]") { return start..<start }
+        while buckets.count - start < HistogramBook.maxBuckets {
+            guard let byte = scanner.peek(), (0x30...0x39).contains(byte),
+                  let bucket = try scanner.unsignedNumber() else { break }
+            buckets.append(bucket)
+            if scanner.match("]") { return start..<buckets.count }
+            guard scanner.match(", ") else { break }
+        }
+        buckets.removeSubrange(start...)
+        return nil
+    }
+
+    /// One statistic's object, its members in any order.
+    private mutating func readAnyStatistic(_ scanner: inout JSONScanner, block: Int32,
+                                           numbering: StatisticNumbering) throws(JSONValue.ParseError) {
         var name: Range<Int>?
         var nameEscaped = false
         var number: UInt64?
@@ -109,24 +168,38 @@ struct StatsAnswer: Sendable {
             buckets.removeSubrange(firstBucket...)
             return
         }
-        guard !nameEscaped, values.count < QMPSource.maxValues,
+        guard !nameEscaped else {
+            dropped = true
+            buckets.removeSubrange(firstBucket...)
+            return
+        }
+        take(name, number: number ?? 0, histogram: histogram, scanner, block: block, numbering: numbering)
+    }
+
+    /// Keeps a statistic's value (or histogram: its buckets already in `buckets`), when its
+    /// name is one kvmstat takes and there is room.
+    private mutating func take(_ name: Range<Int>, number: UInt64, histogram: Range<Int>?, _ scanner: JSONScanner,
+                               block: Int32, numbering: StatisticNumbering) {
+        guard values.count < QMPSource.maxValues,
               let statistic = statisticNumber(UnsafeBufferPointer(rebasing: scanner.bytes[name]), numbering)
         else {
             dropped = true
-            buckets.removeSubrange(firstBucket...)
+            if let histogram { buckets.removeSubrange(histogram.lowerBound...) }
             return
         }
         if let histogram {
             values.append(Value(statistic: statistic, block: block, number: UInt64(histogram.lowerBound),
                                 bucketsEnd: Int32(histogram.upperBound)))
         } else {
-            values.append(Value(statistic: statistic, block: block, number: number!, bucketsEnd: -1))
+            values.append(Value(statistic: statistic, block: block, number: number, bucketsEnd: -1))
         }
     }
 
     /// A name's number: the book's, or one of this answer's new names; nil for a name
     /// kvmstat does not take (odd, or one too many).
     private mutating func statisticNumber(_ name: UnsafeBufferPointer<UInt8>, _ numbering: StatisticNumbering) -> Int32? {
+        let position = values.count
+        if position < expected.count, numbering.name(expected[position], is: name) { return expected[position] }
         if let known = numbering.number(ofBytes: name) { return known }
         guard QMPSource.acceptable(name) else { return nil }
         let text = String(decoding: name, as: UTF8.self)

@@ -1,0 +1,88 @@
+import KVMCore
+@testable import KVMSources
+import Testing
+
+/// The qmp source reads `query-stats` answers where they lie: QEMU's own layout quickly, any
+/// other layout JSON allows the same, and what another user's monitor may send bounded.
+struct StatsAnswerTests {
+    static func read(_ text: String, numbering: StatisticNumbering = StatisticNumbering(),
+                     expecting: [Int32] = []) throws -> StatsAnswer {
+        var answer = StatsAnswer(expecting: expecting)
+        try Array(text.utf8).withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
+            var scanner = JSONScanner(bytes)
+            try answer.read(&scanner, numbering: numbering)
+            guard scanner.atEnd() else { throw scanner.error("trailing data") }
+        }
+        return answer
+    }
+
+    /// (name, block's path, value or buckets) of every value kept.
+    static func values(_ answer: StatsAnswer, _ numbering: StatisticNumbering) -> [String] {
+        answer.values.map { value in
+            let name = value.statistic >= 0 ? numbering.names[Int(value.statistic)] : answer.newNames[Int(-1 - value.statistic)]
+            let shown = value.bucketsEnd >= 0 ? "\(Array(answer.buckets[Int(value.number)..<Int(value.bucketsEnd)]))" : "\(value.number)"
+            return "\(name)@\(answer.blocks[Int(value.block)] ?? "vm")=\(shown)"
+        }
+    }
+
+    static let qemu = #"""
+        [{"provider": "kvm", "stats": [{"name": "remote_tlb_flush", "value": 5}, {"name": "guest_mode", "value": true}]}, {"provider": "kvm", "qom-path": "/machine/unattached/device[0]", "stats": [{"name": "exits", "value": 18446744073709551615}, {"name": "halt_wait_hist", "value": [0, 12, 3]}, {"name": "halt_exits", "value": 0}]}]
+        """#
+
+    static let expected = ["remote_tlb_flush@vm=5", "guest_mode@vm=1", "exits@/machine/unattached/device[0]=18446744073709551615",
+                           "halt_wait_hist@/machine/unattached/device[0]=[0, 12, 3]", "halt_exits@/machine/unattached/device[0]=0"]
+
+    @Test func qemusLayoutAndAnyOtherReadAlike() throws {
+        var numbering = StatisticNumbering()
+        _ = numbering.numbering("exits")
+        let quick = try Self.read(Self.qemu, numbering: numbering)
+        #expect(Self.values(quick, numbering) == Self.expected)
+        #expect(quick.newNames == ["remote_tlb_flush", "guest_mode", "halt_wait_hist", "halt_exits"])
+        #expect(!quick.dropped)
+        // Members in other orders, blanks, an escaped path, another provider's block, values
+        // kvmstat does not count (negative, fractional, null, a histogram with a string).
+        let other = #"""
+            [ {"stats": [{"value": 5, "name": "remote_tlb_flush"}, {"name":"guest_mode","value":true}], "provider": "kvm"},
+              {"provider": "other", "stats": [{"name": "exits", "value": 7}]},
+              {"qom-path": "\/machine\/unattached\/device[0]", "provider": "kvm", "stats": [
+                 {"name": "exits", "value": 18446744073709551615}, {"name": "odd1", "value": -1}, {"name": "odd2", "value": 1.5},
+                 {"name": "odd3", "value": null}, {"name": "odd4", "value": [1, "x"]}, {"name": "odd5", "value": 18446744073709551616},
+                 {"value": [0,12,3], "name": "halt_wait_hist"}, { "name" : "halt_exits" , "value" : 0 } ]} ]
+            """#
+        let slow = try Self.read(other, numbering: numbering)
+        #expect(Self.values(slow, numbering) == Self.expected)
+        #expect(!slow.dropped)
+    }
+
+    @Test func expectedNamesAreCheckedNotTrusted() throws {
+        var numbering = StatisticNumbering()
+        for name in ["remote_tlb_flush", "guest_mode", "exits", "halt_wait_hist", "halt_exits"] { _ = numbering.numbering(name) }
+        let first = try Self.read(Self.qemu, numbering: numbering)
+        #expect(first.expectation == [0, 1, 2, 3, 4])
+        // Expecting the wrong names at each place: each is still found by its own.
+        let shuffled = try Self.read(Self.qemu, numbering: numbering, expecting: [4, 3, 2, 1, 0])
+        #expect(Self.values(shuffled, numbering) == Self.expected)
+        #expect(shuffled.expectation == [0, 1, 2, 3, 4])
+    }
+
+    @Test func whatAMonitorSendsIsBounded() throws {
+        let long = String(repeating: "a", count: QMPSource.maxNameLength + 1)
+        let answer = try Self.read(#"[{"provider": "kvm", "stats": [{"name": "\#(long)", "value": 1}, {"name": "a b", "value": 2}, {"name": "ex\u0069ts", "value": 3}, {"name": "ok", "value": [\#(Array(repeating: "1", count: HistogramBook.maxBuckets + 1).joined(separator: ", "))]}, {"name": "fine", "value": 4}]}]"#)
+        #expect(Self.values(answer, StatisticNumbering()) == ["fine@vm=4"])
+        #expect(answer.dropped)
+        // New names beyond the table's room are dropped, not kept.
+        var numbering = StatisticNumbering()
+        for index in 0..<(StatisticNumbering.maxStatistics - 1) { _ = numbering.numbering("s\(index)") }
+        let full = try Self.read(#"[{"provider": "kvm", "stats": [{"name": "new1", "value": 1}, {"name": "new2", "value": 2}, {"name": "s0", "value": 3}]}]"#,
+                                 numbering: numbering)
+        #expect(Self.values(full, numbering) == ["new1@vm=1", "s0@vm=3"])
+        #expect(full.dropped)
+    }
+
+    @Test func malformedAnswersAreErrors() {
+        for text in [#"[{"provider": "kvm", "stats": [{"name": "exits", "value": 1]}]"#, #"[{"provider": "kvm""#,
+                     #"[{"provider": "kvm", "stats": [{"name": "exits", "value": 01}]}]"#, "{}", "[1]"] {
+            #expect(throws: JSONValue.ParseError.self, "\(text)") { try Self.read(text) }
+        }
+    }
+}
