@@ -14,6 +14,9 @@ public protocol Format: Sendable {
     /// Batch mode's whole output for one sample (every key, sorted), and the endpoint's
     /// document.
     func batch(_ sample: Sample) -> String
+    /// `batch` as UTF-8 bytes, for the endpoint (a format that writes bytes makes them
+    /// without going through a String: a big host's exposition is megabytes).
+    func batchBytes(_ sample: Sample) -> [UInt8]
     /// Whether the banner is repeated every 20 records in a log file (upstream repeats the
     /// text banner everywhere, the CSV header only on a terminal or pipe).
     var repeatsBannerInFile: Bool { get }
@@ -40,6 +43,7 @@ extension Format {
     public var replacesFile: Bool { false }
     public var labelsGuests: Bool { false }
     public var mediaTypes: [MediaType] { [] }
+    public func batchBytes(_ sample: Sample) -> [UInt8] { Array(batch(sample).utf8) }
 }
 
 /// A media type a format serves on the endpoint (`text/plain; version=0.0.4`), and how much

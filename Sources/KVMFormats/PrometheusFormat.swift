@@ -73,18 +73,34 @@ public struct PrometheusFormat: Format {
     }
 
     public func exposition(_ sample: Sample, keys: [EventID]) -> String {
+        String(decoding: expositionBytes(sample, keys: keys), as: UTF8.self)
+    }
+
+    public func batchBytes(_ sample: Sample) -> [UInt8] { expositionBytes(sample, keys: sample.sortedKeys) }
+
+    func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
         var writer = PrometheusWriter(format: self, sample: sample)
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
         writer.add(keys.lazy.filter { !$0.isGuestTotal }, perGuest: false)
         // Guests' series by guest (pids in order), each guest's in key order: sorting a
-        // guest's few keys, not a big host's hundreds of thousands at once.
-        var byGuest: [Int: [EventID]] = [:]
-        for key in sample.guestValues.keys { byGuest[key.guest ?? 0, default: []].append(key) }
-        for guest in byGuest.keys.sorted() { writer.add(byGuest[guest]!.sorted(), perGuest: true) }
-        var out = histogramFamilies(sample)
-        out += writer.finish()
-        if openMetrics { out += "# EOF\n" }
+        // guest's few keys, not a big host's hundreds of thousands at once (each guest's
+        // list made at its size, not grown).
+        var counts: [Int: Int] = [:]
+        for key in sample.guestValues.keys { counts[key.guest ?? 0, default: 0] += 1 }
+        var byGuest: [Int: [EventID]] = counts.mapValues { count in
+            var keys: [EventID] = []
+            keys.reserveCapacity(count)
+            return keys
+        }
+        for key in sample.guestValues.keys { byGuest[key.guest ?? 0]!.append(key) }
+        for guest in counts.keys.sorted() {
+            let keys = byGuest.removeValue(forKey: guest)!.sorted()
+            writer.add(keys, perGuest: true)
+        }
+        var out = Array(histogramFamilies(sample).utf8)
+        writer.finish(into: &out)
+        if openMetrics { out.append(contentsOf: "# EOF\n".utf8) }
         return out
     }
 

@@ -236,17 +236,16 @@ struct PrometheusWriter {
         }
     }
 
-    /// The families, by name, each with HELP and TYPE before its series.
-    func finish() -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(families.values.reduce(0) { $0 + $1.lines.count + 200 })
+    /// The families, by name, each with HELP and TYPE before its series, appended to `out`;
+    /// each family's lines are let go once copied (the exposition is not held twice over).
+    mutating func finish(into out: inout [UInt8]) {
+        out.reserveCapacity(out.count + families.values.reduce(0) { $0 + $1.lines.count + 200 })
         for name in families.keys.sorted() {
-            let family = families[name]!
+            let family = families.removeValue(forKey: name)!
             let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
             out.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
             out.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
             out.append(contentsOf: family.lines)
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -68,9 +68,11 @@ public struct GuestStatBook: Sendable {
 
     /// What a read of the guests in view (all with `pid` 0) gives: the wanted statistics'
     /// totals (or rows by guest), each guest's values when asked, and the guests' names.
-    public func reading(_ request: ReadRequest, pid: Int, families: [String: MetricFamily]) -> Reading {
+    /// Guests' values are keyed as `origin` (the source's name) reports them, so that the
+    /// sample takes them as they are (a big host's are hundreds of thousands).
+    public func reading(_ request: ReadRequest, pid: Int, families: [String: MetricFamily], origin: String) -> Reading {
         var reading = Reading(families: families, values: totals(byGuest: request.byGuest, pid: pid))
-        if request.perGuest { reading.guestValues = guestEvents(pid: pid) }
+        if request.perGuest { reading.guestValues = guestEvents(pid: pid, origin: origin) }
         var names: [Int: String] = [:]
         for (guestPid, guest) in guests where pid == 0 || guestPid == pid { names[guestPid] = guest.name }
         reading.guestNames = names
@@ -178,10 +180,12 @@ public struct GuestStatBook: Sendable {
     }
 
     /// Each guest's values of the wanted statistics, keyed by guest.
-    private func guestEvents(pid: Int) -> [EventID: UInt64] {
+    private func guestEvents(pid: Int, origin: String) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
         results.reserveCapacity(guests.values.reduce(0) { $0 + $1.slotCount })
-        values(pid: pid) { guestPid, field, _, _, amount in results[numbering.keys[Int(field)].of(guest: guestPid)] = amount }
+        values(pid: pid) { guestPid, field, _, _, amount in
+            results[numbering.keys[Int(field)].of(guest: guestPid, from: origin)] = amount
+        }
         return results
     }
 

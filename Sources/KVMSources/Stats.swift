@@ -97,7 +97,14 @@ public final class Stats {
                 values[qualified] = EventStat(value: newValue, previous: values[qualified]?.value ?? 0)
             }
             reported += reading.values.count
-            for (key, value) in reading.guestValues { guestValues[key.from(origin)] = value }
+            // Taken as they are when the source keyed them as its own (no copy of a big
+            // host's hundreds of thousands), else keyed here.
+            if guestValues.isEmpty, reading.guestValues.keys.allSatisfy({ $0.source == origin }) {
+                guestValues = reading.guestValues
+            } else {
+                guestValues.reserveCapacity(guestValues.count + reading.guestValues.count)
+                for (key, value) in reading.guestValues { guestValues[key.source == origin ? key : key.from(origin)] = value }
+            }
             for (key, histogram) in reading.histograms { histograms[key.from(origin)] = histogram }
             if !reading.guestNames.isEmpty { guestNames.merge(reading.guestNames) { first, _ in first } }
             if !reading.warnings.isEmpty { warnings += reading.warnings }

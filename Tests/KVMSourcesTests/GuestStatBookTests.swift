@@ -16,7 +16,7 @@ struct GuestStatBookTests {
     static func totals(_ book: inout GuestStatBook, byGuest: Bool = false, pid: Int = 0) -> [String: UInt64] {
         book.select(nil)
         var result: [String: UInt64] = [:]
-        for (key, value) in book.reading(ReadRequest(byGuest: byGuest), pid: pid, families: [:]).values {
+        for (key, value) in book.reading(ReadRequest(byGuest: byGuest), pid: pid, families: [:], origin: "test").values {
             result[key.isGuestTotal ? "guest \(key.guest!)" : key.name] = value
         }
         return result

@@ -123,7 +123,7 @@ public final class LibvirtSource: StatSource {
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        var reading = book.reading(request, pid: pid, families: families)
+        var reading = book.reading(request, pid: pid, families: families, origin: name)
         reading.warnings = warnings
         warnings.removeAll()
         return reading

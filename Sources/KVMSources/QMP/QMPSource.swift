@@ -106,7 +106,7 @@ public final class QMPSource: StatSource {
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
-        var reading = book.reading(request, pid: pid, families: families)
+        var reading = book.reading(request, pid: pid, families: families, origin: name)
         reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid, numbering: book.numbering)
         reading.warnings = warnings
         warnings.removeAll()

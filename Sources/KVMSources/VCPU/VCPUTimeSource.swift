@@ -80,7 +80,7 @@ public final class VCPUTimeSource: StatSource {
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
         poll()
         book.select(filter)
-        var reading = book.reading(request, pid: pid, families: families)
+        var reading = book.reading(request, pid: pid, families: families, origin: name)
         reading.warnings = warnings
         warnings.removeAll()
         return reading

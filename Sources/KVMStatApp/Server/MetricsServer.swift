@@ -75,8 +75,15 @@ final class MetricsServer: @unchecked Sendable {
     func publish(_ sample: Sample) {
         let wanted = asked.withLock { $0 }
         var published = Published(generation: (latest.withLock { $0?.generation } ?? 0) &+ 1, sample: sample)
-        for rendering in wanted {
-            if let made = make(rendering, of: sample) { published.made[rendering] = made }
+        // Plain renderings first; a gzipped one compresses its plain twin's bytes when that
+        // was made too (a format rendered once a sample, however it is asked for).
+        for rendering in wanted.sorted(by: { !$0.gzip && $1.gzip }) {
+            let plain = Rendering(format: rendering.format, gzip: false)
+            if rendering.gzip, let made = published.made[plain], !made.gzipped {
+                published.made[rendering] = Gzip.compress(made.bytes).map { ($0, true) } ?? made
+            } else if let made = make(rendering, of: sample) {
+                published.made[rendering] = made
+            }
         }
         latest.withLock { $0 = published }
     }
@@ -85,7 +92,7 @@ final class MetricsServer: @unchecked Sendable {
     /// failed); nil for a format not registered.
     private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
-        let bytes = Array(format.batch(sample).utf8)
+        let bytes = format.batchBytes(sample)
         guard rendering.gzip, let compressed = Gzip.compress(bytes) else { return (bytes, false) }
         return (compressed, true)
     }
