@@ -48,6 +48,7 @@ struct JSONScannerTests {
         #expect(number("99999999999999999999") == .some(nil))
         #expect(number("123456789012345678901") == .some(nil), "21 digits")
         #expect(number("-1") == .some(nil) && number("1.5") == .some(nil) && number("1e3") == .some(nil))
+        #expect(number("-0") == .some(0), "-0 is 0, as the tree parser reads it")
         #expect(number("x") == .none && number("-") == .none && number("") == .none)
     }
 

@@ -79,6 +79,48 @@ struct StatsAnswerTests {
         #expect(full.dropped)
     }
 
+    /// Random damage to QEMU's layout: whatever the answer reader takes, the tree parser
+    /// takes too, and the values kept are the tree's (the quick reader never reads otherwise).
+    @Test func damagedAnswersReadAsTheTreeReadsThem() throws {
+        let original = Array(Self.qemu.utf8)
+        var seed: UInt64 = 0x2545_F491_4F6C_DD1D
+        func next() -> Int {
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(truncatingIfNeeded: seed >> 33)
+        }
+        let alphabet = Array("{}[]\",: -0123456789.eE\\tfnu".utf8)
+        var compared = 0
+        for _ in 0..<4_000 {
+            var text = original
+            let at = next() % text.count
+            switch next() % 3 {
+            case 0: text[at] = alphabet[next() % alphabet.count]
+            case 1: text.remove(at: at)
+            default: text.insert(alphabet[next() % alphabet.count], at: at)
+            }
+            guard let answer = try? Self.read(String(decoding: text, as: UTF8.self)) else { continue }
+            let tree = try #require(try? JSONValue.parse(bytes: text), "\(String(decoding: text, as: UTF8.self))")
+            // What the tree holds, kept by the rules the reader has.
+            var expected: [String] = []
+            for block in tree.arrayValue ?? [] where block["provider"]?.stringValue == "kvm" {
+                let path = block["qom-path"]?.stringValue ?? "vm"
+                for stat in block["stats"]?.arrayValue ?? [] {
+                    guard let name = stat["name"]?.stringValue, QMPSource.acceptable(name), let value = stat["value"] else { continue }
+                    switch value {
+                    case .bool(let flag): expected.append("\(name)@\(path)=\(flag ? 1 : 0)")
+                    case .array(let items):
+                        let counts = items.compactMap(\.uint64Value)
+                        if counts.count == items.count { expected.append("\(name)@\(path)=\(counts)") }
+                    default: if let number = value.uint64Value { expected.append("\(name)@\(path)=\(number)") }
+                    }
+                }
+            }
+            #expect(Self.values(answer, StatisticNumbering()) == expected, "\(String(decoding: text, as: UTF8.self))")
+            compared += 1
+        }
+        #expect(compared > 500, "enough damaged answers were still answers")
+    }
+
     @Test func malformedAnswersAreErrors() {
         for text in [#"[{"provider": "kvm", "stats": [{"name": "exits", "value": 1]}]"#, #"[{"provider": "kvm""#,
                      #"[{"provider": "kvm", "stats": [{"name": "exits", "value": 01}]}]"#, "{}", "[1]"] {

@@ -23,10 +23,11 @@ final class QMPSession {
 
     /// Connects to the monitor at `path`, only when process `server` (whose command line
     /// named it) is the one serving the socket (SO_PEERCRED): a command line can name any
-    /// socket, another user's process one of root's real monitors. With `negotiate`, leaves
-    /// the greeting's capabilities negotiation done; else the caller sends
-    /// `qmp_capabilities` first among its requests.
-    init(path: String, deadline: Double, server: Int, negotiate: Bool = true) throws(Failure) {
+    /// socket, another user's process one of root's real monitors. `questions` (made by
+    /// `text(_:)`, `qmp_capabilities` first) are sent at once, before the greeting is read:
+    /// the monitor reads them after greeting, and the greeting costs no round trip of its
+    /// own. Without, the capabilities are negotiated here.
+    init(path: String, deadline: Double, server: Int, questions: String? = nil) throws(Failure) {
         self.deadline = deadline
         do throws(Errno) {
             socket = try UnixSocket(path: path, deadline: deadline)
@@ -36,6 +37,7 @@ final class QMPSession {
         if let peer = socket.peerProcess(), Int(peer) != server {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
+        if let questions { try send(text: questions) }
         let greeting = try nextLine()
         var greeted = false
         do throws(JSONValue.ParseError) {
@@ -51,7 +53,7 @@ final class QMPSession {
             throw Failure(description: "\(error)")
         }
         guard greeted else { throw Failure(description: "not a QMP monitor (no greeting)") }
-        if negotiate { _ = try execute("qmp_capabilities") }
+        if questions == nil { _ = try execute("qmp_capabilities") }
     }
 
     private func nextLine() throws(Failure) -> [UInt8] {

@@ -215,8 +215,8 @@ public final class QMPSource: StatSource {
                     expecting expected: [Int32]) -> Answer {
         var answer = Answer(statistics: StatsAnswer(expecting: expected))
         do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid, negotiate: false)
-            try session.send(text: needsSchema ? questionsWithSchema : questions)
+            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid,
+                                         questions: needsSchema ? questionsWithSchema : questions)
             _ = try session.answerValue(to: "qmp_capabilities")
             if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
             var vcpus: [String: Int] = [:]

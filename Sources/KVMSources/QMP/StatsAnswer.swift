@@ -73,54 +73,20 @@ struct StatsAnswer: Sendable {
         }
     }
 
-    /// One `{"name": ..., "value": ...}` of a block: QEMU's own layout read straight, any
-    /// other (members in another order, blanks, escapes) the general way.
+    /// One `{"name": ..., "value": ...}` of a block: QEMU's own layout read straight
+    /// (`QuickStatistic`), any other (members in another order, blanks, escapes, numbers at
+    /// their limits) the general way.
     private mutating func readStatistic(_ scanner: inout JSONScanner, block: Int32,
                                         numbering: StatisticNumbering) throws(JSONValue.ParseError) {
         _ = scanner.peek()
-        let mark = scanner.index
-        if scanner.match("{\"name\": \""), let name = scanner.plainStringRest(), scanner.match(", \"value\": ") {
-            var number: UInt64?
-            var valid = true
-            var histogram: Range<Int>?
-            switch scanner.peek() {
-            case UInt8(ascii: "t"), UInt8(ascii: "f"): number = try scanner.boolean().map { $0 ? 1 : 0 }
-            case UInt8(ascii: "["):
-                histogram = try quickBuckets(&scanner)
-                valid = histogram != nil
-                number = 0
-            case .some(let byte) where byte == UInt8(ascii: "-") || (0x30...0x39).contains(byte):
-                number = try scanner.unsignedNumber()
-                valid = number != nil
-            default: valid = false
-            }
-            if valid, scanner.match("}") {
-                take(name, number: number!, histogram: histogram, scanner, block: block, numbering: numbering)
-                return
-            }
-            if let histogram { buckets.removeSubrange(histogram.lowerBound...) }
-            scanner.rewind(to: mark)
-        } else {
-            scanner.rewind(to: mark)
+        let firstBucket = buckets.count
+        if let found = QuickStatistic.read(scanner.bytes, at: scanner.index, buckets: &buckets) {
+            scanner.advance(to: found.end)
+            take(found.name, number: found.number, histogram: found.histogram ? firstBucket..<buckets.count : nil, scanner,
+                 block: block, numbering: numbering)
+            return
         }
         try readAnyStatistic(&scanner, block: block, numbering: numbering)
-    }
-
-    /// A histogram's buckets as QEMU writes them (`[0, 12, 3]`), appended to `buckets`; nil,
-    /// none kept, for any other layout (the general way reads it, or says why not).
-    private mutating func quickBuckets(_ scanner: inout JSONScanner) throws(JSONValue.ParseError) -> Range<Int>? {
-        let start = buckets.count
-        guard scanner.match("[") else { return nil }
-        if scanner.match("]") { return start..<start }
-        while buckets.count - start < HistogramBook.maxBuckets {
-            guard let byte = scanner.peek(), (0x30...0x39).contains(byte),
-                  let bucket = try scanner.unsignedNumber() else { break }
-            buckets.append(bucket)
-            if scanner.match("]") { return start..<buckets.count }
-            guard scanner.match(", ") else { break }
-        }
-        buckets.removeSubrange(start...)
-        return nil
     }
 
     /// One statistic's object, its members in any order.
@@ -209,5 +175,106 @@ struct StatsAnswer: Sendable {
         let number = Int32(-newNames.count)
         newNumbers[text] = number
         return number
+    }
+}
+
+/// QEMU's own layout of one statistic, `{"name": "NAME", "value": V}` with V an unsigned
+/// integer (at most 19 digits), `true`, `false` or `[N, N, ...]` of such integers, read in one
+/// loop without a call per byte: hundreds of these a guest every sample. Anything else, or at
+/// an edge (a 20-digit number, a leading zero, a fraction, an escape, another order), is nil
+/// and left to the general reader, which takes it or says why not: this reader only ever
+/// accepts what that one accepts, and reads it alike.
+enum QuickStatistic {
+    struct Found {
+        var name: Range<Int>
+        var number: UInt64
+        /// Whether the value was a histogram (its buckets appended to the caller's).
+        var histogram: Bool
+        /// Where the statistic's object ends.
+        var end: Int
+    }
+
+    static func read(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, buckets: inout [UInt64]) -> Found? {
+        var i = start
+        guard literal(bytes, &i, "{\"name\": \"") else { return nil }
+        let nameStart = i
+        while i < bytes.count, bytes[i] != UInt8(ascii: "\"") {
+            guard bytes[i] >= 0x20, bytes[i] != UInt8(ascii: "\\") else { return nil }
+            i += 1
+        }
+        guard i < bytes.count else { return nil }
+        let name = nameStart..<i
+        i += 1
+        guard literal(bytes, &i, ", \"value\": "), i < bytes.count else { return nil }
+        var number: UInt64 = 0
+        var histogram = false
+        let firstBucket = buckets.count
+        switch bytes[i] {
+        case UInt8(ascii: "t"):
+            guard literal(bytes, &i, "true") else { return nil }
+            number = 1
+        case UInt8(ascii: "f"):
+            guard literal(bytes, &i, "false") else { return nil }
+        case UInt8(ascii: "["):
+            histogram = true
+            i += 1
+            if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
+                i += 1
+            } else {
+                while true {
+                    guard buckets.count - firstBucket < HistogramBook.maxBuckets, let bucket = integer(bytes, &i) else {
+                        buckets.removeSubrange(firstBucket...)
+                        return nil
+                    }
+                    buckets.append(bucket)
+                    if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
+                        i += 1
+                        break
+                    }
+                    guard literal(bytes, &i, ", ") else {
+                        buckets.removeSubrange(firstBucket...)
+                        return nil
+                    }
+                }
+            }
+        default:
+            guard let value = integer(bytes, &i) else { return nil }
+            number = value
+        }
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "}") else {
+            buckets.removeSubrange(firstBucket...)
+            return nil
+        }
+        return Found(name: name, number: number, histogram: histogram, end: i + 1)
+    }
+
+    @inline(__always)
+    private static func literal(_ bytes: UnsafeBufferPointer<UInt8>, _ i: inout Int, _ text: StaticString) -> Bool {
+        let count = text.utf8CodeUnitCount
+        guard i + count <= bytes.count else { return false }
+        let expected = text.utf8Start
+        for offset in 0..<count where bytes[i + offset] != expected[offset] { return false }
+        i += count
+        return true
+    }
+
+    /// 1 to 19 digits (no overflow), no leading zero, not followed by a fraction or exponent.
+    @inline(__always)
+    private static func integer(_ bytes: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> UInt64? {
+        let start = i
+        var value: UInt64 = 0
+        while i < bytes.count, bytes[i] &- 0x30 < 10, i - start < 19 {
+            value = value &* 10 &+ UInt64(bytes[i] &- 0x30)
+            i += 1
+        }
+        let count = i - start
+        guard count > 0, count == 1 || bytes[start] != 0x30 else { return nil }
+        if i < bytes.count {
+            switch bytes[i] {
+            case 0x30...0x39, UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"): return nil
+            default: break
+            }
+        }
+        return value
     }
 }
