@@ -51,6 +51,9 @@ struct ListenMode {
         own.sampleTaken(seconds: Signals.monotonicNow() - start)
         own.add(to: &sample, health: stats.health, server: server.counters, resources: ProcessResources.current())
         server.publish(sample)
+        // Rendering a big host's exposition takes tens of megabytes for a moment (per-family
+        // buffers, the document, its gzip): given back at once, not held until the next.
+        HeapMemory.trim()
     }
 
     /// `PORT`, `ADDR:PORT`, `[V6ADDR]:PORT`, `ADDR` or a bare IPv6 `V6ADDR` (the default port);
