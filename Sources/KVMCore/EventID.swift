@@ -20,6 +20,9 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// The hash of all of the above, made once: keys are looked up many times a sample (a
     /// big host's hundreds of thousands), strings hashed once each.
     private let hashCode: Int
+    /// The hash of everything but the guest: the same count of any guest has the same shape
+    /// (a big host's exposition works out a shape's labels once, not once a guest).
+    public let shapeCode: Int
 
     public init(_ name: String, parent: String? = nil, guest: Int? = nil, vcpu: Int? = nil, source: String? = nil) {
         let upstreamKey: String
@@ -41,10 +44,19 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
         var hasher = Hasher()
         hasher.combine(name)
         hasher.combine(parent)
-        hasher.combine(guest)
         hasher.combine(vcpu)
         hasher.combine(source)
+        var shape = hasher
+        shape.combine(0x5eed as Int)
+        shapeCode = shape.finalize()
+        hasher.combine(guest)
         hashCode = hasher.finalize()
+    }
+
+    /// Whether `other` is the same count as this, whatever the guest.
+    public func sameShape(as other: EventID) -> Bool {
+        shapeCode == other.shapeCode && vcpu == other.vcpu && name == other.name && parent == other.parent
+            && source == other.source
     }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(hashCode) }

@@ -82,76 +82,61 @@ public struct PrometheusFormat: Format {
         var writer = PrometheusWriter(format: self, sample: sample)
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
-        writer.add(keys.lazy.filter { !$0.isGuestTotal }, perGuest: false)
-        // Guests' series by guest (pids in order), each guest's in key order: sorting a
-        // guest's few keys, not a big host's hundreds of thousands at once (each guest's
-        // list made at its size, not grown).
-        var counts: [Int: Int] = [:]
-        for key in sample.guestValues.keys { counts[key.guest ?? 0, default: 0] += 1 }
-        var byGuest: [Int: [EventID]] = counts.mapValues { count in
-            var keys: [EventID] = []
-            keys.reserveCapacity(count)
-            return keys
-        }
-        for key in sample.guestValues.keys { byGuest[key.guest ?? 0]!.append(key) }
-        for guest in counts.keys.sorted() {
-            let keys = byGuest.removeValue(forKey: guest)!.sorted()
-            writer.add(keys, perGuest: true)
-        }
-        var out = Array(histogramFamilies(sample).utf8)
+        writer.add(keys.filter { !$0.isGuestTotal }.map { key in
+            PrometheusWriter.Entry(shape: writer.shape(of: key, perGuest: false), guest: key.guest,
+                                   value: sample.values[key]?.value ?? 0)
+        }, perGuest: false)
+        // Guests' series by guest (pids in order), each guest's in key order. Every guest has
+        // the same few shapes of key (a statistic, of a vCPU): shapes are worked out and put
+        // in order once, and a guest's keys placed by their shape's place, not sorted as keys,
+        // however many guests there are.
+        addGuests(sample, to: &writer)
+        var out: [UInt8] = []
+        appendHistogramFamilies(sample, to: &out)
         writer.finish(into: &out)
         if openMetrics { out.append(contentsOf: "# EOF\n".utf8) }
         return out
     }
 
-    /// KVM's histograms (qmp: `halt_wait_hist`) as Prometheus histograms: `kvm_halt_wait_seconds`
-    /// with cumulative `le` buckets in base units, per vCPU where the source has them, and a
-    /// `_count` in the text format; KVM keeps no sum, so there is no `_sum` (promtool accepts
-    /// that; OpenMetrics then wants no `_count` either).
-    func histogramFamilies(_ sample: Sample) -> String {
-        let perVCPU = Set(sample.histograms.keys.compactMap { $0.vcpu != nil ? $0.family : nil })
-        var byFamily: [String: [(EventID, Histogram)]] = [:]
-        var helps: [String: String] = [:]
-        for (key, histogram) in sample.histograms {
-            if key.vcpu == nil, let own = key.family, perVCPU.contains(own) { continue }
-            let family = sample.family(of: key) ?? Self.undescribed(key)
-            // `halt_wait_hist` → `kvm_halt_wait_hist_seconds` (not `kvm_halt_wait_seconds`: that
-            // is the `halt_wait_ns` counter's family in OpenMetrics). The unit is the buckets'.
-            var named = family
-            named.unit = MetricUnit(histogram.unit ?? "")
-            let name = Self.familyName(named, perGuest: key.guest != nil)
-            byFamily[name, default: []].append((key, histogram))
-            helps[name] = family.help + (family.origin == .kvmStatistic && histogram.sum == nil ? " (buckets since each VM started)" : " (since kvmstat started)")
-        }
-        var out = ""
-        for name in byFamily.keys.sorted() {
-            let series = byFamily[name]!.sorted { $0.0 < $1.0 }
-            out += "# HELP \(name) \(Self.escapeHelp(helps[name] ?? name))\n"
-            out += "# TYPE \(name) histogram\n"
-            for (key, histogram) in series {
-                // Per vCPU, or per child (an exit reason of the bpf source's latencies).
-                var labels = key.vcpu.map { [("vcpu", String($0))] } ?? key.childLabel.map { [("child", $0)] } ?? []
-                if let guest = key.guest { labels = [("guest", sample.guestNames[guest] ?? ""), ("pid", String(guest))] + labels }
-                var cumulative: UInt64 = 0
-                for (index, count) in histogram.buckets.enumerated() {
-                    cumulative &+= count
-                    let last = index == histogram.buckets.count - 1
-                    let bound = last ? "+Inf" : Self.upperBound(of: index, histogram)
-                    out += name + "_bucket" + Self.labelText(labels + [("le", bound)]) + " \(cumulative)\n"
-                }
-                if histogram.buckets.isEmpty { out += name + "_bucket" + Self.labelText(labels + [("le", "+Inf")]) + " 0\n" }
-                // OpenMetrics allows `_count` only beside a `_sum`, which KVM does not keep (the
-                // bpf source's latencies have one).
-                if let sum = histogram.sum {
-                    out += name + "_sum" + Self.labelText(labels) + " "
-                        + Self.scaled(sum, base: histogram.base, exponent: histogram.exponent) + "\n"
-                }
-                if !openMetrics || histogram.sum != nil {
-                    out += name + "_count" + Self.labelText(labels) + " \(cumulative)\n"
-                }
+    /// Guests' values (`sample.guestValues`), by guest: each key's shape, guest and value
+    /// taken in one pass over them, then guest by guest in shape order.
+    private func addGuests(_ sample: Sample, to writer: inout PrometheusWriter) {
+        var groupOf: [Int: Int] = [:]
+        var groups: [[PrometheusWriter.Entry]] = []
+        for (key, value) in sample.guestValues {
+            let guest = key.guest ?? 0
+            let group: Int
+            if let known = groupOf[guest] {
+                group = known
+            } else {
+                group = groups.count
+                groupOf[guest] = group
+                groups.append([])
             }
+            groups[group].append(PrometheusWriter.Entry(shape: writer.shape(of: key, perGuest: true), guest: key.guest,
+                                                        value: value))
         }
-        return out
+        let place = writer.places()
+        // A guest's series of each place (a guest has one of a shape: keys without a guest,
+        // taken as guest 0's, could add another, written after).
+        var atPlace = [Int32](repeating: -1, count: place.count)
+        var order: [PrometheusWriter.Entry] = []
+        for guest in groupOf.keys.sorted() {
+            let entries = groups[groupOf[guest]!]
+            groups[groupOf[guest]!] = []
+            var more: [PrometheusWriter.Entry] = []
+            for (index, entry) in entries.enumerated() {
+                let slot = Int(place[Int(entry.shape)])
+                if atPlace[slot] < 0 { atPlace[slot] = Int32(index) } else { more.append(entry) }
+            }
+            order.removeAll(keepingCapacity: true)
+            for slot in atPlace.indices where atPlace[slot] >= 0 {
+                order.append(entries[Int(atPlace[slot])])
+                atPlace[slot] = -1
+            }
+            order += more
+            writer.add(order, perGuest: true)
+        }
     }
 
     /// The inclusive upper bound of bucket `index`, in the histogram's base unit: log2 bucket
@@ -186,6 +171,11 @@ public struct PrometheusFormat: Format {
 
     /// A metric name from a statistic's: [a-zA-Z0-9_], not starting with a digit.
     static func metricName(_ name: String) -> String {
+        // Most names are one already (KVM's statistics): nothing to change, nothing to make.
+        if let first = name.utf8.first, !(0x30...0x39).contains(first),
+           name.utf8.allSatisfy({ (0x61...0x7A).contains($0) || $0 == 0x5F || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) }) {
+            return name
+        }
         var result = String(name.unicodeScalars.map { scalar -> Character in
             scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_")
                 ? Character(scalar) : "_"

@@ -9,18 +9,13 @@ struct PrometheusWriter {
     let format: PrometheusFormat
     let sample: Sample
 
-    /// A family being written: its header's parts and its series' lines so far.
-    final class Family {
+    /// A family being written: its header's parts, and its number (its series' lines are
+    /// `lines[number]`).
+    struct Family {
         let name: String
         let isCounter: Bool
         let help: String
-        var lines: [UInt8] = []
-
-        init(name: String, isCounter: Bool, help: String) {
-            self.name = name
-            self.isCounter = isCounter
-            self.help = help
-        }
+        let number: Int32
     }
 
     /// Where a key's series goes, worked out once per family description and kind of key.
@@ -47,9 +42,9 @@ struct PrometheusWriter {
     }
 
     private var families: [String: Family] = [:]
+    /// Each family's series lines so far, by its number.
+    private var lines: [[UInt8]] = []
     private var targets: [TargetKey: Target] = [:]
-    /// `guest="web1",pid="4242"` of each guest, made once.
-    private var guestLabels: [Int: [UInt8]] = [:]
     private var ambiguousSourceLabel: [String: [UInt8]] = [:]
 
     init(format: PrometheusFormat, sample: Sample) {
@@ -57,37 +52,229 @@ struct PrometheusWriter {
         self.sample = sample
     }
 
-    /// Statistics that have per-vCPU rows (per guest): the vCPUs' series stand for them.
-    private struct VCPUFamily: Hashable {
-        var family: FamilyKey
-        var guest: Int
+    /// What every series of one shape of key (a key but its guest) has in common, worked out
+    /// once an exposition, not once a guest: where it goes, and its own labels. Plain values
+    /// (bytes are ranges of `shapeBytes`): written hundreds of thousands of times, copied
+    /// without reference counting.
+    struct Shape {
+        /// Its family's number; -1 for a histogram's (written elsewhere).
+        let family: Int32
+        /// Its series' name (`kvm_exits_total`) in `shapeBytes`.
+        let name: Range<Int>
+        /// What follows a guest's labels (`guest="web1",pid="4242"`, opened by `{`): its own
+        /// labels (`source`, a dimension's, `tracepoint` and `reason`, `vcpu`, `child`), the
+        /// closing brace and a space, in `shapeBytes`; and what follows the name where no
+        /// guest's labels come (its own labels in braces, if any, and a space).
+        let afterGuest: Range<Int>
+        let alone: Range<Int>
+        /// Its family in this exposition (numbered), when its vCPUs' series stand for it:
+        /// a statistic's own row, or a vCPU's row of one; -1 otherwise (a tracepoint's vCPUs
+        /// do not add up to it: other threads, interrupts and the idle task count too).
+        let vcpuFamily: Int32
+        let isVCPU: Bool
+        /// The unit's scale (`base`^`exponent`), when the value is exported in base units.
+        let scaled: Bool
+        let base: Int
+        let exponent: Int
     }
 
-    mutating func add<Keys: Sequence>(_ keys: Keys, perGuest: Bool) where Keys.Element == EventID {
-        var perVCPU = Set<VCPUFamily>()
-        for key in keys where key.vcpu != nil {
-            // A tracepoint's vCPUs do not add up to it (other threads, interrupts, the idle
-            // task count too): its total always stays, its vCPUs go to a family of their own.
-            guard let family = key.family, sample.family(of: key)?.origin != .tracepoint else { continue }
-            perVCPU.insert(VCPUFamily(family: family, guest: key.guest ?? 0))
+    /// A key as its shape: hashed and compared without its guest.
+    private struct ShapeKey: Hashable {
+        let key: EventID
+        let perGuest: Bool
+
+        func hash(into hasher: inout Hasher) { hasher.combine(key.shapeCode) }
+
+        static func == (lhs: ShapeKey, rhs: ShapeKey) -> Bool {
+            lhs.perGuest == rhs.perGuest && lhs.key.sameShape(as: rhs.key)
         }
-        for key in keys {
-            if key.vcpu == nil && key.parent == nil, let own = key.family, !perVCPU.isEmpty,
-               perVCPU.contains(VCPUFamily(family: own, guest: key.guest ?? 0)) {
-                continue
-            }
-            let kind: UInt8 = key.vcpu != nil ? 1 : key.parent != nil ? 2 : 0
-            let targetKey = TargetKey(source: key.source, family: key.parent ?? key.name, perGuest: perGuest, kind: kind)
-            let target: Target
-            if let known = targets[targetKey] {
-                target = known
+    }
+
+    private var shapeNumbers: [ShapeKey: Int32] = [:]
+    /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
+    /// another shape with the same hash is looked up in `shapeNumbers`.
+    private var shapeByCode: [Int: Int32] = [:]
+    private var shapePerGuest: [Bool] = []
+    private var shapes: [Shape] = []
+    /// A key of each shape (for ordering).
+    private var shapeKeys: [EventID] = []
+    private var shapeBytes: [UInt8] = []
+    var shapeCount: Int { shapes.count }
+    private var vcpuFamilies: [FamilyKey: Int32] = [:]
+
+    /// The number of `key`'s shape (made the first time one is seen).
+    mutating func shape(of key: EventID, perGuest: Bool) -> Int32 {
+        // A number's hash, not a key's: hundreds of thousands of keys a big host's exposition.
+        let code = perGuest ? key.shapeCode | Int.min : key.shapeCode & Int.max
+        if let first = shapeByCode[code], shapePerGuest[Int(first)] == perGuest, shapeKeys[Int(first)].sameShape(as: key) {
+            return first
+        }
+        let shapeKey = ShapeKey(key: key, perGuest: perGuest)
+        if let known = shapeNumbers[shapeKey] { return known }
+        let number = Int32(shapes.count)
+        shapes.append(makeShape(key, perGuest: perGuest))
+        shapeKeys.append(key)
+        shapePerGuest.append(perGuest)
+        shapeNumbers[shapeKey] = number
+        if shapeByCode[code] == nil { shapeByCode[code] = number }
+        return number
+    }
+
+    private mutating func makeShape(_ key: EventID, perGuest: Bool) -> Shape {
+        var vcpuFamily: Int32 = -1
+        if let family = key.family, key.parent == nil || key.vcpu != nil, sample.family(of: key)?.origin != .tracepoint {
+            if let known = vcpuFamilies[family] {
+                vcpuFamily = known
             } else {
-                guard let made = makeTarget(key, perGuest: perGuest) else { continue }
-                targets[targetKey] = made
-                target = made
+                vcpuFamily = Int32(vcpuFamilies.count)
+                vcpuFamilies[family] = vcpuFamily
             }
-            let value = perGuest ? sample.guestValues[key] ?? 0 : sample.values[key]?.value ?? 0
-            write(key, value, to: target, perGuest: perGuest)
+        }
+        let kind: UInt8 = key.vcpu != nil ? 1 : key.parent != nil ? 2 : 0
+        let targetKey = TargetKey(source: key.source, family: key.parent ?? key.name, perGuest: perGuest, kind: kind)
+        let found: Target?
+        if let known = targets[targetKey] {
+            found = known
+        } else {
+            found = makeTarget(key, perGuest: perGuest)
+            if let found { targets[targetKey] = found }
+        }
+        guard let target = found else {
+            return Shape(family: -1, name: 0..<0, afterGuest: 0..<0, alone: 0..<0, vcpuFamily: vcpuFamily,
+                         isVCPU: key.vcpu != nil, scaled: false, base: 10, exponent: 0)
+        }
+        var labels: [UInt8] = []
+        func separator() {
+            if !labels.isEmpty { labels.append(UInt8(ascii: ",")) }
+        }
+        if let source = key.source, sample.name(of: key) != key.name {
+            separator()
+            Self.appendLabels([("source", source)], to: &labels)
+        }
+        if !target.fixed.isEmpty {
+            separator()
+            labels.append(contentsOf: target.fixed)
+        }
+        if target.labelsTracepoint {
+            separator()
+            Self.appendLabels([("tracepoint", key.parent ?? key.name)], to: &labels)
+            if target.labelsReason, let reason = key.childLabel {
+                labels.append(UInt8(ascii: ","))
+                Self.appendLabels([("reason", reason)], to: &labels)
+            }
+        }
+        if let vcpu = key.vcpu {
+            separator()
+            labels.append(contentsOf: "vcpu=\"".utf8)
+            Self.appendDigits(UInt64(max(0, vcpu)), to: &labels)
+            labels.append(UInt8(ascii: "\""))
+        }
+        if target.labelsChild, let child = key.childLabel {
+            separator()
+            Self.appendLabels([("child", child)], to: &labels)
+        }
+        let nameStart = shapeBytes.count
+        shapeBytes.append(contentsOf: target.prefix)
+        let afterGuestStart = shapeBytes.count
+        if !labels.isEmpty {
+            shapeBytes.append(UInt8(ascii: ","))
+            shapeBytes.append(contentsOf: labels)
+        }
+        shapeBytes.append(contentsOf: "} ".utf8)
+        let aloneStart = shapeBytes.count
+        if !labels.isEmpty {
+            shapeBytes.append(UInt8(ascii: "{"))
+            shapeBytes.append(contentsOf: labels)
+            shapeBytes.append(UInt8(ascii: "}"))
+        }
+        shapeBytes.append(UInt8(ascii: " "))
+        return Shape(family: target.family.number, name: nameStart..<afterGuestStart,
+                     afterGuest: afterGuestStart..<aloneStart, alone: aloneStart..<shapeBytes.count,
+                     vcpuFamily: vcpuFamily, isVCPU: key.vcpu != nil, scaled: target.scale != nil,
+                     base: target.scale?.base ?? 10, exponent: target.scale?.exponent ?? 0)
+    }
+
+    /// Each shape's place among the shapes of a guest's keys: the keys' order (`EventID.<`)
+    /// but for the guest, a guest's total first.
+    func places() -> [Int32] {
+        shapeKeys.withUnsafeBufferPointer { keys in
+            let byPlace = (0..<Int32(keys.count)).sorted { a, b in
+                let lhs = keys[Int(a)], rhs = keys[Int(b)]
+                if lhs.isGuestTotal != rhs.isGuestTotal { return lhs.isGuestTotal }
+                if lhs.upstreamKey != rhs.upstreamKey { return lhs.upstreamKey < rhs.upstreamKey }
+                if lhs.vcpu != rhs.vcpu { return (lhs.vcpu ?? -1) < (rhs.vcpu ?? -1) }
+                return (lhs.source ?? "") < (rhs.source ?? "")
+            }
+            var place = [Int32](repeating: 0, count: byPlace.count)
+            for (index, shape) in byPlace.enumerated() { place[Int(shape)] = Int32(index) }
+            return place
+        }
+    }
+
+    /// A series to write: its key's shape, guest and value (what writing needs, packed: a big
+    /// host's series are read in guest and shape order, not in the order of their keys).
+    struct Entry {
+        var shape: Int32
+        var hasGuest: Bool
+        var guest: Int
+        var value: UInt64
+
+        init(shape: Int32, guest: Int?, value: UInt64) {
+            self.shape = shape
+            hasGuest = guest != nil
+            self.guest = guest ?? 0
+            self.value = value
+        }
+    }
+
+    /// Writes `entries` in their order, the host's or (`perGuest`) guests' values.
+    mutating func add(_ entries: [Entry], perGuest: Bool) {
+        // Statistics that have per-vCPU rows (per guest, by family number and guest): the
+        // vCPUs' series stand for them.
+        var perVCPU = Set<Int>()
+        func vcpuKey(_ family: Int32, _ guest: Int) -> Int { Int(family) << 32 ^ Int(UInt32(truncatingIfNeeded: guest)) }
+        for entry in entries {
+            let shape = shapes[Int(entry.shape)]
+            if shape.isVCPU && shape.vcpuFamily >= 0 { perVCPU.insert(vcpuKey(shape.vcpuFamily, entry.guest)) }
+        }
+        var lines = self.lines
+        self.lines = []
+        defer { self.lines = lines }
+        var labelsGuest: Int?
+        var guestLabels: [UInt8] = []
+        shapes.withUnsafeBufferPointer { shapes in
+            shapeBytes.withUnsafeBufferPointer { bytes in
+                for entry in entries {
+                    let shape = shapes[Int(entry.shape)]
+                    guard shape.family >= 0 else { continue }
+                    if !shape.isVCPU && shape.vcpuFamily >= 0 && !perVCPU.isEmpty
+                        && perVCPU.contains(vcpuKey(shape.vcpuFamily, entry.guest)) {
+                        continue
+                    }
+                    // One series line: the shape's name, the guest's labels and the shape's, the value.
+                    let family = Int(shape.family)
+                    lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.name]))
+                    if perGuest && entry.hasGuest {
+                        if labelsGuest != entry.guest {
+                            guestLabels = [UInt8(ascii: "{")]
+                            Self.appendLabels([("guest", sample.guestNames[entry.guest] ?? ""), ("pid", String(entry.guest))],
+                                              to: &guestLabels)
+                            labelsGuest = entry.guest
+                        }
+                        lines[family].append(contentsOf: guestLabels)
+                        lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.afterGuest]))
+                    } else {
+                        lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.alone]))
+                    }
+                    if shape.scaled {
+                        lines[family].append(contentsOf: PrometheusFormat.scaled(entry.value, base: shape.base,
+                                                                                 exponent: shape.exponent).utf8)
+                        lines[family].append(UInt8(ascii: "\n"))
+                    } else {
+                        Self.appendDigits(entry.value, to: &lines[family], newline: true)
+                    }
+                }
+            }
         }
     }
 
@@ -143,67 +330,10 @@ struct PrometheusWriter {
 
     private mutating func family(_ name: String, counter: Bool, help: String) -> Family {
         if let known = families[name] { return known }
-        let made = Family(name: name, isCounter: counter, help: help)
+        let made = Family(name: name, isCounter: counter, help: help, number: Int32(lines.count))
         families[name] = made
+        lines.append([])
         return made
-    }
-
-    /// One series line: the target's prefix, the key's own labels, the value.
-    private mutating func write(_ key: EventID, _ value: UInt64, to target: Target, perGuest: Bool) {
-        var line = target.family.lines
-        target.family.lines = []
-        line.append(contentsOf: target.prefix)
-        var open = false
-        func separator() {
-            line.append(UInt8(ascii: open ? "," : "{"))
-            open = true
-        }
-        if perGuest, let guest = key.guest {
-            separator()
-            if let known = guestLabels[guest] {
-                line.append(contentsOf: known)
-            } else {
-                var labels: [UInt8] = []
-                Self.appendLabels([("guest", sample.guestNames[guest] ?? ""), ("pid", String(guest))], to: &labels)
-                guestLabels[guest] = labels
-                line.append(contentsOf: labels)
-            }
-        }
-        if let source = key.source, sample.name(of: key) != key.name {
-            separator()
-            Self.appendLabels([("source", source)], to: &line)
-        }
-        if !target.fixed.isEmpty {
-            separator()
-            line.append(contentsOf: target.fixed)
-        }
-        if target.labelsTracepoint {
-            separator()
-            Self.appendLabels([("tracepoint", key.parent ?? key.name)], to: &line)
-            if target.labelsReason, let reason = key.childLabel {
-                line.append(UInt8(ascii: ","))
-                Self.appendLabels([("reason", reason)], to: &line)
-            }
-        }
-        if let vcpu = key.vcpu {
-            separator()
-            line.append(contentsOf: "vcpu=\"".utf8)
-            Self.appendDigits(UInt64(max(0, vcpu)), to: &line)
-            line.append(UInt8(ascii: "\""))
-        }
-        if target.labelsChild, let child = key.childLabel {
-            separator()
-            Self.appendLabels([("child", child)], to: &line)
-        }
-        if open { line.append(UInt8(ascii: "}")) }
-        line.append(UInt8(ascii: " "))
-        if let scale = target.scale {
-            line.append(contentsOf: PrometheusFormat.scaled(value, base: scale.base, exponent: scale.exponent).utf8)
-        } else {
-            Self.appendDigits(value, to: &line)
-        }
-        line.append(UInt8(ascii: "\n"))
-        target.family.lines = line
     }
 
     /// `a="x",b="y"` (no braces), values escaped as the format wants.
@@ -218,34 +348,39 @@ struct PrometheusWriter {
     }
 
     /// A number's decimal digits, without making a String of it.
-    static func appendDigits(_ value: UInt64, to bytes: inout [UInt8]) {
-        if value < 10 {
-            bytes.append(UInt8(ascii: "0") + UInt8(value))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 20 digits at most, in 24 bytes
+    /// (And a line break after them, with `newline`: one append for both.)
+    static func appendDigits(_ value: UInt64, to bytes: inout [UInt8], newline: Bool = false) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 20 digits and a line break at most, in 24 bytes
         var count = 0
         var rest = value
         withUnsafeMutableBytes(of: &digits) { raw in
-            while rest > 0 {
-                raw[23 - count] = UInt8(ascii: "0") + UInt8(rest % 10)
-                rest /= 10
-                count += 1
+            var end = 24
+            if newline {
+                raw[23] = UInt8(ascii: "\n")
+                end = 23
+                count = 1
             }
-            bytes.append(contentsOf: raw[(24 - count)...])
+            repeat {
+                raw[end - 1] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                end -= 1
+                count += 1
+            } while rest > 0
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[(24 - count)...]))
         }
     }
 
     /// The families, by name, each with HELP and TYPE before its series, appended to `out`;
     /// each family's lines are let go once copied (the exposition is not held twice over).
     mutating func finish(into out: inout [UInt8]) {
-        out.reserveCapacity(out.count + families.values.reduce(0) { $0 + $1.lines.count + 200 })
+        out.reserveCapacity(out.count + lines.reduce(0) { $0 + $1.count + 200 })
         for name in families.keys.sorted() {
             let family = families.removeValue(forKey: name)!
             let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
             out.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
             out.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
-            out.append(contentsOf: family.lines)
+            out.append(contentsOf: lines[Int(family.number)])
+            lines[Int(family.number)] = []
         }
     }
 }

@@ -65,6 +65,20 @@ import Testing
         #expect(sorted.map(\.upstreamKey) == ["4242", "kvm_exit", "kvm_exit(HLT) kvm_exit", "kvm_exit(IO) kvm_exit", "kvm_pio"])
     }
 
+    /// The same count of two guests has one shape; anything else that differs, another.
+    @Test func shapesAreKeysButTheirGuest() {
+        let exits = EventID("exits(vcpu1)", parent: "exits", vcpu: 1, source: "qmp")
+        #expect(exits.of(guest: 20).sameShape(as: exits.of(guest: 4000)) && exits.of(guest: 20) != exits.of(guest: 4000))
+        #expect(exits.of(guest: 20).shapeCode == exits.shapeCode)
+        for other in [EventID("exits(vcpu1)", parent: "exits", vcpu: 2, source: "qmp"),
+                      EventID("exits(vcpu1)", parent: "exits", vcpu: 1, source: "libvirt"),
+                      EventID("exits(vcpu1)", parent: "exit", vcpu: 1, source: "qmp"),
+                      EventID("exits(vcpu1)", parent: "exits", vcpu: 1),
+                      EventID("exits", vcpu: 1, source: "qmp")] {
+            #expect(!other.sameShape(as: exits), "\(other)")
+        }
+    }
+
     @Test func jsonParsingOfWhatMonitorsSend() throws {
         let value = try JSONValue.parse(#"{"a": [1, -2, 18446744073709551615, 1.5e3, true, null, "x\u00e9\ud83d\ude00"]}"#)
         let items = try #require(value["a"]?.arrayValue)

@@ -71,6 +71,68 @@ struct PrometheusFormatTests {
     }
 }
 
+extension PrometheusFormatTests {
+    /// Guests' series: each guest's labels, pids in order and each guest's series in key
+    /// order within a family, a statistic's own row left out only for the guests that have
+    /// per-vCPU rows of it, scaled values, a name two sources report labelled by source.
+    /// (Guests share their keys' shapes, worked out once an exposition: what one guest has
+    /// and another not must not leak between them.)
+    @Test func guestSeriesByGuestAndShape() {
+        let statistic = { (name: String, unit: MetricUnit) in
+            MetricFamily(name, kind: .counter, unit: unit, help: "KVM statistic \(name)", origin: .kvmStatistic)
+        }
+        var guestValues: [EventID: UInt64] = [:]
+        let exits = EventID("exits").from("qmp")
+        let vcpu = { (n: Int) in EventID("exits(vcpu\(n))", parent: "exits", vcpu: n).from("qmp") }
+        // Guest 20 has per-vCPU rows of exits, guest 300 only the statistic, guest 4000 both
+        // a row of its own and one vCPU's; the departed guests' row (-2) the statistic.
+        guestValues[exits.of(guest: 20)] = 3
+        guestValues[vcpu(0).of(guest: 20)] = 1
+        guestValues[vcpu(1).of(guest: 20)] = 2
+        guestValues[exits.of(guest: 300)] = 30
+        guestValues[exits.of(guest: 4000)] = 40
+        guestValues[vcpu(7).of(guest: 4000)] = 40
+        guestValues[exits.of(guest: EventID.departedGuests)] = 9
+        for (guest, value) in [(20, 1_500_000_000), (300, 7), (4000, 0)] {
+            guestValues[EventID("halt_wait_ns").from("qmp").of(guest: guest)] = UInt64(value)
+            // Two sources report `mmio_exits`: each series says which.
+            guestValues[EventID("mmio_exits").from("qmp").of(guest: guest)] = 5
+            guestValues[EventID("mmio_exits").from("libvirt").of(guest: guest)] = 6
+        }
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [
+            EventID("mmio_exits").from("qmp"): EventStat(value: 15, previous: 0),
+            EventID("mmio_exits").from("libvirt"): EventStat(value: 18, previous: 0),
+        ], guestValues: guestValues)
+        sample.guestNames = [20: "b\"q", 300: "a", 4000: "c"]
+        sample.families = [
+            "qmp": ["exits": statistic("exits", .events), "halt_wait_ns": statistic("halt_wait_ns", .nanoseconds),
+                    "mmio_exits": statistic("mmio_exits", .events)],
+            "libvirt": ["mmio_exits": statistic("mmio_exits", .events)],
+        ]
+        let lines = PrometheusFormat().batch(sample).split(separator: "\n").map(String.init)
+        let exitLines = lines.filter { $0.hasPrefix("kvm_guest_exits_total") }
+        #expect(exitLines == [
+            #"kvm_guest_exits_total{guest="",pid="-2"} 9"#,
+            #"kvm_guest_exits_total{guest="b\"q",pid="20",vcpu="0"} 1"#,
+            #"kvm_guest_exits_total{guest="b\"q",pid="20",vcpu="1"} 2"#,
+            #"kvm_guest_exits_total{guest="a",pid="300"} 30"#,
+            #"kvm_guest_exits_total{guest="c",pid="4000",vcpu="7"} 40"#,
+        ], "\(exitLines)")
+        #expect(lines.filter { $0.hasPrefix("kvm_guest_halt_wait_seconds_total") } == [
+            #"kvm_guest_halt_wait_seconds_total{guest="b\"q",pid="20"} 1.5"#,
+            #"kvm_guest_halt_wait_seconds_total{guest="a",pid="300"} 0.000000007"#,
+            #"kvm_guest_halt_wait_seconds_total{guest="c",pid="4000"} 0"#,
+        ])
+        let mmio = lines.filter { $0.hasPrefix("kvm_guest_mmio_exits_total") }
+        #expect(mmio.count == 6 && mmio.contains(#"kvm_guest_mmio_exits_total{guest="a",pid="300",source="libvirt"} 6"#)
+                    && mmio.contains(#"kvm_guest_mmio_exits_total{guest="a",pid="300",source="qmp"} 5"#), "\(mmio)")
+        #expect(lines.contains(#"kvm_mmio_exits_total{source="qmp"} 15"#))
+        // Each family once, its HELP and TYPE before its series.
+        let types = lines.filter { $0.hasPrefix("# TYPE ") }
+        #expect(Set(types).count == types.count && types.contains("# TYPE kvm_guest_exits_total counter"))
+    }
+}
+
 /// `--listen`'s endpoint spellings.
 struct ListenEndpointTests {
     /// Accept-Encoding as RFC 9110 reads it: a weight of 0 refuses; `*` and `x-gzip` take it.
@@ -334,6 +396,10 @@ struct PrometheusTests {
         #expect((value("process_cpu_seconds_total") ?? -1) >= 0)
         #expect((value("kvmstat_sample_duration_seconds_count") ?? 0) >= 3)
         #expect((value("kvmstat_scrape_duration_seconds_count") ?? 0) >= 2)
+        // Made once a sample (three samples at least, each rendered for the scrapes), not once
+        // a scrape; nothing asked for gzip here.
+        #expect((value("kvmstat_render_duration_seconds_count") ?? 0) >= 2)
+        #expect(value("kvmstat_compress_duration_seconds_count") == 0)
         #expect((value("kvmstat_errors_total{kind=\"http_client\"}") ?? 0) >= 1)
         #expect(value("kvmstat_errors_total{kind=\"source_read\"}") == 0)
         #expect(text.contains("# TYPE kvmstat_sample_duration_seconds histogram"))

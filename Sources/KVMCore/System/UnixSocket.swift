@@ -17,20 +17,28 @@ public final class UnixSocket {
 
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
 
-    /// Connects to `path`, waiting until `deadline` at most. The socket file is opened first
-    /// (O_PATH) and connected to through `/proc/self/fd/N`: what was opened is what is
-    /// connected to, and a path longer than a socket address holds (`/proc/PID/root/…`)
-    /// still works.
+    /// Connects to `path`, waiting until `deadline` at most. A path that fits a socket
+    /// address is connected to as it is (the kernel looks it up once, in the connect); a
+    /// longer one (`/proc/PID/root/…` of a deep directory) is opened first (O_PATH) and
+    /// connected to through `/proc/self/fd/N`, so what was opened is what is connected to.
     public init(path: String, deadline: Double) throws(Errno) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw Errno.current }
         descriptor = FileDescriptor(rawValue: fd)
         // On any error below, deinit closes the descriptor (once).
-        let handle = try FileDescriptor.open(path, .pathOnly)
-        defer { handle.close() }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array("/proc/self/fd/\(handle.rawValue)".utf8)
+        let room = MemoryLayout.size(ofValue: address.sun_path)
+        var handle: FileDescriptor?
+        defer { handle?.close() }
+        var bytes = Array(path.utf8)
+        // A NUL inside would name another file (or an abstract socket): no such path.
+        guard !bytes.isEmpty, !bytes.contains(0) else { throw Errno(rawValue: ENOENT) }
+        if bytes.count >= room {
+            let opened = try FileDescriptor.open(path, .pathOnly)
+            handle = opened
+            bytes = Array("/proc/self/fd/\(opened.rawValue)".utf8)
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, byte) in bytes.enumerated() { raw[i] = byte }
         }
@@ -101,9 +109,42 @@ public final class UnixSocket {
     /// deadline is checked before every read, not only when one would block: a peer that
     /// always has more to send cannot hold kvmstat past it.
     public func readLine(deadline: Double, limit: Int = 4 << 20) throws(Errno) -> [UInt8] {
+        let line = try nextLine(deadline: deadline, limit: limit)
+        return Array(pending[line])
+    }
+
+    /// The next line as `readLine` takes it, read where it was received (no copy): `body`
+    /// gets its bytes, valid only while it runs.
+    public func withNextLine<Result, Failure: Error>(
+        deadline: Double, limit: Int = 4 << 20,
+        _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
+    ) throws(LineFailure<Failure>) -> Result {
+        let line: Range<Int>
+        do throws(Errno) { line = try nextLine(deadline: deadline, limit: limit) } catch { throw .receiving(error) }
+        do throws(Failure) {
+            return try pending.withUnsafeBufferPointer { (bytes) throws(Failure) in
+                try body(UnsafeBufferPointer(rebasing: bytes[line]))
+            }
+        } catch {
+            throw .reading(error)
+        }
+    }
+
+    /// Why `withNextLine` failed: no line came, or its reader threw.
+    public enum LineFailure<Failure: Error>: Error {
+        case receiving(Errno)
+        case reading(Failure)
+    }
+
+    /// Where the next line is in `pending`, up to the next call.
+    private func nextLine(deadline: Double, limit: Int) throws(Errno) -> Range<Int> {
         // Only bytes not yet searched are searched (a long line arrives in many reads); lines
         // taken leave `start` behind them (answers sent together arrive in one read: each
-        // taken without moving the rest).
+        // taken without moving the rest), and the buffer is emptied when all were taken.
+        if start == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            start = 0
+        }
         var searched = start
         while true {
             let found: Int? = pending.withUnsafeBufferPointer { bytes in
@@ -112,12 +153,8 @@ public final class UnixSocket {
                 return UnsafeRawPointer(hit) - UnsafeRawPointer(bytes.baseAddress!)
             }
             if let newline = found {
-                let line = Array(pending[start..<newline])
+                let line = start..<newline
                 start = newline + 1
-                if start == pending.count {
-                    pending.removeAll(keepingCapacity: true)
-                    start = 0
-                }
                 return line
             }
             if start > 0 {

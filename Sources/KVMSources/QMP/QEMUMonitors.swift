@@ -77,13 +77,16 @@ enum QEMUMonitors {
                 if let monitor = cached.monitor { monitors.append(monitor) }
                 continue
             }
-            let arguments = Guests(proc: proc).arguments(of: pid) ?? []
+            // Unreadable (gone, or not ours to read) is looked at again next sample; an empty
+            // command line (a kernel thread, a zombie) is known like any other: a host's
+            // hundreds of kernel threads are not read again every sample.
+            guard let arguments = Guests(proc: proc).arguments(of: pid) else { continue }
             var found: QEMUMonitor?
             if var path = socketPath(fromArguments: arguments) {
                 path = path.hasPrefix("/") ? "\(proc)/\(pid)/root" + path : "\(proc)/\(pid)/cwd/" + path
                 found = QEMUMonitor(pid: pid, name: Guests.guestName(fromArguments: arguments), socketPath: path)
             }
-            if !arguments.isEmpty { known[pid] = Known(monitor: found, sample: sample) }
+            known[pid] = Known(monitor: found, sample: sample)
             if let found { monitors.append(found) }
         }
         return monitors

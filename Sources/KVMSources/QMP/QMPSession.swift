@@ -38,27 +38,30 @@ final class QMPSession {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         if let questions { try send(text: questions) }
-        let greeting = try nextLine()
         var greeted = false
-        do throws(JSONValue.ParseError) {
-            try greeting.withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
-                var scanner = JSONScanner(bytes)
-                try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
-                    if scanner.bytes(key, equal: "QMP") { greeted = true }
-                    try scanner.skipValue(depth: 0)
-                }
-                guard scanner.atEnd() else { throw scanner.error("trailing data") }
+        try withNextLine { (bytes) throws(JSONValue.ParseError) in
+            var scanner = JSONScanner(bytes)
+            try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
+                if scanner.bytes(key, equal: "QMP") { greeted = true }
+                try scanner.skipValue(depth: 0)
             }
-        } catch {
-            throw Failure(description: "\(error)")
+            guard scanner.atEnd() else { throw scanner.error("trailing data") }
         }
         guard greeted else { throw Failure(description: "not a QMP monitor (no greeting)") }
         if questions == nil { _ = try execute("qmp_capabilities") }
     }
 
-    private func nextLine() throws(Failure) -> [UInt8] {
-        do throws(Errno) { return try socket.readLine(deadline: deadline, limit: Self.maxLine) } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+    /// Reads the next line where it was received: `read` gets its bytes.
+    private func withNextLine(_ read: (UnsafeBufferPointer<UInt8>) throws(JSONValue.ParseError) -> Void) throws(Failure) {
+        do throws(UnixSocket.LineFailure<JSONValue.ParseError>) {
+            try socket.withNextLine(deadline: deadline, limit: Self.maxLine, read)
+        } catch {
+            switch error {
+            case .receiving(let error):
+                throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+            case .reading(let error):
+                throw Failure(description: "\(error)")
+            }
         }
     }
 
@@ -89,32 +92,27 @@ final class QMPSession {
     func answer(to command: String, _ read: (inout JSONScanner) throws(JSONValue.ParseError) -> Void) throws(Failure) {
         // Events may come between answers; a monitor that sends nothing else is cut off.
         for _ in 0..<Self.maxEventsPerAnswer {
-            let line = try nextLine()
             var kind = Kind.other
             var errorText: [UInt8] = []
-            do throws(JSONValue.ParseError) {
-                try line.withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
-                    var scanner = JSONScanner(bytes)
-                    try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
-                        if kind == .other, scanner.bytes(key, equal: "return") {
-                            kind = .answer
-                            try read(&scanner)
-                        } else if kind == .other, scanner.bytes(key, equal: "error") {
-                            kind = .error
-                            let start = scanner.index
-                            try scanner.skipValue(depth: 0)
-                            errorText = Array(bytes[start..<scanner.index])
-                        } else if scanner.bytes(key, equal: "event") {
-                            kind = .event
-                            try scanner.skipValue(depth: 0)
-                        } else {
-                            try scanner.skipValue(depth: 0)
-                        }
+            try withNextLine { (bytes) throws(JSONValue.ParseError) in
+                var scanner = JSONScanner(bytes)
+                try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
+                    if kind == .other, scanner.bytes(key, equal: "return") {
+                        kind = .answer
+                        try read(&scanner)
+                    } else if kind == .other, scanner.bytes(key, equal: "error") {
+                        kind = .error
+                        let start = scanner.index
+                        try scanner.skipValue(depth: 0)
+                        errorText = Array(bytes[start..<scanner.index])
+                    } else if scanner.bytes(key, equal: "event") {
+                        kind = .event
+                        try scanner.skipValue(depth: 0)
+                    } else {
+                        try scanner.skipValue(depth: 0)
                     }
-                    guard scanner.atEnd() else { throw scanner.error("trailing data") }
                 }
-            } catch {
-                throw Failure(description: "\(error)")
+                guard scanner.atEnd() else { throw scanner.error("trailing data") }
             }
             switch kind {
             case .answer: return

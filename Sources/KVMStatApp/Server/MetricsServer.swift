@@ -57,6 +57,9 @@ final class MetricsServer: @unchecked Sendable {
     /// What the endpoint has done, for kvmstat's own metrics.
     struct Counters: Sendable {
         var scrapeDurations = SelfMetrics.durationHistogram()
+        /// How long making a sample's bytes in a format took, and gzipping them.
+        var renderDurations = SelfMetrics.durationHistogram()
+        var compressDurations = SelfMetrics.durationHistogram()
         var clientErrors: UInt64 = 0
         var serverErrors: UInt64 = 0
     }
@@ -80,7 +83,7 @@ final class MetricsServer: @unchecked Sendable {
         for rendering in wanted.sorted(by: { !$0.gzip && $1.gzip }) {
             let plain = Rendering(format: rendering.format, gzip: false)
             if rendering.gzip, let made = published.made[plain], !made.gzipped {
-                published.made[rendering] = Gzip.compress(made.bytes).map { ($0, true) } ?? made
+                published.made[rendering] = compress(made.bytes).map { ($0, true) } ?? made
             } else if let made = make(rendering, of: sample) {
                 published.made[rendering] = made
             }
@@ -92,9 +95,21 @@ final class MetricsServer: @unchecked Sendable {
     /// failed); nil for a format not registered.
     private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
+        let start = Signals.monotonicNow()
         let bytes = format.batchBytes(sample)
-        guard rendering.gzip, let compressed = Gzip.compress(bytes) else { return (bytes, false) }
+        let seconds = Signals.monotonicNow() - start
+        counting.withLock { SelfMetrics.record(seconds, in: &$0.renderDurations) }
+        guard rendering.gzip, let compressed = compress(bytes) else { return (bytes, false) }
         return (compressed, true)
+    }
+
+    /// The gzip of `bytes` (nil when zlib failed), its time noted.
+    private func compress(_ bytes: [UInt8]) -> [UInt8]? {
+        let start = Signals.monotonicNow()
+        let compressed = Gzip.compress(bytes)
+        let seconds = Signals.monotonicNow() - start
+        counting.withLock { SelfMetrics.record(seconds, in: &$0.compressDurations) }
+        return compressed
     }
 
     /// The latest sample's bytes in `rendering` (made now if no scrape asked for it before),
