@@ -16,6 +16,8 @@ import KVMCore
 /// never go down within one kvmstat process.
 public struct PrometheusFormat: Format {
     public let openMetrics: Bool
+    /// Shapes of keys made by earlier expositions (`ShapeMemory`), shared by copies.
+    let shapeMemory = ShapeMemory()
 
     public init(openMetrics: Bool = false) { self.openMetrics = openMetrics }
 
@@ -76,7 +78,12 @@ public struct PrometheusFormat: Format {
         String(decoding: expositionBytes(sample, keys: keys), as: UTF8.self)
     }
 
-    public func batchBytes(_ sample: Sample) -> [UInt8] { expositionBytes(sample, keys: sample.sortedKeys) }
+    public func batchBytes(_ sample: Sample) -> [UInt8] {
+        // `sample.sortedKeys`, sorted as positions (keys are not moved about while sorting).
+        let keys = Array(sample.values.keys)
+        let order = keys.withUnsafeBufferPointer { keys in keys.indices.sorted { keys[$0] < keys[$1] } }
+        return expositionBytes(sample, keys: order.map { keys[$0] })
+    }
 
     func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
         var writer = PrometheusWriter(format: self, sample: sample)

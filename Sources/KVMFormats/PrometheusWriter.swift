@@ -78,18 +78,6 @@ struct PrometheusWriter {
         let exponent: Int
     }
 
-    /// A key as its shape: hashed and compared without its guest.
-    private struct ShapeKey: Hashable {
-        let key: EventID
-        let perGuest: Bool
-
-        func hash(into hasher: inout Hasher) { hasher.combine(key.shapeCode) }
-
-        static func == (lhs: ShapeKey, rhs: ShapeKey) -> Bool {
-            lhs.perGuest == rhs.perGuest && lhs.key.sameShape(as: rhs.key)
-        }
-    }
-
     private var shapeNumbers: [ShapeKey: Int32] = [:]
     /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
     /// another shape with the same hash is looked up in `shapeNumbers`.
@@ -111,8 +99,18 @@ struct PrometheusWriter {
         }
         let shapeKey = ShapeKey(key: key, perGuest: perGuest)
         if let known = shapeNumbers[shapeKey] { return known }
+        // New to this exposition: as an earlier one made it, if made from the same.
+        let description = sample.family(of: key)
+        let ambiguous = key.source != nil && sample.name(of: key) != key.name
+        let made: MadeShape
+        if let remembered = format.shapeMemory.recall(shapeKey, description: description, ambiguous: ambiguous) {
+            made = remembered
+        } else {
+            made = makeShape(key, perGuest: perGuest, description: description, ambiguous: ambiguous)
+            format.shapeMemory.remember(made, of: shapeKey, description: description, ambiguous: ambiguous)
+        }
         let number = Int32(shapes.count)
-        shapes.append(makeShape(key, perGuest: perGuest))
+        shapes.append(install(made))
         shapeKeys.append(key)
         shapePerGuest.append(perGuest)
         shapeNumbers[shapeKey] = number
@@ -120,15 +118,12 @@ struct PrometheusWriter {
         return number
     }
 
-    private mutating func makeShape(_ key: EventID, perGuest: Bool) -> Shape {
-        var vcpuFamily: Int32 = -1
-        if let family = key.family, key.parent == nil || key.vcpu != nil, sample.family(of: key)?.origin != .tracepoint {
-            if let known = vcpuFamilies[family] {
-                vcpuFamily = known
-            } else {
-                vcpuFamily = Int32(vcpuFamilies.count)
-                vcpuFamilies[family] = vcpuFamily
-            }
+    /// `key`'s shape worked out: its family, name and labels.
+    private mutating func makeShape(_ key: EventID, perGuest: Bool, description: MetricFamily?, ambiguous: Bool) -> MadeShape {
+        var made = MadeShape()
+        made.isVCPU = key.vcpu != nil
+        if let family = key.family, key.parent == nil || key.vcpu != nil, description?.origin != .tracepoint {
+            made.vcpuFamily = family
         }
         let kind: UInt8 = key.vcpu != nil ? 1 : key.parent != nil ? 2 : 0
         let targetKey = TargetKey(source: key.source, family: key.parent ?? key.name, perGuest: perGuest, kind: kind)
@@ -139,15 +134,12 @@ struct PrometheusWriter {
             found = makeTarget(key, perGuest: perGuest)
             if let found { targets[targetKey] = found }
         }
-        guard let target = found else {
-            return Shape(family: -1, name: 0..<0, afterGuest: 0..<0, alone: 0..<0, vcpuFamily: vcpuFamily,
-                         isVCPU: key.vcpu != nil, scaled: false, base: 10, exponent: 0)
-        }
+        guard let target = found else { return made }
         var labels: [UInt8] = []
         func separator() {
             if !labels.isEmpty { labels.append(UInt8(ascii: ",")) }
         }
-        if let source = key.source, sample.name(of: key) != key.name {
+        if let source = key.source, ambiguous {
             separator()
             Self.appendLabels([("source", source)], to: &labels)
         }
@@ -173,25 +165,44 @@ struct PrometheusWriter {
             separator()
             Self.appendLabels([("child", child)], to: &labels)
         }
-        let nameStart = shapeBytes.count
-        shapeBytes.append(contentsOf: target.prefix)
-        let afterGuestStart = shapeBytes.count
+        made.familyName = target.family.name
+        made.isCounter = target.family.isCounter
+        made.help = target.family.help
+        made.name = target.prefix
         if !labels.isEmpty {
-            shapeBytes.append(UInt8(ascii: ","))
-            shapeBytes.append(contentsOf: labels)
+            made.afterGuest = [UInt8(ascii: ",")] + labels
+            made.alone = [UInt8(ascii: "{")] + labels + [UInt8(ascii: "}")]
         }
-        shapeBytes.append(contentsOf: "} ".utf8)
-        let aloneStart = shapeBytes.count
-        if !labels.isEmpty {
-            shapeBytes.append(UInt8(ascii: "{"))
-            shapeBytes.append(contentsOf: labels)
-            shapeBytes.append(UInt8(ascii: "}"))
+        made.afterGuest += "} ".utf8
+        made.alone.append(UInt8(ascii: " "))
+        made.scale = target.scale
+        return made
+    }
+
+    /// A shape made (now or by an earlier exposition) as this exposition numbers it.
+    private mutating func install(_ made: MadeShape) -> Shape {
+        var vcpuFamily: Int32 = -1
+        if let family = made.vcpuFamily {
+            if let known = vcpuFamilies[family] {
+                vcpuFamily = known
+            } else {
+                vcpuFamily = Int32(vcpuFamilies.count)
+                vcpuFamilies[family] = vcpuFamily
+            }
         }
-        shapeBytes.append(UInt8(ascii: " "))
-        return Shape(family: target.family.number, name: nameStart..<afterGuestStart,
-                     afterGuest: afterGuestStart..<aloneStart, alone: aloneStart..<shapeBytes.count,
-                     vcpuFamily: vcpuFamily, isVCPU: key.vcpu != nil, scaled: target.scale != nil,
-                     base: target.scale?.base ?? 10, exponent: target.scale?.exponent ?? 0)
+        guard let familyName = made.familyName else {
+            return Shape(family: -1, name: 0..<0, afterGuest: 0..<0, alone: 0..<0, vcpuFamily: vcpuFamily,
+                         isVCPU: made.isVCPU, scaled: false, base: 10, exponent: 0)
+        }
+        let family = self.family(familyName, counter: made.isCounter, help: made.help)
+        func place(_ bytes: [UInt8]) -> Range<Int> {
+            let start = shapeBytes.count
+            shapeBytes.append(contentsOf: bytes)
+            return start..<shapeBytes.count
+        }
+        return Shape(family: family.number, name: place(made.name), afterGuest: place(made.afterGuest),
+                     alone: place(made.alone), vcpuFamily: vcpuFamily, isVCPU: made.isVCPU, scaled: made.scale != nil,
+                     base: made.scale?.base ?? 10, exponent: made.scale?.exponent ?? 0)
     }
 
     /// Each shape's place among the shapes of a guest's keys: the keys' order (`EventID.<`)

@@ -89,15 +89,15 @@ struct SelfMetrics {
             help: "How long answering a scrape of /metrics took", origin: .program)
         // Rendering happens once a sample per format asked for, not once a scrape: these say
         // what a big host's exposition costs to make (divided by its series: per series).
-        sample.histograms[EventID("render_duration", source: Self.source)] = server.renderDurations
-        sample.families[Self.source, default: [:]]["render_duration"] = MetricFamily(
-            "render_duration", kind: .histogram, unit: .seconds,
-            help: "How long making a sample's exposition in a format took (once a sample per format scrapers ask for)",
+        sample.histograms[EventID("render_cpu", source: Self.source)] = server.renderCPU
+        sample.families[Self.source, default: [:]]["render_cpu"] = MetricFamily(
+            "render_cpu", kind: .histogram, unit: .seconds,
+            help: "CPU time making a sample's exposition in a format took (once a sample per format scrapers ask for)",
             origin: .program)
-        sample.histograms[EventID("compress_duration", source: Self.source)] = server.compressDurations
-        sample.families[Self.source, default: [:]]["compress_duration"] = MetricFamily(
-            "compress_duration", kind: .histogram, unit: .seconds,
-            help: "How long gzipping a sample's exposition took (once a sample, when scrapers accept gzip)",
+        sample.histograms[EventID("compress_cpu", source: Self.source)] = server.compressCPU
+        sample.families[Self.source, default: [:]]["compress_cpu"] = MetricFamily(
+            "compress_cpu", kind: .histogram, unit: .seconds,
+            help: "CPU time gzipping a sample's exposition took (once a sample, when scrapers accept gzip)",
             origin: .program)
         guard let resources else { return }
         let process: [(String, UInt64, MetricKind, MetricUnit, String)] = [

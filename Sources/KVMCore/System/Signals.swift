@@ -205,6 +205,14 @@ public enum Signals {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Seconds of CPU the calling thread has used (user and system), for what a piece of
+    /// work costs whatever else runs beside it.
+    public static func threadCPUNow() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     private static func handledSet() -> sigset_t {
         var set = sigset_t()
         sigemptyset(&set)

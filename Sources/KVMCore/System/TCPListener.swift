@@ -119,6 +119,24 @@ public enum SocketIO {
         throw error
     }
 
+    /// Sends as much of `first` then `second` as the socket takes in one call (an answer's
+    /// head and body, without copying them together); how much went, 0 when it would block.
+    public static func send(_ fd: FileDescriptor, _ first: UnsafeRawBufferPointer,
+                            _ second: UnsafeRawBufferPointer) throws(Errno) -> Int {
+        var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
+                     iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)]
+        let n = parts.withUnsafeMutableBufferPointer { parts in
+            var message = msghdr()
+            message.msg_iov = parts.baseAddress
+            message.msg_iovlen = parts.count
+            return Glibc.sendmsg(fd.rawValue, &message, Int32(MSG_NOSIGNAL))
+        }
+        if n >= 0 { return n }
+        let error = Errno.current
+        if error.rawValue == EAGAIN || error.rawValue == EWOULDBLOCK || error.rawValue == EINTR { return 0 }
+        throw error
+    }
+
     /// Waits up to `milliseconds` for the events asked; returns each descriptor's events.
     public static func poll(_ entries: [(FileDescriptor, readable: Bool, writable: Bool)], milliseconds: Int32) -> [Int16] {
         var fds = entries.map { entry in

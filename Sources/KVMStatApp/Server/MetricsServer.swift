@@ -57,9 +57,10 @@ final class MetricsServer: @unchecked Sendable {
     /// What the endpoint has done, for kvmstat's own metrics.
     struct Counters: Sendable {
         var scrapeDurations = SelfMetrics.durationHistogram()
-        /// How long making a sample's bytes in a format took, and gzipping them.
-        var renderDurations = SelfMetrics.durationHistogram()
-        var compressDurations = SelfMetrics.durationHistogram()
+        /// The CPU time making a sample's bytes in a format took, and gzipping them (CPU, not
+        /// wall time: what it costs, whatever else runs beside it).
+        var renderCPU = SelfMetrics.durationHistogram()
+        var compressCPU = SelfMetrics.durationHistogram()
         var clientErrors: UInt64 = 0
         var serverErrors: UInt64 = 0
     }
@@ -95,20 +96,20 @@ final class MetricsServer: @unchecked Sendable {
     /// failed); nil for a format not registered.
     private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
-        let start = Signals.monotonicNow()
+        let start = Signals.threadCPUNow()
         let bytes = format.batchBytes(sample)
-        let seconds = Signals.monotonicNow() - start
-        counting.withLock { SelfMetrics.record(seconds, in: &$0.renderDurations) }
+        let seconds = Signals.threadCPUNow() - start
+        counting.withLock { SelfMetrics.record(seconds, in: &$0.renderCPU) }
         guard rendering.gzip, let compressed = compress(bytes) else { return (bytes, false) }
         return (compressed, true)
     }
 
     /// The gzip of `bytes` (nil when zlib failed), its time noted.
     private func compress(_ bytes: [UInt8]) -> [UInt8]? {
-        let start = Signals.monotonicNow()
+        let start = Signals.threadCPUNow()
         let compressed = Gzip.compress(bytes)
-        let seconds = Signals.monotonicNow() - start
-        counting.withLock { SelfMetrics.record(seconds, in: &$0.compressDurations) }
+        let seconds = Signals.threadCPUNow() - start
+        counting.withLock { SelfMetrics.record(seconds, in: &$0.compressCPU) }
         return compressed
     }
 
@@ -181,7 +182,10 @@ final class MetricsServer: @unchecked Sendable {
         /// Sends what is left from `offset`; how many bytes went, nil when the peer is gone.
         func send(from offset: Int, to fd: FileDescriptor) -> Int? {
             if offset < head.count {
-                return head[offset...].withUnsafeBytes { raw in try? SocketIO.send(fd, raw) }
+                // The head and the body in one call.
+                return head[offset...].withUnsafeBytes { head in
+                    body.withUnsafeBytes { body in try? SocketIO.send(fd, head, body) }
+                }
             }
             return body[(offset - head.count)...].withUnsafeBytes { raw in try? SocketIO.send(fd, raw) }
         }
@@ -203,14 +207,21 @@ final class MetricsServer: @unchecked Sendable {
         let bodyWanted = method == "GET"
         switch path {
         case "/metrics":
-            func header(_ name: String) -> String? {
-                lines.dropFirst().first { $0.lowercased().hasPrefix(name + ":") }.map { String($0.dropFirst(name.count + 1)) }
+            var accept: String?
+            var acceptEncoding: String?
+            for line in lines.dropFirst() {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                let name = line[..<colon].lowercased()
+                if name == "accept", accept == nil { accept = String(line[line.index(after: colon)...]) }
+                if name == "accept-encoding", acceptEncoding == nil {
+                    acceptEncoding = String(line[line.index(after: colon)...])
+                }
             }
-            guard let (format, mediaType) = formats.negotiate(accept: header("accept")) else {
+            guard let (format, mediaType, gzip) = negotiate(accept: accept, encoding: acceptEncoding) else {
                 let served = formats.entries.flatMap(\.format.mediaTypes).map(\.type).joined(separator: ", ")
                 return Self.answer(406, "Not Acceptable", "metrics are served as \(served)\n", body: bodyWanted)
             }
-            let rendering = Rendering(format: format.name, gzip: Gzip.accepted(by: header("accept-encoding")))
+            let rendering = Rendering(format: format.name, gzip: gzip)
             guard let (bytes, gzipped) = bytes(rendering) else {
                 return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
             }
@@ -222,6 +233,34 @@ final class MetricsServer: @unchecked Sendable {
         default:
             return Self.answer(404, "Not Found", "not found; metrics are at /metrics\n", body: bodyWanted)
         }
+    }
+
+    /// What the last scrape's Accept and Accept-Encoding asked for, and what it was served: a
+    /// scraper asks the same every time, and working it out again cost more than the rest
+    /// of an answer. One entry: clients asking otherwise each time get it worked out.
+    private struct Negotiated: Sendable {
+        let accept: String?
+        let encoding: String?
+        let format: any Format
+        let mediaType: MediaType
+        let gzip: Bool
+    }
+
+    private let lastNegotiated = Mutex<Negotiated?>(nil)
+
+    /// The format, media type and compression that serve a request asking for `accept` and
+    /// `encoding`; nil when no format is acceptable.
+    private func negotiate(accept: String?, encoding: String?) -> (any Format, MediaType, Bool)? {
+        if let last = lastNegotiated.withLock({ $0 }), last.accept == accept, last.encoding == encoding {
+            return (last.format, last.mediaType, last.gzip)
+        }
+        guard let (format, mediaType) = formats.negotiate(accept: accept) else { return nil }
+        let gzip = Gzip.accepted(by: encoding)
+        // Headers are bounded (`headerLimit`): so is what is kept.
+        lastNegotiated.withLock {
+            $0 = Negotiated(accept: accept, encoding: encoding, format: format, mediaType: mediaType, gzip: gzip)
+        }
+        return (format, mediaType, gzip)
     }
 
     static let homePage = """

@@ -1,0 +1,69 @@
+import KVMCore
+import Synchronization
+
+/// A key as its shape (a key but its guest, of the host's series or a guest's): hashed and
+/// compared without its guest. Every guest has the same few shapes of key.
+struct ShapeKey: Hashable, Sendable {
+    let key: EventID
+    let perGuest: Bool
+
+    func hash(into hasher: inout Hasher) { hasher.combine(key.shapeCode) }
+
+    static func == (lhs: ShapeKey, rhs: ShapeKey) -> Bool {
+        lhs.perGuest == rhs.perGuest && lhs.key.sameShape(as: rhs.key)
+    }
+}
+
+/// What every series of a shape has, as made (names, labels, unit), without one exposition's
+/// numbering of families: what an exposition remembers for the next.
+struct MadeShape: Sendable {
+    /// Its family's name, type and help; nil for a histogram's (written elsewhere).
+    var familyName: String?
+    var isCounter = false
+    var help = ""
+    /// Its series' name, what follows a guest's labels, and what follows the name alone
+    /// (`PrometheusWriter.Shape`).
+    var name: [UInt8] = []
+    var afterGuest: [UInt8] = []
+    var alone: [UInt8] = []
+    /// The statistic whose own row its vCPUs' rows stand for (`PrometheusWriter.Shape`).
+    var vcpuFamily: FamilyKey?
+    var isVCPU = false
+    var scale: (base: Int, exponent: Int)?
+}
+
+/// Shapes made by earlier expositions of one format, for the next: a host's keys are the same
+/// sample after sample, and working a shape out (its family's name, help and labels) costs
+/// microseconds, hundreds of times an exposition. A shape is taken again only while what it
+/// was made from is the same: its key's description (`Sample.family(of:)`) and whether its
+/// name needs its source to tell it apart. Bounded: sources that make ever new keys empty it
+/// now and then, never grow it.
+final class ShapeMemory: Sendable {
+    struct Remembered: Sendable {
+        let description: MetricFamily?
+        let ambiguous: Bool
+        let made: MadeShape
+    }
+
+    static let limit = 65_536
+    private let shapes = Mutex<[ShapeKey: Remembered]>([:])
+
+    init() {}
+
+    func recall(_ key: ShapeKey, description: MetricFamily?, ambiguous: Bool) -> MadeShape? {
+        shapes.withLock { shapes in
+            guard let remembered = shapes[key], remembered.ambiguous == ambiguous,
+                  remembered.description == description else { return nil }
+            return remembered.made
+        }
+    }
+
+    func remember(_ made: MadeShape, of key: ShapeKey, description: MetricFamily?, ambiguous: Bool) {
+        shapes.withLock { shapes in
+            if shapes.count >= Self.limit && shapes[key] == nil { shapes.removeAll() }
+            shapes[key] = Remembered(description: description, ambiguous: ambiguous, made: made)
+        }
+    }
+
+    var count: Int { shapes.withLock { $0.count } }
+}
