@@ -100,4 +100,57 @@ struct QMPTrustTests {
         let totals = jsonTotals(result.stdout, "exits")
         #expect(totals.count >= 6 && totals.allSatisfy { $0 >= 1_000 }, "\(totals) \(result.stderr)")
     }
+
+    /// A QEMU in a mount namespace of its own (a container's) names its monitor by a path
+    /// only that namespace has: kvmstat finds it there (through /proc/PID/root), whether the
+    /// path fits a socket address (connected to by path) or not (opened first, connected to
+    /// through its descriptor); the host's same path has no monitor at all.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs unshare"))
+    func aMonitorInItsOwnMountNamespaceIsItsOwn() throws {
+        let firmware = NSTemporaryDirectory() + "kvmstat-ns-bios-" + UUID().uuidString
+        try QEMUGuest.firmware(outs: 700).write(to: URL(fileURLWithPath: firmware))
+        defer { try? FileManager.default.removeItem(atPath: firmware) }
+        var guests: [(Process, String, String)] = []
+        defer {
+            for (process, directory, _) in guests {
+                Self.stop(process)
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+        }
+        // A short path, and one that QEMU can bind (a socket address holds 107 bytes) but that
+        // is too long for one once under /proc/PID/root.
+        for long in [false, true] {
+            var directory = NSTemporaryDirectory() + "kvmstat-ns-" + UUID().uuidString.prefix(8)
+            if long { directory += String(repeating: "d", count: 100 - directory.utf8.count - "/qmp.sock".utf8.count) }
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let name = "kvmstat-ns-\(long ? "long" : "short")-\(getpid())"
+            let qemu = [QEMUGuest.binary, "-enable-kvm", "-cpu", "max,-arch-capabilities", "-nodefaults", "-display", "none",
+                        "-m", "16", "-bios", firmware, "-qmp", "unix:\(directory)/qmp.sock,server=on,wait=off",
+                        "-name", "guest=\(name)"]
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            // The namespace's own /tmp directory: the monitor exists only in there.
+            process.arguments = ["-m", "--propagation", "private", "/bin/sh", "-c",
+                                 "mount -t tmpfs none \"$0\" && exec \"$@\"", directory] + qemu
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            guests.append((process, directory, name))
+            let inside = "/proc/\(process.processIdentifier)/root\(directory)/qmp.sock"
+            #expect(waitUntil { FileManager.default.fileExists(atPath: inside) }, "QEMU's monitor at \(inside)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/qmp.sock"), "not in the host's namespace")
+            #expect(long == (inside.utf8.count >= 108))
+        }
+        var text = ""
+        #expect(waitUntil(within: 15) {
+            text = (try? run(kvmstatBinary, ["--source", "qmp", "-1", "-i", "-f", "^exits$", "--format", "prometheus"]))?
+                .stdout ?? ""
+            return guests.allSatisfy { _, _, name in
+                text.split(separator: "\n").contains { line in
+                    line.hasPrefix("kvm_guest_exits_total{guest=\"\(name)\"")
+                        && (line.split(separator: " ").last.flatMap { Int($0) } ?? 0) >= 700
+                }
+            }
+        }, "\(text)")
+    }
 }
