@@ -52,6 +52,9 @@ public struct Sample: Sendable {
         }
     }
 
+    /// The event names more than one source reports (`name(of:)` says which source).
+    public var ambiguousNames: Set<String> { ambiguous }
+
     /// Events in upstream's order (its sort of `child parent` keys).
     public var sortedKeys: [EventID] { values.keys.sorted() }
 

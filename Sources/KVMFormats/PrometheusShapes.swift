@@ -32,6 +32,35 @@ struct MadeShape: Sendable {
     var scale: (base: Int, exponent: Int)?
 }
 
+/// An exposition's shapes and families as it numbered them, with what they were made from
+/// (the sample's descriptions, and the names two sources report): the next exposition made
+/// from the same starts from it, and writes only the keys new to it (a host's keys are the same
+/// sample after sample). Families of keys an exposition does not have are not written.
+struct ShapeTable: Sendable {
+    let descriptions: [String: [String: MetricFamily]]
+    let ambiguous: Set<String>
+    var shapeNumbers: [ShapeKey: Int32] = [:]
+    /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
+    /// another shape with the same hash is looked up in `shapeNumbers`.
+    var shapeByCode: [Int: Int32] = [:]
+    var shapePerGuest: [Bool] = []
+    var shapes: [PrometheusWriter.Shape] = []
+    /// A key of each shape (for ordering).
+    var shapeKeys: [EventID] = []
+    var shapeBytes: [UInt8] = []
+    var vcpuFamilies: [FamilyKey: Int32] = [:]
+    var families: [String: PrometheusWriter.Family] = [:]
+    /// The families' names in order, and the shapes' places (`PrometheusWriter.places()`),
+    /// as last worked out.
+    var familyOrder: [String] = []
+    var places: [Int32] = []
+
+    init(families: [String: [String: MetricFamily]], ambiguous: Set<String>) {
+        descriptions = families
+        self.ambiguous = ambiguous
+    }
+}
+
 /// Shapes made by earlier expositions of one format, for the next: a host's keys are the same
 /// sample after sample, and working a shape out (its family's name, help and labels) costs
 /// microseconds, hundreds of times an exposition. A shape is taken again only while what it
@@ -66,4 +95,22 @@ final class ShapeMemory: Sendable {
     }
 
     var count: Int { shapes.withLock { $0.count } }
+
+    /// The last exposition's table, when `sample`'s descriptions are the ones it was made from.
+    private let last = Mutex<ShapeTable?>(nil)
+
+    func table(for sample: Sample) -> ShapeTable? {
+        last.withLock { table in
+            guard let table, table.ambiguous == sample.ambiguousNames, table.descriptions == sample.families else {
+                return nil
+            }
+            return table
+        }
+    }
+
+    /// Keeps an exposition's table for the next (not one past `limit` shapes: a table that big
+    /// is made again each time rather than kept).
+    func keep(_ table: ShapeTable) {
+        last.withLock { $0 = table.shapes.count <= Self.limit ? table : nil }
+    }
 }

@@ -41,15 +41,20 @@ struct PrometheusWriter {
         var kind: UInt8
     }
 
-    private var families: [String: Family] = [:]
+    /// Shapes and families as numbered (`ShapeTable`): the last exposition's, when made from
+    /// the same descriptions.
+    private var table: ShapeTable
     /// Each family's series lines so far, by its number.
     private var lines: [[UInt8]] = []
     private var targets: [TargetKey: Target] = [:]
-    private var ambiguousSourceLabel: [String: [UInt8]] = [:]
+
 
     init(format: PrometheusFormat, sample: Sample) {
         self.format = format
         self.sample = sample
+        table = format.shapeMemory.table(for: sample) ?? ShapeTable(families: sample.families,
+                                                                    ambiguous: sample.ambiguousNames)
+        lines = Array(repeating: [], count: table.families.count)
     }
 
     /// What every series of one shape of key (a key but its guest) has in common, worked out
@@ -78,27 +83,21 @@ struct PrometheusWriter {
         let exponent: Int
     }
 
-    private var shapeNumbers: [ShapeKey: Int32] = [:]
     /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
     /// another shape with the same hash is looked up in `shapeNumbers`.
-    private var shapeByCode: [Int: Int32] = [:]
-    private var shapePerGuest: [Bool] = []
-    private var shapes: [Shape] = []
     /// A key of each shape (for ordering).
-    private var shapeKeys: [EventID] = []
-    private var shapeBytes: [UInt8] = []
-    var shapeCount: Int { shapes.count }
-    private var vcpuFamilies: [FamilyKey: Int32] = [:]
+    var shapeCount: Int { table.shapes.count }
 
     /// The number of `key`'s shape (made the first time one is seen).
     mutating func shape(of key: EventID, perGuest: Bool) -> Int32 {
         // A number's hash, not a key's: hundreds of thousands of keys a big host's exposition.
         let code = perGuest ? key.shapeCode | Int.min : key.shapeCode & Int.max
-        if let first = shapeByCode[code], shapePerGuest[Int(first)] == perGuest, shapeKeys[Int(first)].sameShape(as: key) {
+        if let first = table.shapeByCode[code], table.shapePerGuest[Int(first)] == perGuest,
+           table.shapeKeys[Int(first)].sameShape(as: key) {
             return first
         }
         let shapeKey = ShapeKey(key: key, perGuest: perGuest)
-        if let known = shapeNumbers[shapeKey] { return known }
+        if let known = table.shapeNumbers[shapeKey] { return known }
         // New to this exposition: as an earlier one made it, if made from the same.
         let description = sample.family(of: key)
         let ambiguous = key.source != nil && sample.name(of: key) != key.name
@@ -109,12 +108,13 @@ struct PrometheusWriter {
             made = makeShape(key, perGuest: perGuest, description: description, ambiguous: ambiguous)
             format.shapeMemory.remember(made, of: shapeKey, description: description, ambiguous: ambiguous)
         }
-        let number = Int32(shapes.count)
-        shapes.append(install(made))
-        shapeKeys.append(key)
-        shapePerGuest.append(perGuest)
-        shapeNumbers[shapeKey] = number
-        if shapeByCode[code] == nil { shapeByCode[code] = number }
+        let number = Int32(table.shapes.count)
+        let installed = install(made)
+        table.shapes.append(installed)
+        table.shapeKeys.append(key)
+        table.shapePerGuest.append(perGuest)
+        table.shapeNumbers[shapeKey] = number
+        if table.shapeByCode[code] == nil { table.shapeByCode[code] = number }
         return number
     }
 
@@ -183,11 +183,11 @@ struct PrometheusWriter {
     private mutating func install(_ made: MadeShape) -> Shape {
         var vcpuFamily: Int32 = -1
         if let family = made.vcpuFamily {
-            if let known = vcpuFamilies[family] {
+            if let known = table.vcpuFamilies[family] {
                 vcpuFamily = known
             } else {
-                vcpuFamily = Int32(vcpuFamilies.count)
-                vcpuFamilies[family] = vcpuFamily
+                vcpuFamily = Int32(table.vcpuFamilies.count)
+                table.vcpuFamilies[family] = vcpuFamily
             }
         }
         guard let familyName = made.familyName else {
@@ -196,9 +196,9 @@ struct PrometheusWriter {
         }
         let family = self.family(familyName, counter: made.isCounter, help: made.help)
         func place(_ bytes: [UInt8]) -> Range<Int> {
-            let start = shapeBytes.count
-            shapeBytes.append(contentsOf: bytes)
-            return start..<shapeBytes.count
+            let start = table.shapeBytes.count
+            table.shapeBytes.append(contentsOf: bytes)
+            return start..<table.shapeBytes.count
         }
         return Shape(family: family.number, name: place(made.name), afterGuest: place(made.afterGuest),
                      alone: place(made.alone), vcpuFamily: vcpuFamily, isVCPU: made.isVCPU, scaled: made.scale != nil,
@@ -207,8 +207,10 @@ struct PrometheusWriter {
 
     /// Each shape's place among the shapes of a guest's keys: the keys' order (`EventID.<`)
     /// but for the guest, a guest's total first.
-    func places() -> [Int32] {
-        shapeKeys.withUnsafeBufferPointer { keys in
+    mutating func places() -> [Int32] {
+        // The same shapes as when last worked out (an exposition's table kept): the same places.
+        if table.places.count == table.shapes.count { return table.places }
+        table.places = table.shapeKeys.withUnsafeBufferPointer { keys in
             let byPlace = (0..<Int32(keys.count)).sorted { a, b in
                 let lhs = keys[Int(a)], rhs = keys[Int(b)]
                 if lhs.isGuestTotal != rhs.isGuestTotal { return lhs.isGuestTotal }
@@ -220,6 +222,7 @@ struct PrometheusWriter {
             for (index, shape) in byPlace.enumerated() { place[Int(shape)] = Int32(index) }
             return place
         }
+        return table.places
     }
 
     /// A series to write: its key's shape, guest and value (what writing needs, packed: a big
@@ -245,7 +248,7 @@ struct PrometheusWriter {
         var perVCPU = Set<Int>()
         func vcpuKey(_ family: Int32, _ guest: Int) -> Int { Int(family) << 32 ^ Int(UInt32(truncatingIfNeeded: guest)) }
         for entry in entries {
-            let shape = shapes[Int(entry.shape)]
+            let shape = table.shapes[Int(entry.shape)]
             if shape.isVCPU && shape.vcpuFamily >= 0 { perVCPU.insert(vcpuKey(shape.vcpuFamily, entry.guest)) }
         }
         var lines = self.lines
@@ -253,8 +256,8 @@ struct PrometheusWriter {
         defer { self.lines = lines }
         var labelsGuest: Int?
         var guestLabels: [UInt8] = []
-        shapes.withUnsafeBufferPointer { shapes in
-            shapeBytes.withUnsafeBufferPointer { bytes in
+        table.shapes.withUnsafeBufferPointer { shapes in
+            table.shapeBytes.withUnsafeBufferPointer { bytes in
                 for entry in entries {
                     let shape = shapes[Int(entry.shape)]
                     guard shape.family >= 0 else { continue }
@@ -340,9 +343,9 @@ struct PrometheusWriter {
     }
 
     private mutating func family(_ name: String, counter: Bool, help: String) -> Family {
-        if let known = families[name] { return known }
+        if let known = table.families[name] { return known }
         let made = Family(name: name, isCounter: counter, help: help, number: Int32(lines.count))
-        families[name] = made
+        table.families[name] = made
         lines.append([])
         return made
     }
@@ -385,13 +388,17 @@ struct PrometheusWriter {
     /// each family's lines are let go once copied (the exposition is not held twice over).
     mutating func finish(into out: inout [UInt8]) {
         out.reserveCapacity(out.count + lines.reduce(0) { $0 + $1.count + 200 })
-        for name in families.keys.sorted() {
-            let family = families.removeValue(forKey: name)!
+        if table.familyOrder.count != table.families.count { table.familyOrder = table.families.keys.sorted() }
+        for name in table.familyOrder {
+            let family = table.families[name]!
+            // A family of an earlier exposition's keys that this one has none of is not named.
+            guard !lines[Int(family.number)].isEmpty else { continue }
             let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
             out.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
             out.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
             out.append(contentsOf: lines[Int(family.number)])
             lines[Int(family.number)] = []
         }
+        format.shapeMemory.keep(table)
     }
 }

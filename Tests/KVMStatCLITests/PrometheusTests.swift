@@ -168,6 +168,37 @@ extension PrometheusFormatTests {
         let alone = format.batch(sample(unit: .nanoseconds, twoSources: false))
         #expect(alone == first)
     }
+
+    /// An exposition made from the same descriptions as the last starts from its shapes and
+    /// families: a family the last one had and this one has no series of is not named, and
+    /// one this one adds is.
+    @Test func keptFamiliesAreNamedOnlyWithSeries() {
+        let format = PrometheusFormat()
+        let families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "KVM statistic exits", origin: .kvmStatistic),
+                                "pages_4k": MetricFamily("pages_4k", kind: .gauge, unit: .pages, help: "KVM statistic pages_4k",
+                                                         origin: .kvmStatistic)]]
+        func sample(_ names: [String], guests: [Int]) -> Sample {
+            var values: [EventID: EventStat] = [:]
+            var guestValues: [EventID: UInt64] = [:]
+            for name in names {
+                values[EventID(name).from("qmp")] = EventStat(value: 3, previous: 0)
+                for guest in guests { guestValues[EventID(name).from("qmp").of(guest: guest)] = UInt64(guest) }
+            }
+            var made = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: values,
+                              guestNames: Dictionary(uniqueKeysWithValues: guests.map { ($0, "g\($0)") }), guestValues: guestValues)
+            made.families = families
+            return made
+        }
+        let both = format.batch(sample(["exits", "pages_4k"], guests: [10, 20]))
+        #expect(both.contains("# TYPE kvm_pages_4k gauge") && both.contains(#"kvm_guest_pages_4k{guest="g20",pid="20"} 20"#))
+        let fewer = format.batch(sample(["exits"], guests: [30]))
+        #expect(!fewer.contains("pages_4k") && !fewer.contains("g10") && !fewer.contains("g20"), "\(fewer)")
+        #expect(fewer.contains(#"kvm_guest_exits_total{guest="g30",pid="30"} 30"#) && fewer.contains("kvm_exits_total 3"))
+        let types = fewer.split(separator: "\n").filter { $0.hasPrefix("# TYPE") }
+        #expect(types == ["# TYPE kvm_exits_total counter", "# TYPE kvm_guest_exits_total counter"], "\(types)")
+        // Made afresh, the same.
+        #expect(PrometheusFormat().batch(sample(["exits"], guests: [30])) == fewer)
+    }
 }
 
 /// `--listen`'s endpoint spellings.
