@@ -48,7 +48,6 @@ struct PrometheusWriter {
     private var lines: [[UInt8]] = []
     private var targets: [TargetKey: Target] = [:]
 
-
     init(format: PrometheusFormat, sample: Sample) {
         self.format = format
         self.sample = sample
@@ -83,9 +82,6 @@ struct PrometheusWriter {
         let exponent: Int
     }
 
-    /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
-    /// another shape with the same hash is looked up in `shapeNumbers`.
-    /// A key of each shape (for ordering).
     var shapeCount: Int { table.shapes.count }
 
     /// The number of `key`'s shape (made the first time one is seen).
