@@ -169,6 +169,19 @@ extension PrometheusFormatTests {
         #expect(alone == first)
     }
 
+    /// A source that makes ever new keys (another user's monitor naming statistics anew each
+    /// sample) cannot make the format remember without bound.
+    @Test func rememberedShapesAreBounded() {
+        let format = PrometheusFormat()
+        for round in 0..<3 {
+            var values: [EventID: EventStat] = [:]
+            for n in 0..<30_000 { values[EventID("s\(round)_\(n)").from("qmp")] = EventStat(value: 1, previous: 0) }
+            let text = format.batch(Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: values))
+            #expect(text.contains("kvm_qmp_s\(round)_29999_total 1"))
+            #expect(format.shapeMemory.count <= ShapeMemory.limit)
+        }
+    }
+
     /// An exposition made from the same descriptions as the last starts from its shapes and
     /// families: a family the last one had and this one has no series of is not named, and
     /// one this one adds is.
