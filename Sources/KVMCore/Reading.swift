@@ -6,10 +6,14 @@ public struct ReadRequest: Sendable, Equatable {
     /// Each guest's value of every wanted event as well (`Reading.guestValues`), for formats
     /// that label series by guest.
     public var perGuest: Bool
+    /// Whether histograms are shown (`Reading.histograms`): a source need not ask for what
+    /// nobody shows (the screen and the text formats show none).
+    public var histograms: Bool
 
-    public init(byGuest: Bool = false, perGuest: Bool = false) {
+    public init(byGuest: Bool = false, perGuest: Bool = false, histograms: Bool = true) {
         self.byGuest = byGuest
         self.perGuest = perGuest
+        self.histograms = histograms
     }
 }
 

@@ -32,6 +32,9 @@ public protocol Format: Sendable {
     /// sources are asked for per-guest values, and `--by-guest` (rows by guest) is refused
     /// as redundant.
     var labelsGuests: Bool { get }
+    /// Whether records show histograms (`Sample.histograms`): sources are asked for them only
+    /// then.
+    var showsHistograms: Bool { get }
     /// What `--listen` may serve it as, best first: an HTTP scrape gets the format whose
     /// media type its Accept header rates highest. Empty: not served.
     var mediaTypes: [MediaType] { get }
@@ -42,6 +45,7 @@ extension Format {
     public var recordsStandAlone: Bool { false }
     public var replacesFile: Bool { false }
     public var labelsGuests: Bool { false }
+    public var showsHistograms: Bool { false }
     public var mediaTypes: [MediaType] { [] }
     public func batchBytes(_ sample: Sample) -> [UInt8] { Array(batch(sample).utf8) }
 }

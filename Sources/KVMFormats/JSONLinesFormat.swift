@@ -12,6 +12,7 @@ public struct JSONLinesFormat: Format {
     public var name: String { "jsonl" }
     public var repeatsBannerInFile: Bool { false }
     public var recordsStandAlone: Bool { true }
+    public var showsHistograms: Bool { true }
 
     /// Served as JSON Lines (one record) to a client that asks for it.
     public var mediaTypes: [MediaType] {

@@ -26,6 +26,7 @@ public struct PrometheusFormat: Format {
     public var replacesFile: Bool { true }
     public var recordsStandAlone: Bool { true }
     public var labelsGuests: Bool { true }
+    public var showsHistograms: Bool { true }
 
     /// The endpoint serves the text format to whoever accepts anything, OpenMetrics to those
     /// who ask for it (Prometheus rates it above the text format).

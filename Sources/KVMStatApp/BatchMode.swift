@@ -19,7 +19,7 @@ struct BatchMode {
     /// Ctrl-C during the second prints nothing and ends with 0; other signals end kvmstat by
     /// themselves, as upstream's default handlers do.
     func run(output: any TextOutput) throws(Failure) -> Ending {
-        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
+        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests, histograms: format.showsHistograms || latencyReport)
         _ = try stats.sample(request)
         var waiter = self.waiter
         if let signal = waiter.wait(seconds: 1) { return .on(signal) }

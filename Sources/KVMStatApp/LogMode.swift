@@ -40,7 +40,7 @@ struct LogMode {
 
     /// Runs until a signal ends it (Ctrl-C: status 0) or a write fails.
     mutating func run() throws(Failure) -> Ending {
-        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests)
+        let request = ReadRequest(byGuest: byGuest, perGuest: format.labelsGuests, histograms: format.showsHistograms)
         var latest = try stats.sample(request)
         keys = latest.sortedKeys
         known = Set(keys)

@@ -65,6 +65,11 @@ public final class QMPSource: StatSource {
     /// What each statistic is, from the guests' schemas.
     private var families: [String: MetricFamily] = [:]
     private var started = false
+    /// Whether histograms are shown (`ReadRequest.histograms`): when not, guests are asked
+    /// for their other statistics only (a guest's histograms are most of its numbers).
+    private var askHistograms = true
+    /// The questions without histograms for the last table of kinds they were made for.
+    private var filtered: (kinds: [String: StatKind], text: String)?
     private var warnings: [String] = []
     private var emptyNotice = EmptyNotice()
     static let noMonitor = "qmp: no QEMU with a QMP monitor on a unix socket is running (start QEMU with "
@@ -105,9 +110,12 @@ public final class QMPSource: StatSource {
     public func setPid(_ pid: Int) throws(SourceError) { self.pid = pid }
 
     public func read(_ request: ReadRequest) throws(SourceError) -> Reading {
+        askHistograms = request.histograms
         poll()
         var reading = book.reading(request, pid: pid, families: families, origin: name)
-        reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid, numbering: book.numbering)
+        if askHistograms {
+            reading.histograms = histogramBook.totals(wanted: wantedHistograms, pid: pid, numbering: book.numbering)
+        }
         reading.warnings = warnings
         warnings.removeAll()
         return reading
@@ -200,72 +208,16 @@ public final class QMPSource: StatSource {
             .map { histogramNames[$0] })
     }
 
-    /// One guest's answers, read on a worker thread.
-    struct Answer: Sendable {
-        var schema: Schema?
-        var vcpus: [String: Int]?
-        var statistics = StatsAnswer()
-        var failure: String?
-    }
-
-    /// Asks a guest's monitor, in one round trip: the capabilities, its schema when not known
-    /// yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its statistics, VM's and
-    /// vCPUs'. Names are looked up in `numbering` (a copy: this runs on a worker thread).
-    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, deadline: Double, numbering: StatisticNumbering,
-                    expecting expected: [Int32]) -> Answer {
-        var answer = Answer(statistics: StatsAnswer(expecting: expected))
-        do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid,
-                                         questions: needsSchema ? questionsWithSchema : questions)
-            _ = try session.answerValue(to: "qmp_capabilities")
-            if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
-            var vcpus: [String: Int] = [:]
-            try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
-                try readVCPUs(&scanner, into: &vcpus)
-            }
-            answer.vcpus = vcpus
-            for _ in 0..<2 {
-                try session.answer(to: "query-stats") { (scanner) throws(JSONValue.ParseError) in
-                    try answer.statistics.read(&scanner, numbering: numbering)
-                }
-            }
-        } catch {
-            answer.failure = error.description
-        }
-        return answer
-    }
-
-    /// A sample's questions, made once: `qmp_capabilities`, (`query-stats-schemas`,)
-    /// `query-cpus-fast`, `query-stats` of the VM and of the vCPUs.
-    static let questions = QMPSession.text(requests(schema: false))
-    static let questionsWithSchema = QMPSession.text(requests(schema: true))
-
-    private static func requests(schema: Bool) -> [QMPSession.Request] {
-        [QMPSession.Request(command: "qmp_capabilities")]
-            + (schema ? [QMPSession.Request(command: "query-stats-schemas")] : [])
-            + [QMPSession.Request(command: "query-cpus-fast")]
-            + ["vm", "vcpu"].map { QMPSession.Request(command: "query-stats", arguments: .object([("target", .string($0))])) }
-    }
-
-    /// `query-cpus-fast`'s answer: each vCPU's QOM path and index (paths of QEMU's length,
-    /// indexes in KVM's range, as many as KVM allows).
-    static func readVCPUs(_ scanner: inout JSONScanner, into vcpus: inout [String: Int]) throws(JSONValue.ParseError) {
-        try scanner.elements(depth: 1) { (scanner) throws(JSONValue.ParseError) in
-            var path: String?
-            var index: UInt64?
-            try scanner.members(depth: 2) { (scanner, key) throws(JSONValue.ParseError) in
-                if scanner.bytes(key, equal: "qom-path"), scanner.peek() == UInt8(ascii: "\"") {
-                    path = try scanner.decodedString()
-                } else if scanner.bytes(key, equal: "cpu-index"), let byte = scanner.peek(), (0x30...0x39).contains(byte) {
-                    index = try scanner.unsignedNumber()
-                } else {
-                    try scanner.skipValue(depth: 2)
-                }
-            }
-            guard let path, path.utf8.count <= maxPathLength, let index, index < StatisticNumbering.maxVCPUs,
-                  vcpus.count < StatisticNumbering.maxVCPUs else { return }
-            vcpus[path] = Int(index)
-        }
+    /// A sample's questions for a guest whose statistics are `kinds`, without its histograms:
+    /// made once for each table of kinds (a host's QEMUs mostly share one); nil when there
+    /// are none to leave out.
+    private func questionsWithoutHistograms(_ kinds: [String: StatKind]) -> String? {
+        if let filtered, filtered.kinds == kinds { return filtered.text }
+        let names = kinds.filter { $0.value != .histogram }.keys.sorted()
+        guard !names.isEmpty, names.count < kinds.count else { return nil }
+        let text = QMPSession.text(Self.requests(schema: false, names: names))
+        filtered = (kinds, text)
+        return text
     }
 
     /// Reads the guests in view; returns the pids that answered.
@@ -309,6 +261,11 @@ public final class QMPSource: StatSource {
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }.sorted(by: stalest)
         let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
+        let questions = ordered.indices.map { i in
+            needsSchema[i] ? Self.questionsWithSchema
+                : askHistograms ? Self.questions
+                : questionsWithoutHistograms(book.kinds(of: ordered[i].pid)) ?? Self.questions
+        }
         let expected = ordered.map { guests[$0.pid]!.expected }
         let workers = min(ordered.count, 4)
         // Each monitor has a deadline of its own (one that stalls costs the others nothing);
@@ -327,8 +284,9 @@ public final class QMPSource: StatSource {
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    let answer = Self.ask(ordered[i], needsSchema: needsSchema[i], deadline: now + Self.monitorTimeout,
-                                          numbering: numbering, expecting: expected[i])
+                    let answer = Self.ask(ordered[i], needsSchema: needsSchema[i], questions: questions[i],
+                                          deadline: now + Self.monitorTimeout, numbering: numbering,
+                                          expecting: expected[i])
                     let monitor = ordered[i]
                     taking.withLock { answered in
                         source.guests[monitor.pid]?.lastAsked = sampleNumber

@@ -164,7 +164,7 @@ final class InteractiveScreen {
             return
         }
         let sample = try Failure.fromSource { () throws(SourceError) in
-            try stats.read(ReadRequest(byGuest: displayGuests && !showVCPUs, perGuest: showVCPUs))
+            try stats.read(ReadRequest(byGuest: displayGuests && !showVCPUs, perGuest: showVCPUs, histograms: timesLatency))
         }
         if showLatency { return drawLatency(sample) }
         if showVCPUs { return drawVCPUs(sample) }
@@ -232,6 +232,6 @@ final class InteractiveScreen {
         guard stats.supportsByGuest else { return try message(byGuestRefusal) }
         displayGuests.toggle()
         // A read now is the new rows' baseline: the next frame shows their rate, not their total.
-        try apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests)) }
+        try apply { () throws(SourceError) in _ = try self.stats.read(ReadRequest(byGuest: self.displayGuests, histograms: self.timesLatency)) }
     }
 }
