@@ -46,9 +46,7 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
         hasher.combine(parent)
         hasher.combine(vcpu)
         hasher.combine(source)
-        var shape = hasher
-        shape.combine(0x5eed as Int)
-        shapeCode = shape.finalize()
+        shapeCode = hasher.finalize()  // (a copy: `hasher` goes on to the guest)
         hasher.combine(guest)
         hashCode = hasher.finalize()
     }

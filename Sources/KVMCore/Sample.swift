@@ -55,8 +55,13 @@ public struct Sample: Sendable {
     /// The event names more than one source reports (`name(of:)` says which source).
     public var ambiguousNames: Set<String> { ambiguous }
 
-    /// Events in upstream's order (its sort of `child parent` keys).
-    public var sortedKeys: [EventID] { values.keys.sorted() }
+    /// Events in upstream's order (its sort of `child parent` keys), sorted as positions: keys
+    /// (a hundred bytes and four strings each) are not moved about while sorting.
+    public var sortedKeys: [EventID] {
+        let keys = Array(values.keys)
+        let order = keys.withUnsafeBufferPointer { keys in keys.indices.sorted { keys[$0] < keys[$1] } }
+        return order.map { keys[$0] }
+    }
 
     /// The description of the family `key` belongs to, if its source gave one.
     public func family(of key: EventID) -> MetricFamily? {

@@ -79,12 +79,7 @@ public struct PrometheusFormat: Format {
         String(decoding: expositionBytes(sample, keys: keys), as: UTF8.self)
     }
 
-    public func batchBytes(_ sample: Sample) -> [UInt8] {
-        // `sample.sortedKeys`, sorted as positions (keys are not moved about while sorting).
-        let keys = Array(sample.values.keys)
-        let order = keys.withUnsafeBufferPointer { keys in keys.indices.sorted { keys[$0] < keys[$1] } }
-        return expositionBytes(sample, keys: order.map { keys[$0] })
-    }
+    public func batchBytes(_ sample: Sample) -> [UInt8] { expositionBytes(sample, keys: sample.sortedKeys) }
 
     func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
         var writer = PrometheusWriter(format: self, sample: sample)

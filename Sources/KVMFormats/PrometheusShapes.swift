@@ -14,24 +14,6 @@ struct ShapeKey: Hashable, Sendable {
     }
 }
 
-/// What every series of a shape has, as made (names, labels, unit), without one exposition's
-/// numbering of families: what an exposition remembers for the next.
-struct MadeShape: Sendable {
-    /// Its family's name, type and help; nil for a histogram's (written elsewhere).
-    var familyName: String?
-    var isCounter = false
-    var help = ""
-    /// Its series' name, what follows a guest's labels, and what follows the name alone
-    /// (`PrometheusWriter.Shape`).
-    var name: [UInt8] = []
-    var afterGuest: [UInt8] = []
-    var alone: [UInt8] = []
-    /// The statistic whose own row its vCPUs' rows stand for (`PrometheusWriter.Shape`).
-    var vcpuFamily: FamilyKey?
-    var isVCPU = false
-    var scale: (base: Int, exponent: Int)?
-}
-
 /// An exposition's shapes and families as it numbered them, with what they were made from
 /// (the sample's descriptions, and the names two sources report): the next exposition made
 /// from the same starts from it, and writes only the keys new to it (a host's keys are the same
@@ -43,7 +25,6 @@ struct ShapeTable: Sendable {
     /// The shape first seen of each shape hash (whether a guest's: the hash's sign); a key of
     /// another shape with the same hash is looked up in `shapeNumbers`.
     var shapeByCode: [Int: Int32] = [:]
-    var shapePerGuest: [Bool] = []
     var shapes: [PrometheusWriter.Shape] = []
     /// A key of each shape (for ordering).
     var shapeKeys: [EventID] = []
@@ -61,44 +42,22 @@ struct ShapeTable: Sendable {
     }
 }
 
-/// Shapes made by earlier expositions of one format, for the next: a host's keys are the same
-/// sample after sample, and working a shape out (its family's name, help and labels) costs
-/// microseconds, hundreds of times an exposition. A shape is taken again only while what it
-/// was made from is the same: its key's description (`Sample.family(of:)`) and whether its
-/// name needs its source to tell it apart. Bounded: sources that make ever new keys empty it
-/// now and then, never grow it.
+/// What one format's last exposition numbered (`ShapeTable`), for the next: a host's keys are
+/// the same sample after sample, and working a shape out (its family's name, help and labels)
+/// costs microseconds, hundreds of times an exposition. The table is taken again only while
+/// what it was made from is the same: the sample's descriptions (`Sample.families`) and the
+/// names two sources report. Bounded: a table past `limit` shapes (sources that make ever new
+/// keys) is not kept.
 final class ShapeMemory: Sendable {
-    struct Remembered: Sendable {
-        let description: MetricFamily?
-        let ambiguous: Bool
-        let made: MadeShape
-    }
-
     static let limit = 65_536
-    private let shapes = Mutex<[ShapeKey: Remembered]>([:])
+    private let last = Mutex<ShapeTable?>(nil)
 
     init() {}
 
-    func recall(_ key: ShapeKey, description: MetricFamily?, ambiguous: Bool) -> MadeShape? {
-        shapes.withLock { shapes in
-            guard let remembered = shapes[key], remembered.ambiguous == ambiguous,
-                  remembered.description == description else { return nil }
-            return remembered.made
-        }
-    }
-
-    func remember(_ made: MadeShape, of key: ShapeKey, description: MetricFamily?, ambiguous: Bool) {
-        shapes.withLock { shapes in
-            if shapes.count >= Self.limit && shapes[key] == nil { shapes.removeAll() }
-            shapes[key] = Remembered(description: description, ambiguous: ambiguous, made: made)
-        }
-    }
-
-    var count: Int { shapes.withLock { $0.count } }
+    /// How many shapes the kept table has.
+    var count: Int { last.withLock { $0?.shapes.count ?? 0 } }
 
     /// The last exposition's table, when `sample`'s descriptions are the ones it was made from.
-    private let last = Mutex<ShapeTable?>(nil)
-
     func table(for sample: Sample) -> ShapeTable? {
         last.withLock { table in
             guard let table, table.ambiguous == sample.ambiguousNames, table.descriptions == sample.families else {

@@ -87,39 +87,31 @@ struct PrometheusWriter {
     /// The number of `key`'s shape (made the first time one is seen).
     mutating func shape(of key: EventID, perGuest: Bool) -> Int32 {
         // A number's hash, not a key's: hundreds of thousands of keys a big host's exposition.
+        // (A host's and a guest's shape of one key have the same `shapeCode`; the sign keeps
+        // them apart, and `sameShape` tells a shape from another of the same code.)
         let code = perGuest ? key.shapeCode | Int.min : key.shapeCode & Int.max
-        if let first = table.shapeByCode[code], table.shapePerGuest[Int(first)] == perGuest,
-           table.shapeKeys[Int(first)].sameShape(as: key) {
-            return first
-        }
+        if let first = table.shapeByCode[code], table.shapeKeys[Int(first)].sameShape(as: key) { return first }
         let shapeKey = ShapeKey(key: key, perGuest: perGuest)
         if let known = table.shapeNumbers[shapeKey] { return known }
-        // New to this exposition: as an earlier one made it, if made from the same.
-        let description = sample.family(of: key)
-        let ambiguous = key.source != nil && sample.name(of: key) != key.name
-        let made: MadeShape
-        if let remembered = format.shapeMemory.recall(shapeKey, description: description, ambiguous: ambiguous) {
-            made = remembered
-        } else {
-            made = makeShape(key, perGuest: perGuest, description: description, ambiguous: ambiguous)
-            format.shapeMemory.remember(made, of: shapeKey, description: description, ambiguous: ambiguous)
-        }
         let number = Int32(table.shapes.count)
-        let installed = install(made)
-        table.shapes.append(installed)
+        table.shapes.append(makeShape(key, perGuest: perGuest))
         table.shapeKeys.append(key)
-        table.shapePerGuest.append(perGuest)
         table.shapeNumbers[shapeKey] = number
         if table.shapeByCode[code] == nil { table.shapeByCode[code] = number }
         return number
     }
 
     /// `key`'s shape worked out: its family, name and labels.
-    private mutating func makeShape(_ key: EventID, perGuest: Bool, description: MetricFamily?, ambiguous: Bool) -> MadeShape {
-        var made = MadeShape()
-        made.isVCPU = key.vcpu != nil
+    private mutating func makeShape(_ key: EventID, perGuest: Bool) -> Shape {
+        let description = sample.family(of: key)
+        var vcpuFamily: Int32 = -1
         if let family = key.family, key.parent == nil || key.vcpu != nil, description?.origin != .tracepoint {
-            made.vcpuFamily = family
+            if let known = table.vcpuFamilies[family] {
+                vcpuFamily = known
+            } else {
+                vcpuFamily = Int32(table.vcpuFamilies.count)
+                table.vcpuFamilies[family] = vcpuFamily
+            }
         }
         let kind: UInt8 = key.vcpu != nil ? 1 : key.parent != nil ? 2 : 0
         let targetKey = TargetKey(source: key.source, family: key.parent ?? key.name, perGuest: perGuest, kind: kind)
@@ -127,10 +119,14 @@ struct PrometheusWriter {
         if let known = targets[targetKey] {
             found = known
         } else {
-            found = makeTarget(key, perGuest: perGuest)
+            found = makeTarget(key, perGuest: perGuest, description: description)
             if let found { targets[targetKey] = found }
         }
-        guard let target = found else { return made }
+        guard let target = found else {
+            return Shape(family: -1, name: 0..<0, afterGuest: 0..<0, alone: 0..<0, vcpuFamily: vcpuFamily,
+                         isVCPU: key.vcpu != nil, scaled: false, base: 10, exponent: 0)
+        }
+        let ambiguous = key.source != nil && sample.name(of: key) != key.name
         var labels: [UInt8] = []
         func separator() {
             if !labels.isEmpty { labels.append(UInt8(ascii: ",")) }
@@ -161,44 +157,17 @@ struct PrometheusWriter {
             separator()
             Self.appendLabels([("child", child)], to: &labels)
         }
-        made.familyName = target.family.name
-        made.isCounter = target.family.isCounter
-        made.help = target.family.help
-        made.name = target.prefix
-        if !labels.isEmpty {
-            made.afterGuest = [UInt8(ascii: ",")] + labels
-            made.alone = [UInt8(ascii: "{")] + labels + [UInt8(ascii: "}")]
-        }
-        made.afterGuest += "} ".utf8
-        made.alone.append(UInt8(ascii: " "))
-        made.scale = target.scale
-        return made
-    }
-
-    /// A shape made (now or by an earlier exposition) as this exposition numbers it.
-    private mutating func install(_ made: MadeShape) -> Shape {
-        var vcpuFamily: Int32 = -1
-        if let family = made.vcpuFamily {
-            if let known = table.vcpuFamilies[family] {
-                vcpuFamily = known
-            } else {
-                vcpuFamily = Int32(table.vcpuFamilies.count)
-                table.vcpuFamilies[family] = vcpuFamily
-            }
-        }
-        guard let familyName = made.familyName else {
-            return Shape(family: -1, name: 0..<0, afterGuest: 0..<0, alone: 0..<0, vcpuFamily: vcpuFamily,
-                         isVCPU: made.isVCPU, scaled: false, base: 10, exponent: 0)
-        }
-        let family = self.family(familyName, counter: made.isCounter, help: made.help)
-        func place(_ bytes: [UInt8]) -> Range<Int> {
+        func place(_ parts: [UInt8]...) -> Range<Int> {
             let start = table.shapeBytes.count
-            table.shapeBytes.append(contentsOf: bytes)
+            for part in parts { table.shapeBytes.append(contentsOf: part) }
             return start..<table.shapeBytes.count
         }
-        return Shape(family: family.number, name: place(made.name), afterGuest: place(made.afterGuest),
-                     alone: place(made.alone), vcpuFamily: vcpuFamily, isVCPU: made.isVCPU, scaled: made.scale != nil,
-                     base: made.scale?.base ?? 10, exponent: made.scale?.exponent ?? 0)
+        let name = place(target.prefix)
+        let afterGuest = labels.isEmpty ? place(Array("} ".utf8)) : place([UInt8(ascii: ",")], labels, Array("} ".utf8))
+        let alone = labels.isEmpty ? place([UInt8(ascii: " ")]) : place([UInt8(ascii: "{")], labels, Array("} ".utf8))
+        return Shape(family: target.family.number, name: name, afterGuest: afterGuest, alone: alone,
+                     vcpuFamily: vcpuFamily, isVCPU: key.vcpu != nil, scaled: target.scale != nil,
+                     base: target.scale?.base ?? 10, exponent: target.scale?.exponent ?? 0)
     }
 
     /// Each shape's place among the shapes of a guest's keys: the keys' order (`EventID.<`)
@@ -289,8 +258,8 @@ struct PrometheusWriter {
     }
 
     /// The family and fixed labels of `key`'s series; nil for a histogram's (elsewhere).
-    private mutating func makeTarget(_ key: EventID, perGuest: Bool) -> Target? {
-        let description = sample.family(of: key) ?? PrometheusFormat.undescribed(key)
+    private mutating func makeTarget(_ key: EventID, perGuest: Bool, description: MetricFamily?) -> Target? {
+        let description = description ?? PrometheusFormat.undescribed(key)
         if description.kind == .histogram { return nil }
         let whose = perGuest ? " per guest" : ""
         let guestPart = perGuest ? "guest_" : ""

@@ -199,17 +199,15 @@ public enum Signals {
     }
 
     /// Seconds on the monotonic clock, for measuring intervals.
-    public static func monotonicNow() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    public static func monotonicNow() -> Double { seconds(on: CLOCK_MONOTONIC) }
 
     /// Seconds of CPU the calling thread has used (user and system), for what a piece of
     /// work costs whatever else runs beside it.
-    public static func threadCPUNow() -> Double {
+    public static func threadCPUNow() -> Double { seconds(on: CLOCK_THREAD_CPUTIME_ID) }
+
+    private static func seconds(on clock: clockid_t) -> Double {
         var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        clock_gettime(clock, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 

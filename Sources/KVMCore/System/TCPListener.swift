@@ -112,11 +112,7 @@ public enum SocketIO {
 
     /// Sends what it can of `bytes`; returns how many went (0: would block).
     public static func send(_ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer) throws(Errno) -> Int {
-        let n = Glibc.send(fd.rawValue, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
-        if n >= 0 { return n }
-        let error = Errno.current
-        if error.rawValue == EAGAIN || error.rawValue == EWOULDBLOCK || error.rawValue == EINTR { return 0 }
-        throw error
+        try sent(Glibc.send(fd.rawValue, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)))
     }
 
     /// Sends as much of `first` then `second` as the socket takes in one call (an answer's
@@ -125,12 +121,17 @@ public enum SocketIO {
                             _ second: UnsafeRawBufferPointer) throws(Errno) -> Int {
         var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
                      iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)]
-        let n = parts.withUnsafeMutableBufferPointer { parts in
+        return try sent(parts.withUnsafeMutableBufferPointer { parts in
             var message = msghdr()
             message.msg_iov = parts.baseAddress
             message.msg_iovlen = parts.count
             return Glibc.sendmsg(fd.rawValue, &message, Int32(MSG_NOSIGNAL))
-        }
+        })
+    }
+
+    /// What a send returned: the bytes that went, 0 when the socket would block (or a signal
+    /// came first), the error otherwise.
+    private static func sent(_ n: Int) throws(Errno) -> Int {
         if n >= 0 { return n }
         let error = Errno.current
         if error.rawValue == EAGAIN || error.rawValue == EWOULDBLOCK || error.rawValue == EINTR { return 0 }

@@ -260,11 +260,12 @@ public final class QMPSource: StatSource {
             guard let since = guests[monitor.pid]!.silentSince else { return false }
             return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
         }.sorted(by: stalest)
-        let needsSchema = ordered.map { book.kinds(of: $0.pid).isEmpty }
-        let questions = ordered.indices.map { i in
-            needsSchema[i] ? Self.questionsWithSchema
+        let kinds = ordered.map { book.kinds(of: $0.pid) }
+        let needsSchema = kinds.map(\.isEmpty)
+        let questions = kinds.map { kinds in
+            kinds.isEmpty ? Self.questionsWithSchema
                 : askHistograms ? Self.questions
-                : questionsWithoutHistograms(book.kinds(of: ordered[i].pid)) ?? Self.questions
+                : questionsWithoutHistograms(kinds) ?? Self.questions
         }
         let expected = ordered.map { guests[$0.pid]!.expected }
         let workers = min(ordered.count, 4)

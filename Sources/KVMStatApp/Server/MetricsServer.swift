@@ -96,21 +96,21 @@ final class MetricsServer: @unchecked Sendable {
     /// failed); nil for a format not registered.
     private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
-        let start = Signals.threadCPUNow()
-        let bytes = format.batchBytes(sample)
-        let seconds = Signals.threadCPUNow() - start
-        counting.withLock { SelfMetrics.record(seconds, in: &$0.renderCPU) }
+        let bytes = costing(\.renderCPU) { format.batchBytes(sample) }
         guard rendering.gzip, let compressed = compress(bytes) else { return (bytes, false) }
         return (compressed, true)
     }
 
-    /// The gzip of `bytes` (nil when zlib failed), its time noted.
-    private func compress(_ bytes: [UInt8]) -> [UInt8]? {
+    /// The gzip of `bytes` (nil when zlib failed), its CPU time noted.
+    private func compress(_ bytes: [UInt8]) -> [UInt8]? { costing(\.compressCPU) { Gzip.compress(bytes) } }
+
+    /// `work`'s result, the CPU time it took noted in `histogram`.
+    private func costing<Result>(_ histogram: WritableKeyPath<Counters, Histogram>, _ work: () -> Result) -> Result {
         let start = Signals.threadCPUNow()
-        let compressed = Gzip.compress(bytes)
+        let result = work()
         let seconds = Signals.threadCPUNow() - start
-        counting.withLock { SelfMetrics.record(seconds, in: &$0.compressCPU) }
-        return compressed
+        counting.withLock { SelfMetrics.record(seconds, in: &$0[keyPath: histogram]) }
+        return result
     }
 
     /// The latest sample's bytes in `rendering` (made now if no scrape asked for it before),
