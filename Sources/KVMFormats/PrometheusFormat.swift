@@ -16,7 +16,7 @@ import KVMCore
 /// never go down within one kvmstat process.
 public struct PrometheusFormat: Format {
     public let openMetrics: Bool
-    /// Shapes of keys made by earlier expositions (`ShapeMemory`), shared by copies.
+    /// The last exposition's numbered shapes (`ShapeMemory`), shared by copies.
     let shapeMemory = ShapeMemory()
 
     public init(openMetrics: Bool = false) { self.openMetrics = openMetrics }
