@@ -54,6 +54,12 @@ public struct StatisticNumbering: Sendable {
         }
     }
 
+    /// Statistic `number`'s name as bytes (empty for a number it does not have).
+    public func withNameBytes<Result>(_ number: Int32, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        guard number >= 0, Int(number) < nameBytes.count else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        return nameBytes[Int(number)].withUnsafeBufferPointer(body)
+    }
+
     public func number(of name: String) -> Int32? {
         var name = name
         return name.withUTF8 { number(ofBytes: $0) }

@@ -12,7 +12,7 @@ struct HistogramBookTests {
         let shape = Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)
         for pid in [10, 20] {
             book.setShapes(["halt_wait_hist": shape], of: pid)
-            book.record(field, statistic: "halt_wait_hist", buckets: [1, pid == 10 ? 2 : 5], of: pid)
+            book.record(field, "halt_wait_hist", [1, pid == 10 ? 2 : 5], numbering, of: pid)
         }
         let wanted: Set<String> = ["halt_wait_hist", "halt_wait_hist(vcpu0)"]
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [2, 7])
@@ -21,6 +21,38 @@ struct HistogramBookTests {
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0)]?.buckets == [2, 7])
         // Watching one guest: only its own.
         #expect(book.totals(wanted: wanted, pid: 10, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [1, 2])
+    }
+}
+
+extension HistogramBook {
+    /// One histogram as a guest's answer gives it.
+    mutating func record(_ field: Int32, _ statistic: String, _ buckets: [UInt64], _ numbering: StatisticNumbering,
+                         of pid: Int) {
+        record([Reading(field: field, statistic: numbering.number(of: statistic)!, buckets: 0..<buckets.count)],
+               buckets: buckets, numbering: numbering, of: pid)
+    }
+}
+
+/// A guest's histograms are its latest answer's, replaced in place (they are cumulative in
+/// the kernel), of statistics its schema calls histograms only.
+struct HistogramReplacementTests {
+    @Test func latestAnswerReplacesAndOnlyShapedAreKept() {
+        var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let hist = numbering.field(numbering.numbering("halt_wait_hist")!, vcpu: 1)!
+        let other = numbering.field(numbering.numbering("odd_hist")!, vcpu: 1)!
+        book.setShapes(["halt_wait_hist": Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)], of: 7)
+        let answer: [UInt64] = [1, 2, 3, 9, 9, 9, 9]
+        book.record([.init(field: hist, statistic: 0, buckets: 0..<3), .init(field: other, statistic: 1, buckets: 3..<7)],
+                    buckets: answer, numbering: numbering, of: 7)
+        let wanted: Set<String> = ["halt_wait_hist", "odd_hist"]
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [1, 2, 3])
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("odd_hist")] == nil)
+        #expect(book.names(numbering) == ["halt_wait_hist", "halt_wait_hist(vcpu1)"])
+        book.record(hist, "halt_wait_hist", [4, 5, 6], numbering, of: 7)
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [4, 5, 6])
+        book.record(hist, "halt_wait_hist", [4, 5, 6, 1], numbering, of: 7)
+        #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [4, 5, 6, 1])
     }
 }
 
@@ -43,9 +75,9 @@ struct HistogramBoundsTests {
         var numbering = StatisticNumbering()
         let field = numbering.field(numbering.numbering("h")!, vcpu: -1)!
         book.setShapes(["h": Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)], of: 1)
-        book.record(field, statistic: "h", buckets: ArraySlice(repeating: 1, count: HistogramBook.maxBuckets + 1), of: 1)
+        book.record(field, "h", Array(repeating: 1, count: HistogramBook.maxBuckets + 1), numbering, of: 1)
         #expect(book.totals(wanted: ["h"], pid: 0, numbering: numbering).isEmpty)
-        book.record(field, statistic: "h", buckets: ArraySlice(repeating: 1, count: 64), of: 1)
+        book.record(field, "h", Array(repeating: 1, count: 64), numbering, of: 1)
         #expect(book.totals(wanted: ["h"], pid: 0, numbering: numbering)[EventID("h")]?.buckets.count == 64)
     }
 }

@@ -39,12 +39,41 @@ struct HistogramBook {
     /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
     static let maxBuckets = 256
 
-    /// A guest's buckets of one statistic (`field`: of a vCPU, or of the VM; numbered by the
-    /// guest book), kept in place: the same guest's histogram every sample is no new array.
-    mutating func record(_ field: Int32, statistic name: String, buckets: ArraySlice<UInt64>, of pid: Int) {
-        guard shapes[pid]?[name] != nil, buckets.count <= Self.maxBuckets else { return }
-        if known.insert(field).inserted { names = nil }
-        latest[pid, default: [:]][field, default: []].replaceSubrange(0..., with: buckets)
+    /// One histogram of a guest's answer: its field (of a vCPU, or of the VM; numbered by
+    /// the guest book), its statistic's number, and where its buckets are in the answer's.
+    struct Reading {
+        var field: Int32
+        var statistic: Int32
+        var buckets: Range<Int>
+    }
+
+    /// A guest's histograms from one answer, kept in place: the same guest's histogram every
+    /// sample is no new array, and whether a statistic has a shape is looked up once an
+    /// answer, not once a vCPU.
+    mutating func record(_ readings: [Reading], buckets: [UInt64], numbering: StatisticNumbering, of pid: Int) {
+        guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
+        var guestLatest = latest.removeValue(forKey: pid) ?? [:]
+        defer { latest[pid] = guestLatest }
+        var shaped: [Int32: Bool] = [:]
+        buckets.withUnsafeBufferPointer { buckets in
+            for reading in readings where reading.buckets.count <= Self.maxBuckets {
+                let hasShape = shaped[reading.statistic] ?? {
+                    let found = guestShapes[numbering.names[Int(reading.statistic)]] != nil
+                    shaped[reading.statistic] = found
+                    return found
+                }()
+                guard hasShape else { continue }
+                let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
+                if guestLatest[reading.field]?.count == counts.count {
+                    guestLatest[reading.field]!.withUnsafeMutableBufferPointer { kept in
+                        _ = kept.initialize(from: counts)
+                    }
+                } else {
+                    if guestLatest[reading.field] == nil, known.insert(reading.field).inserted { names = nil }
+                    guestLatest[reading.field] = Array(counts)
+                }
+            }
+        }
     }
 
     mutating func forget(_ pid: Int, numbering: StatisticNumbering) {

@@ -354,18 +354,20 @@ public final class QMPSource: StatSource {
         }
         var readings: [NumberedReading] = []
         readings.reserveCapacity(statistics.values.count)
+        var histograms: [HistogramBook.Reading] = []
         for value in statistics.values {
             let vcpu = blockVCPU[Int(value.block)]
             let statistic = value.statistic >= 0 ? value.statistic : newNumbers[Int(-1 - value.statistic)]
             guard vcpu >= -1, statistic >= 0 else { continue }
             if value.bucketsEnd >= 0 {
                 guard let field = book.fieldNumber(statistic, vcpu: vcpu) else { continue }
-                histogramBook.record(field, statistic: book.numbering.names[Int(statistic)],
-                                     buckets: statistics.buckets[Int(value.number)..<Int(value.bucketsEnd)], of: monitor.pid)
+                histograms.append(HistogramBook.Reading(field: field, statistic: statistic,
+                                                        buckets: Int(value.number)..<Int(value.bucketsEnd)))
                 continue
             }
             readings.append(NumberedReading(statistic: statistic, vcpu: vcpu, value: value.number))
         }
+        histogramBook.record(histograms, buckets: statistics.buckets, numbering: book.numbering, of: monitor.pid)
         for name in book.record(numbered: readings, of: monitor.pid) {
             warnings.append("qmp: \(name) of guest pid \(monitor.pid) went backwards; counted from the new value")
         }

@@ -1,3 +1,4 @@
+import Glibc
 import KVMCore
 
 /// One guest's `query-stats` answers (its VM's and its vCPUs'), read where they lie on a
@@ -34,7 +35,10 @@ struct StatsAnswer: Sendable {
     /// looked up.
     private let expected: [Int32]
 
-    init(expecting expected: [Int32] = []) { self.expected = expected }
+    init(expecting expected: [Int32] = []) {
+        self.expected = expected
+        values.reserveCapacity(expected.count)
+    }
 
     /// What this answer's statistics lead the next one to expect (new names not yet: -1).
     var expectation: [Int32] { values.map { max($0.statistic, -1) } }
@@ -80,10 +84,16 @@ struct StatsAnswer: Sendable {
                                         numbering: StatisticNumbering) throws(JSONValue.ParseError) {
         _ = scanner.peek()
         let firstBucket = buckets.count
-        if let found = QuickStatistic.read(scanner.bytes, at: scanner.index, buckets: &buckets) {
+        // The statistic this guest gave here last time: its name is compared whole, not
+        // scanned byte by byte and then looked up.
+        let expectedNumber = values.count < expected.count ? expected[values.count] : -1
+        let found = numbering.withNameBytes(expectedNumber) { expectedName in
+            QuickStatistic.read(scanner.bytes, at: scanner.index, expecting: expectedName, buckets: &buckets)
+        }
+        if let found {
             scanner.advance(to: found.end)
             take(found.name, number: found.number, histogram: found.histogram ? firstBucket..<buckets.count : nil, scanner,
-                 block: block, numbering: numbering)
+                 block: block, numbering: numbering, known: found.expectedName ? expectedNumber : nil)
             return
         }
         try readAnyStatistic(&scanner, block: block, numbering: numbering)
@@ -144,10 +154,11 @@ struct StatsAnswer: Sendable {
 
     /// Keeps a statistic's value (or histogram: its buckets already in `buckets`), when its
     /// name is one kvmstat takes and there is room.
+    /// `known`: its number, when the name was found to be the expected one already.
     private mutating func take(_ name: Range<Int>, number: UInt64, histogram: Range<Int>?, _ scanner: JSONScanner,
-                               block: Int32, numbering: StatisticNumbering) {
+                               block: Int32, numbering: StatisticNumbering, known: Int32? = nil) {
         guard values.count < QMPSource.maxValues,
-              let statistic = statisticNumber(UnsafeBufferPointer(rebasing: scanner.bytes[name]), numbering)
+              let statistic = known ?? statisticNumber(UnsafeBufferPointer(rebasing: scanner.bytes[name]), numbering)
         else {
             dropped = true
             if let histogram { buckets.removeSubrange(histogram.lowerBound...) }
@@ -192,17 +203,29 @@ enum QuickStatistic {
         var histogram: Bool
         /// Where the statistic's object ends.
         var end: Int
+        /// Whether the name was the one expected.
+        var expectedName = false
     }
 
-    static func read(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, buckets: inout [UInt64]) -> Found? {
+    /// `expecting`: the name expected (empty: none), compared whole before the name is
+    /// scanned (it is one kvmstat accepted: no quote, escape or control byte in it).
+    static func read(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int, expecting: UnsafeBufferPointer<UInt8> = .init(start: nil, count: 0),
+                     buckets: inout [UInt64]) -> Found? {
         var i = start
         guard literal(bytes, &i, "{\"name\": \"") else { return nil }
         let nameStart = i
-        while i < bytes.count, bytes[i] != UInt8(ascii: "\"") {
-            guard bytes[i] >= 0x20, bytes[i] != UInt8(ascii: "\\") else { return nil }
-            i += 1
+        let expectedName = !expecting.isEmpty && i + expecting.count < bytes.count
+            && bytes[i + expecting.count] == UInt8(ascii: "\"")
+            && memcmp(bytes.baseAddress! + i, expecting.baseAddress!, expecting.count) == 0
+        if expectedName {
+            i += expecting.count
+        } else {
+            while i < bytes.count, bytes[i] != UInt8(ascii: "\"") {
+                guard bytes[i] >= 0x20, bytes[i] != UInt8(ascii: "\\") else { return nil }
+                i += 1
+            }
+            guard i < bytes.count else { return nil }
         }
-        guard i < bytes.count else { return nil }
         let name = nameStart..<i
         i += 1
         guard literal(bytes, &i, ", \"value\": "), i < bytes.count else { return nil }
@@ -245,7 +268,7 @@ enum QuickStatistic {
             buckets.removeSubrange(firstBucket...)
             return nil
         }
-        return Found(name: name, number: number, histogram: histogram, end: i + 1)
+        return Found(name: name, number: number, histogram: histogram, end: i + 1, expectedName: expectedName)
     }
 
     @inline(__always)
