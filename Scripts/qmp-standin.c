@@ -4,6 +4,11 @@
  * with hundreds of guests (Scripts/bench --scale-only) where hundreds of real QEMUs cannot run.
  *
  *   qmp-standin -name guest=NAME -smp N -qmp unix:PATH,server=on,wait=off
+ *   qmp-standin -name guest=NAME -smp N -chardev socket,id=kvmstat,path=PATH,server=on,wait=off \
+ *               -mon chardev=kvmstat,mode=control
+ *
+ * (the second: a monitor QEMU keeps for kvmstat, which stays connected to it; `-mon` is for
+ * kvmstat to read, one monitor socket is served either way)
  *
  * One small process per guest, with QEMU's command line (kvmstat finds monitors by
  * /proc/PID/cmdline), N threads that only sleep (the vCPUs: their thread ids are real tasks of
@@ -778,7 +783,9 @@ static void *vcpu_thread(void *arg)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: qmp-standin [-name guest=NAME] [-smp N] -qmp unix:PATH,server=on,wait=off\n");
+    fprintf(stderr, "usage: qmp-standin [-name guest=NAME] [-smp N] -qmp unix:PATH,server=on,wait=off\n"
+                    "       qmp-standin [-name guest=NAME] [-smp N] -chardev socket,id=ID,path=PATH,server=on,wait=off"
+                    " -mon chardev=ID,mode=control\n");
     exit(2);
 }
 
@@ -815,6 +822,25 @@ static char *parse_qmp(const char *value)
         return NULL;
     }
     return path;
+}
+
+/* PATH of `socket,id=ID,path=PATH,server=on,...` (no `,,` in it), when it names a server: as
+ * `unix:PATH,<the other options>` for parse_qmp. */
+static char *parse_chardev(const char *value)
+{
+    if (strncmp(value, "socket,", 7))
+        return NULL;
+    const char *path = strstr(value, ",path=");
+    if (!path)
+        return NULL;
+    path += 6;
+    size_t len = strcspn(path, ",");
+    size_t size = 5 + len + strlen(value + 6) + 1;
+    char *qmp = malloc(size);
+    snprintf(qmp, size, "unix:%.*s%s", (int)len, path, value + 6);
+    char *found = parse_qmp(qmp);
+    free(qmp);
+    return found;
 }
 
 static int parse_smp(const char *value)
@@ -888,6 +914,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "qmp-standin: -qmp %s: only unix:PATH,server=on[,wait=off]\n", argv[i]);
                 exit(2);
             }
+        } else if (strcmp(option, "-chardev") == 0) {
+            socket_path = parse_chardev(argv[++i]);
+            if (!socket_path) {
+                fprintf(stderr, "qmp-standin: -chardev %s: only socket,id=ID,path=PATH,server=on[,wait=off]\n", argv[i]);
+                exit(2);
+            }
+        } else if (strcmp(option, "-mon") == 0) {
+            i++; /* read by kvmstat */
         } else if (strcmp(option, "-smp") == 0) {
             vcpus = parse_smp(argv[++i]);
         } else if (strcmp(option, "-name") == 0) {

@@ -68,6 +68,21 @@ struct GuestCounters: Sendable {
         return statistic < kindByStatistic.count ? kindByStatistic[statistic] : .unknown
     }
 
+    /// Its tables as buffers, for a reader of every slot: fields, whether read, counted,
+    /// last reading, and kinds by statistic number.
+    func withTables(_ body: (UnsafeBufferPointer<Int32>, UnsafeBufferPointer<Bool>, UnsafeBufferPointer<UInt64>,
+                             UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<Kind>) -> Void) {
+        slotField.withUnsafeBufferPointer { fields in
+            read.withUnsafeBufferPointer { read in
+                counted.withUnsafeBufferPointer { counted in
+                    last.withUnsafeBufferPointer { last in
+                        kindByStatistic.withUnsafeBufferPointer { kinds in body(fields, read, counted, last, kinds) }
+                    }
+                }
+            }
+        }
+    }
+
     /// What a reading did to its counter.
     enum Step {
         case kept, counted, wentBackwards

@@ -165,15 +165,21 @@ public struct GuestStatBook: Sendable {
     /// Each wanted value of each guest in view (all with `pid` 0): counts since the baseline,
     /// levels as they are.
     private func values(pid: Int, _ body: (Int, Int32, Wants, GuestCounters.Kind, UInt64) -> Void) {
+        // Hundreds of thousands of values a sample on a big host: read straight from the
+        // tables (what the selection and the kinds say of a field, in arrays by number).
+        let fieldStatistic = numbering.fieldStatistic
         for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
-            for slot in 0..<guest.slotCount where guest.read[slot] {
-                let field = guest.slotField[slot]
-                let wants = wants(field)
-                guard wants.contains(.own) || wants.contains(.parent) else { continue }
-                switch guest.kind(ofField: field, numbering) {
-                case .counter: body(guestPid, field, wants, .counter, guest.counted[slot])
-                case .level: body(guestPid, field, wants, .level, guest.last[slot])
-                case .unknown, .histogram: continue
+            guest.withTables { fields, read, counted, last, kinds in
+                for slot in fields.indices where read[slot] {
+                    let field = fields[slot]
+                    let wants = Int(field) < fieldWants.count ? fieldWants[Int(field)] : self.wants(field)
+                    guard wants.contains(.own) || wants.contains(.parent) else { continue }
+                    let statistic = Int(fieldStatistic[Int(field)])
+                    switch statistic < kinds.count ? kinds[statistic] : .unknown {
+                    case .counter: body(guestPid, field, wants, .counter, counted[slot])
+                    case .level: body(guestPid, field, wants, .level, last[slot])
+                    case .unknown, .histogram: continue
+                    }
                 }
             }
         }

@@ -10,6 +10,8 @@ public final class QEMUGuest {
 
     public let name: String
     public let socket: String
+    /// The monitor QEMU keeps for kvmstat (chardev id `kvmstat`), when asked for.
+    public let reservedSocket: String?
     public let outs: Int
     private let process = Process()
     private let directory: String
@@ -26,28 +28,39 @@ public final class QEMUGuest {
         return image
     }
 
-    /// Starts the guest (paused with `paused`, until `resume`) and waits for its monitor.
-    public init(outs: Int, vcpus: Int = 1, paused: Bool = false, name: String? = nil) throws {
+    /// Monitors a guest may have: the operator's (`-qmp`), the one kept for kvmstat
+    /// (`-chardev socket,id=kvmstat` with `-mon`), or both.
+    public enum Monitors {
+        case shared, reserved, both
+    }
+
+    /// Starts the guest (paused with `paused`, until `resume`) and waits for its monitor(s).
+    public init(outs: Int, vcpus: Int = 1, paused: Bool = false, name: String? = nil, monitors: Monitors = .shared) throws {
         self.outs = outs
         self.name = name ?? "kvmstat-qemu-\(getpid())-\(UUID().uuidString.prefix(8))"
         directory = NSTemporaryDirectory() + "kvmstat-qemu-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socket = directory + "/qmp.sock"
+        reservedSocket = monitors == .shared ? nil : directory + "/kvmstat.sock"
         let bios = directory + "/bios.bin"
         try Self.firmware(outs: outs).write(to: URL(fileURLWithPath: bios))
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["-enable-kvm", "-cpu", "max,-arch-capabilities", "-nodefaults", "-display", "none",
                              "-m", "16", "-smp", "\(vcpus)", "-bios", bios,
-                             "-qmp", "unix:\(socket),server=on,wait=off", "-name", "guest=\(self.name)"]
+                             "-name", "guest=\(self.name)"]
+            + (monitors == .reserved ? [] : ["-qmp", "unix:\(socket),server=on,wait=off"])
+            + (reservedSocket.map { ["-chardev", "socket,id=kvmstat,path=\($0),server=on,wait=off",
+                                     "-mon", "chardev=kvmstat,mode=control"] } ?? [])
             + (paused ? ["-S"] : [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: socket) else {
+        let awaited = (monitors == .reserved ? [] : [socket]) + (reservedSocket.map { [$0] } ?? [])
+        while !awaited.allSatisfy(FileManager.default.fileExists(atPath:)) && Date() < deadline { usleep(10_000) }
+        guard awaited.allSatisfy(FileManager.default.fileExists(atPath:)) else {
             stop()
-            throw Failure(description: "QEMU did not open its monitor at \(socket)")
+            throw Failure(description: "QEMU did not open its monitors at \(awaited)")
         }
     }
 
@@ -71,7 +84,8 @@ public final class QEMUGuest {
     private func connect(deadline: Double) throws -> UnixSocket {
         while true {
             do {
-                return try UnixSocket(path: socket, deadline: deadline)
+                return try UnixSocket(path: reservedSocket != nil && !FileManager.default.fileExists(atPath: socket)
+                                      ? reservedSocket! : socket, deadline: deadline)
             } catch {
                 guard error.rawValue == ECONNREFUSED, Signals.monotonicNow() < deadline else { throw error }
                 usleep(20_000)

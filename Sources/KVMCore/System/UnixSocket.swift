@@ -187,6 +187,17 @@ public final class UnixSocket {
         }
     }
 
+    /// Frees the receive buffer when every line in it was taken (a connection kept between
+    /// samples holds no answer's worth of memory meanwhile); a part line stays.
+    public func releaseBuffer() {
+        if start == pending.count {
+            pending = []
+        } else {
+            pending = Array(pending[start...])
+        }
+        start = 0
+    }
+
     /// Bytes asked of the kernel per read.
     static let readSize = 65536
 }

@@ -116,9 +116,13 @@ struct HistogramBook {
         for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
             guard let guestShapes = shapes[guestPid] else { continue }
             for (field, buckets) in histograms {
+                // Only fields whose statistic has a shape are kept (`record`): the shape is
+                // looked up for a field's first guest, not for every guest.
+                if byField[field]?.add(buckets) != nil { continue }
                 let key = numbering.keys[Int(field)]
                 guard let shape = guestShapes[key.parent ?? key.name] else { continue }
-                byField[field, default: shape.emptied].add(buckets)
+                byField[field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base, exponent: shape.exponent,
+                                           buckets: buckets)
             }
         }
         for (field, histogram) in byField {

@@ -7,21 +7,33 @@ import KVMCore
 /// lines), and monitors passed as an inherited descriptor (`fd=N`, as libvirt does: no path,
 /// libvirt's to serve). The path is the process's, in its own mount namespace: read through
 /// /proc/PID/root (absolute) or /proc/PID/cwd (relative), so a containerised QEMU's monitor is
-/// its own, not a host file of the same name.
+/// its own, not a host file of the same name. A monitor whose chardev id is `kvmstat` is
+/// kvmstat's own (`reserved`) and preferred.
 struct QEMUMonitor: Equatable, Sendable {
     let pid: Int
     let name: String
     let socketPath: String
+    /// Whether it is the monitor QEMU keeps for kvmstat (`-chardev socket,id=kvmstat,...`
+    /// with `-mon chardev=kvmstat,mode=control`): nobody else's, so kvmstat stays connected
+    /// to it between samples instead of connecting for each.
+    var reserved = false
+    /// The guest's other monitor, the operator's, when it has one beside the reserved one:
+    /// asked (for each sample) while another client, another kvmstat, holds the reserved one.
+    var sharedPath: String?
 
     /// How warnings name it: `web1 (pid 4242)`, `? (pid 4242)` without a name.
     var label: String { "\(name.isEmpty ? "?" : name) (pid \(pid))" }
 }
 
 enum QEMUMonitors {
-    /// The monitor socket of a QEMU command line, if it has one.
-    static func socketPath(fromArguments arguments: [String]) -> String? {
+    /// The chardev id that marks a monitor as kvmstat's own.
+    static let reservedID = "kvmstat"
+
+    /// The monitor sockets a QEMU command line names, in its order: a path each, and the
+    /// chardev id of those given by `-mon` (nil for `-qmp`).
+    static func controlSockets(fromArguments arguments: [String]) -> [(path: String, id: String?)] {
         var chardevPaths: [String: String] = [:]
-        var controlChardevs: [String] = []
+        var sockets: [(path: String?, id: String?)] = []
         var index = 1
         while index < arguments.count {
             let option = arguments[index]
@@ -30,7 +42,7 @@ enum QEMUMonitors {
             case "-qmp", "--qmp":
                 if value.hasPrefix("unix:") {
                     let parts = QEMUOptions.split(String(value.dropFirst(5)))
-                    if let path = parts.first, !path.isEmpty, QEMUOptions.isServer(parts) { return path }
+                    if let path = parts.first, !path.isEmpty, QEMUOptions.isServer(parts) { sockets.append((path, nil)) }
                 }
                 index += 2
             case "-chardev", "--chardev":
@@ -45,14 +57,28 @@ enum QEMUMonitors {
                 if let id = QEMUOptions.value("chardev", in: parts),
                    (QEMUOptions.value("mode", in: parts) ?? "readline") == "control",
                    !["on", "yes", "true"].contains(QEMUOptions.value("pretty", in: parts) ?? "off") {
-                    controlChardevs.append(id)
+                    sockets.append((nil, id))
                 }
                 index += 2
             default:
                 index += 1
             }
         }
-        return controlChardevs.lazy.compactMap { chardevPaths[$0] }.first
+        // A `-mon` may come before its `-chardev`: paths are looked up once all are known.
+        return sockets.compactMap { socket in
+            guard let path = socket.path ?? socket.id.flatMap({ chardevPaths[$0] }) else { return nil }
+            return (path, socket.id)
+        }
+    }
+
+    /// The monitor kvmstat asks of a QEMU command line: the one reserved for it (with the
+    /// operator's beside it, if any), else the first.
+    static func monitor(fromArguments arguments: [String]) -> (path: String, reserved: Bool, shared: String?)? {
+        let sockets = controlSockets(fromArguments: arguments)
+        guard let reserved = sockets.first(where: { $0.id == reservedID }) else {
+            return sockets.first.map { ($0.path, false, nil) }
+        }
+        return (reserved.path, true, sockets.first { $0.id != reservedID }?.path)
     }
 
     /// What is known of a process's command line: its monitor, and when it was read.
@@ -82,9 +108,13 @@ enum QEMUMonitors {
             // hundreds of kernel threads are not read again every sample.
             guard let arguments = Guests(proc: proc).arguments(of: pid) else { continue }
             var found: QEMUMonitor?
-            if var path = socketPath(fromArguments: arguments) {
-                path = path.hasPrefix("/") ? "\(proc)/\(pid)/root" + path : "\(proc)/\(pid)/cwd/" + path
-                found = QEMUMonitor(pid: pid, name: Guests.guestName(fromArguments: arguments), socketPath: path)
+            if let named = monitor(fromArguments: arguments) {
+                // As the process sees the path: in its own mount namespace and directory.
+                func seen(_ path: String) -> String {
+                    path.hasPrefix("/") ? "\(proc)/\(pid)/root" + path : "\(proc)/\(pid)/cwd/" + path
+                }
+                found = QEMUMonitor(pid: pid, name: Guests.guestName(fromArguments: arguments), socketPath: seen(named.path),
+                                    reserved: named.reserved, sharedPath: named.shared.map(seen))
             }
             known[pid] = Known(monitor: found, sample: sample)
             if let found { monitors.append(found) }

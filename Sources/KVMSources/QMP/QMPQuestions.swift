@@ -9,33 +9,95 @@ extension QMPSource {
         var vcpus: [String: Int]?
         var statistics = StatsAnswer()
         var failure: String?
+        /// The connection to keep for the next sample (to a reserved monitor that answered).
+        var kept: KeptSession?
+        /// Whether the reserved monitor was asked and answered.
+        var reservedAnswered = false
+        /// Whether the reserved monitor greeted nobody in time (another client holds it) and
+        /// the guest's other monitor was asked instead.
+        var reservedHeld = false
     }
 
-    /// Asks a guest's monitor, in one round trip: the capabilities, its schema when not known
-    /// yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its statistics, VM's and
-    /// vCPUs'. Names are looked up in `numbering` (a copy: this runs on a worker thread).
-    static func ask(_ monitor: QEMUMonitor, needsSchema: Bool, questions: String, deadline: Double,
+    /// A connection kept between samples. Used by one thread at a time: the worker that asks
+    /// its guest during a sample, the source (under its lock) between.
+    struct KeptSession: @unchecked Sendable {
+        let session: QMPSession
+    }
+
+    /// Whom to ask for a guest this sample: its monitor at `path`, over `kept` when kvmstat
+    /// stayed connected; `fallback` when `path` is the reserved monitor and the guest has
+    /// another, asked if the reserved one greets nobody in time.
+    struct Asking: @unchecked Sendable {
+        let monitor: QEMUMonitor
+        let path: String
+        let kept: QMPSession?
+        let fallback: String?
+    }
+
+    /// How long a reserved monitor may take to greet before the guest's other monitor is
+    /// asked instead (QEMU greets in a millisecond; one serving another client never does).
+    static let reservedGreeting = 0.1
+
+    /// Asks a guest's monitor, in one round trip: the capabilities (on a new connection), its
+    /// schema when not known yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its
+    /// statistics, VM's and vCPUs'. Names are looked up in `numbering` (a copy: this runs on
+    /// a worker thread). A kept connection that fails is replaced by a new one at once.
+    static func ask(_ asking: Asking, needsSchema: Bool, questions: String, deadline: Double,
                     numbering: StatisticNumbering, expecting expected: [Int32]) -> Answer {
         var answer = Answer(statistics: StatsAnswer(expecting: expected))
-        do throws(QMPSession.Failure) {
-            let session = try QMPSession(path: monitor.socketPath, deadline: deadline, server: monitor.pid,
-                                         questions: questions)
-            _ = try session.answerValue(to: "qmp_capabilities")
-            if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
-            var vcpus: [String: Int] = [:]
-            try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
-                try readVCPUs(&scanner, into: &vcpus)
+        if let kept = asking.kept {
+            kept.resume(deadline: deadline)
+            do throws(QMPSession.Failure) {
+                try kept.send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
+                try converse(kept, negotiated: true, needsSchema: needsSchema, numbering: numbering, into: &answer)
+                kept.pause()
+                answer.kept = KeptSession(session: kept)
+                answer.reservedAnswered = true
+                return answer
+            } catch {
+                // Closed by QEMU, or out of step: what it read is dropped with it.
+                answer = Answer(statistics: StatsAnswer(expecting: expected))
             }
-            answer.vcpus = vcpus
-            for _ in 0..<2 {
-                try session.answer(to: "query-stats") { (scanner) throws(JSONValue.ParseError) in
-                    try answer.statistics.read(&scanner, numbering: numbering)
-                }
+        }
+        do throws(QMPSession.Failure) {
+            let session: QMPSession
+            do throws(QMPSession.Failure) {
+                session = try QMPSession(path: asking.path, deadline: deadline, server: asking.monitor.pid, questions: questions,
+                                         greetingDeadline: asking.fallback == nil ? nil : Signals.monotonicNow() + reservedGreeting)
+            } catch where error.ungreeted && asking.fallback != nil {
+                answer.reservedHeld = true
+                session = try QMPSession(path: asking.fallback!, deadline: deadline, server: asking.monitor.pid,
+                                         questions: questions)
+            }
+            try converse(session, negotiated: false, needsSchema: needsSchema, numbering: numbering, into: &answer)
+            if asking.monitor.reserved && asking.path == asking.monitor.socketPath && !answer.reservedHeld {
+                session.pause()
+                answer.kept = KeptSession(session: session)
+                answer.reservedAnswered = true
             }
         } catch {
-            answer.failure = error.description
+            answer.failure = error.ungreeted && asking.monitor.reserved
+                ? "no answer: its monitor for kvmstat serves another client (another kvmstat?)" : error.description
         }
         return answer
+    }
+
+    /// Reads the answers to a sample's questions (sent): `qmp_capabilities`' unless
+    /// `negotiated`, the schema's when asked, then the vCPUs' and the statistics'.
+    private static func converse(_ session: QMPSession, negotiated: Bool, needsSchema: Bool, numbering: StatisticNumbering,
+                                 into answer: inout Answer) throws(QMPSession.Failure) {
+        if !negotiated { _ = try session.answerValue(to: "qmp_capabilities") }
+        if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
+        var vcpus: [String: Int] = [:]
+        try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
+            try readVCPUs(&scanner, into: &vcpus)
+        }
+        answer.vcpus = vcpus
+        for _ in 0..<2 {
+            try session.answer(to: "query-stats") { (scanner) throws(JSONValue.ParseError) in
+                try answer.statistics.read(&scanner, numbering: numbering)
+            }
+        }
     }
 
     /// A sample's questions, made once: `qmp_capabilities`, (`query-stats-schemas`,)

@@ -9,10 +9,12 @@ import KVMCore
 /// sample's questions cost one round trip, not one each.
 final class QMPSession {
     private let socket: UnixSocket
-    private let deadline: Double
+    private var deadline: Double
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
+        /// The monitor did not greet in time (it serves another client).
+        var ungreeted = false
     }
 
     /// A command and its arguments.
@@ -26,30 +28,51 @@ final class QMPSession {
     /// socket, another user's process one of root's real monitors. `questions` (made by
     /// `text(_:)`, `qmp_capabilities` first) are sent at once, before the greeting is read:
     /// the monitor reads them after greeting, and the greeting costs no round trip of its
-    /// own. Without, the capabilities are negotiated here.
-    init(path: String, deadline: Double, server: Int, questions: String? = nil) throws(Failure) {
-        self.deadline = deadline
+    /// own. Without, the capabilities are negotiated here. The greeting must come by
+    /// `greetingDeadline` (a monitor that serves another client greets nobody else).
+    init(path: String, deadline: Double, server: Int, questions: String? = nil,
+         greetingDeadline: Double? = nil) throws(Failure) {
+        self.deadline = min(deadline, greetingDeadline ?? deadline)
         do throws(Errno) {
             socket = try UnixSocket(path: path, deadline: deadline)
         } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "cannot connect: \(error)")
+            throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "cannot connect: \(error)")
         }
         if let peer = socket.peerProcess(), Int(peer) != server {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         if let questions { try send(text: questions) }
         var greeted = false
-        try withNextLine { (bytes) throws(JSONValue.ParseError) in
-            var scanner = JSONScanner(bytes)
-            try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
-                if scanner.bytes(key, equal: "QMP") { greeted = true }
-                try scanner.skipValue(depth: 0)
+        do throws(Failure) {
+            try withNextLine { (bytes) throws(JSONValue.ParseError) in
+                var scanner = JSONScanner(bytes)
+                try scanner.members(depth: 0) { (scanner, key) throws(JSONValue.ParseError) in
+                    if scanner.bytes(key, equal: "QMP") { greeted = true }
+                    try scanner.skipValue(depth: 0)
+                }
+                guard scanner.atEnd() else { throw scanner.error("trailing data") }
             }
-            guard scanner.atEnd() else { throw scanner.error("trailing data") }
+        } catch {
+            throw Failure(description: error.description, ungreeted: error.description == Self.noAnswer)
         }
         guard greeted else { throw Failure(description: "not a QMP monitor (no greeting)") }
+        self.deadline = deadline
         if questions == nil { _ = try execute("qmp_capabilities") }
     }
+
+    /// Takes up a connection kept from an earlier sample, for one more: bounded anew by
+    /// `deadline` and the socket's byte budget.
+    func resume(deadline: Double) {
+        self.deadline = deadline
+        socket.budget = Self.budgetPerSample
+    }
+
+    /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`).
+    func pause() { socket.releaseBuffer() }
+
+    /// What a kept connection may receive a sample: a sample's answers are tens of kilobytes
+    /// (a 240-vCPU guest's about 0.6 MB).
+    static let budgetPerSample = 16 << 20
 
     /// Reads the next line where it was received: `read` gets its bytes.
     private func withNextLine(_ read: (UnsafeBufferPointer<UInt8>) throws(JSONValue.ParseError) -> Void) throws(Failure) {
@@ -58,7 +81,7 @@ final class QMPSession {
         } catch {
             switch error {
             case .receiving(let error):
-                throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+                throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "\(error)")
             case .reading(let error):
                 throw Failure(description: "\(error)")
             }
@@ -82,7 +105,7 @@ final class QMPSession {
     /// Sends requests made by `text(_:)` in one write.
     func send(text: String) throws(Failure) {
         do throws(Errno) { try socket.send(text, deadline: deadline) } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? "no answer" : "\(error)")
+            throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "\(error)")
         }
     }
 
@@ -148,6 +171,7 @@ final class QMPSession {
         return try answerValue(to: command)
     }
 
+    static let noAnswer = "no answer"
     static let maxEventsPerAnswer = 1_000
     /// One answer's length at most: a 240-vCPU guest's statistics with histograms are about
     /// 0.6 MB.

@@ -8,7 +8,10 @@ import Synchronization
 /// (`exits(vcpu0)` under `exits`), and guests for the by-guest view.
 ///
 /// A QEMU monitor serves one client at a time, so kvmstat connects for each sample and hangs
-/// up at once: between samples the monitor is free for its operator. A monitor that does not
+/// up at once: between samples the monitor is free for its operator. A monitor QEMU keeps for
+/// kvmstat (chardev id `kvmstat`) is nobody else's: kvmstat stays connected to it (no connection,
+/// greeting and negotiation a sample), and asks the guest's other monitor while another client
+/// (another kvmstat) holds it. A monitor that does not
 /// answer in time (busy with another client, a stopped guest) is reported once and skipped
 /// until it answers again; its guest's counts are kept.
 public final class QMPSource: StatSource {
@@ -46,6 +49,9 @@ public final class QMPSource: StatSource {
         var lastAsked = 0
         /// Its last answer's statistics by position (`StatsAnswer.expectation`).
         var expected: [Int32] = []
+        /// The sample its reserved monitor was found held by another client at, while it is:
+        /// its other monitor is asked meanwhile (the reserved one again every `retryEvery`).
+        var reservedHeldSince: Int?
     }
 
     private let proc: String
@@ -56,6 +62,12 @@ public final class QMPSource: StatSource {
     private var known: [Int: QEMUMonitors.Known] = [:]
     private var sampleNumber = 0
     private var guests: [Int: Guest] = [:]
+    /// Connections to reserved monitors, kept between samples, by guest pid.
+    private var kept: [Int: QMPSession] = [:]
+    /// Connections kept at most (each a descriptor; another user's fake QEMUs must not take
+    /// them all), and descriptors left to everything else (raised to the hard limit if need be).
+    static let maxKept = 4_096
+    static let descriptorsSpared = 256
     private var book = GuestStatBook()
     private var histogramBook = HistogramBook()
     /// The statistics' kinds of the last schema read, shared by every guest whose schema is
@@ -127,7 +139,17 @@ public final class QMPSource: StatSource {
         book.reset(readNow: poll())
     }
 
-    public func close() {}
+    public func close() { kept.removeAll() }
+
+    /// Whether one more connection may be kept: within `maxKept` and the open-files limit,
+    /// whose soft limit is raised (up to the hard one) when needed.
+    private func mayKeepAnother() -> Bool {
+        guard kept.count < Self.maxKept else { return false }
+        let needed = kept.count + 1 + Self.descriptorsSpared
+        if ResourceLimits.openFilesSoftLimit() >= needed { return true }
+        try? ResourceLimits.ensureOpenFiles(needed + Self.descriptorsSpared)
+        return ResourceLimits.openFilesSoftLimit() >= needed
+    }
 
     /// Bounds on what a monitor — any process's, a user's fake one too — makes kvmstat keep:
     /// a statistic's name (KVM's are under 40 bytes, letters, digits and `_`), and the values
@@ -234,6 +256,7 @@ public final class QMPSource: StatSource {
         // Guests whose process has gone keep what they counted.
         for guestPid in guests.keys where !present.contains(guestPid) {
             guests[guestPid] = nil
+            kept[guestPid] = nil
             histogramBook.forget(guestPid, numbering: book.numbering)
         }
         book.keepOnly(present, watching: pid, proc: proc)
@@ -268,6 +291,16 @@ public final class QMPSource: StatSource {
                 : questionsWithoutHistograms(kinds) ?? Self.questions
         }
         let expected = ordered.map { guests[$0.pid]!.expected }
+        // A reserved monitor over the connection kept, or anew; the guest's other monitor
+        // while another client holds it (the reserved one tried again every `retryEvery`).
+        let askings = ordered.map { monitor in
+            let heldSince = guests[monitor.pid]!.reservedHeldSince
+            if let shared = monitor.sharedPath, let heldSince, (sampleNumber - heldSince) % Self.retryEvery != 0 {
+                return Asking(monitor: monitor, path: shared, kept: nil, fallback: nil)
+            }
+            return Asking(monitor: monitor, path: monitor.socketPath, kept: kept[monitor.pid],
+                          fallback: monitor.reserved ? monitor.sharedPath : nil)
+        }
         let workers = min(ordered.count, 4)
         // Each monitor has a deadline of its own (one that stalls costs the others nothing);
         // none is started once the sample's time is up. Each answer is taken as soon as it
@@ -285,12 +318,13 @@ public final class QMPSource: StatSource {
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    let answer = Self.ask(ordered[i], needsSchema: needsSchema[i], questions: questions[i],
+                    let answer = Self.ask(askings[i], needsSchema: needsSchema[i], questions: questions[i],
                                           deadline: now + Self.monitorTimeout, numbering: numbering,
                                           expecting: expected[i])
                     let monitor = ordered[i]
                     taking.withLock { answered in
                         source.guests[monitor.pid]?.lastAsked = sampleNumber
+                        source.keep(answer, for: monitor.pid)
                         if source.take(answer, for: monitor) { answered.insert(monitor.pid) }
                     }
                     i += workers
@@ -302,6 +336,18 @@ public final class QMPSource: StatSource {
         // megabyte a line).
         HeapMemory.trim()
         return taking.withLock { $0 }
+    }
+
+    /// Keeps the answer's connection for the next sample (when one more may be kept), and
+    /// notes whether the guest's reserved monitor is held by another client.
+    private func keep(_ answer: Answer, for pid: Int) {
+        kept[pid] = nil
+        if let session = answer.kept?.session, guests[pid] != nil, mayKeepAnother() { kept[pid] = session }
+        if answer.reservedHeld {
+            if guests[pid]?.reservedHeldSince == nil { guests[pid]?.reservedHeldSince = sampleNumber }
+        } else if answer.reservedAnswered {
+            guests[pid]?.reservedHeldSince = nil
+        }
     }
 
     /// Takes a guest's answer; false when it gave none.

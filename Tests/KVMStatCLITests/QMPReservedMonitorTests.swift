@@ -1,0 +1,94 @@
+import Foundation
+import KVMCore
+import KVMTestSupport
+import Testing
+
+/// A monitor QEMU keeps for kvmstat (`-chardev socket,id=kvmstat,... -mon chardev=kvmstat`),
+/// with real QEMU guests: kvmstat stays connected to it between samples, leaves the operator's
+/// monitor free, and asks that one while another kvmstat holds the reserved one.
+@Suite(.serialized, .enabled(if: Kernel.required || (Kernel.available && QEMUGuest.available),
+                             "needs real KVM and qemu-system-x86 (set KVMSTAT_REQUIRE_KVM=1 to fail instead)"))
+struct QMPReservedMonitorTests {
+    /// Whether a monitor greets a new client within `seconds` (QEMU serves one at a time: one
+    /// another client holds greets nobody else).
+    static func greets(_ path: String, within seconds: Double) -> Bool {
+        let deadline = Signals.monotonicNow() + seconds
+        guard let client = try? UnixSocket(path: path, deadline: deadline),
+              let line = try? client.readLine(deadline: deadline) else { return false }
+        return String(decoding: line, as: UTF8.self).contains("\"QMP\"")
+    }
+
+    @Test func keptConnectionLeavesTheOperatorsMonitorFree() throws {
+        let guest = try QEMUGuest(outs: 3_000, monitors: .both)
+        try guest.waitUntilHalted()
+        let reserved = try #require(guest.reservedSocket)
+        #expect(Self.greets(reserved, within: 2), "free before kvmstat starts")
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-i", "-s", "0.1", "-p", "\(guest.pid)",
+                                         "--format", "jsonl", "-f", "exits$"])
+        usleep(800_000)
+        // Held between samples, never let go: a client waiting a second (ten samples) is not
+        // greeted. Connecting for each sample would have freed it at once.
+        #expect(!Self.greets(reserved, within: 1))
+        // The operator's monitor is the operator's.
+        #expect(try guest.command(#"{"execute": "query-status"}"#).contains("\"running\""))
+        // A second kvmstat asks the operator's monitor instead, and counts the same guest.
+        let second = try run(kvmstatBinary, ["--source", "qmp", "-1", "-i", "-p", "\(guest.pid)", "-f", "exits$"])
+        #expect(second.status == 0 && second.stderr.isEmpty, "\(second.stderr)")
+        #expect((parseBatch(second.stdout)["exits"]?.0 ?? 0) >= 3_000, "\(second.stdout)")
+        usleep(300_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0 && !result.stderr.contains("qmp:"), "\(result.stderr)")
+        let totals = jsonTotals(result.stdout, "exits")
+        #expect(totals.count >= 8, "\(result.stdout)")
+        #expect(totals.allSatisfy { $0 >= 3_000 } && totals == totals.sorted(), "\(totals)")
+        // Let go when kvmstat ends.
+        #expect(Self.greets(reserved, within: 2))
+    }
+
+    /// Stopped, the guest's monitor does not answer: the kept connection is dropped, the guest
+    /// reported once and its counts kept; when it runs again kvmstat connects anew.
+    @Test func aStalledKeptConnectionIsReplaced() throws {
+        let guest = try QEMUGuest(outs: 2_000, monitors: .reserved)
+        try guest.waitUntilHalted()
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-i", "-s", "0.1", "-p", "\(guest.pid)",
+                                         "--format", "jsonl", "-f", "exits$"])
+        usleep(600_000)
+        kill(guest.pid, SIGSTOP)
+        usleep(1_000_000)
+        kill(guest.pid, SIGCONT)
+        // Asked again within ten samples of falling silent (`retryEvery`), then every sample.
+        usleep(2_500_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let warnings = result.stderr.split(separator: "\n").filter { $0.contains("qmp: guest") }
+        #expect(warnings.count == 1 && warnings[0].contains("no answer"), "\(result.stderr)")
+        let totals = jsonTotals(result.stdout, "exits")
+        #expect(totals.allSatisfy { $0 >= 2_000 } && totals == totals.sorted(), "never drops: \(totals)")
+        // Connected again: the reserved monitor is held once more.
+        let reserved = try #require(guest.reservedSocket)
+        let again = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.1", "-p", "\(guest.pid)", "-f", "exits$"])
+        usleep(800_000)
+        #expect(!Self.greets(reserved, within: 0.5))
+        again.signal(SIGINT)
+        #expect(again.finish().status == 0)
+    }
+
+    /// Without an operator's monitor to fall back on, a second kvmstat says why the guest
+    /// is not counted (once), and ends as usual.
+    @Test func aReservedMonitorHeldByAnotherIsSaidOnce() throws {
+        let guest = try QEMUGuest(outs: 100, monitors: .reserved)
+        try guest.waitUntilHalted()
+        let holder = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.2", "-p", "\(guest.pid)", "-f", "exits$"])
+        defer {
+            holder.signal(SIGINT)
+            _ = holder.finish()
+        }
+        usleep(600_000)
+        let second = try run(kvmstatBinary, ["--source", "qmp", "-1", "-p", "\(guest.pid)", "-f", "exits$"])
+        #expect(second.status == 0, "\(second.stderr)")
+        let lines = second.stderr.split(separator: "\n").filter { $0.contains("qmp: guest") }
+        #expect(lines.count == 1 && lines[0].contains("another client"), "\(second.stderr)")
+    }
+}
