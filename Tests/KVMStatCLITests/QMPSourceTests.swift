@@ -139,6 +139,42 @@ struct QMPSourceTests {
         #expect(3_000...(3_000 + noise) ~= many.exits - none.exits, "\(many) \(none)")
     }
 
+    /// A vCPU plugged while kvmstat counts (`device_add`) gets its row within a sample or two
+    /// of its first statistics: its index is asked for when an answer names a vCPU not known,
+    /// not only on the periodic recheck (every `vcpusRecheck` samples, a second here).
+    @Test func pluggedVCPUIsCountedAtOnce() throws {
+        let guest = try QEMUGuest(outs: 500, vcpus: 1, maxVCPUs: 2, monitors: .both)
+        try guest.waitUntilHalted()
+        let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.1", "-p", "\(guest.pid)",
+                                         "--format", "jsonl", "-f", "^exits"])
+        // Plugged just after a periodic recheck (samples 1, 11, 21...: at about 0.1 s and
+        // 1.1 s here), so that the next is about a second away.
+        usleep(1_250_000)
+        let plugged = Date()
+        let answer = try guest.command(#"{"execute": "device_add", "arguments": {"driver": "max-x86_64-cpu", "#
+                                       + #""socket-id": 0, "core-id": 1, "thread-id": 0, "id": "cpu1"}}"#)
+        #expect(answer.contains("\"return\""), "\(answer)")
+        usleep(700_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let dates = ISO8601DateFormatter()
+        dates.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let lines = result.stdout.split(separator: "\n").compactMap { line -> (Date, [String: Any])? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let stamp = object["timestamp"] as? String, let date = dates.date(from: stamp),
+                  let events = object["events"] as? [String: Any] else { return nil }
+            return (date, events)
+        }
+        #expect(lines.first.map { $0.1["exits(vcpu1)"] == nil && $0.1["exits(vcpu0)"] != nil } == true, "\(result.stdout)")
+        let first = try #require(lines.first { $0.1["exits(vcpu1)"] != nil }, "\(result.stdout)")
+        #expect(first.0.timeIntervalSince(plugged) < 0.5, "row came \(first.0.timeIntervalSince(plugged)) s after the plug")
+        // The new vCPU never ran: its exits are not the boot vCPU's.
+        let vcpu1 = (lines.last?.1["exits(vcpu1)"] as? [String: Any])?["total"] as? Int
+        let vcpu0 = (lines.last?.1["exits(vcpu0)"] as? [String: Any])?["total"] as? Int
+        #expect((vcpu1 ?? -1) < 100 && (vcpu0 ?? 0) >= 0, "\(String(describing: lines.last))")
+    }
+
     @Test func guestThatGoesAwayKeepsItsCounts() throws {
         let guest = try QEMUGuest(outs: 2_000)
         try guest.waitUntilHalted()

@@ -35,7 +35,9 @@ public final class QEMUGuest {
     }
 
     /// Starts the guest (paused with `paused`, until `resume`) and waits for its monitor(s).
-    public init(outs: Int, vcpus: Int = 1, paused: Bool = false, name: String? = nil, monitors: Monitors = .shared) throws {
+    /// `maxVCPUs`: room for vCPUs plugged later (`device_add`).
+    public init(outs: Int, vcpus: Int = 1, maxVCPUs: Int? = nil, paused: Bool = false, name: String? = nil,
+                monitors: Monitors = .shared) throws {
         self.outs = outs
         self.name = name ?? "kvmstat-qemu-\(getpid())-\(UUID().uuidString.prefix(8))"
         directory = NSTemporaryDirectory() + "kvmstat-qemu-" + UUID().uuidString
@@ -46,7 +48,7 @@ public final class QEMUGuest {
         try Self.firmware(outs: outs).write(to: URL(fileURLWithPath: bios))
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["-enable-kvm", "-cpu", "max,-arch-capabilities", "-nodefaults", "-display", "none",
-                             "-m", "16", "-smp", "\(vcpus)", "-bios", bios,
+                             "-m", "16", "-smp", "\(vcpus)" + (maxVCPUs.map { ",maxcpus=\($0)" } ?? ""), "-bios", bios,
                              "-name", "guest=\(self.name)"]
             + (monitors == .reserved ? [] : ["-qmp", "unix:\(socket),server=on,wait=off"])
             + (reservedSocket.map { ["-chardev", "socket,id=kvmstat,path=\($0),server=on,wait=off",

@@ -39,17 +39,18 @@ extension QMPSource {
     static let reservedGreeting = 0.1
 
     /// Asks a guest's monitor, in one round trip: the capabilities (on a new connection), its
-    /// schema when not known yet, its vCPUs' indexes (vCPUs come and go: hotplug), and its
-    /// statistics, VM's and vCPUs'. Names are looked up in `numbering` (a copy: this runs on
+    /// schema when not known yet, its vCPUs' indexes when they may have changed (vCPUs come
+    /// and go: hotplug), and its statistics, VM's and vCPUs'. Names are looked up in `numbering` (a copy: this runs on
     /// a worker thread). A kept connection that fails is replaced by a new one at once.
-    static func ask(_ asking: Asking, needsSchema: Bool, questions: String, deadline: Double,
+    static func ask(_ asking: Asking, needsSchema: Bool, needsVCPUs: Bool, questions: String, deadline: Double,
                     numbering: StatisticNumbering, expecting expected: [Int32]) -> Answer {
         var answer = Answer(statistics: StatsAnswer(expecting: expected))
         if let kept = asking.kept {
             kept.resume(deadline: deadline)
             do throws(QMPSession.Failure) {
                 try kept.send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
-                try converse(kept, negotiated: true, needsSchema: needsSchema, numbering: numbering, into: &answer)
+                try converse(kept, negotiated: true, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
+                             into: &answer)
                 kept.pause()
                 answer.kept = KeptSession(session: kept)
                 answer.reservedAnswered = true
@@ -69,7 +70,8 @@ extension QMPSource {
                 session = try QMPSession(path: asking.fallback!, deadline: deadline, server: asking.monitor.pid,
                                          questions: questions)
             }
-            try converse(session, negotiated: false, needsSchema: needsSchema, numbering: numbering, into: &answer)
+            try converse(session, negotiated: false, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
+                         into: &answer)
             if asking.monitor.reserved && asking.path == asking.monitor.socketPath && !answer.reservedHeld {
                 session.pause()
                 answer.kept = KeptSession(session: session)
@@ -84,15 +86,17 @@ extension QMPSource {
 
     /// Reads the answers to a sample's questions (sent): `qmp_capabilities`' unless
     /// `negotiated`, the schema's when asked, then the vCPUs' and the statistics'.
-    private static func converse(_ session: QMPSession, negotiated: Bool, needsSchema: Bool, numbering: StatisticNumbering,
-                                 into answer: inout Answer) throws(QMPSession.Failure) {
+    private static func converse(_ session: QMPSession, negotiated: Bool, needsSchema: Bool, needsVCPUs: Bool,
+                                 numbering: StatisticNumbering, into answer: inout Answer) throws(QMPSession.Failure) {
         if !negotiated { _ = try session.answerValue(to: "qmp_capabilities") }
         if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
-        var vcpus: [String: Int] = [:]
-        try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
-            try readVCPUs(&scanner, into: &vcpus)
+        if needsVCPUs {
+            var vcpus: [String: Int] = [:]
+            try session.answer(to: "query-cpus-fast") { (scanner) throws(JSONValue.ParseError) in
+                try readVCPUs(&scanner, into: &vcpus)
+            }
+            answer.vcpus = vcpus
         }
-        answer.vcpus = vcpus
         for _ in 0..<2 {
             try session.answer(to: "query-stats") { (scanner) throws(JSONValue.ParseError) in
                 try answer.statistics.read(&scanner, numbering: numbering)
@@ -101,18 +105,18 @@ extension QMPSource {
     }
 
     /// A sample's questions, made once: `qmp_capabilities`, (`query-stats-schemas`,)
-    /// `query-cpus-fast`, `query-stats` of the VM and of the vCPUs.
-    static let questions = QMPSession.text(requests(schema: false))
-    static let questionsWithSchema = QMPSession.text(requests(schema: true))
+    /// (`query-cpus-fast`,) `query-stats` of the VM and of the vCPUs.
+    static func questions(schema: Bool, vcpus: Bool) -> String { questionTexts[(schema ? 2 : 0) + (vcpus ? 1 : 0)] }
+    private static let questionTexts = (0..<4).map { QMPSession.text(requests(schema: $0 & 2 != 0, vcpus: $0 & 1 != 0)) }
 
-    static func requests(schema: Bool, names: [String]? = nil) -> [QMPSession.Request] {
+    static func requests(schema: Bool, vcpus: Bool = true, names: [String]? = nil) -> [QMPSession.Request] {
         // Only `names` of KVM's statistics, when given (QEMU's filter: `providers`).
         let only: [(String, JSONValue)] = names.map { names in
             [("providers", .array([.object([("provider", .string("kvm")), ("names", .array(names.map { .string($0) }))])]))]
         } ?? []
         return [QMPSession.Request(command: "qmp_capabilities")]
             + (schema ? [QMPSession.Request(command: "query-stats-schemas")] : [])
-            + [QMPSession.Request(command: "query-cpus-fast")]
+            + (vcpus ? [QMPSession.Request(command: "query-cpus-fast")] : [])
             + ["vm", "vcpu"].map {
                 QMPSession.Request(command: "query-stats", arguments: .object([("target", .string($0))] + only))
             }

@@ -35,12 +35,20 @@ public final class QMPSource: StatSource {
     /// A monitor that did not answer is asked again every this many samples (so a few that
     /// hang cannot make every sample wait).
     static let retryEvery = 10
+    /// A guest's vCPU indexes are asked for when its statistics name a vCPU they do not (one
+    /// was plugged: counted from the next sample), and again every this many samples anyway
+    /// (a vCPU unplugged and another plugged under its QOM path, between two samples), not
+    /// every sample: a big guest's list is a kilobyte and more to send and read.
+    static let vcpusRecheck = 10
 
     /// What kvmstat knows of a guest's monitor; its counts are in `book`.
     struct Guest {
         let monitor: QEMUMonitor
-        /// vCPU index by QOM path (from `query-cpus-fast`).
+        /// vCPU index by QOM path (from `query-cpus-fast`), and the sample it was asked at.
         var vcpus: [String: Int] = [:]
+        var vcpusAsked: Int?
+        /// Whether its last answer had a vCPU `vcpus` does not name (one just plugged).
+        var vcpuUnknown = false
         /// The sample it stopped answering at, while it does not answer.
         var silentSince: Int?
         /// Whether it was said that some of its values exceed the bounds.
@@ -80,8 +88,9 @@ public final class QMPSource: StatSource {
     /// Whether histograms are shown (`ReadRequest.histograms`): when not, guests are asked
     /// for their other statistics only (a guest's histograms are most of its numbers).
     private var askHistograms = true
-    /// The questions without histograms for the last table of kinds they were made for.
-    private var filtered: (kinds: [String: StatKind], text: String)?
+    /// The questions without histograms for the last table of kinds they were made for
+    /// (without and with `query-cpus-fast`).
+    private var filtered: (kinds: [String: StatKind], texts: [String])?
     private var warnings: [String] = []
     private var emptyNotice = EmptyNotice()
     static let noMonitor = "qmp: no QEMU with a QMP monitor on a unix socket is running (start QEMU with "
@@ -233,13 +242,13 @@ public final class QMPSource: StatSource {
     /// A sample's questions for a guest whose statistics are `kinds`, without its histograms:
     /// made once for each table of kinds (a host's QEMUs mostly share one); nil when there
     /// are none to leave out.
-    private func questionsWithoutHistograms(_ kinds: [String: StatKind]) -> String? {
-        if let filtered, filtered.kinds == kinds { return filtered.text }
+    private func questionsWithoutHistograms(_ kinds: [String: StatKind], vcpus: Bool) -> String? {
+        if let filtered, filtered.kinds == kinds { return filtered.texts[vcpus ? 1 : 0] }
         let names = kinds.filter { $0.value != .histogram }.keys.sorted()
         guard !names.isEmpty, names.count < kinds.count else { return nil }
-        let text = QMPSession.text(Self.requests(schema: false, names: names))
-        filtered = (kinds, text)
-        return text
+        let texts = [false, true].map { QMPSession.text(Self.requests(schema: false, vcpus: $0, names: names)) }
+        filtered = (kinds, texts)
+        return texts[vcpus ? 1 : 0]
     }
 
     /// Reads the guests in view; returns the pids that answered.
@@ -285,10 +294,14 @@ public final class QMPSource: StatSource {
         }.sorted(by: stalest)
         let kinds = ordered.map { book.kinds(of: $0.pid) }
         let needsSchema = kinds.map(\.isEmpty)
-        let questions = kinds.map { kinds in
-            kinds.isEmpty ? Self.questionsWithSchema
-                : askHistograms ? Self.questions
-                : questionsWithoutHistograms(kinds) ?? Self.questions
+        let needsVCPUs = ordered.map { monitor in
+            let guest = guests[monitor.pid]!
+            return guest.vcpuUnknown || guest.vcpusAsked.map { sampleNumber - $0 >= Self.vcpusRecheck } ?? true
+        }
+        let questions = zip(kinds, needsVCPUs).map { kinds, vcpus in
+            kinds.isEmpty ? Self.questions(schema: true, vcpus: true)
+                : askHistograms ? Self.questions(schema: false, vcpus: vcpus)
+                : questionsWithoutHistograms(kinds, vcpus: vcpus) ?? Self.questions(schema: false, vcpus: vcpus)
         }
         let expected = ordered.map { guests[$0.pid]!.expected }
         // A reserved monitor over the connection kept, or anew; the guest's other monitor
@@ -318,7 +331,8 @@ public final class QMPSource: StatSource {
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    let answer = Self.ask(askings[i], needsSchema: needsSchema[i], questions: questions[i],
+                    let answer = Self.ask(askings[i], needsSchema: needsSchema[i], needsVCPUs: needsSchema[i] || needsVCPUs[i],
+                                          questions: questions[i],
                                           deadline: now + Self.monitorTimeout, numbering: numbering,
                                           expecting: expected[i])
                     let monitor = ordered[i]
@@ -385,7 +399,11 @@ public final class QMPSource: StatSource {
             book.setKinds(sharedKinds, of: monitor.pid)
             histogramBook.setShapes(schema.histograms, of: monitor.pid)
         }
-        if let vcpus = answer.vcpus { guest.vcpus = vcpus }
+        if let vcpus = answer.vcpus {
+            guest.vcpus = vcpus
+            guest.vcpusAsked = sampleNumber
+            guest.vcpuUnknown = false
+        }
         let kinds = book.kinds(of: monitor.pid)
         // New names are numbered only when the guest's schema has them: a monitor's made-up
         // names cannot fill the table others' statistics need.
@@ -395,7 +413,10 @@ public final class QMPSource: StatSource {
         // A vCPU the index list does not name (it just came) is counted from the next sample.
         let blockVCPU: [Int32] = statistics.blocks.map { path in
             guard let path else { return -1 }
-            guard let index = guest.vcpus[path] else { return -2 }
+            guard let index = guest.vcpus[path] else {
+                guest.vcpuUnknown = true
+                return -2
+            }
             return (0..<StatisticNumbering.maxVCPUs).contains(index) ? Int32(index) : -2
         }
         var readings: [NumberedReading] = []
