@@ -99,6 +99,8 @@ struct GuestCounters: Sendable {
         }
         var slotOfField: [Int32: Int32]?
         var wentBack: [Int32] = []
+        // Each reading's slot (-1: not kept), found first; then the values taken.
+        var slots = [Int32](repeating: -1, count: readings.count)
         for (position, reading) in readings.enumerated() {
             var slot = positions[position]
             if slot >= 0 {
@@ -127,24 +129,38 @@ struct GuestCounters: Sendable {
                 }
                 positions[position] = slot
             }
-            let index = Int(slot)
-            switch kindByStatistic[Int(reading.statistic)] {
-            case .counter:
-                if !read[index] {
-                    read[index] = true
-                    counted[index] = countsFromZero ? reading.value : 0
-                } else if reading.value >= last[index] {
-                    counted[index] &+= reading.value - last[index]
-                } else {
-                    counted[index] &+= reading.value
-                    wentBack.append(slotField[index])
+            slots[position] = slot
+        }
+        // Every value to its slot, in the tables' own buffers (no check of each array's
+        // uniqueness for each of a big guest's hundreds of values).
+        let kinds = kindByStatistic
+        let fields = slotField
+        let countsFromZero = countsFromZero
+        last.withUnsafeMutableBufferPointer { last in
+            counted.withUnsafeMutableBufferPointer { counted in
+                read.withUnsafeMutableBufferPointer { read in
+                    for (reading, slot) in zip(readings, slots) where slot >= 0 {
+                        let index = Int(slot)
+                        switch Int(reading.statistic) < kinds.count ? kinds[Int(reading.statistic)] : .unknown {
+                        case .counter:
+                            if !read[index] {
+                                read[index] = true
+                                counted[index] = countsFromZero ? reading.value : 0
+                            } else if reading.value >= last[index] {
+                                counted[index] &+= reading.value - last[index]
+                            } else {
+                                counted[index] &+= reading.value
+                                wentBack.append(fields[index])
+                            }
+                            last[index] = reading.value
+                        case .level:
+                            read[index] = true
+                            last[index] = reading.value
+                        case .unknown, .histogram:
+                            continue
+                        }
+                    }
                 }
-                last[index] = reading.value
-            case .level:
-                read[index] = true
-                last[index] = reading.value
-            case .unknown, .histogram:
-                continue
             }
         }
         return wentBack

@@ -18,7 +18,10 @@ public struct StatisticNumbering: Sendable {
 
     /// Statistic number → name.
     public private(set) var names: [String] = []
-    private var nameBytes: [[UInt8]] = []
+    /// Names' bytes one after the other; statistic n's from `nameEnds[n - 1]` (0 for the
+    /// first) to `nameEnds[n]` (one buffer: a reader reads them all without a retain each).
+    private var nameStore: [UInt8] = []
+    private var nameEnds: [Int32] = []
     /// Open addressing by the name's hash: a statistic number, or -1 for an empty place (4
     /// places a name at most, so a lookup rarely probes twice).
     private var table = [Int32](repeating: -1, count: 4 * maxStatistics)
@@ -36,28 +39,50 @@ public struct StatisticNumbering: Sendable {
 
     /// The number of the statistic whose name is these bytes, if it has one.
     public func number(ofBytes name: UnsafeBufferPointer<UInt8>) -> Int32? {
-        var place = Self.hash(name) & (table.count - 1)
-        while true {
-            let number = table[place]
-            if number < 0 { return nil }
-            if self.name(number, is: name) { return number }
-            place = (place + 1) & (table.count - 1)
+        withNames { names in
+            var place = Self.hash(name) & (table.count - 1)
+            while true {
+                let number = table[place]
+                if number < 0 { return nil }
+                if names.name(number, is: name) { return number }
+                place = (place + 1) & (table.count - 1)
+            }
         }
     }
 
     /// Whether statistic `number`'s name is these bytes (a reader that expects it checks
     /// so, without a lookup).
     public func name(_ number: Int32, is name: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard number >= 0, Int(number) < nameBytes.count else { return false }
-        return nameBytes[Int(number)].withUnsafeBufferPointer { known in
-            known.count == name.count && (known.count == 0 || memcmp(known.baseAddress!, name.baseAddress!, known.count) == 0)
+        withNames { $0.name(number, is: name) }
+    }
+
+    /// The names as bytes, for a reader of many.
+    public func withNames<Result, Failure: Error>(_ body: (Names) throws(Failure) -> Result) throws(Failure) -> Result {
+        try nameStore.withUnsafeBufferPointer { (store) throws(Failure) -> Result in
+            try nameEnds.withUnsafeBufferPointer { (ends) throws(Failure) -> Result in
+                try body(Names(store: store, ends: ends))
+            }
         }
     }
 
-    /// Statistic `number`'s name as bytes (empty for a number it does not have).
-    public func withNameBytes<Result>(_ number: Int32, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
-        guard number >= 0, Int(number) < nameBytes.count else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
-        return nameBytes[Int(number)].withUnsafeBufferPointer(body)
+    /// The names' bytes, valid within `withNames`.
+    public struct Names {
+        let store: UnsafeBufferPointer<UInt8>
+        let ends: UnsafeBufferPointer<Int32>
+
+        /// Statistic `number`'s name (empty for a number there is none of).
+        @inline(__always)
+        public subscript(number: Int32) -> UnsafeBufferPointer<UInt8> {
+            guard number >= 0, Int(number) < ends.count else { return UnsafeBufferPointer(start: nil, count: 0) }
+            let start = number == 0 ? 0 : Int(ends[Int(number) - 1])
+            return UnsafeBufferPointer(rebasing: store[start..<Int(ends[Int(number)])])
+        }
+
+        public func name(_ number: Int32, is name: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard number >= 0, Int(number) < ends.count else { return false }
+            let known = self[number]
+            return known.count == name.count && (known.count == 0 || memcmp(known.baseAddress!, name.baseAddress!, known.count) == 0)
+        }
     }
 
     public func number(of name: String) -> Int32? {
@@ -72,7 +97,8 @@ public struct StatisticNumbering: Sendable {
         let number = Int32(names.count)
         let bytes = Array(name.utf8)
         names.append(name)
-        nameBytes.append(bytes)
+        nameStore.append(contentsOf: bytes)
+        nameEnds.append(Int32(nameStore.count))
         var place = bytes.withUnsafeBufferPointer(Self.hash) & (table.count - 1)
         while table[place] >= 0 { place = (place + 1) & (table.count - 1) }
         table[place] = number

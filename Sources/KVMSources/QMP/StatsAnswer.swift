@@ -1,4 +1,3 @@
-import Glibc
 import KVMCore
 
 /// One guest's `query-stats` answers (its VM's and its vCPUs'), read where they lie on a
@@ -60,9 +59,7 @@ struct StatsAnswer: Sendable {
                     let decoded = try scanner.decodedString()
                     path = decoded.utf8.count <= QMPSource.maxPathLength ? decoded : nil
                 } else if scanner.bytes(key, equal: "stats") {
-                    try scanner.elements(depth: 3) { (scanner) throws(JSONValue.ParseError) in
-                        try readStatistic(&scanner, block: block, numbering: numbering)
-                    }
+                    try readStatistics(&scanner, block: block, numbering: numbering)
                 } else {
                     try scanner.skipValue(depth: 2)
                 }
@@ -77,26 +74,43 @@ struct StatsAnswer: Sendable {
         }
     }
 
-    /// One `{"name": ..., "value": ...}` of a block: QEMU's own layout read straight
-    /// (`QuickStatistic`), any other (members in another order, blanks, escapes, numbers at
-    /// their limits) the general way.
-    private mutating func readStatistic(_ scanner: inout JSONScanner, block: Int32,
-                                        numbering: StatisticNumbering) throws(JSONValue.ParseError) {
-        _ = scanner.peek()
-        let firstBucket = buckets.count
-        // The statistic this guest gave here last time: its name is compared whole, not
-        // scanned byte by byte and then looked up.
-        let expectedNumber = values.count < expected.count ? expected[values.count] : -1
-        let found = numbering.withNameBytes(expectedNumber) { expectedName in
-            QuickStatistic.read(scanner.bytes, at: scanner.index, expecting: expectedName, buckets: &buckets)
-        }
-        if let found {
-            scanner.advance(to: found.end)
-            take(found.name, number: found.number, histogram: found.histogram ? firstBucket..<buckets.count : nil, scanner,
-                 block: block, numbering: numbering, known: found.expectedName ? expectedNumber : nil)
+    /// A block's `stats`, `[{"name": ..., "value": ...}, ...]`: QEMU's own layout read in one
+    /// loop (`QuickStatistic`), a name where the last answer had it compared whole, not
+    /// scanned and looked up; any other element (members in another order, blanks, escapes,
+    /// numbers at their limits) the general way.
+    private mutating func readStatistics(_ scanner: inout JSONScanner, block: Int32,
+                                         numbering: StatisticNumbering) throws(JSONValue.ParseError) {
+        guard scanner.peek() == UInt8(ascii: "[") else { throw scanner.error("expected an array") }
+        scanner.advance(to: scanner.index + 1)
+        if scanner.peek() == UInt8(ascii: "]") {
+            scanner.advance(to: scanner.index + 1)
             return
         }
-        try readAnyStatistic(&scanner, block: block, numbering: numbering)
+        try numbering.withNames { (names) throws(JSONValue.ParseError) in
+            var count = 0
+            while true {
+                count += 1
+                guard count <= JSONScanner.maxMembers else { throw scanner.error("too many members") }
+                _ = scanner.peek()
+                let firstBucket = buckets.count
+                let expectedNumber = values.count < expected.count ? expected[values.count] : -1
+                if let found = QuickStatistic.read(scanner.bytes, at: scanner.index, expecting: names[expectedNumber],
+                                                   buckets: &buckets) {
+                    scanner.advance(to: found.end)
+                    take(found.name, number: found.number, histogram: found.histogram ? firstBucket..<buckets.count : nil,
+                         scanner, block: block, numbering: numbering, known: found.expectedName ? expectedNumber : nil)
+                } else {
+                    try readAnyStatistic(&scanner, block: block, numbering: numbering)
+                }
+                switch scanner.peek() {
+                case UInt8(ascii: ","): scanner.advance(to: scanner.index + 1)
+                case UInt8(ascii: "]"):
+                    scanner.advance(to: scanner.index + 1)
+                    return
+                default: throw scanner.error("expected , or ]")
+                }
+            }
+        }
     }
 
     /// One statistic's object, its members in any order.
@@ -216,7 +230,7 @@ enum QuickStatistic {
         let nameStart = i
         let expectedName = !expecting.isEmpty && i + expecting.count < bytes.count
             && bytes[i + expecting.count] == UInt8(ascii: "\"")
-            && memcmp(bytes.baseAddress! + i, expecting.baseAddress!, expecting.count) == 0
+            && same(UnsafeRawPointer(bytes.baseAddress! + i), UnsafeRawPointer(expecting.baseAddress!), expecting.count)
         if expectedName {
             i += expecting.count
         } else {
@@ -274,10 +288,26 @@ enum QuickStatistic {
     @inline(__always)
     private static func literal(_ bytes: UnsafeBufferPointer<UInt8>, _ i: inout Int, _ text: StaticString) -> Bool {
         let count = text.utf8CodeUnitCount
-        guard i + count <= bytes.count else { return false }
-        let expected = text.utf8Start
-        for offset in 0..<count where bytes[i + offset] != expected[offset] { return false }
+        guard i + count <= bytes.count, same(UnsafeRawPointer(bytes.baseAddress! + i), UnsafeRawPointer(text.utf8Start), count)
+        else { return false }
         i += count
+        return true
+    }
+
+    /// Whether `count` bytes at `a` and `b` are the same: eight at a time (names and QEMU's
+    /// separators are a few words long; no call to memcmp for each).
+    @inline(__always)
+    private static func same(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Bool {
+        var offset = 0
+        while offset + 8 <= count {
+            guard a.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            else { return false }
+            offset += 8
+        }
+        while offset < count {
+            guard a.load(fromByteOffset: offset, as: UInt8.self) == b.load(fromByteOffset: offset, as: UInt8.self) else { return false }
+            offset += 1
+        }
         return true
     }
 
