@@ -16,7 +16,7 @@ struct HistogramBookTests {
         }
         let wanted: Set<String> = ["halt_wait_hist", "halt_wait_hist(vcpu0)"]
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [2, 7])
-        book.forget(20, numbering: numbering)
+        book.forget(20)
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [2, 7])
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist(vcpu0)", parent: "halt_wait_hist", vcpu: 0)]?.buckets == [2, 7])
         // Watching one guest: only its own.
@@ -53,6 +53,37 @@ struct HistogramReplacementTests {
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [4, 5, 6])
         book.record(hist, "halt_wait_hist", [4, 5, 6, 1], numbering, of: 7)
         #expect(book.totals(wanted: wanted, pid: 0, numbering: numbering)[EventID("halt_wait_hist")]?.buckets == [4, 5, 6, 1])
+    }
+}
+
+/// The host's sums, kept as answers come, are always what adding up the guests' latest
+/// buckets (and the departed ones') gives: values that fall, wrap at 2^64 or change length.
+struct HistogramSumTests {
+    @Test func keptSumsAreTheSumOfTheLatest() {
+        var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let field = numbering.field(numbering.numbering("h")!, vcpu: 0)!
+        let shape = Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)
+        for pid in [1, 2, 3] { book.setShapes(["h": shape], of: pid) }
+        let answers: [(Int, [UInt64])] = [
+            (1, [1, 2, 3]), (2, [10, 20, 30]), (1, [4, 5, 6]), (3, [UInt64.max, 1, 0]), (2, [0, 0, 0]),
+            (3, [UInt64.max, UInt64.max, 7]), (1, [4, 5, 6, 9]), (2, [1, 1]),
+        ]
+        var latest: [Int: [UInt64]] = [:]
+        for (pid, buckets) in answers {
+            book.record(field, "h", buckets, numbering, of: pid)
+            latest[pid] = buckets
+            var expected = [UInt64](repeating: 0, count: 4)
+            for counts in latest.values { for (index, count) in counts.enumerated() { expected[index] &+= count } }
+            let sum = book.totals(wanted: ["h"], pid: 0, numbering: numbering)[EventID("h")]?.buckets ?? []
+            #expect(sum + Array(repeating: 0, count: max(0, 4 - sum.count)) == expected, "after \(pid): \(buckets)")
+            #expect(book.totals(wanted: ["h"], pid: pid, numbering: numbering)[EventID("h")]?.buckets == buckets)
+        }
+        // A guest that went away stays in the sums, not in its own view.
+        book.forget(3)
+        #expect(book.totals(wanted: ["h"], pid: 3, numbering: numbering).isEmpty)
+        #expect(book.totals(wanted: ["h"], pid: 0, numbering: numbering)[EventID("h")]?.buckets
+                == [4 &+ 1 &+ UInt64.max, 5 &+ 1 &+ UInt64.max, 6 &+ 7, 9])
     }
 }
 

@@ -6,13 +6,17 @@ import KVMCore
 /// baseline), summed over the guests in view and those that went away, and per vCPU as children
 /// (`halt_wait_hist(vcpu0)`). They go to jsonl; the screen and the text formats leave them
 /// out (a row of buckets has no single number to show).
+///
+/// The host's sums are kept as answers come (each answer adds what changed since its guest's
+/// last), not summed again over every guest each sample: a big host has hundreds of guests ×
+/// vCPUs × histograms of 32 buckets.
 struct HistogramBook {
     private var shapes: [Int: [String: Histogram]] = [:]
     /// Per guest, buckets by field number (`GuestStatBook.fieldNumber`).
     private var latest: [Int: [Int32: [UInt64]]] = [:]
-    /// What guests that went away had, added up: host totals never go down (Prometheus would
-    /// take a drop for a reset).
-    private var departed: [Int32: Histogram] = [:]
+    /// By field, the sum of every guest's latest buckets, those of guests that went away
+    /// included: host totals never go down (Prometheus would take a drop for a reset).
+    private var sums: [Int32: Histogram] = [:]
 
     /// A histogram's shape from its schema entry, nil for other statistics.
     static func shape(_ stat: JSONValue) -> Histogram? {
@@ -54,36 +58,50 @@ struct HistogramBook {
         guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
         var guestLatest = latest.removeValue(forKey: pid) ?? [:]
         defer { latest[pid] = guestLatest }
-        var shaped: [Int32: Bool] = [:]
+        var shaped: [Int32: Histogram?] = [:]
         buckets.withUnsafeBufferPointer { buckets in
             for reading in readings where reading.buckets.count <= Self.maxBuckets {
-                let hasShape = shaped[reading.statistic] ?? {
-                    let found = guestShapes[numbering.names[Int(reading.statistic)]] != nil
-                    shaped[reading.statistic] = found
+                let shape = shaped[reading.statistic] ?? {
+                    let found = guestShapes[numbering.names[Int(reading.statistic)]]
+                    shaped[reading.statistic] = .some(found)
                     return found
                 }()
-                guard hasShape else { continue }
+                guard let shape else { continue }
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
-                // Changed where it is (through `values`: no copy of the array, no hashing anew).
+                let sum = sums.index(forKey: reading.field) ?? {
+                    sums[reading.field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base,
+                                                    exponent: shape.exponent)
+                    return sums.index(forKey: reading.field)!
+                }()
+                // Changed where they are (through `values`: no copy of an array, no hashing anew).
                 if let index = guestLatest.index(forKey: reading.field), guestLatest.values[index].count == counts.count {
+                    // A sum shorter than a guest's (shapes that differ) is made long enough.
+                    if sums.values[sum].buckets.count < counts.count {
+                        sums.values[sum].add(Array(repeating: 0, count: counts.count))
+                    }
                     guestLatest.values[index].withUnsafeMutableBufferPointer { kept in
-                        guard let base = kept.baseAddress, let from = counts.baseAddress else { return }
-                        base.update(from: from, count: counts.count)
+                        sums.values[sum].buckets.withUnsafeMutableBufferPointer { total in
+                            for bucket in kept.indices {
+                                total[bucket] = total[bucket] &- kept[bucket] &+ counts[bucket]
+                                kept[bucket] = counts[bucket]
+                            }
+                        }
                     }
                 } else {
-                    if guestLatest[reading.field] == nil, known.insert(reading.field).inserted { names = nil }
+                    if let old = guestLatest[reading.field] {
+                        sums.values[sum].subtract(old)
+                    } else if known.insert(reading.field).inserted {
+                        names = nil
+                    }
                     guestLatest[reading.field] = Array(counts)
+                    sums.values[sum].add(Array(counts))
                 }
             }
         }
     }
 
-    mutating func forget(_ pid: Int, numbering: StatisticNumbering) {
-        for (field, buckets) in latest[pid] ?? [:] {
-            let key = numbering.keys[Int(field)]
-            guard let shape = shapes[pid]?[key.parent ?? key.name] else { continue }
-            departed[field, default: shape].add(buckets)
-        }
+    /// A guest that went away: its last buckets stay in the sums.
+    mutating func forget(_ pid: Int) {
         shapes[pid] = nil
         latest[pid] = nil
     }
@@ -106,21 +124,17 @@ struct HistogramBook {
         return sorted
     }
 
-    /// Sums over the guests in view of the statistics `wanted` names (parents and children):
-    /// by field number first, keys and names looked at once a field, not once a guest.
+    /// Sums over the guests in view (all with `pid` 0, those that went away included) of the
+    /// statistics `wanted` names (parents and children): by field number first, keys and names
+    /// looked at once a field, not once a guest.
     func totals(wanted: Set<String>, pid: Int, numbering: StatisticNumbering) -> [EventID: Histogram] {
         var results: [EventID: Histogram] = [:]
         guard !wanted.isEmpty else { return results }
         var byField: [Int32: Histogram] = [:]
         if pid == 0 {
-            for (field, histogram) in departed { byField[field, default: histogram.emptied].add(histogram.buckets) }
-        }
-        for (guestPid, histograms) in latest where pid == 0 || guestPid == pid {
-            guard let guestShapes = shapes[guestPid] else { continue }
+            byField = sums
+        } else if let histograms = latest[pid], let guestShapes = shapes[pid] {
             for (field, buckets) in histograms {
-                // Only fields whose statistic has a shape are kept (`record`): the shape is
-                // looked up for a field's first guest, not for every guest.
-                if byField[field]?.add(buckets) != nil { continue }
                 let key = numbering.keys[Int(field)]
                 guard let shape = guestShapes[key.parent ?? key.name] else { continue }
                 byField[field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base, exponent: shape.exponent,
@@ -141,4 +155,9 @@ struct HistogramBook {
 private extension Histogram {
     /// The same shape without counts.
     var emptied: Histogram { Histogram(scale: scale, unit: unit, base: base, exponent: exponent) }
+
+    /// Takes another's buckets out again (wrapping, as `add` puts them in).
+    mutating func subtract(_ other: [UInt64]) {
+        for (index, count) in other.enumerated() where index < buckets.count { buckets[index] &-= count }
+    }
 }

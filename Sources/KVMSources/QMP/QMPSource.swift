@@ -266,7 +266,7 @@ public final class QMPSource: StatSource {
         for guestPid in guests.keys where !present.contains(guestPid) {
             guests[guestPid] = nil
             kept[guestPid] = nil
-            histogramBook.forget(guestPid, numbering: book.numbering)
+            histogramBook.forget(guestPid)
         }
         book.keepOnly(present, watching: pid, proc: proc)
         // A guest that ran before kvmstat started counts from its first reading (or from zero
