@@ -58,17 +58,18 @@ struct HistogramBook {
         guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
         var guestLatest = latest.removeValue(forKey: pid) ?? [:]
         defer { latest[pid] = guestLatest }
-        var shaped: [Int32: Histogram?] = [:]
+        var shaped: [Int32: Bool] = [:]
         buckets.withUnsafeBufferPointer { buckets in
             for reading in readings where reading.buckets.count <= Self.maxBuckets {
-                let shape = shaped[reading.statistic] ?? {
-                    let found = guestShapes[numbering.names[Int(reading.statistic)]]
-                    shaped[reading.statistic] = .some(found)
+                let hasShape = shaped[reading.statistic] ?? {
+                    let found = guestShapes[numbering.names[Int(reading.statistic)]] != nil
+                    shaped[reading.statistic] = found
                     return found
                 }()
-                guard let shape else { continue }
+                guard hasShape else { continue }
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
                 let sum = sums.index(forKey: reading.field) ?? {
+                    let shape = guestShapes[numbering.names[Int(reading.statistic)]]!
                     sums[reading.field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base,
                                                     exponent: shape.exponent)
                     return sums.index(forKey: reading.field)!
