@@ -82,6 +82,31 @@ struct LibvirtSourceTests {
         #expect((totals.last ?? 0) - (totals.first ?? 0) == 1, "\(totals)")
     }
 
+    /// A vCPU plugged while kvmstat counts (`virsh setvcpus --live`) changes the domain's
+    /// statistics' names: they are parsed again, the new vCPU gets its row, the others keep
+    /// theirs.
+    @Test func pluggedVCPUGetsItsRow() throws {
+        let domain = try LibvirtDomain(outs: 700, vcpus: 1, maxVCPUs: 2)
+        try domain.waitUntilHalted()
+        let log = try BackgroundKvmstat(["--source", "libvirt", "-l", "-i", "-s", "0.2", "--format", "jsonl",
+                                         "-p", "\(domain.pid)", "-f", "^exits"])
+        usleep(800_000)
+        try domain.setVCPUs(2)
+        usleep(1_000_000)
+        log.signal(SIGINT)
+        let result = log.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").compactMap { line -> [String: [String: Any]]? in
+            let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+            return object?["events"] as? [String: [String: Any]]
+        }
+        #expect(lines.first.map { $0["exits(vcpu1)"] == nil } == true, "\(result.stdout)")
+        let last = try #require(lines.last)
+        #expect(last["exits(vcpu1)"] != nil, "\(last)")
+        #expect((last["exits(vcpu0)"]?["total"] as? Int ?? 0) >= 700, "\(last)")
+        #expect((last["exits"]?["total"] as? Int ?? 0) >= 700, "\(last)")
+    }
+
     /// libvirtd stopped and started again under a running kvmstat: said once, counting resumes,
     /// nothing lost.
     @Test func daemonRestartIsSaidOnceAndCountingResumes() throws {

@@ -90,7 +90,8 @@ public final class LibvirtDomain {
     public let outs: Int
     private let directory: String
 
-    public init(outs: Int, vcpus: Int = 1, name: String? = nil) throws {
+    /// `maxVCPUs`: room for vCPUs plugged later (`virsh setvcpus --live`).
+    public init(outs: Int, vcpus: Int = 1, maxVCPUs: Int? = nil, name: String? = nil) throws {
         self.outs = outs
         self.name = name ?? "kvmstat-test-\(getpid())-\(UUID().uuidString.prefix(8))"
         directory = NSTemporaryDirectory() + "kvmstat-libvirt-" + UUID().uuidString
@@ -101,7 +102,7 @@ public final class LibvirtDomain {
             <domain type='kvm'>
               <name>\(self.name)</name>
               <memory unit='MiB'>16</memory>
-              <vcpu>\(vcpus)</vcpu>
+              <vcpu\(maxVCPUs == nil ? "" : " current='\(vcpus)'")>\(maxVCPUs ?? vcpus)</vcpu>
               <os><type arch='x86_64' machine='pc'>hvm</type><loader type='rom'>\(firmware)</loader></os>
               <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model>
                 <feature policy='disable' name='svm'/></cpu>
@@ -131,6 +132,12 @@ public final class LibvirtDomain {
 
     /// Ends the domain and removes the log libvirt kept of its QEMU (a test leaves nothing
     /// in /var/log/libvirt/qemu).
+    /// Sets the running domain's vCPUs (`virsh setvcpus --live`: hotplug); the output on failure.
+    public func setVCPUs(_ count: Int) throws {
+        let result = try LibvirtDaemon.virshRun(["-c", LibvirtDaemon.uri, "setvcpus", name, "\(count)", "--live"])
+        guard result.status == 0 else { throw QEMUGuest.Failure(description: "virsh setvcpus failed: \(result.output)") }
+    }
+
     public func destroy() {
         _ = try? LibvirtDaemon.virshRun(["-c", LibvirtDaemon.uri, "destroy", name])
         try? FileManager.default.removeItem(atPath: "/var/log/libvirt/qemu/\(name).log")

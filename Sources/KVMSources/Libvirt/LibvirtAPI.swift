@@ -91,11 +91,37 @@ final class LibvirtAPI: @unchecked Sendable {
 
     func alive(_ connection: Connection) -> Bool { isAlive(connection) == 1 }
 
-    /// One domain's statistics as libvirt names them (`vcpu.0.exits.sum`), numbers only.
+    /// One domain's statistics as libvirt names them (`vcpu.0.exits.sum`), numbers only: the
+    /// names' bytes one after another (`fieldEnds[i]` where the i-th ends), no String each
+    /// (a big host's domains have hundreds each, the same every call).
     struct DomainStats: Sendable {
         var name: String
         var id: Int
-        var values: [(field: String, value: UInt64)]
+        var fieldBytes: [UInt8] = []
+        var fieldEnds: [Int32] = []
+        var values: [UInt64] = []
+
+        init(name: String, id: Int) {
+            self.name = name
+            self.id = id
+        }
+
+        init(name: String, id: Int, values: [(field: String, value: UInt64)]) {
+            self.init(name: name, id: id)
+            for (field, value) in values { append(Array(field.utf8), value) }
+        }
+
+        mutating func append<Bytes: Collection<UInt8>>(_ field: Bytes, _ value: UInt64) {
+            fieldBytes.append(contentsOf: field)
+            fieldEnds.append(Int32(fieldBytes.count))
+            values.append(value)
+        }
+
+        /// The i-th value's field name.
+        func field(_ index: Int) -> String {
+            let start = index == 0 ? 0 : Int(fieldEnds[index - 1])
+            return String(decoding: fieldBytes[start..<Int(fieldEnds[index])], as: UTF8.self)
+        }
     }
 
     /// The VM and vCPU statistics of every running domain, in one call.
@@ -113,12 +139,11 @@ final class LibvirtAPI: @unchecked Sendable {
             let params = record.load(fromByteOffset: MemoryLayout<UnsafeRawPointer>.stride,
                                      as: UnsafeMutableRawPointer?.self)
             let paramCount = Int(record.load(fromByteOffset: 2 * MemoryLayout<UnsafeRawPointer>.stride, as: Int32.self))
-            var stats = DomainStats(name: domainName(domain).map { String(cString: $0) } ?? "",
-                                    id: Int(domainID(domain)), values: [])
+            var stats = DomainStats(name: domainName(domain).map { String(cString: $0) } ?? "", id: Int(domainID(domain)))
             if let params {
                 for i in 0..<max(paramCount, 0) {
                     let param = params + i * Self.typedParameterSize
-                    if let value = Self.number(param) { stats.values.append((Self.fieldName(param), value)) }
+                    if let value = Self.number(param) { stats.append(Self.fieldName(param), value) }
                 }
             }
             domains.append(stats)
@@ -131,10 +156,9 @@ final class LibvirtAPI: @unchecked Sendable {
     private static let typedParameterSize = 96
     private static let valueOffset = 88
 
-    private static func fieldName(_ param: UnsafeMutableRawPointer) -> String {
-        let bytes = UnsafeRawBufferPointer(start: param, count: fieldLength)
-        let end = bytes.firstIndex(of: 0) ?? fieldLength
-        return String(decoding: bytes[..<end], as: UTF8.self)
+    private static func fieldName(_ param: UnsafeMutableRawPointer) -> UnsafeRawBufferPointer {
+        let end = memchr(param, 0, fieldLength).map { UnsafeRawPointer($0) - UnsafeRawPointer(param) } ?? fieldLength
+        return UnsafeRawBufferPointer(start: param, count: end)
     }
 
     /// The value when it is an integer or a boolean (1/0); nil for negatives, doubles and

@@ -55,6 +55,18 @@ public final class LibvirtSource: StatSource {
     private var families: [String: MetricFamily] = [:]
     /// Why libvirt did not answer, while it does not (said once per episode).
     private var trouble: String?
+    /// Each domain's last field names and what they were found to be, by guest key.
+    private var layouts: [Int: Layout] = [:]
+
+    /// A domain's field names as the last call gave them, and per value its statistic's number
+    /// and vCPU (-1: the VM's; statistic -1: not one kvmstat takes). libvirt lists a domain's
+    /// statistics in the same order every call, so a call whose names are byte for byte the
+    /// last one's is taken by number, no name parsed or looked up.
+    private struct Layout {
+        var fieldBytes: [UInt8]
+        var fieldEnds: [Int32]
+        var numbered: [(statistic: Int32, vcpu: Int32)]
+    }
 
     init(configuration: SourceConfiguration) throws(SourceError) {
         let api: LibvirtAPI
@@ -85,7 +97,7 @@ public final class LibvirtSource: StatSource {
         defer { client.close() }
         guard case .stats(let domains) = client.fetch(timeout: firstTimeout), let first = domains.first
         else { return [] }
-        return Set(first.values.compactMap { parse($0.field).map(\.name) }).sorted()
+        return Set(first.values.indices.compactMap { parse(first.field($0)).map(\.name) }).sorted()
     }
 
     /// A URI without a host names this machine's libvirt, whose guests' processes are ours
@@ -187,22 +199,43 @@ public final class LibvirtSource: StatSource {
             // A domain running before kvmstat started counts from its first reading (or from
             // zero with -i); one started later counts everything.
             book.admit(key, name: domain.name, countsFromZero: !initial || includePast)
-            var kinds = book.kinds(of: key)
-            var readings: [GuestReading] = []
-            for (field, value) in domain.values {
-                guard let stat = Self.parse(field) else { continue }
-                kinds[stat.name] = stat.kind
-                if families[stat.name] == nil { families[stat.name] = Self.family(stat.name, kind: stat.kind) }
-                readings.append(GuestReading(name: stat.name, vcpu: stat.vcpu, value: value))
+            if let layout = layouts[key], layout.fieldEnds == domain.fieldEnds, layout.fieldBytes == domain.fieldBytes {
+                // The same names as last time: known by position.
+            } else {
+                layouts[key] = learn(domain, of: key)
             }
-            book.setKinds(kinds, of: key)
-            for name in book.record(readings, of: key) {
+            let numbered = layouts[key]!.numbered
+            var readings: [NumberedReading] = []
+            readings.reserveCapacity(domain.values.count)
+            for (index, value) in domain.values.enumerated() where numbered[index].statistic >= 0 {
+                readings.append(NumberedReading(statistic: numbered[index].statistic, vcpu: numbered[index].vcpu, value: value))
+            }
+            for name in book.record(numbered: readings, of: key) {
                 warnings.append("libvirt: \(name) of domain \(domain.name) went backwards; counted from the new value")
             }
         }
         keys = seen
+        layouts = layouts.filter { present.contains($0.key) }
         book.keepOnly(present, watching: pid, proc: proc)
         selectFields()
+    }
+
+    /// Parses a domain's field names (its first call, or names that changed): their
+    /// statistics' kinds and descriptions, and their numbers.
+    private func learn(_ domain: LibvirtAPI.DomainStats, of key: Int) -> Layout {
+        var kinds = book.kinds(of: key)
+        let parsed = domain.values.indices.map { Self.parse(domain.field($0)) }
+        for stat in parsed.compactMap({ $0 }) {
+            kinds[stat.name] = stat.kind
+            if families[stat.name] == nil { families[stat.name] = Self.family(stat.name, kind: stat.kind) }
+        }
+        book.setKinds(kinds, of: key)
+        // A vCPU index out of KVM's range is no field (the numbering refuses it).
+        let numbered = parsed.map { stat -> (statistic: Int32, vcpu: Int32) in
+            guard let stat, let statistic = book.statisticNumber(stat.name) else { return (-1, -1) }
+            return (statistic, stat.vcpu.map { (0..<StatisticNumbering.maxVCPUs).contains($0) ? Int32($0) : Int32.max } ?? -1)
+        }
+        return Layout(fieldBytes: domain.fieldBytes, fieldEnds: domain.fieldEnds, numbered: numbered)
     }
 
     /// The domain's QEMU pid where it runs here (libvirt's pid file, checked against the
