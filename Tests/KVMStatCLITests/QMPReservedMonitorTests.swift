@@ -75,6 +75,38 @@ struct QMPReservedMonitorTests {
         #expect(again.finish().status == 0)
     }
 
+    /// Each kept connection is a descriptor, and kvmstat spares 256 for everything else: with
+    /// too few under the open-files limit it raises the soft limit (up to the hard one, or the
+    /// hard one too where it may); where it cannot, the guests beyond are connected to for each
+    /// sample, and every guest is still counted.
+    @Test(arguments: [4_096, 258])
+    func keptConnectionsWithinTheOpenFilesLimit(hardLimit: Int) throws {
+        let guests = try (0..<3).map { _ in try QEMUGuest(outs: 200, monitors: .reserved) }
+        for guest in guests { try guest.waitUntilHalted() }
+        // Room for two kept connections beside the 256 spared, not three.
+        let log = try BackgroundKvmstat(["--nofile=258:\(hardLimit)", kvmstatBinary, "--source", "qmp", "-l", "-i", "-s", "0.1",
+                                         "--by-guest", "--format", "jsonl", "-f", "halt_exits$"],
+                                        executable: "/usr/bin/prlimit")
+        usleep(1_000_000)
+        let limits = try String(contentsOfFile: "/proc/\(log.pid)/limits", encoding: .utf8)
+        let soft = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }?
+            .split(separator: " ").dropFirst(3).first.flatMap { Int($0) } ?? 0
+        let held = guests.filter { !Self.greets($0.reservedSocket!, within: 0.3) }.count
+        if hardLimit > 258 { #expect(soft > 258, "\(limits)") }
+        #expect(soft > 258 ? held == 3 : held == 2, "soft limit \(soft), \(held) held")
+        log.signal(SIGINT)
+        let result = log.finish()
+        // Other tests' guests may run meanwhile: only ours are looked at.
+        #expect(result.status == 0 && !guests.contains { result.stderr.contains($0.name) }, "\(result.stderr)")
+        let last = try #require(result.stdout.split(separator: "\n").last.flatMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        })
+        let rows = (last["guests"] as? [[String: Any]] ?? []).filter { row in
+            guests.contains { Int($0.pid) == row["pid"] as? Int }
+        }
+        #expect(rows.count == 3 && rows.allSatisfy { $0["total"] as? Int == 1 }, "\(rows)")
+    }
+
     /// Without an operator's monitor to fall back on, a second kvmstat says why the guest
     /// is not counted (once), and ends as usual.
     @Test func aReservedMonitorHeldByAnotherIsSaidOnce() throws {

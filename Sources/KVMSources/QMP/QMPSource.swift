@@ -306,8 +306,14 @@ public final class QMPSource: StatSource {
     /// Keeps the answer's connection for the next sample (when one more may be kept), and
     /// notes whether the guest's reserved monitor is held by another client.
     private func keep(_ answer: Answer, for pid: Int) {
-        kept[pid] = nil
-        if let session = answer.kept?.session, guests[pid] != nil, mayKeepAnother() { kept[pid] = session }
+        let session = answer.kept?.session
+        if session == nil || guests[pid] == nil {
+            kept[pid] = nil
+        } else if kept[pid] !== session {
+            // A new connection: kept when one more may be (the limits looked at only then).
+            kept[pid] = nil
+            if mayKeepAnother() { kept[pid] = session }
+        }
         if answer.reservedHeld {
             if guests[pid]?.reservedHeldSince == nil { guests[pid]?.reservedHeldSince = sampleNumber }
         } else if answer.reservedAnswered {
