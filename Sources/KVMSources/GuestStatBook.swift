@@ -224,7 +224,6 @@ public struct GuestStatBook: Sendable {
     /// of the vCPUs'), per vCPU as children, or per guest (counters only).
     private func totals(byGuest: Bool, pid: Int) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
-        for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
         if byGuest {
             let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
             for guestPid in guests.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
@@ -244,9 +243,10 @@ public struct GuestStatBook: Sendable {
                 sum &+= amount
             }
             if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
-            for field in wanted { results[EventID(field)] = nil }
             return results
         }
+        // Every wanted statistic has its row, at 0 when no guest has it now.
+        for field in wanted where FieldName.tracepointParent(of: field) == nil { results[EventID(field)] = 0 }
         // Sums by field number and by statistic number first; keys made once each at the end.
         // A value goes to its own row when wanted, and a vCPU's also into its statistic's
         // total (vCPU statistics exist only per vCPU, so nothing is counted twice).
