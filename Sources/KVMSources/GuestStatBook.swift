@@ -226,23 +226,25 @@ public struct GuestStatBook: Sendable {
         var results: [EventID: UInt64] = [:]
         if byGuest {
             let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
-            for guestPid in guests.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
-            var guestPid = Int.min
-            var sum: UInt64 = 0
-            values(pid: pid) { owner, _, wants, kind, amount in
-                // A row sums events: counters of time (`halt_wait_ns`) are not events (upstream's
-                // debugfs leaves them out too) and would swamp the counts, unless time is all
-                // there is (the vcpu source's rows: its threads' nanoseconds).
-                guard kind == .counter, wants.contains(.statistic),
-                      timeOnly || !wants.contains(.time) else { return }
-                if owner != guestPid {
-                    if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
-                    guestPid = owner
-                    sum = 0
+            let fieldStatistic = numbering.fieldStatistic
+            for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
+                var sum: UInt64 = 0
+                guest.withTables { fields, read, counted, _, kinds in
+                    for slot in fields.indices where read[slot] {
+                        // A row sums events: counters of time (`halt_wait_ns`) are not events
+                        // (upstream's debugfs leaves them out too) and would swamp the counts,
+                        // unless time is all there is (the vcpu source's rows: its threads'
+                        // nanoseconds).
+                        let field = fields[slot]
+                        let wants = Int(field) < fieldWants.count ? fieldWants[Int(field)] : self.wants(field)
+                        guard wants.contains(.statistic), timeOnly || !wants.contains(.time) else { continue }
+                        let statistic = Int(fieldStatistic[Int(field)])
+                        guard statistic < kinds.count, kinds[statistic] == .counter else { continue }
+                        sum &+= counted[slot]
+                    }
                 }
-                sum &+= amount
+                results[.guestTotal(guestPid)] = sum
             }
-            if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
             return results
         }
         // Every wanted statistic has its row, at 0 when no guest has it now.

@@ -75,29 +75,37 @@ struct QMPReservedMonitorTests {
         #expect(again.finish().status == 0)
     }
 
-    /// Each kept connection is a descriptor, and kvmstat spares 256 for everything else: with
-    /// too few under the open-files limit it raises the soft limit (up to the hard one, or the
-    /// hard one too where it may); where it cannot, the guests beyond are connected to for each
-    /// sample, and every guest is still counted.
-    @Test(arguments: [4_096, 258])
-    func keptConnectionsWithinTheOpenFilesLimit(hardLimit: Int) throws {
+    /// Each kept connection is a descriptor, and kvmstat leaves 256 spare over those open:
+    /// under a soft limit too low it raises it (up to the hard limit, or the hard one too where
+    /// it may); where it cannot, guests are connected to for each sample instead, and every
+    /// guest is still counted.
+    @Test(arguments: [(258, 4_096), (200, 200)])
+    func keptConnectionsWithinTheOpenFilesLimit(soft: Int, hard: Int) throws {
         let guests = try (0..<3).map { _ in try QEMUGuest(outs: 200, monitors: .reserved) }
         for guest in guests { try guest.waitUntilHalted() }
-        // Room for two kept connections beside the 256 spared, not three.
-        let log = try BackgroundKvmstat(["--nofile=258:\(hardLimit)", kvmstatBinary, "--source", "qmp", "-l", "-i", "-s", "0.1",
+        let log = try BackgroundKvmstat(["--nofile=\(soft):\(hard)", kvmstatBinary, "--source", "qmp", "-l", "-i", "-s", "0.1",
                                          "--by-guest", "--format", "jsonl", "-f", "halt_exits$"],
                                         executable: "/usr/bin/prlimit")
         usleep(1_000_000)
         let limits = try String(contentsOfFile: "/proc/\(log.pid)/limits", encoding: .utf8)
-        let soft = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }?
+        let now = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }?
             .split(separator: " ").dropFirst(3).first.flatMap { Int($0) } ?? 0
-        let held = guests.filter { !Self.greets($0.reservedSocket!, within: 0.3) }.count
-        if hardLimit > 258 { #expect(soft > 258, "\(limits)") }
-        #expect(soft > 258 ? held == 3 : held == 2, "soft limit \(soft), \(held) held")
+        // Tried a few times: another test's kvmstat may hold a free one a moment.
+        let free = guests.filter { guest in (0..<3).contains { _ in Self.greets(guest.reservedSocket!, within: 0.3) } }
+        if hard > soft {
+            #expect(now > soft, "\(limits)")
+            #expect(free.isEmpty, "\(free.count) of 3 not kept")
+        } else if now == soft {
+            #expect(free.count == 3, "\(3 - free.count) kept under a soft limit of \(now)")
+        }
         log.signal(SIGINT)
         let result = log.finish()
-        // Other tests' guests may run meanwhile: only ours are looked at.
-        #expect(result.status == 0 && !guests.contains { result.stderr.contains($0.name) }, "\(result.stderr)")
+        // Other tests' guests may run meanwhile, and their kvmstats hold our monitors a moment:
+        // only other news of ours would be wrong.
+        let ours = result.stderr.split(separator: "\n").filter { line in
+            guests.contains { line.contains($0.name) } && !line.contains("serves another client")
+        }
+        #expect(result.status == 0 && ours.isEmpty, "\(result.stderr)")
         let last = try #require(result.stdout.split(separator: "\n").last.flatMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
         })

@@ -150,11 +150,13 @@ public final class QMPSource: StatSource {
 
     public func close() { kept.removeAll() }
 
-    /// Whether one more connection may be kept: within `maxKept` and the open-files limit,
-    /// whose soft limit is raised (up to the hard one) when needed.
+    /// Whether one more connection may be kept: within `maxKept` and the open-files limit
+    /// (with `descriptorsSpared` left over the descriptors open now), whose soft limit is
+    /// raised (up to the hard one) when needed.
     private func mayKeepAnother() -> Bool {
         guard kept.count < Self.maxKept else { return false }
-        let needed = kept.count + 1 + Self.descriptorsSpared
+        let open = (try? FileSystem.numericEntries("\(proc)/self/fd"))?.count ?? kept.count
+        let needed = open + 1 + Self.descriptorsSpared
         if ResourceLimits.openFilesSoftLimit() >= needed { return true }
         try? ResourceLimits.ensureOpenFiles(needed + Self.descriptorsSpared)
         return ResourceLimits.openFilesSoftLimit() >= needed
