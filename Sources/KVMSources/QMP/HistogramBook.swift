@@ -16,7 +16,8 @@ struct HistogramBook {
     private var latest: [Int: [Int32: [UInt64]]] = [:]
     /// By field, the sum of every guest's latest buckets, those of guests that went away
     /// included: host totals never go down (Prometheus would take a drop for a reset).
-    private var sums: [Int32: Histogram] = [:]
+    /// Indexed by field number (fields are numbered densely, a few hundred on a host).
+    private var sums: [Histogram?] = []
 
     /// A histogram's shape from its schema entry, nil for other statistics.
     static func shape(_ stat: JSONValue) -> Histogram? {
@@ -68,20 +69,20 @@ struct HistogramBook {
                 }()
                 guard hasShape else { continue }
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
-                let sum = sums.index(forKey: reading.field) ?? {
+                let sum = Int(reading.field)
+                if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
+                if sums[sum] == nil {
                     let shape = guestShapes[numbering.names[Int(reading.statistic)]]!
-                    sums[reading.field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base,
-                                                    exponent: shape.exponent)
-                    return sums.index(forKey: reading.field)!
-                }()
+                    sums[sum] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base, exponent: shape.exponent)
+                }
                 // Changed where they are (through `values`: no copy of an array, no hashing anew).
                 if let index = guestLatest.index(forKey: reading.field), guestLatest.values[index].count == counts.count {
                     // A sum shorter than a guest's (shapes that differ) is made long enough.
-                    if sums.values[sum].buckets.count < counts.count {
-                        sums.values[sum].add(Array(repeating: 0, count: counts.count))
+                    if sums[sum]!.buckets.count < counts.count {
+                        sums[sum]!.add(Array(repeating: 0, count: counts.count))
                     }
                     guestLatest.values[index].withUnsafeMutableBufferPointer { kept in
-                        sums.values[sum].buckets.withUnsafeMutableBufferPointer { total in
+                        sums[sum]!.buckets.withUnsafeMutableBufferPointer { total in
                             for bucket in kept.indices {
                                 total[bucket] = total[bucket] &- kept[bucket] &+ counts[bucket]
                                 kept[bucket] = counts[bucket]
@@ -90,12 +91,12 @@ struct HistogramBook {
                     }
                 } else {
                     if let old = guestLatest[reading.field] {
-                        sums.values[sum].subtract(old)
+                        sums[sum]!.subtract(old)
                     } else if known.insert(reading.field).inserted {
                         names = nil
                     }
                     guestLatest[reading.field] = Array(counts)
-                    sums.values[sum].add(Array(counts))
+                    sums[sum]!.add(Array(counts))
                 }
             }
         }
@@ -133,7 +134,7 @@ struct HistogramBook {
         guard !wanted.isEmpty else { return results }
         var byField: [Int32: Histogram] = [:]
         if pid == 0 {
-            byField = sums
+            for (field, sum) in sums.enumerated() { if let sum { byField[Int32(field)] = sum } }
         } else if let histograms = latest[pid], let guestShapes = shapes[pid] {
             for (field, buckets) in histograms {
                 let key = numbering.keys[Int(field)]
