@@ -48,8 +48,22 @@ public final class UnixSocket {
             }
         }
         if result != 0 {
-            let error = Errno.current
-            guard error.rawValue == EINPROGRESS || error.rawValue == EAGAIN else { throw error }
+            var error = Errno.current
+            // A unix socket's full listen queue (its server accepts no one: busy with another
+            // client, as a QEMU monitor is) says EAGAIN, and the socket stays unconnected: it
+            // is tried again until the deadline, never taken for connected.
+            while error.rawValue == EAGAIN {
+                guard Signals.monotonicNow() < deadline else { throw Self.timedOut }
+                usleep(UInt32(min(5_000, max(1, (deadline - Signals.monotonicNow()) * 1e6))))
+                let again = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+                if again == 0 { return }
+                error = Errno.current
+            }
+            guard error.rawValue == EINPROGRESS else { throw error }
             try wait(for: Int16(POLLOUT), until: deadline)
             var failure: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -65,7 +79,17 @@ public final class UnixSocket {
         return pid > 0 ? pid : nil
     }
 
-    deinit { descriptor.close() }
+    private var open = true
+
+    /// Hangs up now (a server that serves one client at a time can take the next); the
+    /// connection is not used after.
+    public func close() {
+        guard open else { return }
+        open = false
+        descriptor.close()
+    }
+
+    deinit { close() }
 
     private func wait(for events: Int16, until deadline: Double) throws(Errno) {
         while true {
@@ -188,14 +212,14 @@ public final class UnixSocket {
     }
 
     /// Frees the receive buffer when every line in it was taken (a connection kept between
-    /// samples holds no answer's worth of memory meanwhile); a part line stays.
-    public func releaseBuffer() {
-        if start == pending.count {
-            pending = []
-        } else {
-            pending = Array(pending[start...])
-        }
+    /// samples holds no answer's worth of memory meanwhile); a part line (an event being
+    /// received) stays, when it is at most `keepingAtMost` bytes. False when it is longer:
+    /// the connection is not worth keeping.
+    public func releaseBuffer(keepingAtMost limit: Int) -> Bool {
+        let left = pending.count - start
+        pending = left == 0 || left > limit ? [] : Array(pending[start...])
         start = 0
+        return left <= limit
     }
 
     /// Bytes asked of the kernel per read.

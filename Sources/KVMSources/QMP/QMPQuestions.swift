@@ -9,6 +9,8 @@ extension QMPSource {
         var vcpus: [String: Int]?
         var statistics = StatsAnswer()
         var failure: String?
+        /// The monitor's path that was asked last (the reserved one's, or the other's).
+        var path: String?
         /// The connection to keep for the next sample (to a reserved monitor that answered).
         var kept: KeptSession?
         /// Whether the reserved monitor was asked and answered.
@@ -45,40 +47,52 @@ extension QMPSource {
     static func ask(_ asking: Asking, needsSchema: Bool, needsVCPUs: Bool, questions: String, deadline: Double,
                     numbering: StatisticNumbering, expecting expected: [Int32]) -> Answer {
         var answer = Answer(statistics: StatsAnswer(expecting: expected))
+        answer.path = asking.path
+        // A kept connection that fails is hung up at once (the monitor serves one client).
+        // One that stopped answering (a stalled guest) is not asked again this sample; one that
+        // QEMU closed, or that fell out of step, is replaced by a new one at once.
+        var replacing = false
         if let kept = asking.kept {
             kept.resume(deadline: deadline)
             do throws(QMPSession.Failure) {
                 try kept.send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
                 try converse(kept, negotiated: true, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
                              into: &answer)
-                kept.pause()
-                answer.kept = KeptSession(session: kept)
                 answer.reservedAnswered = true
+                if kept.pause() { answer.kept = KeptSession(session: kept) } else { kept.close() }
                 return answer
             } catch {
-                // Closed by QEMU, or out of step: what it read is dropped with it.
+                kept.close()
                 answer = Answer(statistics: StatsAnswer(expecting: expected))
+                answer.path = asking.path
+                if QMPSession.timedOut(error) {
+                    answer.failure = error.description
+                    return answer
+                }
+                replacing = true
             }
         }
+        // The reserved monitor, if it greets in time; else the guest's other one. (A
+        // connection of kvmstat's own just hung up is no other client: no fallback then.)
+        let fallback = replacing ? nil : asking.fallback
         do throws(QMPSession.Failure) {
             let session: QMPSession
             do throws(QMPSession.Failure) {
                 session = try QMPSession(path: asking.path, deadline: deadline, server: asking.monitor.pid, questions: questions,
-                                         greetingDeadline: asking.fallback == nil ? nil : Signals.monotonicNow() + reservedGreeting)
-            } catch where error.ungreeted && asking.fallback != nil {
+                                         greetingDeadline: fallback == nil ? nil : Signals.monotonicNow() + reservedGreeting)
+            } catch where error.ungreeted && fallback != nil {
                 answer.reservedHeld = true
-                session = try QMPSession(path: asking.fallback!, deadline: deadline, server: asking.monitor.pid,
-                                         questions: questions)
+                answer.path = fallback
+                session = try QMPSession(path: fallback!, deadline: deadline, server: asking.monitor.pid, questions: questions)
             }
             try converse(session, negotiated: false, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
                          into: &answer)
-            if asking.monitor.reserved && asking.path == asking.monitor.socketPath && !answer.reservedHeld {
-                session.pause()
-                answer.kept = KeptSession(session: session)
+            if asking.monitor.reserved && answer.path == asking.monitor.socketPath {
                 answer.reservedAnswered = true
+                if session.pause() { answer.kept = KeptSession(session: session) }
             }
         } catch {
-            answer.failure = error.ungreeted && asking.monitor.reserved
+            answer.failure = error.ungreeted && answer.path == asking.monitor.socketPath && asking.monitor.reserved
                 ? "no answer: its monitor for kvmstat serves another client (another kvmstat?)" : error.description
         }
         return answer

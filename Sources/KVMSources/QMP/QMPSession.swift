@@ -34,11 +34,14 @@ final class QMPSession {
          greetingDeadline: Double? = nil) throws(Failure) {
         self.deadline = min(deadline, greetingDeadline ?? deadline)
         do throws(Errno) {
-            socket = try UnixSocket(path: path, deadline: deadline)
+            socket = try UnixSocket(path: path, deadline: self.deadline)
         } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "cannot connect: \(error)")
+            // A monitor that accepts no one in time serves another client.
+            throw error == UnixSocket.timedOut ? Failure(description: Self.noAnswer, ungreeted: true)
+                : Failure(description: "cannot connect: \(error)")
         }
-        if let peer = socket.peerProcess(), Int(peer) != server {
+        guard let peer = socket.peerProcess() else { throw Failure(description: "cannot connect: no process serves it") }
+        guard Int(peer) == server else {
             throw Failure(description: "the socket is served by pid \(peer), not by this process: not its monitor")
         }
         if let questions { try send(text: questions) }
@@ -67,8 +70,18 @@ final class QMPSession {
         socket.budget = Self.budgetPerSample
     }
 
-    /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`).
-    func pause() { socket.releaseBuffer() }
+    /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`); false when more
+    /// than an event's worth is left part read (the connection is then not kept).
+    func pause() -> Bool { socket.releaseBuffer(keepingAtMost: Self.leftoverKept) }
+
+    /// Hangs up (the monitor can take its next client at once).
+    func close() { socket.close() }
+
+    /// Whether a failure is that the monitor did not answer in time.
+    static func timedOut(_ failure: Failure) -> Bool { failure.description == noAnswer }
+
+    /// A part line kept between samples at most (QMP's events are a few hundred bytes).
+    static let leftoverKept = 4_096
 
     /// What a kept connection may receive a sample: a sample's answers are tens of kilobytes
     /// (a 240-vCPU guest's about 0.6 MB).

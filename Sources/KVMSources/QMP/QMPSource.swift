@@ -72,6 +72,8 @@ public final class QMPSource: StatSource {
     private var guests: [Int: Guest] = [:]
     /// Connections to reserved monitors, kept between samples, by guest pid.
     private var kept: [Int: QMPSession] = [:]
+    /// Descriptors open, as last counted this sample (nil: not yet).
+    private var descriptorsOpen: Int?
     /// Connections kept at most (each a descriptor; another user's fake QEMUs must not take
     /// them all), and descriptors left to everything else (raised to the hard limit if need be).
     static let maxKept = 4_096
@@ -155,11 +157,16 @@ public final class QMPSource: StatSource {
     /// raised (up to the hard one) when needed.
     private func mayKeepAnother() -> Bool {
         guard kept.count < Self.maxKept else { return false }
-        let open = (try? FileSystem.numericEntries("\(proc)/self/fd"))?.count ?? kept.count
+        // Counted once a sample (not once a connection: hundreds come at a first sample).
+        let open = descriptorsOpen ?? (try? FileSystem.numericEntries("\(proc)/self/fd"))?.count ?? kept.count
         let needed = open + 1 + Self.descriptorsSpared
-        if ResourceLimits.openFilesSoftLimit() >= needed { return true }
-        try? ResourceLimits.ensureOpenFiles(needed + Self.descriptorsSpared)
-        return ResourceLimits.openFilesSoftLimit() >= needed
+        if ResourceLimits.openFilesSoftLimit() < needed { try? ResourceLimits.ensureOpenFiles(needed + Self.descriptorsSpared) }
+        guard ResourceLimits.openFilesSoftLimit() >= needed else {
+            descriptorsOpen = open
+            return false
+        }
+        descriptorsOpen = open + 1
+        return true
     }
 
     /// Bounds on what a monitor — any process's, a user's fake one too — makes kvmstat keep:
@@ -232,6 +239,9 @@ public final class QMPSource: StatSource {
         // threads (more contend for the CPUs and make samples late), each within the timeout.
         let sampleNumber = self.sampleNumber
         let inView = monitors.filter { pid == 0 || $0.pid == pid }
+        // Guests out of view (`-p`, the screen's filter) are not read: their monitors are let go.
+        if pid != 0 { for guestPid in kept.keys where guestPid != pid { kept[guestPid] = nil } }
+        descriptorsOpen = nil
         // Monitors that answered last time first; silent ones, retried every `retryEvery`
         // samples spread over them by pid (many that fell silent together do not all come
         // back on one sample), get what time is left.
@@ -261,7 +271,7 @@ public final class QMPSource: StatSource {
         // while another client holds it (the reserved one tried again every `retryEvery`).
         let askings = ordered.map { monitor in
             let heldSince = guests[monitor.pid]!.reservedHeldSince
-            if let shared = monitor.sharedPath, let heldSince, (sampleNumber - heldSince) % Self.retryEvery != 0 {
+            if let shared = monitor.sharedPath, let heldSince, sampleNumber - heldSince < Self.retryEvery {
                 return Asking(monitor: monitor, path: shared, kept: nil, fallback: nil)
             }
             return Asking(monitor: monitor, path: monitor.socketPath, kept: kept[monitor.pid],
@@ -317,7 +327,8 @@ public final class QMPSource: StatSource {
             if mayKeepAnother() { kept[pid] = session }
         }
         if answer.reservedHeld {
-            if guests[pid]?.reservedHeldSince == nil { guests[pid]?.reservedHeldSince = sampleNumber }
+            // Tried again `retryEvery` samples after it was last found held.
+            guests[pid]?.reservedHeldSince = sampleNumber
         } else if answer.reservedAnswered {
             guests[pid]?.reservedHeldSince = nil
         }
@@ -333,7 +344,7 @@ public final class QMPSource: StatSource {
             guard Guests(proc: proc).isRunning(monitor.pid) else { return false }
             if guest.silentSince == nil {
                 warnings.append("qmp: guest \(monitor.label) "
-                    + "at \(monitor.socketPath): \(failure); skipped until it answers, its counts kept")
+                    + "at \(answer.path ?? monitor.socketPath): \(failure); skipped until it answers, its counts kept")
                 guest.silentSince = sampleNumber
             }
             return false
