@@ -37,11 +37,6 @@ public struct Histogram: Sendable, Equatable {
     /// Adds another histogram's buckets (several vCPUs or guests), wrapping as counters do.
     public mutating func add(_ other: [UInt64]) {
         if other.count > buckets.count { buckets += Array(repeating: 0, count: other.count - buckets.count) }
-        // One pass over both buffers (a host's totals add up thousands of these a sample).
-        buckets.withUnsafeMutableBufferPointer { sums in
-            other.withUnsafeBufferPointer { counts in
-                for index in counts.indices { sums[index] &+= counts[index] }
-            }
-        }
+        for (index, count) in other.enumerated() { buckets[index] &+= count }
     }
 }

@@ -68,21 +68,6 @@ struct GuestCounters: Sendable {
         return statistic < kindByStatistic.count ? kindByStatistic[statistic] : .unknown
     }
 
-    /// Its tables as buffers, for a reader of every slot: fields, whether read, counted,
-    /// last reading, and kinds by statistic number.
-    func withTables(_ body: (UnsafeBufferPointer<Int32>, UnsafeBufferPointer<Bool>, UnsafeBufferPointer<UInt64>,
-                             UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<Kind>) -> Void) {
-        slotField.withUnsafeBufferPointer { fields in
-            read.withUnsafeBufferPointer { read in
-                counted.withUnsafeBufferPointer { counted in
-                    last.withUnsafeBufferPointer { last in
-                        kindByStatistic.withUnsafeBufferPointer { kinds in body(fields, read, counted, last, kinds) }
-                    }
-                }
-            }
-        }
-    }
-
     /// What a reading did to its counter.
     enum Step {
         case kept, counted, wentBackwards
@@ -99,8 +84,6 @@ struct GuestCounters: Sendable {
         }
         var slotOfField: [Int32: Int32]?
         var wentBack: [Int32] = []
-        // Each reading's slot (-1: not kept), found first; then the values taken.
-        var slots = [Int32](repeating: -1, count: readings.count)
         for (position, reading) in readings.enumerated() {
             var slot = positions[position]
             if slot >= 0 {
@@ -129,38 +112,24 @@ struct GuestCounters: Sendable {
                 }
                 positions[position] = slot
             }
-            slots[position] = slot
-        }
-        // Every value to its slot, in the tables' own buffers (no check of each array's
-        // uniqueness for each of a big guest's hundreds of values).
-        let kinds = kindByStatistic
-        let fields = slotField
-        let countsFromZero = countsFromZero
-        last.withUnsafeMutableBufferPointer { last in
-            counted.withUnsafeMutableBufferPointer { counted in
-                read.withUnsafeMutableBufferPointer { read in
-                    for (reading, slot) in zip(readings, slots) where slot >= 0 {
-                        let index = Int(slot)
-                        switch Int(reading.statistic) < kinds.count ? kinds[Int(reading.statistic)] : .unknown {
-                        case .counter:
-                            if !read[index] {
-                                read[index] = true
-                                counted[index] = countsFromZero ? reading.value : 0
-                            } else if reading.value >= last[index] {
-                                counted[index] &+= reading.value - last[index]
-                            } else {
-                                counted[index] &+= reading.value
-                                wentBack.append(fields[index])
-                            }
-                            last[index] = reading.value
-                        case .level:
-                            read[index] = true
-                            last[index] = reading.value
-                        case .unknown, .histogram:
-                            continue
-                        }
-                    }
+            let index = Int(slot)
+            switch kindByStatistic[Int(reading.statistic)] {
+            case .counter:
+                if !read[index] {
+                    read[index] = true
+                    counted[index] = countsFromZero ? reading.value : 0
+                } else if reading.value >= last[index] {
+                    counted[index] &+= reading.value - last[index]
+                } else {
+                    counted[index] &+= reading.value
+                    wentBack.append(slotField[index])
                 }
+                last[index] = reading.value
+            case .level:
+                read[index] = true
+                last[index] = reading.value
+            case .unknown, .histogram:
+                continue
             }
         }
         return wentBack

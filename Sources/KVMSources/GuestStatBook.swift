@@ -165,21 +165,15 @@ public struct GuestStatBook: Sendable {
     /// Each wanted value of each guest in view (all with `pid` 0): counts since the baseline,
     /// levels as they are.
     private func values(pid: Int, _ body: (Int, Int32, Wants, GuestCounters.Kind, UInt64) -> Void) {
-        // Hundreds of thousands of values a sample on a big host: read straight from the
-        // tables (what the selection and the kinds say of a field, in arrays by number).
-        let fieldStatistic = numbering.fieldStatistic
         for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
-            guest.withTables { fields, read, counted, last, kinds in
-                for slot in fields.indices where read[slot] {
-                    let field = fields[slot]
-                    let wants = Int(field) < fieldWants.count ? fieldWants[Int(field)] : self.wants(field)
-                    guard wants.contains(.own) || wants.contains(.parent) else { continue }
-                    let statistic = Int(fieldStatistic[Int(field)])
-                    switch statistic < kinds.count ? kinds[statistic] : .unknown {
-                    case .counter: body(guestPid, field, wants, .counter, counted[slot])
-                    case .level: body(guestPid, field, wants, .level, last[slot])
-                    case .unknown, .histogram: continue
-                    }
+            for slot in 0..<guest.slotCount where guest.read[slot] {
+                let field = guest.slotField[slot]
+                let wants = wants(field)
+                guard wants.contains(.own) || wants.contains(.parent) else { continue }
+                switch guest.kind(ofField: field, numbering) {
+                case .counter: body(guestPid, field, wants, .counter, guest.counted[slot])
+                case .level: body(guestPid, field, wants, .level, guest.last[slot])
+                case .unknown, .histogram: continue
                 }
             }
         }
@@ -226,25 +220,23 @@ public struct GuestStatBook: Sendable {
         var results: [EventID: UInt64] = [:]
         if byGuest {
             let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
-            let fieldStatistic = numbering.fieldStatistic
-            for (guestPid, guest) in guests where pid == 0 || guestPid == pid {
-                var sum: UInt64 = 0
-                guest.withTables { fields, read, counted, _, kinds in
-                    for slot in fields.indices where read[slot] {
-                        // A row sums events: counters of time (`halt_wait_ns`) are not events
-                        // (upstream's debugfs leaves them out too) and would swamp the counts,
-                        // unless time is all there is (the vcpu source's rows: its threads'
-                        // nanoseconds).
-                        let field = fields[slot]
-                        let wants = Int(field) < fieldWants.count ? fieldWants[Int(field)] : self.wants(field)
-                        guard wants.contains(.statistic), timeOnly || !wants.contains(.time) else { continue }
-                        let statistic = Int(fieldStatistic[Int(field)])
-                        guard statistic < kinds.count, kinds[statistic] == .counter else { continue }
-                        sum &+= counted[slot]
-                    }
+            for guestPid in guests.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }
+            var guestPid = Int.min
+            var sum: UInt64 = 0
+            values(pid: pid) { owner, _, wants, kind, amount in
+                // A row sums events: counters of time (`halt_wait_ns`) are not events (upstream's
+                // debugfs leaves them out too) and would swamp the counts, unless time is all
+                // there is (the vcpu source's rows: its threads' nanoseconds).
+                guard kind == .counter, wants.contains(.statistic),
+                      timeOnly || !wants.contains(.time) else { return }
+                if owner != guestPid {
+                    if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
+                    guestPid = owner
+                    sum = 0
                 }
-                results[.guestTotal(guestPid)] = sum
+                sum &+= amount
             }
+            if guestPid != Int.min { results[.guestTotal(guestPid), default: 0] &+= sum }
             return results
         }
         // Every wanted statistic has its row, at 0 when no guest has it now.

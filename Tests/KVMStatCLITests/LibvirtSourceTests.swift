@@ -96,10 +96,7 @@ struct LibvirtSourceTests {
         log.signal(SIGINT)
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
-        let lines = result.stdout.split(separator: "\n").compactMap { line -> [String: [String: Any]]? in
-            let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
-            return object?["events"] as? [String: [String: Any]]
-        }
+        let lines = jsonRecords(result.stdout).compactMap { $0["events"] as? [String: [String: Any]] }
         #expect(lines.first.map { $0["exits(vcpu1)"] == nil } == true, "\(result.stdout)")
         let last = try #require(lines.last)
         #expect(last["exits(vcpu1)"] != nil, "\(last)")

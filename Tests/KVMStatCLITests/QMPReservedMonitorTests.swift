@@ -119,9 +119,7 @@ struct QMPReservedMonitorTests {
             guests.contains { line.contains($0.name) } && !line.contains("serves another client")
         }
         #expect(result.status == 0 && ours.isEmpty, "\(result.stderr)")
-        let last = try #require(result.stdout.split(separator: "\n").last.flatMap {
-            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        })
+        let last = try #require(jsonRecords(result.stdout).last)
         let rows = (last["guests"] as? [[String: Any]] ?? []).filter { row in
             guests.contains { Int($0.pid) == row["pid"] as? Int }
         }

@@ -160,9 +160,8 @@ struct QMPSourceTests {
         #expect(result.status == 0, "\(result.stderr)")
         let dates = ISO8601DateFormatter()
         dates.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let lines = result.stdout.split(separator: "\n").compactMap { line -> (Date, [String: Any])? in
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let stamp = object["timestamp"] as? String, let date = dates.date(from: stamp),
+        let lines = jsonRecords(result.stdout).compactMap { object -> (Date, [String: Any])? in
+            guard let stamp = object["timestamp"] as? String, let date = dates.date(from: stamp),
                   let events = object["events"] as? [String: Any] else { return nil }
             return (date, events)
         }

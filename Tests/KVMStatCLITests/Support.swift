@@ -214,11 +214,17 @@ extension Thread {
     static func detachNewReader(_ handle: FileHandle) -> DataReader { DataReader(handle) }
 }
 
+/// Each JSON-lines record of `text`, as an object (a line that is none left out).
+func jsonRecords(_ text: String) -> [[String: Any]] {
+    text.split(separator: "\n").compactMap { line in
+        (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+    }
+}
+
 /// The `total` of `event` in each JSON-lines record of `text`.
 func jsonTotals(_ text: String, _ event: String) -> [Int] {
-    text.split(separator: "\n").compactMap { line -> Int? in
-        let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-        return ((object?["events"] as? [String: Any])?[event] as? [String: Any])?["total"] as? Int
+    jsonRecords(text).compactMap { object in
+        ((object["events"] as? [String: Any])?[event] as? [String: Any])?["total"] as? Int
     }
 }
 

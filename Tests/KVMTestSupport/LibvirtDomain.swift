@@ -130,14 +130,14 @@ public final class LibvirtDomain {
         return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
-    /// Ends the domain and removes the log libvirt kept of its QEMU (a test leaves nothing
-    /// in /var/log/libvirt/qemu).
     /// Sets the running domain's vCPUs (`virsh setvcpus --live`: hotplug); the output on failure.
     public func setVCPUs(_ count: Int) throws {
         let result = try LibvirtDaemon.virshRun(["-c", LibvirtDaemon.uri, "setvcpus", name, "\(count)", "--live"])
         guard result.status == 0 else { throw QEMUGuest.Failure(description: "virsh setvcpus failed: \(result.output)") }
     }
 
+    /// Ends the domain and removes the log libvirt kept of its QEMU (a test leaves nothing
+    /// in /var/log/libvirt/qemu).
     public func destroy() {
         _ = try? LibvirtDaemon.virshRun(["-c", LibvirtDaemon.uri, "destroy", name])
         try? FileManager.default.removeItem(atPath: "/var/log/libvirt/qemu/\(name).log")

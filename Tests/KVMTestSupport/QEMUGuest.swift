@@ -12,6 +12,8 @@ public final class QEMUGuest {
     public let socket: String
     /// The monitor QEMU keeps for kvmstat (chardev id `kvmstat`), when asked for.
     public let reservedSocket: String?
+    /// The monitor `command` uses: the operator's, or the reserved one when alone.
+    private let commandSocket: String
     public let outs: Int
     private let process = Process()
     private let directory: String
@@ -44,6 +46,7 @@ public final class QEMUGuest {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socket = directory + "/qmp.sock"
         reservedSocket = monitors == .shared ? nil : directory + "/kvmstat.sock"
+        commandSocket = monitors == .reserved ? reservedSocket! : socket
         let bios = directory + "/bios.bin"
         try Self.firmware(outs: outs).write(to: URL(fileURLWithPath: bios))
         process.executableURL = URL(fileURLWithPath: Self.binary)
@@ -86,8 +89,7 @@ public final class QEMUGuest {
     private func connect(deadline: Double) throws -> UnixSocket {
         while true {
             do {
-                return try UnixSocket(path: reservedSocket != nil && !FileManager.default.fileExists(atPath: socket)
-                                      ? reservedSocket! : socket, deadline: deadline)
+                return try UnixSocket(path: commandSocket, deadline: deadline)
             } catch {
                 guard error.rawValue == ECONNREFUSED, Signals.monotonicNow() < deadline else { throw error }
                 usleep(20_000)

@@ -42,12 +42,14 @@ public final class UnixSocket {
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, byte) in bytes.enumerated() { raw[i] = byte }
         }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        func attempt() -> Int32 {
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
         }
-        if result != 0 {
+        if attempt() != 0 {
             var error = Errno.current
             // A unix socket's full listen queue (its server accepts no one: busy with another
             // client, as a QEMU monitor is) says EAGAIN, and the socket stays unconnected: it
@@ -55,12 +57,7 @@ public final class UnixSocket {
             while error.rawValue == EAGAIN {
                 guard Signals.monotonicNow() < deadline else { throw Self.timedOut }
                 usleep(UInt32(min(5_000, max(1, (deadline - Signals.monotonicNow()) * 1e6))))
-                let again = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                    }
-                }
-                if again == 0 { return }
+                if attempt() == 0 { return }
                 error = Errno.current
             }
             guard error.rawValue == EINPROGRESS else { throw error }
@@ -126,7 +123,10 @@ public final class UnixSocket {
 
     /// Bytes this connection may still receive in all (`budget`): a peer that streams
     /// without end is cut off, whatever its lines.
-    public var budget = 16 << 20
+    public var budget = UnixSocket.defaultBudget
+
+    /// What a connection may receive in all, unless told otherwise.
+    public static let defaultBudget = 16 << 20
 
     /// The next line (without its newline); lines longer than `limit` bytes, or more bytes in
     /// all than `budget`, are an error (EMSGSIZE), and a closed connection is ECONNRESET. The

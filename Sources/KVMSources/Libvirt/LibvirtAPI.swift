@@ -101,16 +101,6 @@ final class LibvirtAPI: @unchecked Sendable {
         var fieldEnds: [Int32] = []
         var values: [UInt64] = []
 
-        init(name: String, id: Int) {
-            self.name = name
-            self.id = id
-        }
-
-        init(name: String, id: Int, values: [(field: String, value: UInt64)]) {
-            self.init(name: name, id: id)
-            for (field, value) in values { append(Array(field.utf8), value) }
-        }
-
         mutating func append<Bytes: Collection<UInt8>>(_ field: Bytes, _ value: UInt64) {
             fieldBytes.append(contentsOf: field)
             fieldEnds.append(Int32(fieldBytes.count))

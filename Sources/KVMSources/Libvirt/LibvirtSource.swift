@@ -199,9 +199,8 @@ public final class LibvirtSource: StatSource {
             // A domain running before kvmstat started counts from its first reading (or from
             // zero with -i); one started later counts everything.
             book.admit(key, name: domain.name, countsFromZero: !initial || includePast)
-            if let layout = layouts[key], layout.fieldEnds == domain.fieldEnds, layout.fieldBytes == domain.fieldBytes {
-                // The same names as last time: known by position.
-            } else {
+            // The same names as last time are known by position; others are learnt.
+            if layouts[key].map({ $0.fieldEnds != domain.fieldEnds || $0.fieldBytes != domain.fieldBytes }) ?? true {
                 layouts[key] = learn(domain, of: key)
             }
             let numbered = layouts[key]!.numbered

@@ -71,10 +71,7 @@ struct HistogramBook {
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
                 let sum = Int(reading.field)
                 if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
-                if sums[sum] == nil {
-                    let shape = guestShapes[numbering.names[Int(reading.statistic)]]!
-                    sums[sum] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base, exponent: shape.exponent)
-                }
+                if sums[sum] == nil { sums[sum] = guestShapes[numbering.names[Int(reading.statistic)]]!.emptied }
                 // Changed where they are (through `values`: no copy of an array, no hashing anew).
                 if let index = guestLatest.index(forKey: reading.field), guestLatest.values[index].count == counts.count {
                     // A sum shorter than a guest's (shapes that differ) is made long enough.
@@ -139,8 +136,7 @@ struct HistogramBook {
             for (field, buckets) in histograms {
                 let key = numbering.keys[Int(field)]
                 guard let shape = guestShapes[key.parent ?? key.name] else { continue }
-                byField[field] = Histogram(scale: shape.scale, unit: shape.unit, base: shape.base, exponent: shape.exponent,
-                                           buckets: buckets)
+                byField[field, default: shape.emptied].add(buckets)
             }
         }
         for (field, histogram) in byField {

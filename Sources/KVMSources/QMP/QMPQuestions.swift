@@ -12,7 +12,7 @@ extension QMPSource {
         /// The monitor's path that was asked last (the reserved one's, or the other's).
         var path: String?
         /// The connection to keep for the next sample (to a reserved monitor that answered).
-        var kept: KeptSession?
+        var kept: QMPSession?
         /// Whether the reserved monitor was asked and answered.
         var reservedAnswered = false
         /// Whether the reserved monitor greeted nobody in time (another client holds it) and
@@ -20,16 +20,10 @@ extension QMPSource {
         var reservedHeld = false
     }
 
-    /// A connection kept between samples. Used by one thread at a time: the worker that asks
-    /// its guest during a sample, the source (under its lock) between.
-    struct KeptSession: @unchecked Sendable {
-        let session: QMPSession
-    }
-
     /// Whom to ask for a guest this sample: its monitor at `path`, over `kept` when kvmstat
     /// stayed connected; `fallback` when `path` is the reserved monitor and the guest has
     /// another, asked if the reserved one greets nobody in time.
-    struct Asking: @unchecked Sendable {
+    struct Asking: Sendable {
         let monitor: QEMUMonitor
         let path: String
         let kept: QMPSession?
@@ -46,26 +40,27 @@ extension QMPSource {
     /// a worker thread). A kept connection that fails is replaced by a new one at once.
     static func ask(_ asking: Asking, needsSchema: Bool, needsVCPUs: Bool, questions: String, deadline: Double,
                     numbering: StatisticNumbering, expecting expected: [Int32]) -> Answer {
-        var answer = Answer(statistics: StatsAnswer(expecting: expected))
-        answer.path = asking.path
+        func fresh() -> Answer {
+            var answer = Answer(statistics: StatsAnswer(expecting: expected))
+            answer.path = asking.path
+            return answer
+        }
+        var answer = fresh()
         // A kept connection that fails is hung up at once (the monitor serves one client).
         // One that stopped answering (a stalled guest) is not asked again this sample; one that
         // QEMU closed, or that fell out of step, is replaced by a new one at once.
         var replacing = false
         if let kept = asking.kept {
-            kept.resume(deadline: deadline)
             do throws(QMPSession.Failure) {
-                try kept.send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
-                try converse(kept, negotiated: true, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
-                             into: &answer)
+                try kept.resume(questions: questions, deadline: deadline)
+                try converse(kept, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering, into: &answer)
                 answer.reservedAnswered = true
-                if kept.pause() { answer.kept = KeptSession(session: kept) } else { kept.close() }
+                if kept.pause() { answer.kept = kept } else { kept.close() }
                 return answer
             } catch {
                 kept.close()
-                answer = Answer(statistics: StatsAnswer(expecting: expected))
-                answer.path = asking.path
-                if QMPSession.timedOut(error) {
+                answer = fresh()
+                if error.timedOut {
                     answer.failure = error.description
                     return answer
                 }
@@ -85,11 +80,10 @@ extension QMPSource {
                 answer.path = fallback
                 session = try QMPSession(path: fallback!, deadline: deadline, server: asking.monitor.pid, questions: questions)
             }
-            try converse(session, negotiated: false, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering,
-                         into: &answer)
+            try converse(session, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering, into: &answer)
             if asking.monitor.reserved && answer.path == asking.monitor.socketPath {
                 answer.reservedAnswered = true
-                if session.pause() { answer.kept = KeptSession(session: session) }
+                if session.pause() { answer.kept = session }
             }
         } catch {
             answer.failure = error.ungreeted && answer.path == asking.monitor.socketPath && asking.monitor.reserved
@@ -98,11 +92,10 @@ extension QMPSource {
         return answer
     }
 
-    /// Reads the answers to a sample's questions (sent): `qmp_capabilities`' unless
-    /// `negotiated`, the schema's when asked, then the vCPUs' and the statistics'.
-    private static func converse(_ session: QMPSession, negotiated: Bool, needsSchema: Bool, needsVCPUs: Bool,
+    /// Reads the answers to a sample's questions (sent; `qmp_capabilities`' read by the
+    /// session): the schema's when asked, then the vCPUs' when asked, and the statistics'.
+    private static func converse(_ session: QMPSession, needsSchema: Bool, needsVCPUs: Bool,
                                  numbering: StatisticNumbering, into answer: inout Answer) throws(QMPSession.Failure) {
-        if !negotiated { _ = try session.answerValue(to: "qmp_capabilities") }
         if needsSchema { answer.schema = schema(try session.answerValue(to: "query-stats-schemas")) }
         if needsVCPUs {
             var vcpus: [String: Int] = [:]

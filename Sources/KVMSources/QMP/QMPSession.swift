@@ -7,14 +7,27 @@ import KVMCore
 /// Commands may be sent together (`send`) and their answers read after (`answer`): QMP
 /// executes a client's in-band commands one after the other and answers in that order, so a
 /// sample's questions cost one round trip, not one each.
-final class QMPSession {
+///
+/// Used by one thread at a time: a session kept between samples (`resume`) goes from the qmp
+/// source, under its lock, to the worker that asks its guest, and back.
+final class QMPSession: @unchecked Sendable {
     private let socket: UnixSocket
     private var deadline: Double
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
-        /// The monitor did not greet in time (it serves another client).
+        /// The monitor did not answer in time.
+        var timedOut = false
+        /// It did not take the connection or greet in time: it serves another client.
         var ungreeted = false
+
+        init(description: String) { self.description = description }
+
+        /// What a socket's error says: no answer in time, or the error (after `saying`).
+        init(_ error: Errno, saying: String = "") {
+            timedOut = error == UnixSocket.timedOut
+            description = timedOut ? QMPSession.noAnswer : saying + "\(error)"
+        }
     }
 
     /// A command and its arguments.
@@ -28,8 +41,10 @@ final class QMPSession {
     /// socket, another user's process one of root's real monitors. `questions` (made by
     /// `text(_:)`, `qmp_capabilities` first) are sent at once, before the greeting is read:
     /// the monitor reads them after greeting, and the greeting costs no round trip of its
-    /// own. Without, the capabilities are negotiated here. The greeting must come by
-    /// `greetingDeadline` (a monitor that serves another client greets nobody else).
+    /// own; the answer to their `qmp_capabilities` is read here. Without, the capabilities
+    /// are negotiated here: either way the session is made negotiated. The connection must be
+    /// taken and greeted by `greetingDeadline` (a monitor that serves another client greets
+    /// nobody else).
     init(path: String, deadline: Double, server: Int, questions: String? = nil,
          greetingDeadline: Double? = nil) throws(Failure) {
         self.deadline = min(deadline, greetingDeadline ?? deadline)
@@ -37,8 +52,9 @@ final class QMPSession {
             socket = try UnixSocket(path: path, deadline: self.deadline)
         } catch {
             // A monitor that accepts no one in time serves another client.
-            throw error == UnixSocket.timedOut ? Failure(description: Self.noAnswer, ungreeted: true)
-                : Failure(description: "cannot connect: \(error)")
+            var failure = Failure(error, saying: "cannot connect: ")
+            failure.ungreeted = failure.timedOut
+            throw failure
         }
         guard let peer = socket.peerProcess() else { throw Failure(description: "cannot connect: no process serves it") }
         guard Int(peer) == server else {
@@ -56,18 +72,22 @@ final class QMPSession {
                 guard scanner.atEnd() else { throw scanner.error("trailing data") }
             }
         } catch {
-            throw Failure(description: error.description, ungreeted: error.description == Self.noAnswer)
+            var failure = error
+            failure.ungreeted = failure.timedOut
+            throw failure
         }
         guard greeted else { throw Failure(description: "not a QMP monitor (no greeting)") }
         self.deadline = deadline
-        if questions == nil { _ = try execute("qmp_capabilities") }
+        if questions == nil { _ = try execute("qmp_capabilities") } else { _ = try answerValue(to: "qmp_capabilities") }
     }
 
-    /// Takes up a connection kept from an earlier sample, for one more: bounded anew by
-    /// `deadline` and the socket's byte budget.
-    func resume(deadline: Double) {
+    /// Takes up a connection kept from an earlier sample for one more, bounded anew by
+    /// `deadline` and the socket's byte budget, and sends that sample's `questions` (made by
+    /// `text(_:)`): all but their `qmp_capabilities`, negotiated when the session was made.
+    func resume(questions: String, deadline: Double) throws(Failure) {
         self.deadline = deadline
-        socket.budget = Self.budgetPerSample
+        socket.budget = UnixSocket.defaultBudget
+        try send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
     }
 
     /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`); false when more
@@ -77,15 +97,8 @@ final class QMPSession {
     /// Hangs up (the monitor can take its next client at once).
     func close() { socket.close() }
 
-    /// Whether a failure is that the monitor did not answer in time.
-    static func timedOut(_ failure: Failure) -> Bool { failure.description == noAnswer }
-
     /// A part line kept between samples at most (QMP's events are a few hundred bytes).
     static let leftoverKept = 4_096
-
-    /// What a kept connection may receive a sample: a sample's answers are tens of kilobytes
-    /// (a 240-vCPU guest's about 0.6 MB).
-    static let budgetPerSample = 16 << 20
 
     /// Reads the next line where it was received: `read` gets its bytes.
     private func withNextLine(_ read: (UnsafeBufferPointer<UInt8>) throws(JSONValue.ParseError) -> Void) throws(Failure) {
@@ -94,7 +107,7 @@ final class QMPSession {
         } catch {
             switch error {
             case .receiving(let error):
-                throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "\(error)")
+                throw Failure(error)
             case .reading(let error):
                 throw Failure(description: "\(error)")
             }
@@ -118,7 +131,7 @@ final class QMPSession {
     /// Sends requests made by `text(_:)` in one write.
     func send(text: String) throws(Failure) {
         do throws(Errno) { try socket.send(text, deadline: deadline) } catch {
-            throw Failure(description: error == UnixSocket.timedOut ? Self.noAnswer : "\(error)")
+            throw Failure(error)
         }
     }
 

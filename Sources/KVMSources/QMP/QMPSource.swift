@@ -257,9 +257,10 @@ public final class QMPSource: StatSource {
         }.sorted(by: stalest)
         let kinds = ordered.map { book.kinds(of: $0.pid) }
         let needsSchema = kinds.map(\.isEmpty)
-        let needsVCPUs = ordered.map { monitor in
+        // A guest's vCPUs with its schema, then when one may have come or been replaced.
+        let needsVCPUs = zip(ordered, needsSchema).map { monitor, needsSchema in
             let guest = guests[monitor.pid]!
-            return guest.vcpuUnknown || guest.vcpusAsked.map { sampleNumber - $0 >= Self.vcpusRecheck } ?? true
+            return needsSchema || guest.vcpuUnknown || guest.vcpusAsked.map { sampleNumber - $0 >= Self.vcpusRecheck } ?? true
         }
         let questions = zip(kinds, needsVCPUs).map { kinds, vcpus in
             kinds.isEmpty ? Self.questions(schema: true, vcpus: true)
@@ -294,7 +295,7 @@ public final class QMPSource: StatSource {
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
                     guard now < sampleDeadline else { break }
-                    let answer = Self.ask(askings[i], needsSchema: needsSchema[i], needsVCPUs: needsSchema[i] || needsVCPUs[i],
+                    let answer = Self.ask(askings[i], needsSchema: needsSchema[i], needsVCPUs: needsVCPUs[i],
                                           questions: questions[i],
                                           deadline: now + Self.monitorTimeout, numbering: numbering,
                                           expecting: expected[i])
@@ -318,7 +319,7 @@ public final class QMPSource: StatSource {
     /// Keeps the answer's connection for the next sample (when one more may be kept), and
     /// notes whether the guest's reserved monitor is held by another client.
     private func keep(_ answer: Answer, for pid: Int) {
-        let session = answer.kept?.session
+        let session = answer.kept
         if session == nil || guests[pid] == nil {
             kept[pid] = nil
         } else if kept[pid] !== session {

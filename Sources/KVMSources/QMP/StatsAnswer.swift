@@ -74,23 +74,14 @@ struct StatsAnswer: Sendable {
         }
     }
 
-    /// A block's `stats`, `[{"name": ..., "value": ...}, ...]`: QEMU's own layout read in one
-    /// loop (`QuickStatistic`), a name where the last answer had it compared whole, not
+    /// A block's `stats`, `[{"name": ..., "value": ...}, ...]`: QEMU's own layout read
+    /// straight (`QuickStatistic`), a name where the last answer had it compared whole, not
     /// scanned and looked up; any other element (members in another order, blanks, escapes,
     /// numbers at their limits) the general way.
     private mutating func readStatistics(_ scanner: inout JSONScanner, block: Int32,
                                          numbering: StatisticNumbering) throws(JSONValue.ParseError) {
-        guard scanner.peek() == UInt8(ascii: "[") else { throw scanner.error("expected an array") }
-        scanner.advance(to: scanner.index + 1)
-        if scanner.peek() == UInt8(ascii: "]") {
-            scanner.advance(to: scanner.index + 1)
-            return
-        }
         try numbering.withNames { (names) throws(JSONValue.ParseError) in
-            var count = 0
-            while true {
-                count += 1
-                guard count <= JSONScanner.maxMembers else { throw scanner.error("too many members") }
+            try scanner.elements(depth: 3) { (scanner) throws(JSONValue.ParseError) in
                 _ = scanner.peek()
                 let firstBucket = buckets.count
                 let expectedNumber = values.count < expected.count ? expected[values.count] : -1
@@ -101,13 +92,6 @@ struct StatsAnswer: Sendable {
                          scanner, block: block, numbering: numbering, known: found.expectedName ? expectedNumber : nil)
                 } else {
                     try readAnyStatistic(&scanner, block: block, numbering: numbering)
-                }
-                switch scanner.peek() {
-                case UInt8(ascii: ","): scanner.advance(to: scanner.index + 1)
-                case UInt8(ascii: "]"):
-                    scanner.advance(to: scanner.index + 1)
-                    return
-                default: throw scanner.error("expected , or ]")
                 }
             }
         }
