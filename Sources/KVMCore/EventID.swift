@@ -69,13 +69,13 @@ public struct EventID: Hashable, Sendable, Comparable, CustomStringConvertible {
         EventID(name, parent: parent, guest: guest, vcpu: vcpu, source: source, upstreamKey: upstreamKey)
     }
 
-    /// The same count for guest `pid` (nil: for the host).
     /// The key of `pid`'s value as `source` reported it (`of(guest:)` and `from(_:)` at once).
     public func of(guest pid: Int, from source: String) -> EventID {
         name.isEmpty ? EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source)
             : EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source, upstreamKey: upstreamKey)
     }
 
+    /// The same count for guest `pid` (nil: for the host).
     public func of(guest pid: Int?) -> EventID {
         // Upstream's key depends on the guest only for a guest's total (no name).
         name.isEmpty ? EventID(name, parent: parent, guest: pid, vcpu: vcpu, source: source)

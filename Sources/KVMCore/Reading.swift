@@ -30,7 +30,7 @@ public struct Reading: Sendable {
     /// `ReadRequest.byGuest` by guest (`EventID.guestTotal`).
     public var values: [EventID: UInt64]
     /// With `ReadRequest.perGuest`: each guest's values, keys with `guest` set.
-    public var guestValues: [EventID: UInt64]
+    public var guestValues: GuestValues
     public var histograms: [EventID: Histogram]
     /// Names of guests the source knows (a libvirt domain's, a QEMU's `-name`), by pid.
     public var guestNames: [Int: String]
@@ -38,7 +38,7 @@ public struct Reading: Sendable {
     public var warnings: [String]
 
     public init(families: [String: MetricFamily] = [:], values: [EventID: UInt64] = [:],
-                guestValues: [EventID: UInt64] = [:], histograms: [EventID: Histogram] = [:],
+                guestValues: GuestValues = [:], histograms: [EventID: Histogram] = [:],
                 guestNames: [Int: String] = [:], warnings: [String] = []) {
         self.families = families
         self.values = values

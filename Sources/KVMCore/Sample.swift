@@ -20,7 +20,7 @@ public struct Sample: Sendable {
     public var guestNames: [Int: String]
     /// Each guest's value of every wanted event (keys with `guest` set), when a format that
     /// labels series by guest asked for them.
-    public var guestValues: [EventID: UInt64]
+    public var guestValues: GuestValues
     /// What each family is: by source, then by family name (each source's own table, as
     /// its reading gave it: nothing is rebuilt per sample).
     public var families: [String: [String: MetricFamily]]
@@ -29,7 +29,7 @@ public struct Sample: Sendable {
 
     public init(time: WallClock, interval: Double, values: [EventID: EventStat],
                 histograms: [EventID: Histogram] = [:], guestNames: [Int: String] = [:],
-                guestValues: [EventID: UInt64] = [:], families: [String: [String: MetricFamily]] = [:]) {
+                guestValues: GuestValues = [:], families: [String: [String: MetricFamily]] = [:]) {
         self.time = time
         self.interval = interval
         self.values = values

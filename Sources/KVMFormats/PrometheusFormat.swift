@@ -101,32 +101,27 @@ public struct PrometheusFormat: Format {
         return out
     }
 
-    /// Guests' values (`sample.guestValues`), by guest: each key's shape, guest and value
-    /// taken in one pass over them, then guest by guest in shape order.
+    /// Guests' values (`sample.guestValues`), guest by guest in shape order: a column's shape
+    /// worked out once (a few hundred), not once per value (hundreds of thousands).
     private func addGuests(_ sample: Sample, to writer: inout PrometheusWriter) {
-        var groupOf: [Int: Int] = [:]
-        var groups: [[PrometheusWriter.Entry]] = []
-        for (key, value) in sample.guestValues {
-            let guest = key.guest ?? 0
-            let group: Int
-            if let known = groupOf[guest] {
-                group = known
-            } else {
-                group = groups.count
-                groupOf[guest] = group
-                groups.append([])
-            }
-            groups[group].append(PrometheusWriter.Entry(shape: writer.shape(of: key, perGuest: true), guest: key.guest,
-                                                        value: value))
-        }
+        let table = sample.guestValues
+        guard !table.isEmpty else { return }
+        let shapes = table.columns.map { writer.shape(of: $0, perGuest: true) }
         let place = writer.places()
-        // A guest's series of each place (a guest has one of a shape: keys without a guest,
-        // taken as guest 0's, could add another, written after).
+        // A guest's series of each place (one a place: two columns of one shape, which the
+        // writer's table would number once, are written one after the other).
         var atPlace = [Int32](repeating: -1, count: place.count)
-        var order: [PrometheusWriter.Entry] = []
-        for guest in groupOf.keys.sorted() {
-            let entries = groups[groupOf[guest]!]
-            groups[groupOf[guest]!] = []
+        var entries: [PrometheusWriter.Entry] = [], order: [PrometheusWriter.Entry] = []
+        let rows = table.guests.indices.sorted { a, b in
+            let lhs = table.guests[a], rhs = table.guests[b]
+            return (lhs ?? 0, lhs == nil ? 0 : 1) < (rhs ?? 0, rhs == nil ? 0 : 1)
+        }
+        for row in rows {
+            let guest = table.guests[row]
+            entries.removeAll(keepingCapacity: true)
+            table.forEach(inRow: row) { column, value in
+                entries.append(PrometheusWriter.Entry(shape: shapes[column], guest: guest, value: value))
+            }
             var more: [PrometheusWriter.Entry] = []
             for (index, entry) in entries.enumerated() {
                 let slot = Int(place[Int(entry.shape)])

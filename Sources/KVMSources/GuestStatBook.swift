@@ -180,11 +180,15 @@ public struct GuestStatBook: Sendable {
     }
 
     /// Each guest's values of the wanted statistics, keyed by guest.
-    private func guestEvents(pid: Int, origin: String) -> [EventID: UInt64] {
-        var results: [EventID: UInt64] = [:]
-        results.reserveCapacity(guests.values.reduce(0) { $0 + $1.slotCount })
+    private func guestEvents(pid: Int, origin: String) -> GuestValues {
+        var results = GuestValues()
+        // A field's column found once, not once per guest.
+        var columns = [Int](repeating: -1, count: numbering.fieldCount)
+        var row = -1, rowGuest = Int.min
         values(pid: pid) { guestPid, field, _, _, amount in
-            results[numbering.keys[Int(field)].of(guest: guestPid, from: origin)] = amount
+            if columns[Int(field)] < 0 { columns[Int(field)] = results.column(numbering.keys[Int(field)].from(origin)) }
+            if guestPid != rowGuest { (row, rowGuest) = (results.row(guestPid), guestPid) }
+            results.set(amount, row: row, column: columns[Int(field)])
         }
         return results
     }

@@ -78,7 +78,7 @@ public struct GuestNames: Sendable {
     /// Names the guests a reading has rows or values of (`Reading.guestNames`).
     public mutating func name(_ reading: inout Reading) {
         reading.guestNames = names(of: Array(reading.values.keys.compactMap(\.guest))
-            + reading.guestValues.keys.compactMap(\.guest))
+            + reading.guestValues.guests.compactMap { $0 })
     }
 
     /// The names of `pids` (real processes only: special rows and remote guests have none);

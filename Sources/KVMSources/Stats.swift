@@ -63,7 +63,7 @@ public final class Stats {
         let now = Signals.monotonicNow()
         let time = WallClock.now()
         var families: [String: [String: MetricFamily]] = [:]
-        var guestValues: [EventID: UInt64] = [:]
+        var guestValues = GuestValues()
         var histograms: [EventID: Histogram] = [:]
         var guestNames: [Int: String] = [:]
         var readings: [(origin: String, reading: Reading)] = []
@@ -98,13 +98,8 @@ public final class Stats {
             }
             reported += reading.values.count
             // Taken as they are when the source keyed them as its own (no copy of a big
-            // host's hundreds of thousands), else keyed here.
-            if guestValues.isEmpty, reading.guestValues.keys.allSatisfy({ $0.source == origin }) {
-                guestValues = reading.guestValues
-            } else {
-                guestValues.reserveCapacity(guestValues.count + reading.guestValues.count)
-                for (key, value) in reading.guestValues { guestValues[key.source == origin ? key : key.from(origin)] = value }
-            }
+            // host's hundreds of thousands), else keyed here, column by column.
+            guestValues.merge(reading.guestValues, from: origin)
             for (key, histogram) in reading.histograms { histograms[key.from(origin)] = histogram }
             if !reading.guestNames.isEmpty { guestNames.merge(reading.guestNames) { first, _ in first } }
             if !reading.warnings.isEmpty { warnings += reading.warnings }

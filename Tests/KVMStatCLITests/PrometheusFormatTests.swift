@@ -76,7 +76,7 @@ extension PrometheusFormatTests {
         let statistic = { (name: String, unit: MetricUnit) in
             MetricFamily(name, kind: .counter, unit: unit, help: "KVM statistic \(name)", origin: .kvmStatistic)
         }
-        var guestValues: [EventID: UInt64] = [:]
+        var guestValues = GuestValues()
         let exits = EventID("exits").from("qmp")
         let vcpu = { (n: Int) in EventID("exits(vcpu\(n))", parent: "exits", vcpu: n).from("qmp") }
         // Guest 20 has per-vCPU rows of exits, guest 300 only the statistic, guest 4000 both
@@ -137,7 +137,7 @@ extension PrometheusFormatTests {
         let key = EventID("halt_wait_ns").from("qmp")
         func sample(unit: MetricUnit, twoSources: Bool) -> Sample {
             var values = [key: EventStat(value: 2_000_000_000, previous: 0)]
-            var guestValues = [key.of(guest: 7): UInt64(1_000_000_000)]
+            var guestValues: GuestValues = [key.of(guest: 7): 1_000_000_000]
             if twoSources {
                 values[EventID("halt_wait_ns").from("libvirt")] = EventStat(value: 1, previous: 0)
                 guestValues[EventID("halt_wait_ns").from("libvirt").of(guest: 7)] = 1
@@ -187,7 +187,7 @@ extension PrometheusFormatTests {
                                                          origin: .kvmStatistic)]]
         func sample(_ names: [String], guests: [Int]) -> Sample {
             var values: [EventID: EventStat] = [:]
-            var guestValues: [EventID: UInt64] = [:]
+            var guestValues = GuestValues()
             for name in names {
                 values[EventID(name).from("qmp")] = EventStat(value: 3, previous: 0)
                 for guest in guests { guestValues[EventID(name).from("qmp").of(guest: guest)] = UInt64(guest) }

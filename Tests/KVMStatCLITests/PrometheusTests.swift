@@ -368,6 +368,35 @@ struct PrometheusTests {
     }
 }
 
+/// What the endpoint makes once a sample: what scrapers asked for lately, nothing else.
+struct RenderingsAskedTests {
+    @Test func aRenderingNotAskedForLatelyIsNotMade() throws {
+        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats, askedLately: 1)
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+        sample.guestValues = [EventID("exits", guest: 7, source: "qmp"): 1]
+        sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+        func made() -> UInt64 { server.counters.renderCPU.count }
+        server.publish(sample)
+        #expect(made() == 0, "nothing asked for, nothing made")
+        let plain = MetricsServer.Rendering(format: "prometheus", gzip: false)
+        let first = try #require(server.bytes(plain))
+        #expect(made() == 1 && String(decoding: first.bytes, as: UTF8.self).contains("kvm_guest_exits_total{"))
+        // Asked for: made at the next publication, and served from it without another.
+        server.publish(sample)
+        #expect(made() == 2)
+        _ = server.bytes(plain)
+        #expect(made() == 2)
+        // Not asked for within `askedLately`: no longer made; asked again, made again.
+        usleep(1_200_000)
+        server.publish(sample)
+        server.publish(sample)
+        #expect(made() == 2)
+        _ = server.bytes(plain)
+        server.publish(sample)
+        #expect(made() == 4)
+    }
+}
+
 /// The endpoint's choice among the registered formats, by Accept.
 struct NegotiationTests {
     @Test func acceptPicksTheFormat() {

@@ -12,8 +12,8 @@ struct VCPUSharesTests {
     }
 
     @Test func sharesOfTheIntervalWithoutDoubleCounting() {
-        var before: [EventID: UInt64] = [:]
-        var after: [EventID: UInt64] = [:]
+        var before = GuestValues()
+        var after = GuestValues()
         let ns: [(String, String, UInt64)] = [
             ("vcpu_guest_ns", "vcpu", 100_000_000), ("vcpu_kernel_ns", "vcpu", 400_000_000),
             ("vcpu_vmm_ns", "vcpu", 50_000_000), ("vcpu_wait_ns", "vcpu", 150_000_000),

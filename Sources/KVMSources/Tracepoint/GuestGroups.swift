@@ -84,9 +84,9 @@ final class GuestGroups {
     }
 
     /// Every wanted event of each guest counted through its cgroup (Prometheus's guest labels).
-    func values(wanted: [Int]) throws(SourceError) -> [EventID: UInt64] {
+    func values(wanted: [Int]) throws(SourceError) -> GuestValues {
         try follow(wanted: wanted)
-        var results: [EventID: UInt64] = [:]
+        var results = GuestValues()
         for (guestPid, guest) in guests {
             let counts = read(guest)
             for field in wanted { results[catalog.keys[field].of(guest: guestPid)] = counts[field] }

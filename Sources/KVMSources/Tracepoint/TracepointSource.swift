@@ -112,9 +112,9 @@ public final class TracepointSource: StatSource {
 
     /// Every wanted event per guest: the watched guest's totals with `-p`, else each guest's
     /// cgroup groups.
-    private func guestValues() throws(SourceError) -> [EventID: UInt64] {
+    private func guestValues() throws(SourceError) -> GuestValues {
         guard pid > 0 else { return try guests.values(wanted: wanted) }
-        var results: [EventID: UInt64] = [:]
+        var results = GuestValues()
         for field in wanted { results[catalog.keys[field].of(guest: pid)] = totals[field] }
         return results
     }

@@ -24,7 +24,7 @@ final class InteractiveScreen {
     /// The vCPU view (`v`): shares of wall time by state, from the guests' values of this
     /// frame and the last.
     var showVCPUs = false
-    private var lastGuestValues: [EventID: UInt64] = [:]
+    private var lastGuestValues = GuestValues()
     private var lastGuestTime = 0.0
     /// The watched guest's name, to re-attach when a guest of that name comes back.
     var guestName = ""
@@ -199,7 +199,7 @@ final class InteractiveScreen {
     private func drawVCPUs(_ sample: Sample) {
         let now = Signals.monotonicNow()
         let rows = VCPUShares.rows(current: sample.guestValues, previous: lastGuestValues, interval: now - lastGuestTime)
-        let halts = sample.guestValues.keys.contains { $0.parent == "halt_wait_ns" && $0.vcpu != nil }
+        let halts = sample.guestValues.columns.contains { $0.parent == "halt_wait_ns" && $0.vcpu != nil }
         lastGuestValues = sample.guestValues
         lastGuestTime = now
         drawHeader()

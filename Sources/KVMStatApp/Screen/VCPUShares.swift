@@ -20,7 +20,7 @@ enum VCPUShares {
 
     /// A (guest, vCPU)'s nanoseconds by statistic over the interval, from two samples of
     /// guests' values (`previous` the earlier).
-    static func rows(current: [EventID: UInt64], previous: [EventID: UInt64], interval: Double) -> [Row] {
+    static func rows(current: GuestValues, previous: GuestValues, interval: Double) -> [Row] {
         struct Slot: Hashable {
             var guest: Int
             var vcpu: Int

@@ -18,7 +18,9 @@ import Synchronization
 /// Rendered once a sample: each format scrapers have asked for (and its gzip, once asked
 /// for) is made when the sample is published, on the sampling thread, into bytes every
 /// scrape of that sample copies; a format asked for the first time is made by the first
-/// scrape that wants it, then kept for the others.
+/// scrape that wants it, then kept for the others. A rendering no scrape asked for in
+/// `askedLately` seconds is no longer made: one `curl` of the plain text must not cost a big
+/// host's every sample a 14 MB rendering held for good (Prometheus asks for gzip).
 ///
 /// No client can stall it or exhaust descriptors: a request must arrive whole within
 /// `requestTimeout` (a client sending a byte a second is dropped), headers are bounded
@@ -51,8 +53,11 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The latest sample.
     private let latest = Mutex<Published?>(nil)
-    /// What scrapers have asked for: made at each publication (a few: formats × 2).
-    private let asked = Mutex<Set<Rendering>>([Rendering(format: "prometheus", gzip: false)])
+    /// What scrapers have asked for, and when last (monotonic seconds): made at each
+    /// publication while asked for within `askedLately` (a few: formats × 2).
+    private let asked = Mutex<[Rendering: Double]>([:])
+    /// Longer than any scrape interval (Prometheus's are seconds to minutes): 600 s.
+    let askedLately: Double
 
     /// What the endpoint has done, for kvmstat's own metrics.
     struct Counters: Sendable {
@@ -69,15 +74,20 @@ final class MetricsServer: @unchecked Sendable {
 
     var counters: Counters { counting.withLock { $0 } }
 
-    init(address: String, port: Int, formats: FormatRegistry) throws(Errno) {
+    init(address: String, port: Int, formats: FormatRegistry, askedLately: Double = 600) throws(Errno) {
         listener = try TCPListener(address: address, port: port)
         self.formats = formats
+        self.askedLately = askedLately
     }
 
     /// Makes `sample` the one scrapes get, with every rendering scrapers have asked for made
     /// now, once.
     func publish(_ sample: Sample) {
-        let wanted = asked.withLock { $0 }
+        let now = Signals.monotonicNow()
+        let wanted = asked.withLock { asked in
+            asked = asked.filter { now - $0.value < askedLately }
+            return Set(asked.keys)
+        }
         var published = Published(generation: (latest.withLock { $0?.generation } ?? 0) &+ 1, sample: sample)
         // Plain renderings first; a gzipped one compresses its plain twin's bytes when that
         // was made too (a format rendered once a sample, however it is asked for).
@@ -115,8 +125,9 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The latest sample's bytes in `rendering` (made now if no scrape asked for it before),
     /// and whether they are gzipped; nil before the first sample.
-    private func bytes(_ rendering: Rendering) -> (bytes: [UInt8], gzip: Bool)? {
-        asked.withLock { _ = $0.insert(rendering) }
+    func bytes(_ rendering: Rendering) -> (bytes: [UInt8], gzip: Bool)? {
+        let now = Signals.monotonicNow()
+        asked.withLock { $0[rendering] = now }
         guard let published = latest.withLock({ $0 }) else { return nil }
         if let made = published.made[rendering] { return (made.bytes, made.gzipped) }
         guard let made = make(rendering, of: published.sample) else { return nil }
