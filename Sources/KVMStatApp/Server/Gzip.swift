@@ -10,19 +10,24 @@ enum Gzip {
         guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
                             Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
         defer { deflateEnd(&stream) }
-        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(bytes.count))) + 32)
-        let result: Int32 = bytes.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { out in
+        // Room for the worst case, left uninitialised: only the pages deflate writes are
+        // touched (a 14 MB exposition gzips to under 1 MB), and the answer kept is a copy of
+        // exactly its bytes, not the worst case's buffer.
+        let room = Int(deflateBound(&stream, uLong(bytes.count))) + 32
+        var ended = false
+        let output = [UInt8](unsafeUninitializedCapacity: room) { out, count in
+            count = 0
+            bytes.withUnsafeBufferPointer { input in
                 stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
                 stream.avail_in = uInt(input.count)
                 stream.next_out = out.baseAddress
                 stream.avail_out = uInt(out.count)
-                return deflate(&stream, Z_FINISH)
+                ended = deflate(&stream, Z_FINISH) == Z_STREAM_END
             }
+            if ended { count = Int(stream.total_out) }
         }
-        guard result == Z_STREAM_END else { return nil }
-        output.removeLast(output.count - Int(stream.total_out))
-        return output
+        guard ended else { return nil }
+        return output.withUnsafeBufferPointer { [UInt8]($0) }
     }
 
     /// Whether an `Accept-Encoding` value takes gzip (RFC 9110 §12.5.3: `gzip`, `x-gzip` or
