@@ -157,11 +157,12 @@ public final class DebugfsSource: StatSource {
         let values = sample(byGuest: request.byGuest, perGuest: request.perGuest)
         var reading = Reading(families: families, values: values, warnings: warnings)
         warnings.removeAll()
-        if request.perGuest {
+        if request.perGuest && !perGuest.isEmpty {
+            let readable = wanted.filter { !unreadable[$0] }
+            let columns = readable.map { reading.guestValues.column(keys[$0]) }
             for (guestPid, sums) in perGuest {
-                for index in wanted where !unreadable[index] {
-                    reading.guestValues[keys[index].of(guest: guestPid)] = sums[index]
-                }
+                let row = reading.guestValues.row(guestPid)
+                for (index, column) in zip(readable, columns) { reading.guestValues.set(sums[index], row: row, column: column) }
             }
         }
         if request.byGuest || request.perGuest {

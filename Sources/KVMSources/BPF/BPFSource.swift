@@ -378,16 +378,19 @@ public final class BPFSource: StatSource {
                 guard vcpuChildWanted[id.name] == true else { continue }
                 reading.values[id, default: 0] &+= value
                 if request.perGuest && running.contains(count.tgid) {
-                    reading.guestValues[id.of(guest: Int(count.tgid)), default: 0] &+= value
+                    let row = reading.guestValues.row(Int(count.tgid)), column = reading.guestValues.column(id)
+                    reading.guestValues.set((reading.guestValues.value(row: row, column: column) ?? 0) &+ value,
+                                            row: row, column: column)
                 }
             }
             exitNotice.look(at: reading.values, into: &reading.warnings)
             if request.perGuest {
+                var columns: [Int]?
                 for (group, counts) in byGroup where group != 0 && kernelThreads[group] != true
                     && running.contains(group) && (pid == 0 || Int(group) == pid) {
-                    for field in wanted {
-                        reading.guestValues[catalog.keys[field].of(guest: Int(group))] = counts[field]
-                    }
+                    if columns == nil { columns = wanted.map { reading.guestValues.column(catalog.keys[$0]) } }
+                    let row = reading.guestValues.row(Int(group))
+                    for (field, column) in zip(wanted, columns!) { reading.guestValues.set(counts[field], row: row, column: column) }
                 }
             }
         }

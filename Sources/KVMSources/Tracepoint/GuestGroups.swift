@@ -87,12 +87,17 @@ final class GuestGroups {
     func values(wanted: [Int]) throws(SourceError) -> GuestValues {
         try follow(wanted: wanted)
         var results = GuestValues()
+        guard !guests.isEmpty || !carried.isEmpty else { return results }
+        let columns = wanted.map { results.column(catalog.keys[$0]) }
         for (guestPid, guest) in guests {
-            let counts = read(guest)
-            for field in wanted { results[catalog.keys[field].of(guest: guestPid)] = counts[field] }
+            let counts = read(guest), row = results.row(guestPid)
+            for (field, column) in zip(wanted, columns) { results.set(counts[field], row: row, column: column) }
         }
         for (guestPid, counts) in carried {
-            for field in wanted { results[catalog.keys[field].of(guest: guestPid), default: 0] &+= counts[field] ?? 0 }
+            let row = results.row(guestPid)
+            for (field, column) in zip(wanted, columns) {
+                results.set((results.value(row: row, column: column) ?? 0) &+ (counts[field] ?? 0), row: row, column: column)
+            }
         }
         return results
     }
