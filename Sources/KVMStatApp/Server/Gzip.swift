@@ -4,7 +4,11 @@ import CZlib
 /// sample's exposition once and serves the bytes to every scrape that accepts gzip.
 enum Gzip {
     /// `bytes` compressed; nil when zlib fails (the answer then goes uncompressed).
-    static func compress(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8]? {
+    ///
+    /// Level 1 (zlib's fastest): each sample's exposition is compressed on the sampling thread
+    /// whether or not a scrape comes for it, and at 500 guests (13.5 MB) level 6 took 184 ms of
+    /// a sample's 430 and level 1 about half that, for 989 KB instead of 818 KB.
+    static func compress(_ bytes: [UInt8], level: Int32 = 1) -> [UInt8]? {
         var stream = z_stream()
         // windowBits 15 + 16: a gzip header and trailer, not zlib's.
         guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
