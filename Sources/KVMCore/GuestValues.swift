@@ -43,6 +43,12 @@ public struct GuestValues: Sendable {
         return guests.count - 1
     }
 
+    /// The column of `key` (its guest left out), if it has one.
+    public func columnIndex(of key: EventID) -> Int? { columnOf[key.guest == nil ? key : key.of(guest: nil)] }
+
+    /// The row of `guest`, if it has one.
+    public func rowIndex(of guest: Int?) -> Int? { rowOf[guest] }
+
     /// The value in `row` and `column`, nil where there is none.
     public func value(row: Int, column: Int) -> UInt64? {
         guard column < cells[row].count, present[row][column >> 6] & (1 << UInt64(column & 63)) != 0 else { return nil }
@@ -51,6 +57,7 @@ public struct GuestValues: Sendable {
 
     /// Sets (or with nil removes) the value in `row` and `column`.
     public mutating func set(_ value: UInt64?, row: Int, column: Int) {
+        precondition(column < columns.count, "a column the table has not made")
         let word = column >> 6, bit = UInt64(1) << UInt64(column & 63)
         if column >= cells[row].count {
             guard value != nil else { return }
@@ -110,9 +117,17 @@ public struct GuestValues: Sendable {
     /// Takes `other`'s values (replacing any of the same key), its columns' keys given
     /// `source` (`Stats` qualifies each source's keys so).
     public mutating func merge(_ other: GuestValues, from source: String) {
-        if isEmpty && other.columns.allSatisfy({ $0.source == source }) {
-            self = other
-            return
+        if isEmpty {
+            // The other's rows as they are, its columns' keys qualified: no value copied
+            // (a big host's are hundreds of thousands), unless two keys became one.
+            let qualified = other.columns.map { $0.source == source ? $0 : $0.from(source) }
+            let numbered = Dictionary(qualified.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            if numbered.count == qualified.count {
+                self = other
+                columns = qualified
+                columnOf = numbered
+                return
+            }
         }
         let mine = other.columns.map { column($0.source == source ? $0 : $0.from(source)) }
         for (theirs, guest) in other.guests.enumerated() {

@@ -17,6 +17,9 @@ public protocol Format: Sendable {
     /// `batch` as UTF-8 bytes, for the endpoint (a format that writes bytes makes them
     /// without going through a String: a big host's exposition is megabytes).
     func batchBytes(_ sample: Sample) -> [UInt8]
+    /// `batchBytes` handed to `sink` piece by piece as they are made, so that a consumer
+    /// (the endpoint's gzip) need never hold the whole text.
+    func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void)
     /// Whether the banner is repeated every 20 records in a log file (upstream repeats the
     /// text banner everywhere, the CSV header only on a terminal or pipe).
     var repeatsBannerInFile: Bool { get }
@@ -48,6 +51,9 @@ extension Format {
     public var showsHistograms: Bool { false }
     public var mediaTypes: [MediaType] { [] }
     public func batchBytes(_ sample: Sample) -> [UInt8] { Array(batch(sample).utf8) }
+    public func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void) {
+        batchBytes(sample).withUnsafeBytes(sink)
+    }
 }
 
 /// A media type a format serves on the endpoint (`text/plain; version=0.0.4`), and how much

@@ -81,7 +81,20 @@ public struct PrometheusFormat: Format {
 
     public func batchBytes(_ sample: Sample) -> [UInt8] { expositionBytes(sample, keys: sample.sortedKeys) }
 
+    public func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void) {
+        write(sample, keys: sample.sortedKeys, to: sink)
+    }
+
     func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
+        var out: [UInt8] = []
+        write(sample, keys: keys, to: { out.append(contentsOf: $0) }, size: { out.reserveCapacity($0) })
+        return out
+    }
+
+    /// The exposition of `keys`, handed to `sink` family by family (each family's lines let
+    /// go once handed on), after `size` is told about how many bytes it will be.
+    private func write(_ sample: Sample, keys: [EventID], to sink: (UnsafeRawBufferPointer) -> Void,
+                       size: (Int) -> Void = { _ in }) {
         var writer = PrometheusWriter(format: self, sample: sample)
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
@@ -94,46 +107,37 @@ public struct PrometheusFormat: Format {
         // in order once, and a guest's keys placed by their shape's place, not sorted as keys,
         // however many guests there are.
         addGuests(sample, to: &writer)
-        var out: [UInt8] = []
-        appendHistogramFamilies(sample, to: &out)
-        writer.finish(into: &out)
-        if openMetrics { out.append(contentsOf: "# EOF\n".utf8) }
-        return out
+        var histograms: [UInt8] = []
+        appendHistogramFamilies(sample, to: &histograms)
+        size(histograms.count + writer.byteEstimate + 6)
+        histograms.withUnsafeBytes(sink)
+        writer.finish(sink)
+        if openMetrics { Array("# EOF\n".utf8).withUnsafeBytes(sink) }
     }
 
     /// Guests' values (`sample.guestValues`), guest by guest in shape order: a column's shape
-    /// worked out once (a few hundred), not once per value (hundreds of thousands).
+    /// and its place in the order worked out once (a few hundred), not once per value
+    /// (hundreds of thousands). Columns are keys without a guest, so no two share a shape.
     private func addGuests(_ sample: Sample, to writer: inout PrometheusWriter) {
         let table = sample.guestValues
         guard !table.isEmpty else { return }
         let shapes = table.columns.map { writer.shape(of: $0, perGuest: true) }
         let place = writer.places()
-        // A guest's series of each place (one a place: two columns of one shape, which the
-        // writer's table would number once, are written one after the other).
-        var atPlace = [Int32](repeating: -1, count: place.count)
-        var entries: [PrometheusWriter.Entry] = [], order: [PrometheusWriter.Entry] = []
+        let ordered = table.columns.indices.sorted { place[Int(shapes[$0])] < place[Int(shapes[$1])] }
+        // Guests by pid; values a source gave without a guest first.
         let rows = table.guests.indices.sorted { a, b in
             let lhs = table.guests[a], rhs = table.guests[b]
             return (lhs ?? 0, lhs == nil ? 0 : 1) < (rhs ?? 0, rhs == nil ? 0 : 1)
         }
+        var entries: [PrometheusWriter.Entry] = []
         for row in rows {
             let guest = table.guests[row]
             entries.removeAll(keepingCapacity: true)
-            table.forEach(inRow: row) { column, value in
+            for column in ordered {
+                guard let value = table.value(row: row, column: column) else { continue }
                 entries.append(PrometheusWriter.Entry(shape: shapes[column], guest: guest, value: value))
             }
-            var more: [PrometheusWriter.Entry] = []
-            for (index, entry) in entries.enumerated() {
-                let slot = Int(place[Int(entry.shape)])
-                if atPlace[slot] < 0 { atPlace[slot] = Int32(index) } else { more.append(entry) }
-            }
-            order.removeAll(keepingCapacity: true)
-            for slot in atPlace.indices where atPlace[slot] >= 0 {
-                order.append(entries[Int(atPlace[slot])])
-                atPlace[slot] = -1
-            }
-            order += more
-            writer.add(order, perGuest: true)
+            writer.add(entries, perGuest: true)
         }
     }
 

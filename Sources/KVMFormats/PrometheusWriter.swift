@@ -349,19 +349,24 @@ struct PrometheusWriter {
         }
     }
 
-    /// The families, by name, each with HELP and TYPE before its series, appended to `out`;
-    /// each family's lines are let go once copied (the exposition is not held twice over).
-    mutating func finish(into out: inout [UInt8]) {
-        out.reserveCapacity(out.count + lines.reduce(0) { $0 + $1.count + 200 })
+    /// About how many bytes `finish` hands on (the lines, and room for each family's header).
+    var byteEstimate: Int { lines.reduce(0) { $0 + $1.count + 200 } }
+
+    /// The families, by name, each with HELP and TYPE before its series, handed to `sink`;
+    /// each family's lines are let go once handed on (the exposition is not held twice over).
+    mutating func finish(_ sink: (UnsafeRawBufferPointer) -> Void) {
         if table.familyOrder.count != table.families.count { table.familyOrder = table.families.keys.sorted() }
+        var header: [UInt8] = []
         for name in table.familyOrder {
             let family = table.families[name]!
             // A family of an earlier exposition's keys that this one has none of is not named.
             guard !lines[Int(family.number)].isEmpty else { continue }
             let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
-            out.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
-            out.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
-            out.append(contentsOf: lines[Int(family.number)])
+            header.removeAll(keepingCapacity: true)
+            header.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
+            header.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
+            header.withUnsafeBytes(sink)
+            lines[Int(family.number)].withUnsafeBytes(sink)
             lines[Int(family.number)] = []
         }
         format.shapeMemory.keep(table)

@@ -89,7 +89,11 @@ public final class Stats {
                 families[origin] = lastFamilies[origin]
                 continue
             }
-            readings.append((origin, reading))
+            // Only the values are looked at again: the guests' table is not kept twice (a
+            // second source merging into shared rows would copy them).
+            var kept = reading
+            kept.guestValues = GuestValues()
+            readings.append((origin, kept))
             families[origin] = reading.families
             if keepsGoing { lastFamilies[origin] = reading.families }
             for (key, newValue) in reading.values {

@@ -48,6 +48,8 @@ import Testing
         }
         #expect(Dictionary(uniqueKeysWithValues: table.map { ($0.key, $0.value) }) == reference)
         #expect(Set(table.keys) == Set(reference.keys) && table.keys.count == reference.count)
+        // Keys come back whole: upstream's key too (`==` does not compare it).
+        #expect(Set(table.keys.map(\.upstreamKey)) == Set(reference.keys.map(\.upstreamKey)))
         // Removing what is not there leaves no row or column behind.
         var empty = GuestValues()
         empty[Self.key(3, guest: 9)] = nil
@@ -55,18 +57,21 @@ import Testing
     }
 
     @Test func rowsWalkedInColumnOrder() {
+        // Columns are numbered as they come: 200 of them, three words of bits; guest 5 has
+        // values in columns 0, 63, 64, 130 and 199 (one removed again), in another order.
         var table = GuestValues()
-        for column in [130, 2, 64, 63, 0] { table[Self.key(column, guest: 5)] = UInt64(column) }
-        table[Self.key(64, guest: 5)] = nil
+        for column in 0..<200 { table[Self.key(column, guest: 1)] = 1 }
+        for column in [199, 130, 64, 63, 0, 100] { table[Self.key(column, guest: 5)] = UInt64(column) }
+        table[Self.key(100, guest: 5)] = nil
         let row = table.guests.firstIndex(of: 5)!
         var seen: [(String, UInt64)] = []
         table.forEach(inRow: row) { seen.append((table.columns[$0].name, $1)) }
-        #expect(seen.map(\.0) == ["stat130(vcpu2)", "stat2(vcpu2)", "stat63", "stat0"])
-        #expect(seen.map(\.1) == [130, 2, 63, 0])
+        #expect(seen.map(\.0) == ["stat0", "stat63", "stat64(vcpu0)", "stat130(vcpu2)", "stat199(vcpu7)"])
+        #expect(seen.map(\.1) == [0, 63, 64, 130, 199])
         // Columns are keys without a guest: one column for every guest's value of an event.
         table[Self.key(2, guest: 6)] = 1
-        #expect(table.columns.count == 5 && table.columns.allSatisfy { $0.guest == nil })
-        #expect(table.guests == [5, 6] && table.count == 5)
+        #expect(table.columns.count == 200 && table.columns.allSatisfy { $0.guest == nil })
+        #expect(table.guests == [1, 5, 6] && table.count == 206)
     }
 
     @Test func mergeQualifiesBySource() {
@@ -75,7 +80,22 @@ import Testing
         own[Self.key(2, guest: 8)] = 2
         var merged = GuestValues()
         merged.merge(own, from: "qmp")
-        #expect(merged == own)
+        #expect(Dictionary(uniqueKeysWithValues: merged.map { ($0.key, $0.value) })
+                == [Self.key(1, guest: 7): 1, Self.key(2, guest: 8): 2])
+        // Into an empty table, a source's keys without a source are given it.
+        var bare = GuestValues()
+        bare[Self.key(3, guest: 7, source: nil)] = 3
+        var fresh = GuestValues()
+        fresh.merge(bare, from: "bpf")
+        #expect(fresh[Self.key(3, guest: 7, source: "bpf")] == 3 && fresh[Self.key(3, guest: 7, source: nil)] == nil)
+        #expect(fresh.columns.map(\.source) == ["bpf"])
+        // Two keys that become one (with and without the source): the later value, one column.
+        var both = GuestValues()
+        both[Self.key(4, guest: 7, source: nil)] = 40
+        both[Self.key(4, guest: 7, source: "bpf")] = 41
+        var collapsed = GuestValues()
+        collapsed.merge(both, from: "bpf")
+        #expect(collapsed.count == 1 && collapsed[Self.key(4, guest: 7, source: "bpf")] == 41)
         // A source's keys without a source are given it; the same key from two sources is two.
         var unqualified = GuestValues()
         unqualified[Self.key(1, guest: 7, source: nil)] = 10

@@ -371,7 +371,7 @@ struct PrometheusTests {
 /// What the endpoint makes once a sample: what scrapers asked for lately, nothing else.
 struct RenderingsAskedTests {
     @Test func aRenderingNotAskedForLatelyIsNotMade() throws {
-        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats, askedLately: 1)
+        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats, askedLately: 2)
         var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
         sample.guestValues = [EventID("exits", guest: 7, source: "qmp"): 1]
         sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
@@ -387,13 +387,67 @@ struct RenderingsAskedTests {
         _ = server.bytes(plain)
         #expect(made() == 2)
         // Not asked for within `askedLately`: no longer made; asked again, made again.
-        usleep(1_200_000)
+        usleep(2_200_000)
         server.publish(sample)
         server.publish(sample)
         #expect(made() == 2)
         _ = server.bytes(plain)
         server.publish(sample)
         #expect(made() == 4)
+    }
+}
+
+/// gzip made from pieces as they come: what gzip(1) unpacks is exactly what went in.
+struct GzipStreamTests {
+    static func gunzip(_ bytes: [UInt8]) throws -> [UInt8] {
+        let file = NSTemporaryDirectory() + "kvmstat-gzip-stream-\(getpid())-\(UUID().uuidString).gz"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        let unzipped = try run("/bin/bash", ["-c", "gzip -dc '\(file)' | od -An -v -tu1"])
+        #expect(unzipped.status == 0, "\(unzipped.stderr)")
+        return unzipped.stdout.split(whereSeparator: \.isWhitespace).compactMap { UInt8($0) }
+    }
+
+    @Test func piecesOfEverySizeComeBackWhole() throws {
+        // Pieces of 0 bytes, a few, just under, at and over the stage size, and nothing at all.
+        var random = SystemRandomNumberGenerator()
+        var input: [UInt8] = []
+        let stream = try #require(GzipStream())
+        for size in [0, 1, 7, 300, GzipStream.stageSize - 1, 5, GzipStream.stageSize, 2 * GzipStream.stageSize + 3, 0, 12] {
+            // Text-like and random bytes both (the second barely compresses).
+            let piece = (0..<size).map { $0 % 3 == 0 ? UInt8.random(in: 0...255, using: &random) : UInt8(ascii: "a") + UInt8($0 % 26) }
+            input += piece
+            piece.withUnsafeBytes { stream.add($0) }
+        }
+        let compressed = try #require(stream.finish())
+        #expect(compressed.count < input.count)
+        #expect(try Self.gunzip(compressed) == input)
+        #expect(stream.seconds > 0)
+        let empty = try #require(GzipStream()?.finish())
+        #expect(try Self.gunzip(empty).isEmpty)
+    }
+
+    /// Asked for gzip only, the endpoint compresses the exposition as it is written: the same
+    /// bytes as the plain one once unpacked, and both costs noted.
+    @Test func gzipOnlyRenderingIsThePlainOneCompressed() throws {
+        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats)
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+        var values = GuestValues()
+        for guest in 1...600 {
+            for vcpu in 0..<8 { values[EventID("exits(vcpu\(vcpu))", parent: "exits", guest: guest, vcpu: vcpu, source: "qmp")] = UInt64(guest * vcpu) }
+        }
+        sample.guestValues = values
+        sample.guestNames = Dictionary(uniqueKeysWithValues: (1...600).map { ($0, "guest\($0)") })
+        sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+        server.publish(sample)
+        for format in ["prometheus", "openmetrics"] {
+            let zipped = try #require(server.bytes(MetricsServer.Rendering(format: format, gzip: true)))
+            #expect(zipped.gzip)
+            let plain = try #require(Builtins.plugins.formats.format(named: format)).batchBytes(sample)
+            #expect(plain.count > GzipStream.stageSize && String(decoding: plain, as: UTF8.self).contains("guest=\"guest600\""))
+            #expect(try Self.gunzip(zipped.bytes) == plain)
+        }
+        #expect(server.counters.renderCPU.count == 2 && server.counters.compressCPU.count == 2)
     }
 }
 

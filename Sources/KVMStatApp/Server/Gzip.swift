@@ -1,37 +1,19 @@
 import CZlib
+import KVMCore
 
-/// gzip (RFC 1952) of a whole answer, through the system's zlib: the endpoint compresses each
-/// sample's exposition once and serves the bytes to every scrape that accepts gzip.
+/// gzip (RFC 1952) through the system's zlib: the endpoint compresses each sample's
+/// exposition once and serves the bytes to every scrape that accepts gzip.
 enum Gzip {
+    /// zlib's fastest: each sample's exposition is compressed on the sampling thread whether
+    /// or not a scrape comes for it, and at 500 guests (13.5 MB) level 6 took 184 ms of a
+    /// sample's 430 and level 1 about half that, for 989 KB instead of 818 KB.
+    static let level: Int32 = 1
+
     /// `bytes` compressed; nil when zlib fails (the answer then goes uncompressed).
-    ///
-    /// Level 1 (zlib's fastest): each sample's exposition is compressed on the sampling thread
-    /// whether or not a scrape comes for it, and at 500 guests (13.5 MB) level 6 took 184 ms of
-    /// a sample's 430 and level 1 about half that, for 989 KB instead of 818 KB.
-    static func compress(_ bytes: [UInt8], level: Int32 = 1) -> [UInt8]? {
-        var stream = z_stream()
-        // windowBits 15 + 16: a gzip header and trailer, not zlib's.
-        guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
-                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
-        defer { deflateEnd(&stream) }
-        // Room for the worst case, left uninitialised: only the pages deflate writes are
-        // touched (a 14 MB exposition gzips to under 1 MB), and the answer kept is a copy of
-        // exactly its bytes, not the worst case's buffer.
-        let room = Int(deflateBound(&stream, uLong(bytes.count))) + 32
-        var ended = false
-        let output = [UInt8](unsafeUninitializedCapacity: room) { out, count in
-            count = 0
-            bytes.withUnsafeBufferPointer { input in
-                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
-                stream.avail_in = uInt(input.count)
-                stream.next_out = out.baseAddress
-                stream.avail_out = uInt(out.count)
-                ended = deflate(&stream, Z_FINISH) == Z_STREAM_END
-            }
-            if ended { count = Int(stream.total_out) }
-        }
-        guard ended else { return nil }
-        return output.withUnsafeBufferPointer { [UInt8]($0) }
+    static func compress(_ bytes: [UInt8]) -> [UInt8]? {
+        guard let stream = GzipStream() else { return nil }
+        bytes.withUnsafeBytes { stream.add($0) }
+        return stream.finish()
     }
 
     /// Whether an `Accept-Encoding` value takes gzip (RFC 9110 §12.5.3: `gzip`, `x-gzip` or
@@ -45,5 +27,93 @@ enum Gzip {
             if weight > 0 { return true }
         }
         return false
+    }
+}
+
+/// A gzip made from pieces as they come (a format's exposition, family by family): a big
+/// host's plain text (13.5 MB at 500 guests) is never whole in memory when only its gzip (1 MB)
+/// is wanted. Pieces are gathered up to `stageSize` before zlib sees them (a family's header
+/// is a few dozen bytes). The CPU time zlib took is kept, for kvmstat's own metrics.
+final class GzipStream {
+    static let stageSize = 1 << 18
+    /// zlib's state points back at its `z_stream`: it must not move, so it lives here.
+    private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+    private var staged: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    private var output: [UInt8] = []
+    private var failed = false
+    private var finished = false
+    /// The thread CPU time zlib took so far.
+    private(set) var seconds = 0.0
+
+    /// nil when zlib cannot start one.
+    init?(level: Int32 = Gzip.level) {
+        stream.initialize(to: z_stream())
+        // windowBits 15 + 16: a gzip header and trailer, not zlib's.
+        guard deflateInit2_(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            stream.deinitialize(count: 1)
+            stream.deallocate()
+            return nil
+        }
+        staged.reserveCapacity(Self.stageSize)
+    }
+
+    deinit {
+        deflateEnd(stream)
+        stream.deinitialize(count: 1)
+        stream.deallocate()
+    }
+
+    /// Takes the next piece.
+    func add(_ bytes: UnsafeRawBufferPointer) {
+        guard !finished else { return }
+        if staged.count + bytes.count > Self.stageSize { feedStaged(finish: false) }
+        if bytes.count >= Self.stageSize {
+            feed(bytes, finish: false)
+        } else {
+            staged.append(contentsOf: bytes)
+        }
+    }
+
+    /// The gzip of every piece taken; nil when zlib failed on any. Ends the stream.
+    func finish() -> [UInt8]? {
+        guard !finished else { return failed ? nil : output }
+        feedStaged(finish: true)
+        finished = true
+        // Exactly its bytes: no slack from growing kept under the answer.
+        output = output.withUnsafeBufferPointer { [UInt8]($0) }
+        return failed ? nil : output
+    }
+
+    private func feedStaged(finish: Bool) {
+        staged.withUnsafeBytes { feed($0, finish: finish) }
+        staged.removeAll(keepingCapacity: true)
+    }
+
+    private func feed(_ input: UnsafeRawBufferPointer, finish: Bool) {
+        guard !failed else { return }
+        let start = Signals.threadCPUNow()
+        defer { seconds += Signals.threadCPUNow() - start }
+        stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        stream.pointee.avail_in = uInt(input.count)
+        while true {
+            let result: Int32 = chunk.withUnsafeMutableBufferPointer { out in
+                stream.pointee.next_out = out.baseAddress
+                stream.pointee.avail_out = uInt(out.count)
+                return deflate(stream, finish ? Z_FINISH : Z_NO_FLUSH)
+            }
+            output.append(contentsOf: chunk[..<(chunk.count - Int(stream.pointee.avail_out))])
+            if result == Z_STREAM_END { return }
+            // Z_BUF_ERROR is "no progress possible": all input taken, nothing pending.
+            if result == Z_BUF_ERROR && !finish { return }
+            guard result == Z_OK else {
+                failed = true
+                return
+            }
+            // Done with this input once zlib left room in the chunk (nothing more pending);
+            // finishing goes on until the stream ends.
+            if !finish && stream.pointee.avail_out > 0 && stream.pointee.avail_in == 0 { return }
+        }
     }
 }
