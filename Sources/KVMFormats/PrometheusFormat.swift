@@ -102,43 +102,17 @@ public struct PrometheusFormat: Format {
             PrometheusWriter.Entry(shape: writer.shape(of: key, perGuest: false), guest: key.guest,
                                    value: sample.values[key]?.value ?? 0)
         }, perGuest: false)
-        // Guests' series by guest (pids in order), each guest's in key order. Every guest has
-        // the same few shapes of key (a statistic, of a vCPU): shapes are worked out and put
-        // in order once, and a guest's keys placed by their shape's place, not sorted as keys,
-        // however many guests there are.
-        addGuests(sample, to: &writer)
+        // Guests' series (pids in order, each guest's in key order), written family by family
+        // at `finish`. Every guest has the same few shapes of key (a statistic, of a vCPU):
+        // shapes are worked out and put in order once, not sorted as keys, however many
+        // guests there are.
+        writer.addGuests(sample.guestValues)
         var histograms: [UInt8] = []
         appendHistogramFamilies(sample, to: &histograms)
         size(histograms.count + writer.byteEstimate + 6)
         histograms.withUnsafeBytes(sink)
         writer.finish(sink)
         if openMetrics { Array("# EOF\n".utf8).withUnsafeBytes(sink) }
-    }
-
-    /// Guests' values (`sample.guestValues`), guest by guest in shape order: a column's shape
-    /// and its place in the order worked out once (a few hundred), not once per value
-    /// (hundreds of thousands). Columns are keys without a guest, so no two share a shape.
-    private func addGuests(_ sample: Sample, to writer: inout PrometheusWriter) {
-        let table = sample.guestValues
-        guard !table.isEmpty else { return }
-        let shapes = table.columns.map { writer.shape(of: $0, perGuest: true) }
-        let place = writer.places()
-        let ordered = table.columns.indices.sorted { place[Int(shapes[$0])] < place[Int(shapes[$1])] }
-        // Guests by pid; values a source gave without a guest first.
-        let rows = table.guests.indices.sorted { a, b in
-            let lhs = table.guests[a], rhs = table.guests[b]
-            return (lhs ?? 0, lhs == nil ? 0 : 1) < (rhs ?? 0, rhs == nil ? 0 : 1)
-        }
-        var entries: [PrometheusWriter.Entry] = []
-        for row in rows {
-            let guest = table.guests[row]
-            entries.removeAll(keepingCapacity: true)
-            for column in ordered {
-                guard let value = table.value(row: row, column: column) else { continue }
-                entries.append(PrometheusWriter.Entry(shape: shapes[column], guest: guest, value: value))
-            }
-            writer.add(entries, perGuest: true)
-        }
     }
 
     /// The inclusive upper bound of bucket `index`, in the histogram's base unit: log2 bucket

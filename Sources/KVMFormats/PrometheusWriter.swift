@@ -43,9 +43,12 @@ struct PrometheusWriter {
 
     /// Shapes and families as numbered (`ShapeTable`): the last exposition's, when made from
     /// the same descriptions.
-    private var table: ShapeTable
-    /// Each family's series lines so far, by its number.
-    private var lines: [[UInt8]] = []
+    var table: ShapeTable
+    /// Each family's series lines so far, by its number (the host's: the guests' are written
+    /// at `finish`, from `guests`).
+    var lines: [[UInt8]] = []
+    /// The guests' values, written family by family when the exposition is finished.
+    var guests: GuestSeries?
     private var targets: [TargetKey: Target] = [:]
 
     init(format: PrometheusFormat, sample: Sample) {
@@ -230,30 +233,41 @@ struct PrometheusWriter {
                         && perVCPU.contains(vcpuKey(shape.vcpuFamily, entry.guest)) {
                         continue
                     }
-                    // One series line: the shape's name, the guest's labels and the shape's, the value.
-                    let family = Int(shape.family)
-                    lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.name]))
-                    if perGuest && entry.hasGuest {
-                        if labelsGuest != entry.guest {
-                            guestLabels = [UInt8(ascii: "{")]
-                            Self.appendLabels([("guest", sample.guestNames[entry.guest] ?? ""), ("pid", String(entry.guest))],
-                                              to: &guestLabels)
-                            labelsGuest = entry.guest
-                        }
-                        lines[family].append(contentsOf: guestLabels)
-                        lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.afterGuest]))
-                    } else {
-                        lines[family].append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.alone]))
+                    if perGuest && entry.hasGuest && labelsGuest != entry.guest {
+                        guestLabels = guestLabelBytes(entry.guest)
+                        labelsGuest = entry.guest
                     }
-                    if shape.scaled {
-                        lines[family].append(contentsOf: PrometheusFormat.scaled(entry.value, base: shape.base,
-                                                                                 exponent: shape.exponent).utf8)
-                        lines[family].append(UInt8(ascii: "\n"))
-                    } else {
-                        Self.appendDigits(entry.value, to: &lines[family], newline: true)
-                    }
+                    Self.appendLine(shape, bytes, guestLabels: perGuest && entry.hasGuest ? guestLabels : nil,
+                                    value: entry.value, to: &lines[Int(shape.family)])
                 }
             }
+        }
+    }
+
+    /// `{guest="web1",pid="4242"`: a guest's labels, opening a series' labels.
+    func guestLabelBytes(_ pid: Int) -> [UInt8] {
+        var labels = [UInt8(ascii: "{")]
+        Self.appendLabels([("guest", sample.guestNames[pid] ?? ""), ("pid", String(pid))], to: &labels)
+        return labels
+    }
+
+    /// One series line: the shape's name, the guest's labels (nil: none) and the shape's, the
+    /// value. `bytes` are the table's `shapeBytes`.
+    @inline(__always)
+    static func appendLine(_ shape: Shape, _ bytes: UnsafeBufferPointer<UInt8>, guestLabels: [UInt8]?, value: UInt64,
+                           to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.name]))
+        if let guestLabels {
+            out.append(contentsOf: guestLabels)
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.afterGuest]))
+        } else {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[shape.alone]))
+        }
+        if shape.scaled {
+            out.append(contentsOf: PrometheusFormat.scaled(value, base: shape.base, exponent: shape.exponent).utf8)
+            out.append(UInt8(ascii: "\n"))
+        } else {
+            appendDigits(value, to: &out, newline: true)
         }
     }
 
@@ -349,25 +363,38 @@ struct PrometheusWriter {
         }
     }
 
-    /// About how many bytes `finish` hands on (the lines, and room for each family's header).
-    var byteEstimate: Int { lines.reduce(0) { $0 + $1.count + 200 } }
+    /// About how many bytes `finish` hands on (the lines, room for each family's header, and
+    /// about a line a guest's value).
+    var byteEstimate: Int { lines.reduce(0) { $0 + $1.count + 200 } + (guests?.values.count ?? 0) * 90 }
 
     /// The families, by name, each with HELP and TYPE before its series, handed to `sink`;
-    /// each family's lines are let go once handed on (the exposition is not held twice over).
+    /// each family's lines are let go once handed on, and the guests' are written family by
+    /// family as they are handed on (the exposition is never held whole, nor twice over).
     mutating func finish(_ sink: (UnsafeRawBufferPointer) -> Void) {
         if table.familyOrder.count != table.families.count { table.familyOrder = table.families.keys.sorted() }
-        var header: [UInt8] = []
-        for name in table.familyOrder {
-            let family = table.families[name]!
+        var out: [UInt8] = []
+        for familyName in table.familyOrder {
+            let family = table.families[familyName]!
+            let number = Int(family.number)
             // A family of an earlier exposition's keys that this one has none of is not named.
-            guard !lines[Int(family.number)].isEmpty else { continue }
-            let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
-            header.removeAll(keepingCapacity: true)
-            header.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
-            header.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
-            header.withUnsafeBytes(sink)
-            lines[Int(family.number)].withUnsafeBytes(sink)
-            lines[Int(family.number)] = []
+            var named = false
+            func name(into out: inout [UInt8]) {
+                guard !named else { return }
+                named = true
+                let typeName = format.openMetrics || !family.isCounter ? family.name : family.name + "_total"
+                out.append(contentsOf: "# HELP \(typeName) \(PrometheusFormat.escapeHelp(family.help))\n".utf8)
+                out.append(contentsOf: "# TYPE \(typeName) \(family.isCounter ? "counter" : "gauge")\n".utf8)
+            }
+            if !lines[number].isEmpty {
+                name(into: &out)
+                out.withUnsafeBytes(sink)
+                out.removeAll(keepingCapacity: true)
+                lines[number].withUnsafeBytes(sink)
+                lines[number] = []
+            }
+            guests?.write(family: number, shapes: table, into: &out, sink: sink, first: name(into:))
+            out.withUnsafeBytes(sink)
+            out.removeAll(keepingCapacity: true)
         }
         format.shapeMemory.keep(table)
     }
