@@ -88,6 +88,9 @@ public struct PrometheusFormat: Format {
     func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
         var out: [UInt8] = []
         write(sample, keys: keys, to: { out.append(contentsOf: $0) }, size: { out.reserveCapacity($0) })
+        // The size was a guess (about a line a guest's value): what is kept (the endpoint
+        // keeps a sample's bytes) holds no megabytes of room it did not use.
+        if out.capacity - out.count > out.count / 8 { out = out.withUnsafeBufferPointer { [UInt8]($0) } }
         return out
     }
 
@@ -98,10 +101,10 @@ public struct PrometheusFormat: Format {
         var writer = PrometheusWriter(format: self, sample: sample)
         // The host's totals (`kvm_…`), then each guest's (`kvm_guest_…`, labelled by guest):
         // separate families, so that no sum() counts an event twice.
-        writer.add(keys.filter { !$0.isGuestTotal }.map { key in
+        writer.addHost(keys.filter { !$0.isGuestTotal }.map { key in
             PrometheusWriter.Entry(shape: writer.shape(of: key, perGuest: false), guest: key.guest,
                                    value: sample.values[key]?.value ?? 0)
-        }, perGuest: false)
+        })
         // Guests' series (pids in order, each guest's in key order), written family by family
         // at `finish`. Every guest has the same few shapes of key (a statistic, of a vCPU):
         // shapes are worked out and put in order once, not sorted as keys, however many
@@ -110,7 +113,7 @@ public struct PrometheusFormat: Format {
         var histograms: [UInt8] = []
         appendHistogramFamilies(sample, to: &histograms)
         size(histograms.count + writer.byteEstimate + 6)
-        histograms.withUnsafeBytes(sink)
+        if !histograms.isEmpty { histograms.withUnsafeBytes(sink) }
         writer.finish(sink)
         if openMetrics { Array("# EOF\n".utf8).withUnsafeBytes(sink) }
     }

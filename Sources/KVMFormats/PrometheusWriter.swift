@@ -193,24 +193,22 @@ struct PrometheusWriter {
         return table.places
     }
 
-    /// A series to write: its key's shape, guest and value (what writing needs, packed: a big
-    /// host's series are read in guest and shape order, not in the order of their keys).
+    /// A host's series to write: its key's shape, guest (a guest's total row) and value.
     struct Entry {
         var shape: Int32
-        var hasGuest: Bool
         var guest: Int
         var value: UInt64
 
         init(shape: Int32, guest: Int?, value: UInt64) {
             self.shape = shape
-            hasGuest = guest != nil
             self.guest = guest ?? 0
             self.value = value
         }
     }
 
-    /// Writes `entries` in their order, the host's or (`perGuest`) guests' values.
-    mutating func add(_ entries: [Entry], perGuest: Bool) {
+    /// Writes the host's `entries` in their order (the guests' are written at `finish`, from
+    /// `guests`).
+    mutating func addHost(_ entries: [Entry]) {
         // Statistics that have per-vCPU rows (per guest, by family number and guest): the
         // vCPUs' series stand for them.
         var perVCPU = Set<Int>()
@@ -222,8 +220,6 @@ struct PrometheusWriter {
         var lines = self.lines
         self.lines = []
         defer { self.lines = lines }
-        var labelsGuest: Int?
-        var guestLabels: [UInt8] = []
         table.shapes.withUnsafeBufferPointer { shapes in
             table.shapeBytes.withUnsafeBufferPointer { bytes in
                 for entry in entries {
@@ -233,12 +229,7 @@ struct PrometheusWriter {
                         && perVCPU.contains(vcpuKey(shape.vcpuFamily, entry.guest)) {
                         continue
                     }
-                    if perGuest && entry.hasGuest && labelsGuest != entry.guest {
-                        guestLabels = guestLabelBytes(entry.guest)
-                        labelsGuest = entry.guest
-                    }
-                    Self.appendLine(shape, bytes, guestLabels: perGuest && entry.hasGuest ? guestLabels : nil,
-                                    value: entry.value, to: &lines[Int(shape.family)])
+                    Self.appendLine(shape, bytes, guestLabels: nil, value: entry.value, to: &lines[Int(shape.family)])
                 }
             }
         }
@@ -393,8 +384,10 @@ struct PrometheusWriter {
                 lines[number] = []
             }
             guests?.write(family: number, shapes: table, into: &out, sink: sink, first: name(into:))
-            out.withUnsafeBytes(sink)
-            out.removeAll(keepingCapacity: true)
+            if !out.isEmpty {
+                out.withUnsafeBytes(sink)
+                out.removeAll(keepingCapacity: true)
+            }
         }
         format.shapeMemory.keep(table)
     }

@@ -208,3 +208,43 @@ extension PrometheusFormatTests {
         #expect(PrometheusFormat().batch(sample(["exits"], guests: [30])) == fewer)
     }
 }
+
+extension PrometheusFormatTests {
+    /// The guests' series are written family by family as the exposition is handed on (in
+    /// pieces, to the endpoint's gzip): the pieces are the whole exposition, a family bigger
+    /// than a piece stays one run of lines in pid order, and values a source gave without a
+    /// guest come first, without guest labels.
+    @Test func piecesAreTheWholeExpositionFamilyByFamily() {
+        let exits = EventID("exits").from("qmp")
+        let vcpu = { (n: Int) in EventID("exits(vcpu\(n))", parent: "exits", vcpu: n).from("qmp") }
+        let halts = EventID("halt_exits").from("qmp")
+        var values = GuestValues()
+        // Guests added in no order, 8 vCPUs each: the vCPU family is over a megabyte.
+        for guest in (1...2_000).reversed() {
+            for n in 0..<8 { values[vcpu(n).of(guest: guest)] = UInt64(guest * 8 + n) }
+            values[halts.of(guest: guest)] = UInt64.max - UInt64(guest)
+        }
+        values[halts.of(guest: nil)] = 5
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1,
+                            values: [exits: EventStat(value: 1, previous: 0)], guestValues: values)
+        sample.families = ["qmp": [
+            "exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic),
+            "halt_exits": MetricFamily("halt_exits", kind: .counter, help: "halts", origin: .kvmStatistic),
+        ]]
+        for format in [PrometheusFormat(), PrometheusFormat(openMetrics: true)] {
+            var pieces: [[UInt8]] = []
+            format.batchBytes(sample) { pieces.append(Array($0)) }
+            let whole = format.batchBytes(sample)
+            #expect(pieces.flatMap { $0 } == whole && pieces.count > 4 && !pieces.contains { $0.isEmpty })
+            let lines = String(decoding: whole, as: UTF8.self).split(separator: "\n").map(String.init)
+            let vcpuLines = lines.indices.filter { lines[$0].hasPrefix("kvm_guest_exits") }
+            #expect(vcpuLines.count == 16_000 && vcpuLines.last! - vcpuLines.first! == 15_999, "one run of lines")
+            #expect(lines[vcpuLines.first!] == #"kvm_guest_exits_total{guest="",pid="1",vcpu="0"} 8"#)
+            #expect(lines[vcpuLines.last!].hasPrefix(#"kvm_guest_exits"#) && lines[vcpuLines.last!].hasSuffix(#"pid="2000",vcpu="7"} 16007"#))
+            let haltLines = lines.filter { $0.hasPrefix("kvm_guest_halt_exits") }
+            #expect(haltLines.count == 2_001 && haltLines.first!.hasSuffix("_total 5") && !haltLines.first!.contains("{"))
+            #expect(haltLines[1].hasSuffix(#"{guest="",pid="1"} \#(UInt64.max - 1)"#))
+            #expect(lines.last == (format.openMetrics ? "# EOF" : haltLines.last))
+        }
+    }
+}

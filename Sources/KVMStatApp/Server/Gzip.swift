@@ -70,7 +70,13 @@ final class GzipStream {
         guard !finished else { return }
         if staged.count + bytes.count > Self.stageSize { feedStaged(finish: false) }
         if bytes.count >= Self.stageSize {
-            feed(bytes, finish: false)
+            // zlib counts in 32 bits: a piece of gigabytes goes in parts.
+            var offset = 0
+            while offset < bytes.count {
+                let part = min(bytes.count - offset, 1 << 30)
+                feed(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + part]), finish: false)
+                offset += part
+            }
         } else {
             staged.append(contentsOf: bytes)
         }

@@ -113,11 +113,13 @@ final class MetricsServer: @unchecked Sendable {
             format.batchBytes(sample) { stream.add($0) }
             let compressed = stream.finish()
             let seconds = Signals.threadCPUNow() - start
-            counting.withLock { counters in
-                SelfMetrics.record(seconds - stream.seconds, in: &counters.renderCPU)
-                SelfMetrics.record(stream.seconds, in: &counters.compressCPU)
+            if let compressed {
+                counting.withLock { counters in
+                    SelfMetrics.record(seconds - stream.seconds, in: &counters.renderCPU)
+                    SelfMetrics.record(stream.seconds, in: &counters.compressCPU)
+                }
+                return (compressed, true)
             }
-            if let compressed { return (compressed, true) }
         }
         // Plain, or zlib failed: the answer goes uncompressed.
         return (costing(\.renderCPU) { format.batchBytes(sample) }, false)
