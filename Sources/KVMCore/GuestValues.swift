@@ -80,6 +80,12 @@ public struct GuestValues: Sendable {
         }
     }
 
+    /// Adds `amount` to the value in `row` and `column` (0 where there is none), wrapping as
+    /// counters do.
+    public mutating func add(_ amount: UInt64, row: Int, column: Int) {
+        set((value(row: row, column: column) ?? 0) &+ amount, row: row, column: column)
+    }
+
     /// Calls `body` with each column that has a value in `row` and the value, in column order.
     public func forEach(inRow row: Int, _ body: (_ column: Int, _ value: UInt64) throws -> Void) rethrows {
         let values = cells[row], bits = present[row]

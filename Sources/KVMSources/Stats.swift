@@ -66,7 +66,9 @@ public final class Stats {
         var guestValues = GuestValues()
         var histograms: [EventID: Histogram] = [:]
         var guestNames: [Int: String] = [:]
-        var readings: [(origin: String, reading: Reading)] = []
+        // The keys each source reported (to tell the rows no source reports any more): only
+        // those, not the whole reading (whose guests' table merged below is not held twice).
+        var reportedKeys: [(origin: String, keys: Dictionary<EventID, UInt64>.Keys)] = []
         var reported = 0
         var failed = Set<String>()
         for source in sources {
@@ -89,11 +91,7 @@ public final class Stats {
                 families[origin] = lastFamilies[origin]
                 continue
             }
-            // Only the values are looked at again: the guests' table is not kept twice (a
-            // second source merging into shared rows would copy them).
-            var kept = reading
-            kept.guestValues = GuestValues()
-            readings.append((origin, kept))
+            reportedKeys.append((origin, reading.values.keys))
             families[origin] = reading.families
             if keepsGoing { lastFamilies[origin] = reading.families }
             for (key, newValue) in reading.values {
@@ -112,7 +110,7 @@ public final class Stats {
         // row; events of the other view) are left out rather than shown stale. In the steady
         // state every row is reported again and the table is updated in place.
         if values.count != reported {
-            let current = Set(readings.flatMap { item in item.reading.values.keys.map { $0.from(item.origin) } })
+            let current = Set(reportedKeys.flatMap { item in item.keys.map { $0.from(item.origin) } })
             values = values.filter { current.contains($0.key) || failed.contains($0.key.source ?? "") }
         }
         // A failed source's counts stand still: no delta.

@@ -17,6 +17,11 @@ public struct ProcessResources: Sendable, Equatable {
     /// When the process started, nanoseconds since the epoch.
     public var startTimeNanoseconds: UInt64
 
+    /// How many descriptors this process has open; nil when /proc/self/fd cannot be listed.
+    public static func openDescriptorCount(proc: String = "/proc") -> Int? {
+        (try? FileSystem.numericEntries("\(proc)/self/fd"))?.count
+    }
+
     /// Now, or nil when /proc/self cannot be read (no /proc).
     public static func current(proc: String = "/proc") -> ProcessResources? {
         // utime 14, stime 15, starttime 22, vsize 23, rss 24 (pages).
@@ -25,7 +30,7 @@ public struct ProcessResources: Sendable, Equatable {
         let ticks = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
         let nanosecondsPerTick = 1_000_000_000 / ticks
         let pageSize = UInt64(max(1, sysconf(Int32(_SC_PAGESIZE))))
-        let descriptors = (try? FileSystem.numericEntries("\(proc)/self/fd")).map { UInt64($0.count) } ?? 0
+        let descriptors = UInt64(openDescriptorCount(proc: proc) ?? 0)
         let limit = ResourceLimits.openFilesSoftLimit()
         // Boot time (`btime` of /proc/stat, seconds since the epoch) plus the start in ticks.
         let boot = (try? FileSystem.readText("\(proc)/stat"))?.split(separator: "\n")

@@ -378,9 +378,8 @@ public final class BPFSource: StatSource {
                 guard vcpuChildWanted[id.name] == true else { continue }
                 reading.values[id, default: 0] &+= value
                 if request.perGuest && running.contains(count.tgid) {
-                    let row = reading.guestValues.row(Int(count.tgid)), column = reading.guestValues.column(id)
-                    reading.guestValues.set((reading.guestValues.value(row: row, column: column) ?? 0) &+ value,
-                                            row: row, column: column)
+                    reading.guestValues.add(value, row: reading.guestValues.row(Int(count.tgid)),
+                                            column: reading.guestValues.column(id))
                 }
             }
             exitNotice.look(at: reading.values, into: &reading.warnings)

@@ -158,7 +158,7 @@ public final class QMPSource: StatSource {
     private func mayKeepAnother() -> Bool {
         guard kept.count < Self.maxKept else { return false }
         // Counted once a sample (not once a connection: hundreds come at a first sample).
-        let open = descriptorsOpen ?? (try? FileSystem.numericEntries("\(proc)/self/fd"))?.count ?? kept.count
+        let open = descriptorsOpen ?? ProcessResources.openDescriptorCount(proc: proc) ?? kept.count
         let needed = open + 1 + Self.descriptorsSpared
         if ResourceLimits.openFilesSoftLimit() < needed { try? ResourceLimits.ensureOpenFiles(needed + Self.descriptorsSpared) }
         guard ResourceLimits.openFilesSoftLimit() >= needed else {

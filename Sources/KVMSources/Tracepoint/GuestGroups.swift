@@ -95,9 +95,7 @@ final class GuestGroups {
         }
         for (guestPid, counts) in carried {
             let row = results.row(guestPid)
-            for (field, column) in zip(wanted, columns) {
-                results.set((results.value(row: row, column: column) ?? 0) &+ (counts[field] ?? 0), row: row, column: column)
-            }
+            for (field, column) in zip(wanted, columns) { results.add(counts[field] ?? 0, row: row, column: column) }
         }
         return results
     }

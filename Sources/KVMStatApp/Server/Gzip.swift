@@ -42,7 +42,6 @@ final class GzipStream {
     private var chunk = [UInt8](repeating: 0, count: 1 << 16)
     private var output: [UInt8] = []
     private var failed = false
-    private var finished = false
     /// The thread CPU time zlib took so far.
     private(set) var seconds = 0.0
 
@@ -67,7 +66,6 @@ final class GzipStream {
 
     /// Takes the next piece.
     func add(_ bytes: UnsafeRawBufferPointer) {
-        guard !finished else { return }
         if staged.count + bytes.count > Self.stageSize { feedStaged(finish: false) }
         if bytes.count >= Self.stageSize {
             // zlib counts in 32 bits: a piece of gigabytes goes in parts.
@@ -82,14 +80,12 @@ final class GzipStream {
         }
     }
 
-    /// The gzip of every piece taken; nil when zlib failed on any. Ends the stream.
+    /// The gzip of every piece taken; nil when zlib failed on any. Ends the stream (nothing
+    /// is taken after).
     func finish() -> [UInt8]? {
-        guard !finished else { return failed ? nil : output }
         feedStaged(finish: true)
-        finished = true
         // Exactly its bytes: no slack from growing kept under the answer.
-        output = output.withUnsafeBufferPointer { [UInt8]($0) }
-        return failed ? nil : output
+        return failed ? nil : output.withUnsafeBufferPointer { [UInt8]($0) }
     }
 
     private func feedStaged(finish: Bool) {
