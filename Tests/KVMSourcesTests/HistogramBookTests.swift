@@ -87,6 +87,51 @@ struct HistogramSumTests {
     }
 }
 
+/// A guest's histograms are found where its last answer had them; answers whose order,
+/// length or fields change (a hostile monitor's, a vCPU plugged) are taken all the same, and
+/// a statistic given a shape later is kept from then on.
+struct HistogramPositionTests {
+    @Test func answersInAnyOrderKeepTheSums() {
+        var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let shape = Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)
+        let statistic = numbering.numbering("h")!
+        let late = numbering.numbering("late_hist")!
+        let fields = (0..<6).map { numbering.field(statistic, vcpu: Int32($0))! }
+        let lateField = numbering.field(late, vcpu: 0)!
+        book.setShapes(["h": shape], of: 1)
+        var latest: [Int32: [UInt64]] = [:]
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<300 {
+            // Some of the fields, in any order, one maybe twice (the last one counts), of any length.
+            var chosen = fields.shuffled(using: &random).prefix(Int.random(in: 1...6, using: &random)).map { $0 }
+            if Bool.random(using: &random) { chosen.append(chosen[0]) }
+            var buckets: [UInt64] = []
+            var readings: [HistogramBook.Reading] = []
+            for field in chosen {
+                let counts = (0..<Int.random(in: 0...5, using: &random)).map { _ in
+                    Bool.random(using: &random) ? UInt64.random(in: 0...9, using: &random) : UInt64.max - UInt64.random(in: 0...2, using: &random)
+                }
+                readings.append(.init(field: field, statistic: statistic, buckets: buckets.count..<buckets.count + counts.count))
+                buckets += counts
+                latest[field] = counts
+            }
+            // A statistic with no shape yet is not kept; once its shape comes, it is.
+            let lateCounts: [UInt64] = [UInt64(round), 1]
+            readings.insert(.init(field: lateField, statistic: late, buckets: buckets.count..<buckets.count + 2), at: 0)
+            buckets += lateCounts
+            if round == 150 { book.setShapes(["h": shape, "late_hist": shape], of: 1) }
+            book.record(readings, buckets: buckets, numbering: numbering, of: 1)
+            var expected = [UInt64](repeating: 0, count: 5)
+            for counts in latest.values { for (index, count) in counts.enumerated() { expected[index] &+= count } }
+            let totals = book.totals(wanted: ["h", "late_hist"], pid: 0, numbering: numbering)
+            let sum = totals[EventID("h")]?.buckets ?? []
+            #expect(sum + Array(repeating: 0, count: max(0, 5 - sum.count)) == expected, "round \(round)")
+            #expect(totals[EventID("late_hist")]?.buckets == (round >= 150 ? lateCounts : nil), "round \(round)")
+        }
+    }
+}
+
 /// What a monitor's schema may say of a histogram is bounded: QEMU's own units only.
 struct HistogramBoundsTests {
     @Test func unitsBeyondKVMsAreNotHistograms() {

@@ -427,6 +427,23 @@ struct GzipStreamTests {
         #expect(try Self.gunzip(empty).isEmpty)
     }
 
+    /// Room made from a guess of the size (the last sample's gzip): right, far too small or far
+    /// too big, the bytes are the same, and no more than an eighth of slack is kept.
+    @Test func sizeGuessesChangeNothingButRoom() throws {
+        let input: [UInt8] = (0..<(3 * GzipStream.stageSize)).map { (index: Int) -> UInt8 in
+            UInt8(97 + (index * 7 + index / 5) % 26)
+        }
+        let reference = try #require(Gzip.compress(input))
+        for guess in [0, 1, reference.count, reference.count - 1, reference.count * 50] {
+            let stream = try #require(GzipStream(expectedSize: guess))
+            input.withUnsafeBytes { stream.add($0) }
+            let compressed = try #require(stream.finish())
+            #expect(compressed == reference, "guess \(guess)")
+            #expect(compressed.capacity - compressed.count <= compressed.count / 8, "guess \(guess): \(compressed.capacity)")
+        }
+        #expect(try Self.gunzip(reference) == input)
+    }
+
     /// Asked for gzip only, the endpoint compresses the exposition as it is written: the same
     /// bytes as the plain one once unpacked, and both costs noted.
     @Test func gzipOnlyRenderingIsThePlainOneCompressed() throws {

@@ -12,8 +12,8 @@ import KVMCore
 /// vCPUs × histograms of 32 buckets.
 struct HistogramBook {
     private var shapes: [Int: [String: Histogram]] = [:]
-    /// Per guest, buckets by field number (`GuestStatBook.fieldNumber`).
-    private var latest: [Int: [Int32: [UInt64]]] = [:]
+    /// Per guest, its latest buckets (`GuestHistograms`).
+    private var latest: [Int: GuestHistograms] = [:]
     /// By field, the sum of every guest's latest buckets, those of guests that went away
     /// included: host totals never go down (Prometheus would take a drop for a reset).
     /// Indexed by field number (fields are numbered densely, a few hundred on a host).
@@ -39,7 +39,11 @@ struct HistogramBook {
         return Histogram(scale: scale, unit: unit, base: base, exponent: exponent)
     }
 
-    mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) { shapes[pid] = guestShapes }
+    mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) {
+        shapes[pid] = guestShapes
+        // Which statistics have a shape is decided anew.
+        latest[pid]?.forgetPositions()
+    }
 
     /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
     static let maxBuckets = 256
@@ -53,32 +57,40 @@ struct HistogramBook {
     }
 
     /// A guest's histograms from one answer, kept in place: the same guest's histogram every
-    /// sample is no new array, and whether a statistic has a shape is looked up once an
-    /// answer, not once a vCPU.
+    /// sample is no new array. The answer's histograms come in the same order every sample, so
+    /// the slot at each position is checked, not looked up, and whether a statistic has a
+    /// shape is looked up when its position is new, not every sample.
     mutating func record(_ readings: [Reading], buckets: [UInt64], numbering: StatisticNumbering, of pid: Int) {
         guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
-        var guestLatest = latest.removeValue(forKey: pid) ?? [:]
-        defer { latest[pid] = guestLatest }
-        var shaped: [Int32: Bool] = [:]
+        var guest = latest.removeValue(forKey: pid) ?? GuestHistograms()
+        defer { latest[pid] = guest }
         buckets.withUnsafeBufferPointer { buckets in
-            for reading in readings where reading.buckets.count <= Self.maxBuckets {
-                let hasShape = shaped[reading.statistic] ?? {
-                    let found = guestShapes[numbering.names[Int(reading.statistic)]] != nil
-                    shaped[reading.statistic] = found
-                    return found
-                }()
-                guard hasShape else { continue }
+            for (position, reading) in readings.enumerated() where reading.buckets.count <= Self.maxBuckets {
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
-                let sum = Int(reading.field)
-                if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
-                if sums[sum] == nil { sums[sum] = guestShapes[numbering.names[Int(reading.statistic)]]!.emptied }
-                // Changed where they are (through `values`: no copy of an array, no hashing anew).
-                if let index = guestLatest.index(forKey: reading.field), guestLatest.values[index].count == counts.count {
-                    // A sum shorter than a guest's (shapes that differ) is made long enough.
-                    if sums[sum]!.buckets.count < counts.count {
-                        sums[sum]!.add(Array(repeating: 0, count: counts.count))
+                var slot = guest.slot(at: position, field: reading.field)
+                if slot == nil {
+                    // New at this position: its shape looked up, its slot found or made.
+                    guard let shape = guestShapes[numbering.names[Int(reading.statistic)]] else {
+                        guest.note(position: position, field: reading.field, slot: GuestHistograms.unshaped)
+                        continue
                     }
-                    guestLatest.values[index].withUnsafeMutableBufferPointer { kept in
+                    let sum = Int(reading.field)
+                    if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
+                    if sums[sum] == nil { sums[sum] = shape.emptied }
+                    let found = guest.slot(of: reading.field)
+                    if found == nil, known.insert(reading.field).inserted { names = nil }
+                    slot = found ?? guest.add(reading.field)
+                    guest.note(position: position, field: reading.field, slot: slot!)
+                }
+                guard let slot, slot != GuestHistograms.unshaped else { continue }
+                let sum = Int(reading.field)
+                // A sum shorter than a guest's (shapes that differ) is made long enough.
+                if sums[sum]!.buckets.count < counts.count {
+                    sums[sum]!.add(Array(repeating: 0, count: counts.count))
+                }
+                if guest.counts[slot].count == counts.count {
+                    // Changed where they are (no copy of an array, no hashing).
+                    guest.counts[slot].withUnsafeMutableBufferPointer { kept in
                         sums[sum]!.buckets.withUnsafeMutableBufferPointer { total in
                             for bucket in kept.indices {
                                 total[bucket] = total[bucket] &- kept[bucket] &+ counts[bucket]
@@ -87,13 +99,9 @@ struct HistogramBook {
                         }
                     }
                 } else {
-                    if let old = guestLatest[reading.field] {
-                        sums[sum]!.subtract(old)
-                    } else if known.insert(reading.field).inserted {
-                        names = nil
-                    }
-                    guestLatest[reading.field] = Array(counts)
-                    sums[sum]!.add(Array(counts))
+                    sums[sum]!.subtract(guest.counts[slot])
+                    guest.counts[slot] = Array(counts)
+                    sums[sum]!.add(guest.counts[slot])
                 }
             }
         }
@@ -133,7 +141,7 @@ struct HistogramBook {
         if pid == 0 {
             for (field, sum) in sums.enumerated() { if let sum { byField[Int32(field)] = sum } }
         } else if let histograms = latest[pid], let guestShapes = shapes[pid] {
-            for (field, buckets) in histograms {
+            for (field, buckets) in zip(histograms.fields, histograms.counts) {
                 let key = numbering.keys[Int(field)]
                 guard let shape = guestShapes[key.parent ?? key.name] else { continue }
                 byField[field, default: shape.emptied].add(buckets)
@@ -147,6 +155,53 @@ struct HistogramBook {
             }
         }
         return results
+    }
+}
+
+/// One guest's latest buckets in a `HistogramBook`: per slot (a histogram field it reported),
+/// the field and its buckets; and per position in its answers, the field found there and its
+/// slot (`unshaped`: a statistic its schema has no shape for, not kept).
+private struct GuestHistograms {
+    private(set) var fields: [Int32] = []
+    var counts: [[UInt64]] = []
+    private var positionField: [Int32] = []
+    private var positionSlot: [Int] = []
+    /// A slot map, made only when a field is looked up by number (a position that changed).
+    private var slotOfField: [Int32: Int]?
+
+    static let unshaped = -1
+
+    /// The slot noted at `position`, when it is `field`'s (else nil: look it up).
+    func slot(at position: Int, field: Int32) -> Int? {
+        position < positionField.count && positionField[position] == field ? positionSlot[position] : nil
+    }
+
+    mutating func note(position: Int, field: Int32, slot: Int) {
+        if positionField.count <= position {
+            positionField.append(contentsOf: repeatElement(-1, count: position + 1 - positionField.count))
+            positionSlot.append(contentsOf: repeatElement(Self.unshaped, count: position + 1 - positionSlot.count))
+        }
+        positionField[position] = field
+        positionSlot[position] = slot
+    }
+
+    mutating func slot(of field: Int32) -> Int? {
+        if slotOfField == nil { slotOfField = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) }) }
+        return slotOfField![field]
+    }
+
+    /// A new slot for `field`, its buckets empty (filled by the caller).
+    mutating func add(_ field: Int32) -> Int {
+        fields.append(field)
+        counts.append([])
+        slotOfField?[field] = fields.count - 1
+        return fields.count - 1
+    }
+
+    /// Positions are looked at anew (the guest's shapes changed).
+    mutating func forgetPositions() {
+        positionField.removeAll()
+        positionSlot.removeAll()
     }
 }
 

@@ -45,8 +45,10 @@ final class GzipStream {
     /// The thread CPU time zlib took so far.
     private(set) var seconds = 0.0
 
-    /// nil when zlib cannot start one.
-    init?(level: Int32 = Gzip.level) {
+    /// nil when zlib cannot start one. `expectedSize`: about how long the gzip will be (the
+    /// last sample's), room made for it at once: an output grown by doubling held twice its
+    /// size, and a copy of it, at the moment a big host's sample was largest in memory.
+    init?(level: Int32 = Gzip.level, expectedSize: Int = 0) {
         stream.initialize(to: z_stream())
         // windowBits 15 + 16: a gzip header and trailer, not zlib's.
         guard deflateInit2_(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
@@ -56,6 +58,7 @@ final class GzipStream {
             return nil
         }
         staged.reserveCapacity(Self.stageSize)
+        if expectedSize > 0 { output.reserveCapacity(expectedSize + expectedSize / 8) }
     }
 
     deinit {
@@ -84,8 +87,10 @@ final class GzipStream {
     /// is taken after).
     func finish() -> [UInt8]? {
         feedStaged(finish: true)
-        // Exactly its bytes: no slack from growing kept under the answer.
-        return failed ? nil : output.withUnsafeBufferPointer { [UInt8]($0) }
+        guard !failed else { return nil }
+        // No more than an eighth of slack is kept under the answer (the room made from a
+        // guess, or from growing): else exactly its bytes.
+        return output.capacity - output.count <= output.count / 8 ? output : output.withUnsafeBufferPointer { [UInt8]($0) }
     }
 
     private func feedStaged(finish: Bool) {

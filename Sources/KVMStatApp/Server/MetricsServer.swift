@@ -88,14 +88,20 @@ final class MetricsServer: @unchecked Sendable {
             asked = asked.filter { now - $0.value < askedLately }
             return Set(asked.keys)
         }
-        var published = Published(generation: (latest.withLock { $0?.generation } ?? 0) &+ 1, sample: sample)
+        // The sample replaced is let go before the new one is rendered (a big host's is
+        // megabytes): meanwhile scrapes get the bytes made of it, or make theirs of the new one.
+        let previous = latest.withLock { current in
+            current?.sample = sample
+            return current
+        }
+        var published = Published(generation: (previous?.generation ?? 0) &+ 1, sample: sample)
         // Plain renderings first; a gzipped one compresses its plain twin's bytes when that
         // was made too (a format rendered once a sample, however it is asked for).
         for rendering in wanted.sorted(by: { !$0.gzip && $1.gzip }) {
             let plain = Rendering(format: rendering.format, gzip: false)
             if rendering.gzip, let made = published.made[plain], !made.gzipped {
                 published.made[rendering] = compress(made.bytes).map { ($0, true) } ?? made
-            } else if let made = make(rendering, of: sample) {
+            } else if let made = make(rendering, of: sample, expectedSize: previous?.made[rendering]?.bytes.count ?? 0) {
                 published.made[rendering] = made
             }
         }
@@ -104,9 +110,10 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The bytes of `sample` in `rendering`, and whether they are gzipped (not when zlib
     /// failed); nil for a format not registered.
-    private func make(_ rendering: Rendering, of sample: Sample) -> (bytes: [UInt8], gzipped: Bool)? {
+    /// `expectedSize`: the last sample's length in `rendering`, when there was one.
+    private func make(_ rendering: Rendering, of sample: Sample, expectedSize: Int = 0) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
-        if rendering.gzip, let stream = GzipStream() {
+        if rendering.gzip, let stream = GzipStream(expectedSize: expectedSize) {
             // Compressed as it is written: the plain text is never whole in memory. What
             // zlib took is the gzip's cost, the rest the rendering's.
             let start = Signals.threadCPUNow()
