@@ -84,55 +84,120 @@ struct GuestCounters: Sendable {
         }
         var slotOfField: [Int32: Int32]?
         var wentBack: [Int32] = []
-        for (position, reading) in readings.enumerated() {
-            var slot = positions[position]
-            if slot >= 0 {
-                let field = Int(slotField[Int(slot)])
-                if numbering.fieldStatistic[field] != reading.statistic || numbering.fieldVCPU[field] != reading.vcpu { slot = -1 }
-            }
-            if slot < 0 {
-                // New here: numbered (within the bounds) if its kind is one kept.
-                guard Int(reading.statistic) < kindByStatistic.count,
-                      kindByStatistic[Int(reading.statistic)] == .counter || kindByStatistic[Int(reading.statistic)] == .level
-                else { continue }
-                guard let field = numbering.field(reading.statistic, vcpu: reading.vcpu) else { continue }
-                if slotOfField == nil {
-                    slotOfField = Dictionary(uniqueKeysWithValues: slotField.enumerated().map { ($1, Int32($0)) })
-                }
-                if let existing = slotOfField![field] {
-                    slot = existing
-                } else {
-                    slot = Int32(slotField.count)
-                    slotField.append(field)
-                    last.append(0)
-                    counted.append(0)
-                    read.append(false)
-                    slotOfField![field] = slot
-                    newSlot(field)
-                }
-                positions[position] = slot
-            }
-            let index = Int(slot)
-            switch kindByStatistic[Int(reading.statistic)] {
-            case .counter:
-                if !read[index] {
-                    read[index] = true
-                    counted[index] = countsFromZero ? reading.value : 0
-                } else if reading.value >= last[index] {
-                    counted[index] &+= reading.value - last[index]
-                } else {
-                    counted[index] &+= reading.value
-                    wentBack.append(slotField[index])
-                }
-                last[index] = reading.value
-            case .level:
-                read[index] = true
-                last[index] = reading.value
-            case .unknown, .histogram:
+        var position = 0
+        while position < readings.count {
+            // Readings where they were last time are counted in one run over the tables (the
+            // steady state: hundreds a guest every sample); one that moved or is new is placed
+            // in between.
+            position = countInPlace(readings, from: position, numbering, &wentBack)
+            guard position < readings.count else { break }
+            let reading = readings[position]
+            defer { position += 1 }
+            // New here: numbered (within the bounds) if its kind is one kept.
+            guard Int(reading.statistic) < kindByStatistic.count,
+                  kindByStatistic[Int(reading.statistic)] == .counter || kindByStatistic[Int(reading.statistic)] == .level
+            else {
+                positions[position] = -1
                 continue
             }
+            guard let field = numbering.field(reading.statistic, vcpu: reading.vcpu) else {
+                positions[position] = -1
+                continue
+            }
+            if slotOfField == nil {
+                slotOfField = Dictionary(uniqueKeysWithValues: slotField.enumerated().map { ($1, Int32($0)) })
+            }
+            let slot: Int32
+            if let existing = slotOfField![field] {
+                slot = existing
+            } else {
+                slot = Int32(slotField.count)
+                slotField.append(field)
+                last.append(0)
+                counted.append(0)
+                read.append(false)
+                slotOfField![field] = slot
+                newSlot(field)
+            }
+            positions[position] = slot
+            count(reading, Int(slot), &wentBack)
         }
         return wentBack
+    }
+
+    /// Counts the readings from `start` on whose slot is the one their position had, up to
+    /// the first that is not (returned; `readings.count` when all were).
+    private mutating func countInPlace(_ readings: [NumberedReading], from start: Int, _ numbering: StatisticNumbering,
+                                       _ wentBack: inout [Int32]) -> Int {
+        var position = start
+        readings.withUnsafeBufferPointer { readings in
+            positions.withUnsafeBufferPointer { positions in
+                slotField.withUnsafeBufferPointer { slotField in
+                    numbering.fieldStatistic.withUnsafeBufferPointer { fieldStatistic in
+                        numbering.fieldVCPU.withUnsafeBufferPointer { fieldVCPU in
+                            kindByStatistic.withUnsafeBufferPointer { kinds in
+                                last.withUnsafeMutableBufferPointer { last in
+                                    counted.withUnsafeMutableBufferPointer { counted in
+                                        read.withUnsafeMutableBufferPointer { read in
+                                            while position < readings.count {
+                                                let reading = readings[position]
+                                                let slot = Int(positions[position])
+                                                guard slot >= 0 else { return }
+                                                let field = Int(slotField[slot])
+                                                guard fieldStatistic[field] == reading.statistic, fieldVCPU[field] == reading.vcpu
+                                                else { return }
+                                                switch kinds[Int(reading.statistic)] {
+                                                case .counter:
+                                                    if !read[slot] {
+                                                        read[slot] = true
+                                                        counted[slot] = countsFromZero ? reading.value : 0
+                                                    } else if reading.value >= last[slot] {
+                                                        counted[slot] &+= reading.value - last[slot]
+                                                    } else {
+                                                        counted[slot] &+= reading.value
+                                                        wentBack.append(slotField[slot])
+                                                    }
+                                                    last[slot] = reading.value
+                                                case .level:
+                                                    read[slot] = true
+                                                    last[slot] = reading.value
+                                                case .unknown, .histogram:
+                                                    break
+                                                }
+                                                position += 1
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return position
+    }
+
+    /// Counts one reading into its slot.
+    private mutating func count(_ reading: NumberedReading, _ index: Int, _ wentBack: inout [Int32]) {
+        switch kindByStatistic[Int(reading.statistic)] {
+        case .counter:
+            if !read[index] {
+                read[index] = true
+                counted[index] = countsFromZero ? reading.value : 0
+            } else if reading.value >= last[index] {
+                counted[index] &+= reading.value - last[index]
+            } else {
+                counted[index] &+= reading.value
+                wentBack.append(slotField[index])
+            }
+            last[index] = reading.value
+        case .level:
+            read[index] = true
+            last[index] = reading.value
+        case .unknown, .histogram:
+            break
+        }
     }
 
     /// New baselines: nothing counted so far counts any more, nothing counts from zero; the

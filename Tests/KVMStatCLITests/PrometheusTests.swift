@@ -397,6 +397,35 @@ struct RenderingsAskedTests {
     }
 }
 
+/// A HEAD of /metrics (a health check) is no scrape: it has nothing made, now or at later
+/// samples, and says the length of what was made for scrapes.
+struct HeadRequestTests {
+    @Test func headAsksForNoRendering() throws {
+        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats)
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+        sample.guestValues = [EventID("exits", guest: 7, source: "qmp"): 1]
+        sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+        func made() -> UInt64 { server.counters.renderCPU.count }
+        func head(_ method: String) -> String {
+            let answer = server.respond(to: Array("\(method) /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n".utf8))
+            return String(decoding: answer.head, as: UTF8.self) + String(decoding: answer.body, as: UTF8.self)
+        }
+        #expect(head("HEAD").hasPrefix("HTTP/1.1 503 "))
+        server.publish(sample)
+        for _ in 0..<3 {
+            let answer = head("HEAD")
+            #expect(answer.hasPrefix("HTTP/1.1 200 ") && !answer.contains("Content-Length") && answer.hasSuffix("\r\n\r\n"), "\(answer)")
+            server.publish(sample)
+        }
+        #expect(made() == 0, "HEAD made a rendering")
+        // Once a scrape had it made, a HEAD says its length, and has nothing more made.
+        let got = head("GET")
+        let body = got.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        #expect(made() == 1 && body.contains("kvm_guest_exits_total{"))
+        #expect(head("HEAD").contains("Content-Length: \(body.utf8.count)\r\n") && made() == 1)
+    }
+}
+
 /// gzip made from pieces as they come: what gzip(1) unpacks is exactly what went in.
 struct GzipStreamTests {
     static func gunzip(_ bytes: [UInt8]) throws -> [UInt8] {

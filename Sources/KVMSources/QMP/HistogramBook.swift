@@ -63,7 +63,10 @@ struct HistogramBook {
     mutating func record(_ readings: [Reading], buckets: [UInt64], numbering: StatisticNumbering, of pid: Int) {
         guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
         var guest = latest.removeValue(forKey: pid) ?? GuestHistograms()
-        defer { latest[pid] = guest }
+        defer {
+            guest.settle()
+            latest[pid] = guest
+        }
         buckets.withUnsafeBufferPointer { buckets in
             for (position, reading) in readings.enumerated() where reading.buckets.count <= Self.maxBuckets {
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
@@ -166,7 +169,8 @@ private struct GuestHistograms {
     var counts: [[UInt64]] = []
     private var positionField: [Int32] = []
     private var positionSlot: [Int] = []
-    /// A slot map, made only when a field is looked up by number (a position that changed).
+    /// A slot map, made only when a field is looked up by number (a position that changed),
+    /// and let go after the answer (`settle`): kept, it was a kilobyte and more a guest.
     private var slotOfField: [Int32: Int]?
 
     static let unshaped = -1
@@ -197,6 +201,8 @@ private struct GuestHistograms {
         slotOfField?[field] = fields.count - 1
         return fields.count - 1
     }
+
+    mutating func settle() { slotOfField = nil }
 
     /// Positions are looked at anew (the guest's shapes changed).
     mutating func forgetPositions() {

@@ -248,30 +248,39 @@ public final class QMPSource: StatSource {
         // Within each, the longest unasked first: where the sample's time runs out before
         // every monitor is asked (hundreds of guests on a loaded host), the next sample
         // starts with those left out, so every guest is read in turn, not the same few.
-        let stalest = { (a: QEMUMonitor, b: QEMUMonitor) in
-            (self.guests[a.pid]!.lastAsked, a.pid) < (self.guests[b.pid]!.lastAsked, b.pid)
+        // (Each guest looked up once: a sort's comparisons copying guests out of the table
+        // were a visible part of a 500-guest sample.)
+        var answering: [(lastAsked: Int, monitor: QEMUMonitor)] = []
+        var silent: [(lastAsked: Int, monitor: QEMUMonitor)] = []
+        for monitor in inView {
+            guard let guest = guests[monitor.pid] else { continue }
+            if let since = guest.silentSince {
+                if (sampleNumber - since + monitor.pid) % Self.retryEvery == 0 { silent.append((guest.lastAsked, monitor)) }
+            } else {
+                answering.append((guest.lastAsked, monitor))
+            }
         }
-        let ordered = inView.filter { guests[$0.pid]!.silentSince == nil }.sorted(by: stalest) + inView.filter { monitor in
-            guard let since = guests[monitor.pid]!.silentSince else { return false }
-            return (sampleNumber - since + monitor.pid) % Self.retryEvery == 0
-        }.sorted(by: stalest)
+        let stalest = { (a: (lastAsked: Int, monitor: QEMUMonitor), b: (lastAsked: Int, monitor: QEMUMonitor)) in
+            (a.lastAsked, a.monitor.pid) < (b.lastAsked, b.monitor.pid)
+        }
+        let ordered = (answering.sorted(by: stalest) + silent.sorted(by: stalest)).map(\.monitor)
+        let orderedGuests = ordered.map { guests[$0.pid]! }
         let kinds = ordered.map { book.kinds(of: $0.pid) }
         let needsSchema = kinds.map(\.isEmpty)
         // A guest's vCPUs with its schema, then when one may have come or been replaced.
-        let needsVCPUs = zip(ordered, needsSchema).map { monitor, needsSchema in
-            let guest = guests[monitor.pid]!
-            return needsSchema || guest.vcpuUnknown || guest.vcpusAsked.map { sampleNumber - $0 >= Self.vcpusRecheck } ?? true
+        let needsVCPUs = zip(orderedGuests, needsSchema).map { guest, needsSchema in
+            needsSchema || guest.vcpuUnknown || guest.vcpusAsked.map { sampleNumber - $0 >= Self.vcpusRecheck } ?? true
         }
         let questions = zip(kinds, needsVCPUs).map { kinds, vcpus in
             kinds.isEmpty ? Self.questions(schema: true, vcpus: true)
                 : askHistograms ? Self.questions(schema: false, vcpus: vcpus)
                 : questionsWithoutHistograms(kinds, vcpus: vcpus) ?? Self.questions(schema: false, vcpus: vcpus)
         }
-        let expected = ordered.map { guests[$0.pid]!.expected }
+        let expected = orderedGuests.map(\.expected)
         // A reserved monitor over the connection kept, or anew; the guest's other monitor
         // while another client holds it (the reserved one tried again every `retryEvery`).
-        let askings = ordered.map { monitor in
-            let heldSince = guests[monitor.pid]!.reservedHeldSince
+        let askings = zip(ordered, orderedGuests).map { monitor, guest in
+            let heldSince = guest.reservedHeldSince
             if let shared = monitor.sharedPath, let heldSince, sampleNumber - heldSince < Self.retryEvery {
                 return Asking(monitor: monitor, path: shared, kept: nil, fallback: nil)
             }
@@ -337,7 +346,8 @@ public final class QMPSource: StatSource {
 
     /// Takes a guest's answer; false when it gave none.
     private func take(_ answer: Answer, for monitor: QEMUMonitor) -> Bool {
-        guard var guest = guests[monitor.pid] else { return false }
+        // Taken out of the table meanwhile (not copied: its arrays are changed in place).
+        guard var guest = guests.removeValue(forKey: monitor.pid) else { return false }
         defer { guests[monitor.pid] = guest }
         if let failure = answer.failure {
             // A guest that quit between discovery and query is gone, not silent: it departs

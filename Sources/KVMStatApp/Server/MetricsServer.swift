@@ -255,6 +255,18 @@ final class MetricsServer: @unchecked Sendable {
                 return Self.answer(406, "Not Acceptable", "metrics are served as \(served)\n", body: bodyWanted)
             }
             let rendering = Rendering(format: format.name, gzip: gzip)
+            if !bodyWanted {
+                // A HEAD (a health check) is no scrape: it neither has a rendering made now
+                // nor keeps one made every sample. Its length is said when the bytes are made
+                // (HEAD may leave it out: RFC 9110 §9.3.2).
+                guard let published = latest.withLock({ $0 }) else {
+                    return Self.answer(503, "Service Unavailable", "no sample yet\n", body: false)
+                }
+                let made = published.made[rendering]
+                return Self.answer(200, "OK", bytes: made?.bytes ?? [], contentType: mediaType.contentType,
+                                   extra: "Vary: Accept-Encoding\r\n" + ((made?.gzipped ?? gzip) ? "Content-Encoding: gzip\r\n" : ""),
+                                   body: false, length: made != nil)
+            }
             guard let (bytes, gzipped) = bytes(rendering) else {
                 return Self.answer(503, "Service Unavailable", "no sample yet\n", body: bodyWanted)
             }
@@ -323,10 +335,11 @@ final class MetricsServer: @unchecked Sendable {
         answer(status, reason, bytes: Array(body.utf8), contentType: contentType, extra: extra, body: bodyWanted)
     }
 
+    /// `length`: whether the head says the body's length (a HEAD's may not know it).
     static func answer(_ status: Int, _ reason: String, bytes: [UInt8], contentType: String, extra: String = "",
-                       body bodyWanted: Bool = true) -> Answer {
+                       body bodyWanted: Bool = true, length: Bool = true) -> Answer {
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\n"
-            + "Content-Length: \(bytes.count)\r\nConnection: close\r\n" + extra + "\r\n"
+            + (length ? "Content-Length: \(bytes.count)\r\n" : "") + "Connection: close\r\n" + extra + "\r\n"
         return Answer(status: status, head: Array(head.utf8), body: bodyWanted ? bytes : [])
     }
 }
