@@ -90,14 +90,19 @@ struct LibvirtSourceTests {
         try domain.waitUntilHalted()
         let log = try BackgroundKvmstat(["--source", "libvirt", "-l", "-i", "-s", "0.2", "--format", "jsonl",
                                          "-p", "\(domain.pid)", "-f", "^exits"])
-        usleep(800_000)
+        // Counted in records, not seconds: a loaded machine cannot make the plug miss them.
+        try #require(log.waitForLines(4), "kvmstat wrote no 4 records")
+        let before = log.linesSoFar
         try domain.setVCPUs(2)
-        usleep(1_000_000)
+        log.waitForLines(before + 5)
         log.signal(SIGINT)
         let result = log.finish()
         #expect(result.status == 0, "\(result.stderr)")
         let lines = jsonRecords(result.stdout).compactMap { $0["events"] as? [String: [String: Any]] }
         #expect(lines.first.map { $0["exits(vcpu1)"] == nil } == true, "\(result.stdout)")
+        // Its row from the sample after the plug (a second allowed for one that lands mid-sample).
+        let first = try #require(lines.firstIndex { $0["exits(vcpu1)"] != nil }, "\(result.stdout)")
+        #expect(first < before + 2, "row came \(first - before + 1) records after the plug")
         let last = try #require(lines.last)
         #expect(last["exits(vcpu1)"] != nil, "\(last)")
         #expect((last["exits(vcpu0)"]?["total"] as? Int ?? 0) >= 700, "\(last)")
