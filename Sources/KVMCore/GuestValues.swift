@@ -61,6 +61,11 @@ public struct GuestValues: Sendable {
         let word = column >> 6, bit = UInt64(1) << UInt64(column & 63)
         if column >= cells[row].count {
             guard value != nil else { return }
+            // A row is made as wide as the table at once (rows after the first have every
+            // column theirs: one allocation of the size needed, not ten grown by doubling).
+            if cells[row].capacity <= column {
+                cells[row].reserveCapacity(Swift.max(columns.count, cells[row].capacity * 2))
+            }
             cells[row].append(contentsOf: repeatElement(0, count: column + 1 - cells[row].count))
             if word >= present[row].count {
                 present[row].append(contentsOf: repeatElement(0, count: word + 1 - present[row].count))

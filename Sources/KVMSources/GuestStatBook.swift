@@ -74,6 +74,7 @@ public struct GuestStatBook: Sendable {
         var reading = Reading(families: families, values: totals(byGuest: request.byGuest, pid: pid))
         if request.perGuest { reading.guestValues = guestEvents(pid: pid, origin: origin) }
         var names: [Int: String] = [:]
+        names.reserveCapacity(pid == 0 ? guests.count : 1)
         for (guestPid, guest) in guests where pid == 0 || guestPid == pid { names[guestPid] = guest.name }
         reading.guestNames = names
         return reading
@@ -222,6 +223,7 @@ public struct GuestStatBook: Sendable {
     /// of the vCPUs'), per vCPU as children, or per guest (counters only).
     private func totals(byGuest: Bool, pid: Int) -> [EventID: UInt64] {
         var results: [EventID: UInt64] = [:]
+        results.reserveCapacity(byGuest ? guests.count : wanted.count)
         if byGuest {
             let timeOnly = wanted.allSatisfy { $0.hasSuffix("_ns") || FieldName.tracepointParent(of: $0) != nil }
             for guestPid in guests.keys where pid == 0 || guestPid == pid { results[.guestTotal(guestPid)] = 0 }

@@ -96,7 +96,8 @@ enum QEMUMonitors {
     static func all(proc: String, known: inout [Int: Known], sample: Int) -> [QEMUMonitor]? {
         guard let pids = try? FileSystem.numericEntries(proc) else { return nil }
         let live = Set(pids)
-        known = known.filter { live.contains($0.key) }
+        // Made anew only when a process went (not every sample: a big host's is hundreds).
+        if known.keys.contains(where: { !live.contains($0) }) { known = known.filter { live.contains($0.key) } }
         var monitors: [QEMUMonitor] = []
         for pid in pids {
             if let cached = known[pid], cached.monitor != nil || sample - cached.sample < recheck {
