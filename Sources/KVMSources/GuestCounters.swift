@@ -35,6 +35,8 @@ struct GuestCounters: Sendable {
     private(set) var counted: [UInt64] = []
     /// Whether the slot has a reading since its baseline (a reset forgets the others').
     private(set) var read: [Bool] = []
+    /// The slot of the value at each position; empty while every value's slot is its
+    /// position (QEMU's answers, which have no gaps: 4 bytes a value saved on a big host).
     private var positions: [Int32] = []
 
     enum Kind: UInt8, Sendable {
@@ -79,7 +81,7 @@ struct GuestCounters: Sendable {
     mutating func record(_ readings: [NumberedReading], numbering: inout StatisticNumbering,
                          newSlot: (Int32) -> Void) -> [Int32] {
         learnKinds(numbering)
-        if positions.count < readings.count {
+        if !positions.isEmpty, positions.count < readings.count {
             positions.append(contentsOf: repeatElement(-1, count: readings.count - positions.count))
         }
         var slotOfField: [Int32: Int32]?
@@ -97,11 +99,11 @@ struct GuestCounters: Sendable {
             guard Int(reading.statistic) < kindByStatistic.count,
                   kindByStatistic[Int(reading.statistic)] == .counter || kindByStatistic[Int(reading.statistic)] == .level
             else {
-                positions[position] = -1
+                place(-1, at: position, readings.count)
                 continue
             }
             guard let field = numbering.field(reading.statistic, vcpu: reading.vcpu) else {
-                positions[position] = -1
+                place(-1, at: position, readings.count)
                 continue
             }
             if slotOfField == nil {
@@ -119,10 +121,20 @@ struct GuestCounters: Sendable {
                 slotOfField![field] = slot
                 newSlot(field)
             }
-            positions[position] = slot
+            place(slot, at: position, readings.count)
             count(reading, Int(slot), &wentBack)
         }
         return wentBack
+    }
+
+    /// Notes `slot` as the slot of the value at `position` (of `count`); the positions are
+    /// written out once a slot is not its position.
+    private mutating func place(_ slot: Int32, at position: Int, _ count: Int) {
+        if positions.isEmpty {
+            guard Int(slot) != position else { return }
+            positions = (0..<Int32(Swift.max(count, slotField.count))).map { $0 }
+        }
+        positions[position] = slot
     }
 
     /// Counts the readings from `start` on whose slot is the one their position had, up to
@@ -141,8 +153,8 @@ struct GuestCounters: Sendable {
                                         read.withUnsafeMutableBufferPointer { read in
                                             while position < readings.count {
                                                 let reading = readings[position]
-                                                let slot = Int(positions[position])
-                                                guard slot >= 0 else { return }
+                                                let slot = positions.isEmpty ? position : Int(positions[position])
+                                                guard slot >= 0, slot < slotField.count else { return }
                                                 let field = Int(slotField[slot])
                                                 guard fieldStatistic[field] == reading.statistic, fieldVCPU[field] == reading.vcpu
                                                 else { return }

@@ -73,4 +73,51 @@ struct GuestStatBookTests {
         let totals = Self.totals(&book)
         #expect(totals["exits"] == 1 && totals.keys.filter { $0.hasPrefix("exits(") } == ["exits(vcpu3)"])
     }
+
+    /// Whatever a reader's answers do (the same order, shuffled, shorter or longer, a value
+    /// twice, kinds not kept, counters reset or at 2^64), each field counts as the rule says,
+    /// checked against a plain model of it over many random answers.
+    @Test func randomAnswersCountAsTheRuleSays() {
+        var book = GuestStatBook()
+        book.admit(10, name: "a", countsFromZero: true)
+        book.setKinds(["exits": .counter, "pages": .level], of: 10)
+        let exits = book.statisticNumber("exits")!, pages = book.statisticNumber("pages")!, odd = book.statisticNumber("odd")!
+        // (statistic, vCPU): exits of 4 vCPUs, pages (the VM's), odd (no kind: not counted).
+        let all: [(Int32, Int32)] = (0..<4).map { (exits, Int32($0)) } + [(pages, -1), (odd, -1)]
+        var last: [Int: UInt64] = [:], counted: [Int: UInt64] = [:]
+        var order = Array(all.indices)
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<400 {
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0: order.shuffle(using: &random)
+            case 1: order = Array(order.prefix(Int.random(in: 1...order.count, using: &random)))
+            case 2: order = Array(all.indices).shuffled(using: &random)
+            case 3: order.append(order.randomElement(using: &random)!)
+            default: break
+            }
+            var readings: [NumberedReading] = []
+            for index in order {
+                let previous = last[index] ?? UInt64.random(in: 0...3, using: &random)
+                let value: UInt64 = switch Int.random(in: 0..<12, using: &random) {
+                case 0: UInt64.random(in: 0...3, using: &random)
+                case 1: UInt64.max - UInt64.random(in: 0...2, using: &random)
+                default: previous &+ UInt64.random(in: 0...9, using: &random)
+                }
+                readings.append(NumberedReading(statistic: all[index].0, vcpu: all[index].1, value: value))
+                // The model: a counter's first reading counts whole (a guest started later), a
+                // reading below the last was a reset and counted the new value; levels as they are.
+                if all[index].0 == exits {
+                    counted[index, default: 0] &+= last[index].map { value >= $0 ? value - $0 : value } ?? value
+                }
+                last[index] = value
+            }
+            _ = book.record(numbered: readings, of: 10)
+            let totals = Self.totals(&book)
+            for vcpu in 0..<4 {
+                #expect(totals["exits(vcpu\(vcpu))"] == counted[vcpu], "round \(round), vCPU \(vcpu)")
+            }
+            if let pagesValue = last[4] { #expect(totals["pages"] == pagesValue, "round \(round)") }
+            #expect(totals["odd"] == nil)
+        }
+    }
 }

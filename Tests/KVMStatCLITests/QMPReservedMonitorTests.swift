@@ -64,7 +64,10 @@ struct QMPReservedMonitorTests {
         try guest.waitUntilHalted()
         let log = try BackgroundKvmstat(["--source", "qmp", "-l", "-i", "-s", "0.1", "-p", "\(guest.pid)",
                                          "--format", "jsonl", "-f", "exits$"])
-        usleep(600_000)
+        // Stopped once kvmstat holds its connection (records out), not after a fixed time: on
+        // a loaded machine the stop could come while kvmstat first connects, which is a
+        // monitor that greets nobody, not a kept connection that stalls.
+        try #require(log.waitForLines(3), "kvmstat wrote no 3 records")
         kill(guest.pid, SIGSTOP)
         usleep(1_000_000)
         kill(guest.pid, SIGCONT)

@@ -42,7 +42,7 @@ struct HistogramBook {
     mutating func setShapes(_ guestShapes: [String: Histogram], of pid: Int) {
         shapes[pid] = guestShapes
         // Which statistics have a shape is decided anew.
-        latest[pid]?.forgetPositions()
+        latest[pid]?.shapesChecked = false
     }
 
     /// KVM's histograms have 32 or 64 buckets; a monitor sending more is not believed.
@@ -59,7 +59,8 @@ struct HistogramBook {
     /// A guest's histograms from one answer, kept in place: the same guest's histogram every
     /// sample is no new array. The answer's histograms come in the same order every sample, so
     /// the slot at each position is checked, not looked up, and whether a statistic has a
-    /// shape is looked up when its position is new, not every sample.
+    /// shape is looked up when its slot is made (and when the guest's shapes change), not
+    /// every sample.
     mutating func record(_ readings: [Reading], buckets: [UInt64], numbering: StatisticNumbering, of pid: Int) {
         guard !readings.isEmpty, let guestShapes = shapes[pid] else { return }
         var guest = latest.removeValue(forKey: pid) ?? GuestHistograms()
@@ -71,43 +72,35 @@ struct HistogramBook {
             for (position, reading) in readings.enumerated() where reading.buckets.count <= Self.maxBuckets {
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
                 var slot = guest.slot(at: position, field: reading.field)
-                if slot == nil {
-                    // New at this position: its shape looked up, its slot found or made.
-                    guard let shape = guestShapes[numbering.names[Int(reading.statistic)]] else {
-                        guest.note(position: position, field: reading.field, slot: GuestHistograms.unshaped)
-                        continue
+                if slot == nil || !guest.shapesChecked {
+                    // New at this position, or the shapes changed: its shape looked up, its
+                    // slot found or made (a statistic with no shape has one too, with no
+                    // buckets kept, so that the ones after it stay where they are).
+                    let shape = guestShapes[numbering.names[Int(reading.statistic)]]
+                    if let shape {
+                        let sum = Int(reading.field)
+                        if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
+                        if sums[sum] == nil { sums[sum] = shape.emptied }
                     }
-                    let sum = Int(reading.field)
-                    if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
-                    if sums[sum] == nil { sums[sum] = shape.emptied }
-                    let found = guest.slot(of: reading.field)
-                    if found == nil, known.insert(reading.field).inserted { names = nil }
+                    let found = slot ?? guest.slot(of: reading.field)
+                    if shape != nil, known.insert(reading.field).inserted { names = nil }
                     slot = found ?? guest.add(reading.field)
-                    guest.note(position: position, field: reading.field, slot: slot!)
+                    guest.setShaped(slot!, shape != nil)
                 }
-                guard let slot, slot != GuestHistograms.unshaped else { continue }
+                guard let slot, guest.isShaped(slot) else { continue }
                 let sum = Int(reading.field)
                 // A sum shorter than a guest's (shapes that differ) is made long enough.
                 if sums[sum]!.buckets.count < counts.count {
                     sums[sum]!.add(Array(repeating: 0, count: counts.count))
                 }
-                if guest.counts[slot].count == counts.count {
-                    // Changed where they are (no copy of an array, no hashing).
-                    guest.counts[slot].withUnsafeMutableBufferPointer { kept in
-                        sums[sum]!.buckets.withUnsafeMutableBufferPointer { total in
-                            for bucket in kept.indices {
-                                total[bucket] = total[bucket] &- kept[bucket] &+ counts[bucket]
-                                kept[bucket] = counts[bucket]
-                            }
-                        }
-                    }
-                } else {
-                    sums[sum]!.subtract(guest.counts[slot])
-                    guest.counts[slot] = Array(counts)
-                    sums[sum]!.add(guest.counts[slot])
+                if !guest.replaceInPlace(slot, with: counts, sum: &sums[sum]!.buckets) {
+                    sums[sum]!.subtract(guest.buckets(slot))
+                    guest.replace(slot, with: counts)
+                    sums[sum]!.add(guest.buckets(slot))
                 }
             }
         }
+        guest.shapesChecked = true
     }
 
     /// A guest that went away: its last buckets stay in the sums.
@@ -144,7 +137,8 @@ struct HistogramBook {
         if pid == 0 {
             for (field, sum) in sums.enumerated() { if let sum { byField[Int32(field)] = sum } }
         } else if let histograms = latest[pid], let guestShapes = shapes[pid] {
-            for (field, buckets) in zip(histograms.fields, histograms.counts) {
+            for slot in histograms.fields.indices where histograms.isShaped(slot) {
+                let field = histograms.fields[slot], buckets = histograms.buckets(slot)
                 let key = numbering.keys[Int(field)]
                 guard let shape = guestShapes[key.parent ?? key.name] else { continue }
                 byField[field, default: shape.emptied].add(buckets)
@@ -161,54 +155,96 @@ struct HistogramBook {
     }
 }
 
-/// One guest's latest buckets in a `HistogramBook`: per slot (a histogram field it reported),
-/// the field and its buckets; and per position in its answers, the field found there and its
-/// slot (`unshaped`: a statistic its schema has no shape for, not kept).
+/// One guest's latest buckets in a `HistogramBook`, all in one flat array: per slot (a
+/// histogram field it reported, numbered as its answers give them: the slot of the one at
+/// position *i* is *i* while they come in the same order), the field and where its buckets
+/// are. No array and no map per histogram: 24 a guest of 8 vCPUs, 500 guests.
 private struct GuestHistograms {
     private(set) var fields: [Int32] = []
-    var counts: [[UInt64]] = []
-    private var positionField: [Int32] = []
-    private var positionSlot: [Int] = []
+    /// Per slot: where its buckets start in `store`, and how many (-1: its statistic has no
+    /// shape, nothing kept).
+    private var starts: [Int32] = []
+    private var lengths: [Int32] = []
+    private var store: [UInt64] = []
+    /// Buckets in `store` no slot uses any more (histograms whose length changed).
+    private var unused = 0
     /// A slot map, made only when a field is looked up by number (a position that changed),
-    /// and let go after the answer (`settle`): kept, it was a kilobyte and more a guest.
+    /// and let go after the answer (`settle`).
     private var slotOfField: [Int32: Int]?
+    /// Whether each slot's shape was looked up since the guest's shapes last changed.
+    var shapesChecked = true
 
-    static let unshaped = -1
-
-    /// The slot noted at `position`, when it is `field`'s (else nil: look it up).
+    /// The slot at `position`, when it is `field`'s (else nil: look it up).
     func slot(at position: Int, field: Int32) -> Int? {
-        position < positionField.count && positionField[position] == field ? positionSlot[position] : nil
-    }
-
-    mutating func note(position: Int, field: Int32, slot: Int) {
-        if positionField.count <= position {
-            positionField.append(contentsOf: repeatElement(-1, count: position + 1 - positionField.count))
-            positionSlot.append(contentsOf: repeatElement(Self.unshaped, count: position + 1 - positionSlot.count))
-        }
-        positionField[position] = field
-        positionSlot[position] = slot
+        position < fields.count && fields[position] == field ? position : nil
     }
 
     mutating func slot(of field: Int32) -> Int? {
-        if slotOfField == nil { slotOfField = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) }) }
+        if slotOfField == nil {
+            slotOfField = Dictionary(fields.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
         return slotOfField![field]
     }
 
-    /// A new slot for `field`, its buckets empty (filled by the caller).
+    /// A new slot for `field`, its buckets none yet.
     mutating func add(_ field: Int32) -> Int {
         fields.append(field)
-        counts.append([])
+        starts.append(Int32(store.count))
+        lengths.append(0)
         slotOfField?[field] = fields.count - 1
         return fields.count - 1
     }
 
-    mutating func settle() { slotOfField = nil }
+    func isShaped(_ slot: Int) -> Bool { lengths[slot] >= 0 }
 
-    /// Positions are looked at anew (the guest's shapes changed).
-    mutating func forgetPositions() {
-        positionField.removeAll()
-        positionSlot.removeAll()
+    mutating func setShaped(_ slot: Int, _ shaped: Bool) {
+        guard shaped != isShaped(slot) else { return }
+        if !shaped { unused += Int(lengths[slot]) }
+        lengths[slot] = shaped ? 0 : -1
     }
+
+    func buckets(_ slot: Int) -> [UInt64] {
+        Array(store[Int(starts[slot])..<Int(starts[slot]) + Swift.max(0, Int(lengths[slot]))])
+    }
+
+    /// Replaces a slot's buckets by `counts` where they are, changing `sum` by what changed;
+    /// false when their length differs (nothing done).
+    mutating func replaceInPlace(_ slot: Int, with counts: UnsafeBufferPointer<UInt64>, sum: inout [UInt64]) -> Bool {
+        guard Int(lengths[slot]) == counts.count else { return false }
+        let start = Int(starts[slot])
+        store.withUnsafeMutableBufferPointer { store in
+            sum.withUnsafeMutableBufferPointer { total in
+                for bucket in 0..<counts.count {
+                    total[bucket] = total[bucket] &- store[start + bucket] &+ counts[bucket]
+                    store[start + bucket] = counts[bucket]
+                }
+            }
+        }
+        return true
+    }
+
+    /// Gives a slot `counts` of another length: at the end of the store, which is made
+    /// compact again once most of it is unused (a monitor changing lengths every answer
+    /// cannot grow it).
+    mutating func replace(_ slot: Int, with counts: UnsafeBufferPointer<UInt64>) {
+        unused += Swift.max(0, Int(lengths[slot]))
+        starts[slot] = Int32(store.count)
+        lengths[slot] = Int32(counts.count)
+        store.append(contentsOf: counts)
+        if unused > store.count / 2 {
+            var compact: [UInt64] = []
+            compact.reserveCapacity(store.count - unused)
+            for other in fields.indices {
+                let kept = buckets(other)
+                starts[other] = Int32(compact.count)
+                compact.append(contentsOf: kept)
+            }
+            store = compact
+            unused = 0
+        }
+    }
+
+    mutating func settle() { slotOfField = nil }
 }
 
 private extension Histogram {
