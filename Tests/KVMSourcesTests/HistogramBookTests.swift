@@ -132,6 +132,44 @@ struct HistogramPositionTests {
     }
 }
 
+/// A guest's shapes that change (its schema asked again) apply to every histogram it has,
+/// whether or not the next answer has it; one that loses its shape and gets it back counts
+/// its buckets once.
+struct HistogramShapeChangeTests {
+    @Test func shapesLostAndGivenBackCountOnce() {
+        var book = HistogramBook()
+        var numbering = StatisticNumbering()
+        let shape = Histogram(scale: .log2, unit: "seconds", base: 10, exponent: -9)
+        let h = numbering.numbering("h")!, g = numbering.numbering("g")!
+        let hField = numbering.field(h, vcpu: 0)!, gField = numbering.field(g, vcpu: 0)!
+        func answer(_ items: [(Int32, Int32, [UInt64])]) {
+            var buckets: [UInt64] = []
+            var readings: [HistogramBook.Reading] = []
+            for (field, statistic, counts) in items {
+                readings.append(.init(field: field, statistic: statistic, buckets: buckets.count..<buckets.count + counts.count))
+                buckets += counts
+            }
+            book.record(readings, buckets: buckets, numbering: numbering, of: 1)
+        }
+        func sum(_ name: String) -> [UInt64]? { book.totals(wanted: [name], pid: 0, numbering: numbering)[EventID(name)]?.buckets }
+        book.setShapes(["h": shape], of: 1)
+        answer([(hField, h, [5, 5]), (gField, g, [1, 1])])
+        #expect(sum("h") == [5, 5] && sum("g") == nil)
+        // Its shape gone: its last buckets stay in the sum, new ones change nothing.
+        book.setShapes([:], of: 1)
+        answer([(hField, h, [7, 7]), (gField, g, [2, 2])])
+        #expect(sum("h") == [5, 5])
+        // Given back: the sum is its buckets once, not added on top of the last.
+        book.setShapes(["h": shape, "g": shape], of: 1)
+        // An answer without g (a vCPU gone a moment): g's shape is taken all the same.
+        answer([(hField, h, [6, 6])])
+        #expect(sum("h") == [6, 6])
+        answer([(hField, h, [6, 7]), (gField, g, [3, 3])])
+        #expect(sum("h") == [6, 7] && sum("g") == [3, 3])
+        #expect(book.names(numbering).contains("g(vcpu0)"))
+    }
+}
+
 /// What a monitor's schema may say of a histogram is bounded: QEMU's own units only.
 struct HistogramBoundsTests {
     @Test func unitsBeyondKVMsAreNotHistograms() {

@@ -68,24 +68,32 @@ struct HistogramBook {
             guest.settle()
             latest[pid] = guest
         }
+        if !guest.shapesChecked {
+            // The guest's shapes changed: every slot's looked up again (not only those of
+            // this answer: one missing from it would keep the old decision for good).
+            for slot in guest.fields.indices {
+                let field = guest.fields[slot]
+                let shape = guestShapes[numbering.names[Int(numbering.fieldStatistic[Int(field)])]]
+                if let shape { makeSum(field, shape) }
+                guest.setShaped(slot, shape != nil)
+            }
+            guest.shapesChecked = true
+        }
         buckets.withUnsafeBufferPointer { buckets in
             for (position, reading) in readings.enumerated() where reading.buckets.count <= Self.maxBuckets {
                 let counts = UnsafeBufferPointer(rebasing: buckets[reading.buckets])
                 var slot = guest.slot(at: position, field: reading.field)
-                if slot == nil || !guest.shapesChecked {
-                    // New at this position, or the shapes changed: its shape looked up, its
-                    // slot found or made (a statistic with no shape has one too, with no
-                    // buckets kept, so that the ones after it stay where they are).
-                    let shape = guestShapes[numbering.names[Int(reading.statistic)]]
-                    if let shape {
-                        let sum = Int(reading.field)
-                        if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
-                        if sums[sum] == nil { sums[sum] = shape.emptied }
+                if slot == nil {
+                    // New at this position: its slot found, or made with its shape looked up
+                    // (a statistic with no shape has one too, no sum changed by it, so that
+                    // the ones after it stay where they are).
+                    slot = guest.slot(of: reading.field)
+                    if slot == nil {
+                        let shape = guestShapes[numbering.names[Int(reading.statistic)]]
+                        if let shape { makeSum(reading.field, shape) }
+                        slot = guest.add(reading.field)
+                        guest.setShaped(slot!, shape != nil)
                     }
-                    let found = slot ?? guest.slot(of: reading.field)
-                    if shape != nil, known.insert(reading.field).inserted { names = nil }
-                    slot = found ?? guest.add(reading.field)
-                    guest.setShaped(slot!, shape != nil)
                 }
                 guard let slot, guest.isShaped(slot) else { continue }
                 let sum = Int(reading.field)
@@ -100,7 +108,14 @@ struct HistogramBook {
                 }
             }
         }
-        guest.shapesChecked = true
+    }
+
+    /// The host's sum of `field` (empty at first), and the field known as one shown.
+    private mutating func makeSum(_ field: Int32, _ shape: Histogram) {
+        let sum = Int(field)
+        if sum >= sums.count { sums.append(contentsOf: repeatElement(nil, count: sum + 1 - sums.count)) }
+        if sums[sum] == nil { sums[sum] = shape.emptied }
+        if known.insert(field).inserted { names = nil }
     }
 
     /// A guest that went away: its last buckets stay in the sums.
@@ -161,10 +176,12 @@ struct HistogramBook {
 /// are. No array and no map per histogram: 24 a guest of 8 vCPUs, 500 guests.
 private struct GuestHistograms {
     private(set) var fields: [Int32] = []
-    /// Per slot: where its buckets start in `store`, and how many (-1: its statistic has no
-    /// shape, nothing kept).
+    /// Per slot: where its buckets start in `store`, how many, and whether its statistic has
+    /// a shape (one without changes no sum: its last buckets, in the sums, stay kept, so that
+    /// a shape given back takes up from them).
     private var starts: [Int32] = []
     private var lengths: [Int32] = []
+    private var shaped: [Bool] = []
     private var store: [UInt64] = []
     /// Buckets in `store` no slot uses any more (histograms whose length changed).
     private var unused = 0
@@ -191,20 +208,17 @@ private struct GuestHistograms {
         fields.append(field)
         starts.append(Int32(store.count))
         lengths.append(0)
+        shaped.append(true)
         slotOfField?[field] = fields.count - 1
         return fields.count - 1
     }
 
-    func isShaped(_ slot: Int) -> Bool { lengths[slot] >= 0 }
+    func isShaped(_ slot: Int) -> Bool { shaped[slot] }
 
-    mutating func setShaped(_ slot: Int, _ shaped: Bool) {
-        guard shaped != isShaped(slot) else { return }
-        if !shaped { unused += Int(lengths[slot]) }
-        lengths[slot] = shaped ? 0 : -1
-    }
+    mutating func setShaped(_ slot: Int, _ isShaped: Bool) { shaped[slot] = isShaped }
 
     func buckets(_ slot: Int) -> [UInt64] {
-        Array(store[Int(starts[slot])..<Int(starts[slot]) + Swift.max(0, Int(lengths[slot]))])
+        Array(store[Int(starts[slot])..<Int(starts[slot]) + Int(lengths[slot])])
     }
 
     /// Replaces a slot's buckets by `counts` where they are, changing `sum` by what changed;
@@ -227,7 +241,7 @@ private struct GuestHistograms {
     /// compact again once most of it is unused (a monitor changing lengths every answer
     /// cannot grow it).
     mutating func replace(_ slot: Int, with counts: UnsafeBufferPointer<UInt64>) {
-        unused += Swift.max(0, Int(lengths[slot]))
+        unused += Int(lengths[slot])
         starts[slot] = Int32(store.count)
         lengths[slot] = Int32(counts.count)
         store.append(contentsOf: counts)

@@ -101,7 +101,7 @@ final class MetricsServer: @unchecked Sendable {
             let plain = Rendering(format: rendering.format, gzip: false)
             if rendering.gzip, let made = published.made[plain], !made.gzipped {
                 published.made[rendering] = compress(made.bytes).map { ($0, true) } ?? made
-            } else if let made = make(rendering, of: sample, expectedSize: previous?.made[rendering]?.bytes.count ?? 0) {
+            } else if let made = make(rendering, of: sample, expectedSize: previous?.made[rendering].map { $0.gzipped ? $0.bytes.count : 0 } ?? 0) {
                 published.made[rendering] = made
             }
         }
