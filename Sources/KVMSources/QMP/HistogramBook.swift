@@ -176,14 +176,18 @@ struct HistogramBook {
 /// are. No array and no map per histogram: 24 a guest of 8 vCPUs, 500 guests.
 private struct GuestHistograms {
     private(set) var fields: [Int32] = []
-    /// Per slot: where its buckets start in `store`, how many, and whether its statistic has
-    /// a shape (one without changes no sum: its last buckets, in the sums, stay kept, so that
-    /// a shape given back takes up from them).
+    /// Per slot: where its buckets start in `store`, how many, whether they are wide, and
+    /// whether its statistic has a shape (one without changes no sum: its last buckets, in
+    /// the sums, stay kept, so that a shape given back takes up from them).
     private var starts: [Int32] = []
     private var lengths: [Int32] = []
+    private var wide: [Bool] = []
     private var shaped: [Bool] = []
-    private var store: [UInt64] = []
-    /// Buckets in `store` no slot uses any more (histograms whose length changed).
+    /// The buckets, 32 bits each while a histogram's all fit (KVM's are counts of halts: a
+    /// 500-guest host keeps 385,000 of them, half the memory), two words each (low, high)
+    /// once one does not.
+    private var store: [UInt32] = []
+    /// Words in `store` no slot uses any more (histograms whose length or width changed).
     private var unused = 0
     /// A slot map, made only when a field is looked up by number (a position that changed),
     /// and let go after the answer (`settle`).
@@ -208,6 +212,7 @@ private struct GuestHistograms {
         fields.append(field)
         starts.append(Int32(store.count))
         lengths.append(0)
+        wide.append(false)
         shaped.append(true)
         slotOfField?[field] = fields.count - 1
         return fields.count - 1
@@ -218,40 +223,64 @@ private struct GuestHistograms {
     mutating func setShaped(_ slot: Int, _ isShaped: Bool) { shaped[slot] = isShaped }
 
     func buckets(_ slot: Int) -> [UInt64] {
-        Array(store[Int(starts[slot])..<Int(starts[slot]) + Int(lengths[slot])])
+        let start = Int(starts[slot])
+        return (0..<Int(lengths[slot])).map { bucket in
+            wide[slot] ? UInt64(store[start + 2 * bucket]) | UInt64(store[start + 2 * bucket + 1]) << 32
+                : UInt64(store[start + bucket])
+        }
     }
 
+    private func words(_ slot: Int) -> Int { Int(lengths[slot]) * (wide[slot] ? 2 : 1) }
+
     /// Replaces a slot's buckets by `counts` where they are, changing `sum` by what changed;
-    /// false when their length differs (nothing done).
+    /// false when their length differs, or they no longer fit in 32 bits (nothing done).
     mutating func replaceInPlace(_ slot: Int, with counts: UnsafeBufferPointer<UInt64>, sum: inout [UInt64]) -> Bool {
         guard Int(lengths[slot]) == counts.count else { return false }
         let start = Int(starts[slot])
+        if wide[slot] {
+            store.withUnsafeMutableBufferPointer { store in
+                sum.withUnsafeMutableBufferPointer { total in
+                    for bucket in 0..<counts.count {
+                        let old = UInt64(store[start + 2 * bucket]) | UInt64(store[start + 2 * bucket + 1]) << 32
+                        total[bucket] = total[bucket] &- old &+ counts[bucket]
+                        store[start + 2 * bucket] = UInt32(truncatingIfNeeded: counts[bucket])
+                        store[start + 2 * bucket + 1] = UInt32(truncatingIfNeeded: counts[bucket] >> 32)
+                    }
+                }
+            }
+            return true
+        }
+        guard counts.allSatisfy({ $0 <= UInt32.max }) else { return false }
         store.withUnsafeMutableBufferPointer { store in
             sum.withUnsafeMutableBufferPointer { total in
                 for bucket in 0..<counts.count {
-                    total[bucket] = total[bucket] &- store[start + bucket] &+ counts[bucket]
-                    store[start + bucket] = counts[bucket]
+                    total[bucket] = total[bucket] &- UInt64(store[start + bucket]) &+ counts[bucket]
+                    store[start + bucket] = UInt32(truncatingIfNeeded: counts[bucket])
                 }
             }
         }
         return true
     }
 
-    /// Gives a slot `counts` of another length: at the end of the store, which is made
-    /// compact again once most of it is unused (a monitor changing lengths every answer
+    /// Gives a slot `counts` of another length or width: at the end of the store, which is
+    /// made compact again once most of it is unused (a monitor changing lengths every answer
     /// cannot grow it).
     mutating func replace(_ slot: Int, with counts: UnsafeBufferPointer<UInt64>) {
-        unused += Int(lengths[slot])
+        unused += words(slot)
         starts[slot] = Int32(store.count)
         lengths[slot] = Int32(counts.count)
-        store.append(contentsOf: counts)
+        wide[slot] = !counts.allSatisfy { $0 <= UInt32.max }
+        for count in counts {
+            store.append(UInt32(truncatingIfNeeded: count))
+            if wide[slot] { store.append(UInt32(truncatingIfNeeded: count >> 32)) }
+        }
         if unused > store.count / 2 {
-            var compact: [UInt64] = []
+            var compact: [UInt32] = []
             compact.reserveCapacity(store.count - unused)
             for other in fields.indices {
-                let kept = buckets(other)
+                let start = Int(starts[other])
                 starts[other] = Int32(compact.count)
-                compact.append(contentsOf: kept)
+                compact.append(contentsOf: store[start..<start + words(other)])
             }
             store = compact
             unused = 0
