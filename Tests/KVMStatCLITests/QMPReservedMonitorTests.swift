@@ -102,7 +102,9 @@ struct QMPReservedMonitorTests {
         let log = try BackgroundKvmstat(["--nofile=\(soft):\(hard)", kvmstatBinary, "--source", "qmp", "-l", "-i", "-s", "0.1",
                                          "--by-guest", "--format", "jsonl", "-f", "halt_exits$"],
                                         executable: "/usr/bin/prlimit")
-        usleep(1_000_000)
+        // Looked at once samples are out (the connections kept by then), not after a fixed
+        // second: beside other suites' guests, the first samples can take longer.
+        try #require(log.waitForLines(3), "kvmstat wrote no 3 records")
         let limits = try String(contentsOfFile: "/proc/\(log.pid)/limits", encoding: .utf8)
         let now = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }?
             .split(separator: " ").dropFirst(3).first.flatMap { Int($0) } ?? 0

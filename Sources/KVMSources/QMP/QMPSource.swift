@@ -83,6 +83,10 @@ public final class QMPSource: StatSource {
     /// The statistics' kinds of the last schema read, shared by every guest whose schema is
     /// the same (a host's QEMUs mostly are one version).
     private var sharedKinds: [String: StatKind] = [:]
+    /// Guests of one QEMU and shape answer alike: the statistics' order each answer has, and
+    /// the vCPUs' QOM paths, are kept once for all of them (not a copy each: 2 KB a guest).
+    private var sharedExpected: [Int32] = []
+    private var sharedVCPUs: [String: Int] = [:]
     private var wantedHistograms: Set<String> = []
     /// What each statistic is, from the guests' schemas.
     private var families: [String: MetricFamily] = [:]
@@ -362,7 +366,9 @@ public final class QMPSource: StatSource {
         }
         guest.silentSince = nil
         let statistics = answer.statistics
-        guest.expected = statistics.expectation
+        let expected = statistics.expectation
+        if expected != sharedExpected { sharedExpected = expected }
+        guest.expected = sharedExpected
         if statistics.dropped && guest.trimmed == false {
             guest.trimmed = true
             warnings.append("qmp: guest \(monitor.label) reports "
@@ -381,7 +387,8 @@ public final class QMPSource: StatSource {
             histogramBook.setShapes(schema.histograms, of: monitor.pid)
         }
         if let vcpus = answer.vcpus {
-            guest.vcpus = vcpus
+            if vcpus != sharedVCPUs { sharedVCPUs = vcpus }
+            guest.vcpus = sharedVCPUs
             guest.vcpusAsked = sampleNumber
             guest.vcpuUnknown = false
         }
