@@ -142,74 +142,74 @@ struct GuestCounters: Sendable {
     private mutating func countInPlace(_ readings: [NumberedReading], from start: Int, _ numbering: StatisticNumbering,
                                        _ wentBack: inout [Int32]) -> Int {
         var position = start
-        readings.withUnsafeBufferPointer { readings in
-            positions.withUnsafeBufferPointer { positions in
-                slotField.withUnsafeBufferPointer { slotField in
-                    numbering.fieldStatistic.withUnsafeBufferPointer { fieldStatistic in
-                        numbering.fieldVCPU.withUnsafeBufferPointer { fieldVCPU in
-                            kindByStatistic.withUnsafeBufferPointer { kinds in
-                                last.withUnsafeMutableBufferPointer { last in
-                                    counted.withUnsafeMutableBufferPointer { counted in
-                                        read.withUnsafeMutableBufferPointer { read in
-                                            while position < readings.count {
-                                                let reading = readings[position]
-                                                let slot = positions.isEmpty ? position : Int(positions[position])
-                                                guard slot >= 0, slot < slotField.count else { return }
-                                                let field = Int(slotField[slot])
-                                                guard fieldStatistic[field] == reading.statistic, fieldVCPU[field] == reading.vcpu
-                                                else { return }
-                                                switch kinds[Int(reading.statistic)] {
-                                                case .counter:
-                                                    if !read[slot] {
-                                                        read[slot] = true
-                                                        counted[slot] = countsFromZero ? reading.value : 0
-                                                    } else if reading.value >= last[slot] {
-                                                        counted[slot] &+= reading.value - last[slot]
-                                                    } else {
-                                                        counted[slot] &+= reading.value
-                                                        wentBack.append(slotField[slot])
-                                                    }
-                                                    last[slot] = reading.value
-                                                case .level:
-                                                    read[slot] = true
-                                                    last[slot] = reading.value
-                                                case .unknown, .histogram:
-                                                    break
-                                                }
-                                                position += 1
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+        let positions = positions, slotField = slotField, kinds = kindByStatistic, countsFromZero = countsFromZero
+        withTables { last, counted, read in
+            while position < readings.count {
+                let reading = readings[position]
+                let slot = positions.isEmpty ? position : Int(positions[position])
+                guard slot >= 0, slot < slotField.count else { return }
+                let field = Int(slotField[slot])
+                guard numbering.fieldStatistic[field] == reading.statistic, numbering.fieldVCPU[field] == reading.vcpu
+                else { return }
+                if Self.count(reading.value, kind: kinds[Int(reading.statistic)], at: slot, countsFromZero: countsFromZero,
+                              last: last, counted: counted, read: read) {
+                    wentBack.append(slotField[slot])
                 }
+                position += 1
             }
         }
         return position
     }
 
     /// Counts one reading into its slot.
-    private mutating func count(_ reading: NumberedReading, _ index: Int, _ wentBack: inout [Int32]) {
-        switch kindByStatistic[Int(reading.statistic)] {
-        case .counter:
-            if !read[index] {
-                read[index] = true
-                counted[index] = countsFromZero ? reading.value : 0
-            } else if reading.value >= last[index] {
-                counted[index] &+= reading.value - last[index]
-            } else {
-                counted[index] &+= reading.value
-                wentBack.append(slotField[index])
+    private mutating func count(_ reading: NumberedReading, _ slot: Int, _ wentBack: inout [Int32]) {
+        let kind = kindByStatistic[Int(reading.statistic)], countsFromZero = countsFromZero
+        let wentBackward = withTables { last, counted, read in
+            Self.count(reading.value, kind: kind, at: slot, countsFromZero: countsFromZero, last: last, counted: counted, read: read)
+        }
+        if wentBackward { wentBack.append(slotField[slot]) }
+    }
+
+    /// The tables a reading changes, as buffers (changed in place, hundreds a guest every
+    /// sample, with no uniqueness check for each).
+    private mutating func withTables<Result>(
+        _ body: (UnsafeMutableBufferPointer<UInt64>, UnsafeMutableBufferPointer<UInt64>, UnsafeMutableBufferPointer<Bool>) -> Result
+    ) -> Result {
+        last.withUnsafeMutableBufferPointer { last in
+            counted.withUnsafeMutableBufferPointer { counted in
+                read.withUnsafeMutableBufferPointer { read in body(last, counted, read) }
             }
-            last[index] = reading.value
+        }
+    }
+
+    /// The counting rule for one value in its slot (`CounterBook`'s): a counter's first
+    /// reading counts whole only for a guest that counts from zero, one below the last was
+    /// reset and counted the new value (true is returned: it went backwards); a level is
+    /// kept as it is.
+    @inline(__always)
+    private static func count(_ value: UInt64, kind: Kind, at slot: Int, countsFromZero: Bool,
+                              last: UnsafeMutableBufferPointer<UInt64>, counted: UnsafeMutableBufferPointer<UInt64>,
+                              read: UnsafeMutableBufferPointer<Bool>) -> Bool {
+        var wentBackward = false
+        switch kind {
+        case .counter:
+            if !read[slot] {
+                read[slot] = true
+                counted[slot] = countsFromZero ? value : 0
+            } else if value >= last[slot] {
+                counted[slot] &+= value - last[slot]
+            } else {
+                counted[slot] &+= value
+                wentBackward = true
+            }
+            last[slot] = value
         case .level:
-            read[index] = true
-            last[index] = reading.value
+            read[slot] = true
+            last[slot] = value
         case .unknown, .histogram:
             break
         }
+        return wentBackward
     }
 
     /// New baselines: nothing counted so far counts any more, nothing counts from zero; the

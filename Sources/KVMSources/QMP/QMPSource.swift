@@ -254,21 +254,22 @@ public final class QMPSource: StatSource {
         // starts with those left out, so every guest is read in turn, not the same few.
         // (Each guest looked up once: a sort's comparisons copying guests out of the table
         // were a visible part of a 500-guest sample.)
-        var answering: [(lastAsked: Int, monitor: QEMUMonitor)] = []
-        var silent: [(lastAsked: Int, monitor: QEMUMonitor)] = []
+        var answering: [(monitor: QEMUMonitor, guest: Guest)] = []
+        var silent: [(monitor: QEMUMonitor, guest: Guest)] = []
         for monitor in inView {
             guard let guest = guests[monitor.pid] else { continue }
             if let since = guest.silentSince {
-                if (sampleNumber - since + monitor.pid) % Self.retryEvery == 0 { silent.append((guest.lastAsked, monitor)) }
+                if (sampleNumber - since + monitor.pid) % Self.retryEvery == 0 { silent.append((monitor, guest)) }
             } else {
-                answering.append((guest.lastAsked, monitor))
+                answering.append((monitor, guest))
             }
         }
-        let stalest = { (a: (lastAsked: Int, monitor: QEMUMonitor), b: (lastAsked: Int, monitor: QEMUMonitor)) in
-            (a.lastAsked, a.monitor.pid) < (b.lastAsked, b.monitor.pid)
+        let stalest = { (a: (monitor: QEMUMonitor, guest: Guest), b: (monitor: QEMUMonitor, guest: Guest)) in
+            (a.guest.lastAsked, a.monitor.pid) < (b.guest.lastAsked, b.monitor.pid)
         }
-        let ordered = (answering.sorted(by: stalest) + silent.sorted(by: stalest)).map(\.monitor)
-        let orderedGuests = ordered.map { guests[$0.pid]! }
+        let sorted = answering.sorted(by: stalest) + silent.sorted(by: stalest)
+        let ordered = sorted.map(\.monitor)
+        let orderedGuests = sorted.map(\.guest)
         let kinds = ordered.map { book.kinds(of: $0.pid) }
         let needsSchema = kinds.map(\.isEmpty)
         // A guest's vCPUs with its schema, then when one may have come or been replaced.

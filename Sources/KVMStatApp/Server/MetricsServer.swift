@@ -101,7 +101,7 @@ final class MetricsServer: @unchecked Sendable {
             let plain = Rendering(format: rendering.format, gzip: false)
             if rendering.gzip, let made = published.made[plain], !made.gzipped {
                 published.made[rendering] = compress(made.bytes).map { ($0, true) } ?? made
-            } else if let made = make(rendering, of: sample, expectedSize: previous?.made[rendering].map { $0.gzipped ? $0.bytes.count : 0 } ?? 0) {
+            } else if let made = make(rendering, of: sample, expectedSize: lastGzipSize(previous?.made[rendering])) {
                 published.made[rendering] = made
             }
         }
@@ -110,6 +110,11 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The bytes of `sample` in `rendering`, and whether they are gzipped (not when zlib
     /// failed); nil for a format not registered.
+    /// How long the last gzip of a rendering was (0: none, or it went plain).
+    private func lastGzipSize(_ made: (bytes: [UInt8], gzipped: Bool)?) -> Int {
+        made.map { $0.gzipped ? $0.bytes.count : 0 } ?? 0
+    }
+
     /// `expectedSize`: the last sample's length in `rendering`, when there was one.
     private func make(_ rendering: Rendering, of sample: Sample, expectedSize: Int = 0) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
