@@ -86,7 +86,9 @@ extension QMPSource {
                 if session.pause() { answer.kept = session }
             }
         } catch {
-            answer.failure = error.ungreeted && answer.path == asking.monitor.socketPath && asking.monitor.reserved
+            // Not greeted just after hanging up kvmstat's own connection: the monitor has not
+            // answered (it may not have seen the hang-up yet), no other client is to blame.
+            answer.failure = error.ungreeted && !replacing && answer.path == asking.monitor.socketPath && asking.monitor.reserved
                 ? "no answer: its monitor for kvmstat serves another client (another kvmstat?)" : error.description
         }
         return answer
