@@ -49,6 +49,14 @@ void ckvm_trim_memory(void) {
     malloc_trim(0);
 }
 
+void ckvm_keep_freed_memory(int bytes) {
+    mallopt(M_TRIM_THRESHOLD, bytes);
+    /* Buffers up to that size come from the heap too, not a mapping of their own that is
+     * unmapped when freed (the C library refuses more than 32 MiB). */
+    int mapped = bytes < (32 << 20) ? bytes : (32 << 20);
+    if (mapped > 256 * 1024) mallopt(M_MMAP_THRESHOLD, mapped);
+}
+
 int ckvm_signal_is_ignored(int sig) {
     struct sigaction old;
     if (sigaction(sig, 0, &old) != 0) return 0;

@@ -85,7 +85,7 @@ public enum LibvirtDaemon {
 
 /// A transient libvirt domain (`virsh create`) running the same firmware as `QEMUGuest`:
 /// `outs` port writes, then `cli; hlt`. Destroyed when released.
-public final class LibvirtDomain {
+public final class LibvirtDomain: Sendable {
     public let name: String
     public let outs: Int
     private let directory: String

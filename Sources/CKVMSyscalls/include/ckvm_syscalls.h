@@ -42,6 +42,11 @@ void ckvm_limit_malloc_arenas(int arenas);
 /* Gives freed heap memory back to the system (malloc_trim). */
 void ckvm_trim_memory(void);
 
+/* Keeps up to `bytes` of freed memory at the heap's top instead of giving it back when
+ * memory is freed (M_TRIM_THRESHOLD), and takes buffers up to that size from the heap
+ * (M_MMAP_THRESHOLD, at most 32 MiB). */
+void ckvm_keep_freed_memory(int bytes);
+
 /* Whether `sig`'s disposition is SIG_IGN (as inherited from nohup or a script's background
    job): 1 if so, 0 otherwise. */
 int ckvm_signal_is_ignored(int sig);

@@ -66,6 +66,18 @@ public final class LibvirtSource: StatSource {
         var fieldBytes: [UInt8]
         var fieldEnds: [Int32]
         var numbered: [(statistic: Int32, vcpu: Int32)]
+
+        /// Whether `domain`'s field names are these, byte for byte.
+        func names(of domain: LibvirtAPI.DomainStats) -> Bool {
+            Self.same(fieldEnds, domain.fieldEnds) && Self.same(fieldBytes, domain.fieldBytes)
+        }
+
+        /// Two arrays' bytes compared in one `memcmp` (a domain's names are ≈ 10 KB).
+        private static func same<Element: BitwiseCopyable>(_ a: [Element], _ b: [Element]) -> Bool {
+            a.count == b.count && a.withUnsafeBytes { a in
+                b.withUnsafeBytes { b in a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
+            }
+        }
     }
 
     init(configuration: SourceConfiguration) throws(SourceError) {
@@ -191,6 +203,7 @@ public final class LibvirtSource: StatSource {
         started = true
         var present = Set<Int>()
         var seen: [String: Int] = [:]
+        var readings: [NumberedReading] = []
         for domain in domains {
             let identity = "\(domain.id) \(domain.name)"
             let key = keys[identity] ?? guestKey(domain)
@@ -200,12 +213,11 @@ public final class LibvirtSource: StatSource {
             // zero with -i); one started later counts everything.
             book.admit(key, name: domain.name, countsFromZero: !initial || includePast)
             // The same names as last time are known by position; others are learnt.
-            if layouts[key].map({ $0.fieldEnds != domain.fieldEnds || $0.fieldBytes != domain.fieldBytes }) ?? true {
+            if !(layouts[key]?.names(of: domain) ?? false) {
                 layouts[key] = learn(domain, of: key)
             }
             let numbered = layouts[key]!.numbered
-            var readings: [NumberedReading] = []
-            readings.reserveCapacity(domain.values.count)
+            readings.removeAll(keepingCapacity: true)
             for (index, value) in domain.values.enumerated() where numbered[index].statistic >= 0 {
                 readings.append(NumberedReading(statistic: numbered[index].statistic, vcpu: numbered[index].vcpu, value: value))
             }
