@@ -38,8 +38,12 @@ extension QMPSource {
     /// schema when not known yet, its vCPUs' indexes when they may have changed (vCPUs come
     /// and go: hotplug), and its statistics, VM's and vCPUs'. Names are looked up in `numbering` (a copy: this runs on
     /// a worker thread). A kept connection that fails is replaced by a new one at once.
+    ///
+    /// `sent`: the questions' sending over the kept connection when it was done ahead
+    /// (`sendAhead`), nil when not.
     static func ask(_ asking: Asking, needsSchema: Bool, needsVCPUs: Bool, questions: String, deadline: Double,
-                    numbering: StatisticNumbering, expecting expected: [Int32]) -> Answer {
+                    numbering: StatisticNumbering, expecting expected: [Int32],
+                    sent: Result<Void, QMPSession.Failure>? = nil) -> Answer {
         func fresh() -> Answer {
             var answer = Answer(statistics: StatsAnswer(expecting: expected))
             answer.path = asking.path
@@ -52,7 +56,7 @@ extension QMPSource {
         var replacing = false
         if let kept = asking.kept {
             do throws(QMPSession.Failure) {
-                try kept.resume(questions: questions, deadline: deadline)
+                try (sent ?? sendAhead(questions, over: kept, deadline: deadline)).get()
                 try converse(kept, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering, into: &answer)
                 answer.reservedAnswered = true
                 if kept.pause() { answer.kept = kept } else { kept.close() }
@@ -92,6 +96,18 @@ extension QMPSource {
                 ? "no answer: its monitor for kvmstat serves another client (another kvmstat?)" : error.description
         }
         return answer
+    }
+
+    /// Sends a sample's questions over a kept connection, before its answers are read (by
+    /// `ask`, given what this returned): a worker sends the next guest's before it reads this
+    /// one's, so that answer is on its way meanwhile, not waited for.
+    static func sendAhead(_ questions: String, over kept: QMPSession, deadline: Double) -> Result<Void, QMPSession.Failure> {
+        do throws(QMPSession.Failure) {
+            try kept.resume(questions: questions, deadline: deadline)
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// Reads the answers to a sample's questions (sent; `qmp_capabilities`' read by the

@@ -306,20 +306,31 @@ public final class QMPSource: StatSource {
         if workers > 0 {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 var i = worker
+                // The questions of the guest at `i`, when sent ahead over its kept connection
+                // (its answer then read, whatever the time: it is on its way).
+                var sent: Result<Void, QMPSession.Failure>?
                 while i < ordered.count {
                     let now = Signals.monotonicNow()
-                    guard now < sampleDeadline else { break }
+                    guard sent != nil || now < sampleDeadline else { break }
+                    // The worker's next guest is asked before this one's answer is read: a
+                    // monitor answers while the one before is parsed, not while a worker sleeps.
+                    let next = i + workers
+                    var nextSent: Result<Void, QMPSession.Failure>?
+                    if next < ordered.count, now < sampleDeadline, let kept = askings[next].kept {
+                        nextSent = Self.sendAhead(questions[next], over: kept, deadline: now + Self.monitorTimeout)
+                    }
                     let answer = Self.ask(askings[i], needsSchema: needsSchema[i], needsVCPUs: needsVCPUs[i],
                                           questions: questions[i],
                                           deadline: now + Self.monitorTimeout, numbering: numbering,
-                                          expecting: expected[i])
+                                          expecting: expected[i], sent: sent)
+                    sent = nextSent
                     let monitor = ordered[i]
                     taking.withLock { answered in
                         source.guests[monitor.pid]?.lastAsked = sampleNumber
                         source.keep(answer, for: monitor.pid)
                         if source.take(answer, for: monitor) { answered.insert(monitor.pid) }
                     }
-                    i += workers
+                    i = next
                 }
             }
         }
