@@ -18,6 +18,8 @@ extension QMPSource {
         /// Whether the reserved monitor greeted nobody in time (another client holds it) and
         /// the guest's other monitor was asked instead.
         var reservedHeld = false
+        /// Bytes the monitor sent this sample (answered).
+        var received = 0
     }
 
     /// Whom to ask for a guest this sample: its monitor at `path`, over `kept` when kvmstat
@@ -59,6 +61,7 @@ extension QMPSource {
                 try (sent ?? sendAhead(questions, over: kept, deadline: deadline)).get()
                 try converse(kept, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering, into: &answer)
                 answer.reservedAnswered = true
+                answer.received = kept.received
                 if kept.pause() { answer.kept = kept } else { kept.close() }
                 return answer
             } catch {
@@ -85,6 +88,7 @@ extension QMPSource {
                 session = try QMPSession(path: fallback!, deadline: deadline, server: asking.monitor.pid, questions: questions)
             }
             try converse(session, needsSchema: needsSchema, needsVCPUs: needsVCPUs, numbering: numbering, into: &answer)
+            answer.received = session.received
             if asking.monitor.reserved && answer.path == asking.monitor.socketPath {
                 answer.reservedAnswered = true
                 if session.pause() { answer.kept = session }

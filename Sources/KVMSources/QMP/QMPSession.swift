@@ -94,6 +94,9 @@ final class QMPSession: @unchecked Sendable {
     /// than an event's worth is left part read (the connection is then not kept).
     func pause() -> Bool { socket.releaseBuffer(keepingAtMost: Self.leftoverKept) }
 
+    /// Bytes received since the session was made or last resumed.
+    var received: Int { UnixSocket.defaultBudget - socket.budget }
+
     /// Hangs up (the monitor can take its next client at once).
     func close() { socket.close() }
 
