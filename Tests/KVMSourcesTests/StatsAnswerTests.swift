@@ -6,7 +6,7 @@ import Testing
 /// other layout JSON allows the same, and what another user's monitor may send bounded.
 struct StatsAnswerTests {
     static func read(_ text: String, numbering: StatisticNumbering = StatisticNumbering(),
-                     expecting: [Int32] = []) throws -> StatsAnswer {
+                     expecting: StatsAnswer.Expectation = .init()) throws -> StatsAnswer {
         var answer = StatsAnswer(expecting: expecting)
         try Array(text.utf8).withUnsafeBufferPointer { (bytes) throws(JSONValue.ParseError) in
             var scanner = JSONScanner(bytes)
@@ -58,11 +58,26 @@ struct StatsAnswerTests {
         var numbering = StatisticNumbering()
         for name in ["remote_tlb_flush", "guest_mode", "exits", "halt_wait_hist", "halt_exits"] { _ = numbering.numbering(name) }
         let first = try Self.read(Self.qemu, numbering: numbering)
-        #expect(first.expectation == [0, 1, 2, 3, 4])
-        // Expecting the wrong names at each place: each is still found by its own.
-        let shuffled = try Self.read(Self.qemu, numbering: numbering, expecting: [4, 3, 2, 1, 0])
+        let expectation = first.expectation(reusing: StatsAnswer.Expectation())
+        #expect(expectation == StatsAnswer.Expectation(statistics: [0, 1, 2, 3, 4],
+                                                       paths: [nil, "/machine/unattached/device[0]"], buckets: 3))
+        // Expecting the wrong names and paths at each place: each is still read as it is.
+        let wrong = StatsAnswer.Expectation(statistics: [4, 3, 2, 1, 0], paths: ["/machine/unattached/device[1]", "/x"],
+                                            buckets: 1)
+        let shuffled = try Self.read(Self.qemu, numbering: numbering, expecting: wrong)
         #expect(Self.values(shuffled, numbering) == Self.expected)
-        #expect(shuffled.expectation == [0, 1, 2, 3, 4])
+        #expect(shuffled.expectation(reusing: wrong) == expectation)
+        // The right ones lead to the same reading, and to the same expectation again.
+        let again = try Self.read(Self.qemu, numbering: numbering, expecting: expectation)
+        #expect(Self.values(again, numbering) == Self.expected)
+        #expect(again.expectation(reusing: expectation) == expectation)
+        // A path escaped is decoded, whatever was expected at its place.
+        let escaped = Self.qemu.replacingOccurrences(of: "device[0]", with: #"device[0]"#)
+        let decoded = try Self.read(escaped, numbering: numbering, expecting: expectation)
+        #expect(decoded.blocks == [nil, "/machine/unattached/device[0]"])
+        let unescapedOther = try Self.read(Self.qemu.replacingOccurrences(of: "device[0]", with: "device[7]"),
+                                           numbering: numbering, expecting: expectation)
+        #expect(unescapedOther.blocks == [nil, "/machine/unattached/device[7]"])
     }
 
     @Test func whatAMonitorSendsIsBounded() throws {

@@ -104,12 +104,17 @@ public final class UnixSocket {
 
     /// Sends all of `text`.
     public func send(_ text: String, deadline: Double) throws(Errno) {
-        let bytes = Array(text.utf8)
+        var text = text
+        try text.withUTF8 { bytes in
+            Result { () throws(Errno) in try send(UnsafeRawBufferPointer(bytes), deadline: deadline) }
+        }.get()
+    }
+
+    /// Sends `bytes` whole (a String's own, not a copy of them), waiting for room until `deadline`.
+    public func send(_ bytes: UnsafeRawBufferPointer, deadline: Double) throws(Errno) {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in
-                Glibc.send(descriptor.rawValue, raw.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
-            }
+            let n = Glibc.send(descriptor.rawValue, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
             if n < 0 {
                 if errno == EAGAIN || errno == EINTR {
                     try wait(for: Int16(POLLOUT), until: deadline)

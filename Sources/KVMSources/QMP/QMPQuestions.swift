@@ -44,7 +44,7 @@ extension QMPSource {
     /// `sent`: the questions' sending over the kept connection when it was done ahead
     /// (`sendAhead`), nil when not.
     static func ask(_ asking: Asking, needsSchema: Bool, needsVCPUs: Bool, questions: String, deadline: Double,
-                    numbering: StatisticNumbering, expecting expected: [Int32],
+                    numbering: StatisticNumbering, expecting expected: StatsAnswer.Expectation,
                     sent: Result<Void, QMPSession.Failure>? = nil) -> Answer {
         func fresh() -> Answer {
             var answer = Answer(statistics: StatsAnswer(expecting: expected))

@@ -87,7 +87,14 @@ final class QMPSession: @unchecked Sendable {
     func resume(questions: String, deadline: Double) throws(Failure) {
         self.deadline = deadline
         socket.budget = UnixSocket.defaultBudget
-        try send(text: String(decoding: questions.utf8.drop { $0 != 0x0A }.dropFirst(), as: UTF8.self))
+        var text = questions
+        let sent = text.withUTF8 { all in
+            let rest = all.firstIndex(of: 0x0A).map { $0 + 1 } ?? all.count
+            return Result { () throws(Errno) in
+                try socket.send(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[rest...])), deadline: deadline)
+            }
+        }
+        do throws(Errno) { try sent.get() } catch { throw Failure(error) }
     }
 
     /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`); false when more

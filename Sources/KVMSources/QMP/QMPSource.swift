@@ -59,8 +59,8 @@ public final class QMPSource: StatSource {
         var trimmed = false
         /// The sample it was last asked at (0: never).
         var lastAsked = 0
-        /// Its last answer's statistics by position (`StatsAnswer.expectation`).
-        var expected: [Int32] = []
+        /// What its last answer leads the next to expect (`StatsAnswer.expectation`).
+        var expected = StatsAnswer.Expectation()
         /// The sample its reserved monitor was found held by another client at, while it is:
         /// its other monitor is asked meanwhile (the reserved one again every `retryEvery`).
         var reservedHeldSince: Int?
@@ -89,8 +89,13 @@ public final class QMPSource: StatSource {
     private var sharedKinds: [String: StatKind] = [:]
     /// Guests of one QEMU and shape answer alike: the statistics' order each answer has, and
     /// the vCPUs' QOM paths, are kept once for all of them (not a copy each: 2 KB a guest).
-    private var sharedExpected: [Int32] = []
+    private var sharedExpected = StatsAnswer.Expectation()
     private var sharedVCPUs: [String: Int] = [:]
+    /// A guest's answer taken apart, reused from guest to guest (answers are taken one at
+    /// a time): no arrays made for each guest each sample.
+    private var readingsTaken: [NumberedReading] = []
+    private var histogramsTaken: [HistogramBook.Reading] = []
+    private var blockVCPUs: [Int32] = []
     private var wantedHistograms: Set<String> = []
     /// What each statistic is, from the guests' schemas.
     private var families: [String: MetricFamily] = [:]
@@ -333,7 +338,6 @@ public final class QMPSource: StatSource {
                     let monitor = ordered[i]
                     if answer.failure != nil || answer.received > Self.trimAfter { bulky.store(true, ordering: .relaxed) }
                     taking.withLock { answered in
-                        source.guests[monitor.pid]?.lastAsked = sampleNumber
                         source.keep(answer, for: monitor.pid)
                         if source.take(answer, for: monitor) { answered.insert(monitor.pid) }
                     }
@@ -350,8 +354,7 @@ public final class QMPSource: StatSource {
         return taking.withLock { $0 }
     }
 
-    /// Keeps the answer's connection for the next sample (when one more may be kept), and
-    /// notes whether the guest's reserved monitor is held by another client.
+    /// Keeps the answer's connection for the next sample (when one more may be kept).
     private func keep(_ answer: Answer, for pid: Int) {
         let session = answer.kept
         if session == nil || guests[pid] == nil {
@@ -361,19 +364,21 @@ public final class QMPSource: StatSource {
             kept[pid] = nil
             if mayKeepAnother() { kept[pid] = session }
         }
-        if answer.reservedHeld {
-            // Tried again `retryEvery` samples after it was last found held.
-            guests[pid]?.reservedHeldSince = sampleNumber
-        } else if answer.reservedAnswered {
-            guests[pid]?.reservedHeldSince = nil
-        }
     }
 
-    /// Takes a guest's answer; false when it gave none.
+    /// Takes a guest's answer; false when it gave none. Notes that it was asked, and whether
+    /// its reserved monitor is held by another client.
     private func take(_ answer: Answer, for monitor: QEMUMonitor) -> Bool {
         // Taken out of the table meanwhile (not copied: its arrays are changed in place).
         guard var guest = guests.removeValue(forKey: monitor.pid) else { return false }
         defer { guests[monitor.pid] = guest }
+        guest.lastAsked = sampleNumber
+        if answer.reservedHeld {
+            // Tried again `retryEvery` samples after it was last found held.
+            guest.reservedHeldSince = sampleNumber
+        } else if answer.reservedAnswered {
+            guest.reservedHeldSince = nil
+        }
         if let failure = answer.failure {
             // A guest that quit between discovery and query is gone, not silent: it departs
             // at the next sample, keeping its counts, without a warning.
@@ -387,8 +392,7 @@ public final class QMPSource: StatSource {
         }
         guest.silentSince = nil
         let statistics = answer.statistics
-        let expected = statistics.expectation
-        if expected != sharedExpected { sharedExpected = expected }
+        sharedExpected = statistics.expectation(reusing: sharedExpected)
         guest.expected = sharedExpected
         if statistics.dropped && guest.trimmed == false {
             guest.trimmed = true
@@ -420,19 +424,31 @@ public final class QMPSource: StatSource {
             kinds[name] != nil ? book.statisticNumber(name) ?? -1 : -1
         }
         // A vCPU the index list does not name (it just came) is counted from the next sample.
-        let blockVCPU: [Int32] = statistics.blocks.map { path in
-            guard let path else { return -1 }
+        blockVCPUs.removeAll(keepingCapacity: true)
+        for path in statistics.blocks {
+            guard let path else {
+                blockVCPUs.append(-1)
+                continue
+            }
             guard let index = guest.vcpus[path] else {
                 guest.vcpuUnknown = true
-                return -2
+                blockVCPUs.append(-2)
+                continue
             }
-            return (0..<StatisticNumbering.maxVCPUs).contains(index) ? Int32(index) : -2
+            blockVCPUs.append((0..<StatisticNumbering.maxVCPUs).contains(index) ? Int32(index) : -2)
         }
-        var readings: [NumberedReading] = []
-        readings.reserveCapacity(statistics.values.count)
-        var histograms: [HistogramBook.Reading] = []
+        var readings = readingsTaken
+        var histograms = histogramsTaken
+        readingsTaken = []
+        histogramsTaken = []
+        defer {
+            readings.removeAll(keepingCapacity: true)
+            histograms.removeAll(keepingCapacity: true)
+            readingsTaken = readings
+            histogramsTaken = histograms
+        }
         for value in statistics.values {
-            let vcpu = blockVCPU[Int(value.block)]
+            let vcpu = blockVCPUs[Int(value.block)]
             let statistic = value.statistic >= 0 ? value.statistic : newNumbers[Int(-1 - value.statistic)]
             guard vcpu >= -1, statistic >= 0 else { continue }
             if value.bucketsEnd >= 0 {

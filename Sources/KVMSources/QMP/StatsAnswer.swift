@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import KVMCore
 
 /// One guest's `query-stats` answers (its VM's and its vCPUs'), read where they lie on a
@@ -33,14 +38,38 @@ struct StatsAnswer: Sendable {
     /// order every time, so a name is checked against the one expected there before it is
     /// looked up.
     private let expected: [Int32]
+    /// The last answer's blocks' paths: one read again is that String, not a new one.
+    private let expectedPaths: [String?]
 
-    init(expecting expected: [Int32] = []) {
-        self.expected = expected
-        values.reserveCapacity(expected.count)
+    /// What a guest's last answer leads its next one to expect: its statistics by position,
+    /// its blocks' paths, its buckets' count (room made for as many: an answer read without
+    /// growing its arrays step by step).
+    struct Expectation: Sendable, Equatable {
+        var statistics: [Int32] = []
+        var paths: [String?] = []
+        var buckets = 0
     }
 
-    /// What this answer's statistics lead the next one to expect (new names not yet: -1).
-    var expectation: [Int32] { values.map { max($0.statistic, -1) } }
+    init(expecting expected: Expectation = Expectation()) {
+        self.expected = expected.statistics
+        expectedPaths = expected.paths
+        values.reserveCapacity(expected.statistics.count)
+        blocks.reserveCapacity(expected.paths.count)
+        buckets.reserveCapacity(expected.buckets)
+    }
+
+    /// What this answer leads the next one to expect (new names not yet: -1), reusing
+    /// `last`'s arrays where they are the same (guests of one QEMU answer alike: one copy
+    /// shared by all, none made each sample).
+    func expectation(reusing last: Expectation) -> Expectation {
+        var next = last
+        let same = values.count == last.statistics.count
+            && values.indices.allSatisfy { max(values[$0].statistic, -1) == last.statistics[$0] }
+        if !same { next.statistics = values.map { max($0.statistic, -1) } }
+        if blocks != last.paths { next.paths = blocks }
+        next.buckets = buckets.count
+        return next
+    }
 
     /// Reads one `query-stats` return value: an array of providers' blocks, each with its
     /// `provider`, `qom-path` (vCPUs) and `stats` (`name`, `value`) in any order.
@@ -56,7 +85,7 @@ struct StatsAnswer: Sendable {
                     let (value, _) = try scanner.string()
                     isKVM = scanner.bytes(value, equal: "kvm")
                 } else if scanner.bytes(key, equal: "qom-path"), scanner.peek() == UInt8(ascii: "\"") {
-                    let decoded = try scanner.decodedString()
+                    let decoded = try readPath(&scanner, expected: Int(block) < expectedPaths.count ? expectedPaths[Int(block)] : nil)
                     path = decoded.utf8.count <= QMPSource.maxPathLength ? decoded : nil
                 } else if scanner.bytes(key, equal: "stats") {
                     try readStatistics(&scanner, block: block, numbering: numbering)
@@ -72,6 +101,18 @@ struct StatsAnswer: Sendable {
                 buckets.removeSubrange(firstBucket...)
             }
         }
+    }
+
+    /// A block's path: `expected` itself when it is the same bytes, unescaped; else decoded.
+    private func readPath(_ scanner: inout JSONScanner, expected: String?) throws(JSONValue.ParseError) -> String {
+        let mark = scanner.index
+        let (range, escaped) = try scanner.string()
+        if !escaped, var expected, expected.utf8.count == range.count, range.count > 0,
+           expected.withUTF8({ memcmp($0.baseAddress!, scanner.bytes.baseAddress! + range.lowerBound, range.count) == 0 }) {
+            return expected
+        }
+        scanner.rewind(to: mark)
+        return try scanner.decodedString()
     }
 
     /// A block's `stats`, `[{"name": ..., "value": ...}, ...]`: QEMU's own layout read
