@@ -137,6 +137,33 @@ struct GzipStreamTests {
         }
         #expect(server.counters.renderCPU.count == 2 && server.counters.compressCPU.count == 2)
     }
+
+    /// A plain rendering made with room for the last sample's length (its text written piece
+    /// by piece into it) is the format's own bytes, whether the host grew, shrank or stayed.
+    @Test func plainRenderingSizedFromTheLastIsTheSame() throws {
+        let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats)
+        func sample(guests: Int) -> Sample {
+            var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+            var values = GuestValues()
+            for guest in 1...guests {
+                for vcpu in 0..<8 { values[EventID("exits(vcpu\(vcpu))", parent: "exits", guest: guest, vcpu: vcpu, source: "qmp")] = UInt64(guest * vcpu) }
+            }
+            sample.guestValues = values
+            sample.guestNames = Dictionary(uniqueKeysWithValues: (1...guests).map { ($0, "guest\($0)") })
+            sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+            return sample
+        }
+        let plain = MetricsServer.Rendering(format: "prometheus", gzip: false)
+        let format = try #require(Builtins.plugins.formats.format(named: "prometheus"))
+        server.publish(sample(guests: 300))
+        _ = try #require(server.bytes(plain))
+        for guests in [300, 900, 20, 300] {
+            let next = sample(guests: guests)
+            server.publish(next)
+            let made = try #require(server.bytes(plain))
+            #expect(!made.gzip && made.bytes == format.batchBytes(next), "\(guests) guests")
+        }
+    }
 }
 
 /// The endpoint's choice among the registered formats, by Accept.
