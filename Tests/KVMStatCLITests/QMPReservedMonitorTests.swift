@@ -85,7 +85,9 @@ struct QMPReservedMonitorTests {
         // Connected again: the reserved monitor is held once more.
         let reserved = try #require(guest.reservedSocket)
         let again = try BackgroundKvmstat(["--source", "qmp", "-l", "-s", "0.1", "-p", "\(guest.pid)", "-f", "exits$"])
-        usleep(800_000)
+        // Looked at once its samples are out (a loaded machine may take longer than a fixed
+        // wait to start it and connect).
+        #expect(again.waitForLines(4), "kvmstat wrote no records")
         #expect(!Self.greets(reserved, within: 0.5))
         again.signal(SIGINT)
         #expect(again.finish().status == 0)
