@@ -17,6 +17,10 @@ public protocol Format: Sendable {
     /// `batch` as UTF-8 bytes, for the endpoint (a format that writes bytes makes them
     /// without going through a String: a big host's exposition is megabytes).
     func batchBytes(_ sample: Sample) -> [UInt8]
+    /// `batchBytes` with room made for about `expectedSize` bytes (the last sample's length,
+    /// 0: unknown): a big host's exposition is made in one buffer of its size, not grown by
+    /// doubling while the old and the new are both held.
+    func batchBytes(_ sample: Sample, expectedSize: Int) -> [UInt8]
     /// `batchBytes` handed to `sink` piece by piece as they are made, so that a consumer
     /// (the endpoint's gzip) need never hold the whole text.
     func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void)
@@ -51,6 +55,7 @@ extension Format {
     public var showsHistograms: Bool { false }
     public var mediaTypes: [MediaType] { [] }
     public func batchBytes(_ sample: Sample) -> [UInt8] { Array(batch(sample).utf8) }
+    public func batchBytes(_ sample: Sample, expectedSize: Int) -> [UInt8] { batchBytes(sample) }
     public func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void) {
         batchBytes(sample).withUnsafeBytes(sink)
     }

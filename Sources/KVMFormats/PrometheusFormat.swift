@@ -79,17 +79,23 @@ public struct PrometheusFormat: Format {
         String(decoding: expositionBytes(sample, keys: keys), as: UTF8.self)
     }
 
-    public func batchBytes(_ sample: Sample) -> [UInt8] { expositionBytes(sample, keys: sample.sortedKeys) }
+    public func batchBytes(_ sample: Sample) -> [UInt8] { batchBytes(sample, expectedSize: 0) }
+
+    public func batchBytes(_ sample: Sample, expectedSize: Int) -> [UInt8] {
+        expositionBytes(sample, keys: sample.sortedKeys, expectedSize: expectedSize)
+    }
 
     public func batchBytes(_ sample: Sample, into sink: (UnsafeRawBufferPointer) -> Void) {
         write(sample, keys: sample.sortedKeys, to: sink)
     }
 
-    func expositionBytes(_ sample: Sample, keys: [EventID]) -> [UInt8] {
+    /// `expectedSize`: the caller's better guess of the length (the last sample's), 0: none.
+    func expositionBytes(_ sample: Sample, keys: [EventID], expectedSize: Int = 0) -> [UInt8] {
         var out: [UInt8] = []
-        write(sample, keys: keys, to: { out.append(contentsOf: $0) }, size: { out.reserveCapacity($0) })
-        // The size was a guess (about a line a guest's value): what is kept (the endpoint
-        // keeps a sample's bytes) holds no megabytes of room it did not use.
+        write(sample, keys: keys, to: { out.append(contentsOf: $0) },
+              size: { out.reserveCapacity(expectedSize > 0 ? expectedSize + expectedSize / 16 : $0) })
+        // The size was a guess (the last sample's, or about a line a guest's value): what is
+        // kept (the endpoint keeps a sample's bytes) holds no megabytes of room it did not use.
         if out.capacity - out.count > out.count / 8 { out = out.withUnsafeBufferPointer { [UInt8]($0) } }
         return out
     }

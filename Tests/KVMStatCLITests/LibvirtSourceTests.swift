@@ -1,4 +1,5 @@
 import Foundation
+import KVMCore
 import KVMTestSupport
 import Testing
 
@@ -177,12 +178,7 @@ struct LibvirtSourceTests {
     }
 
     /// A process's minor page faults so far (`/proc/PID/stat`'s tenth field).
-    private func minorFaults(_ pid: Int32) -> Int {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        // After the command's name in parentheses: state is the third field.
-        let fields = text.split(separator: ")").last?.split(separator: " ") ?? []
-        return fields.count > 7 ? Int(fields[7]) ?? 0 : 0
-    }
+    private func minorFaults(_ pid: Int32) -> Int { Int(ProcStat(path: "/proc/\(pid)/stat")?[10] ?? 0) }
 
     @Test func screenShowsVCPUsAndGuests() throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else { return }

@@ -115,18 +115,24 @@ struct GzipStreamTests {
         #expect(try Self.gunzip(reference) == input)
     }
 
+    /// A sample of `guests` guests × 8 vCPUs' exits (named `guestN`).
+    static func sample(guests: Int) -> Sample {
+        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
+        var values = GuestValues()
+        for guest in 1...guests {
+            for vcpu in 0..<8 { values[EventID("exits(vcpu\(vcpu))", parent: "exits", guest: guest, vcpu: vcpu, source: "qmp")] = UInt64(guest * vcpu) }
+        }
+        sample.guestValues = values
+        sample.guestNames = Dictionary(uniqueKeysWithValues: (1...guests).map { ($0, "guest\($0)") })
+        sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+        return sample
+    }
+
     /// Asked for gzip only, the endpoint compresses the exposition as it is written: the same
     /// bytes as the plain one once unpacked, and both costs noted.
     @Test func gzipOnlyRenderingIsThePlainOneCompressed() throws {
         let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats)
-        var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
-        var values = GuestValues()
-        for guest in 1...600 {
-            for vcpu in 0..<8 { values[EventID("exits(vcpu\(vcpu))", parent: "exits", guest: guest, vcpu: vcpu, source: "qmp")] = UInt64(guest * vcpu) }
-        }
-        sample.guestValues = values
-        sample.guestNames = Dictionary(uniqueKeysWithValues: (1...600).map { ($0, "guest\($0)") })
-        sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
+        let sample = Self.sample(guests: 600)
         server.publish(sample)
         for format in ["prometheus", "openmetrics"] {
             let zipped = try #require(server.bytes(MetricsServer.Rendering(format: format, gzip: true)))
@@ -142,23 +148,12 @@ struct GzipStreamTests {
     /// by piece into it) is the format's own bytes, whether the host grew, shrank or stayed.
     @Test func plainRenderingSizedFromTheLastIsTheSame() throws {
         let server = try MetricsServer(address: "127.0.0.1", port: 0, formats: Builtins.plugins.formats)
-        func sample(guests: Int) -> Sample {
-            var sample = Sample(time: WallClock(seconds: 0, nanoseconds: 0), interval: 1, values: [:])
-            var values = GuestValues()
-            for guest in 1...guests {
-                for vcpu in 0..<8 { values[EventID("exits(vcpu\(vcpu))", parent: "exits", guest: guest, vcpu: vcpu, source: "qmp")] = UInt64(guest * vcpu) }
-            }
-            sample.guestValues = values
-            sample.guestNames = Dictionary(uniqueKeysWithValues: (1...guests).map { ($0, "guest\($0)") })
-            sample.families = ["qmp": ["exits": MetricFamily("exits", kind: .counter, help: "exits", origin: .kvmStatistic)]]
-            return sample
-        }
         let plain = MetricsServer.Rendering(format: "prometheus", gzip: false)
         let format = try #require(Builtins.plugins.formats.format(named: "prometheus"))
-        server.publish(sample(guests: 300))
+        server.publish(Self.sample(guests: 300))
         _ = try #require(server.bytes(plain))
         for guests in [300, 900, 20, 300] {
-            let next = sample(guests: guests)
+            let next = Self.sample(guests: guests)
             server.publish(next)
             let made = try #require(server.bytes(plain))
             #expect(!made.gzip && made.bytes == format.batchBytes(next), "\(guests) guests")

@@ -71,17 +71,13 @@ public enum HeapMemory {
     /// still gives everything back.
     public static func keepFreed(upTo bytes: Int) {
         let wanted = Int32(clamping: min(max(bytes, 0), 256 << 20))
-        var kept = keptFreed.load(ordering: .relaxed)
-        while wanted > kept {
-            let (exchanged, now) = keptFreed.compareExchange(expected: kept, desired: wanted, ordering: .relaxed)
-            if exchanged {
-                ckvm_keep_freed_memory(wanted)
-                return
-            }
-            kept = now
+        keptFreed.withLock { kept in
+            guard wanted > kept else { return }
+            kept = wanted
+            ckvm_keep_freed_memory(wanted)
         }
     }
 
     /// What `keepFreed` last asked for (0: the library's default).
-    private static let keptFreed = Atomic<Int32>(0)
+    private static let keptFreed = Mutex<Int32>(0)
 }

@@ -102,12 +102,15 @@ public final class UnixSocket {
         }
     }
 
-    /// Sends all of `text`.
-    public func send(_ text: String, deadline: Double) throws(Errno) {
-        var text = text
-        try text.withUTF8 { bytes in
+    /// Sends all of `text`, from its own bytes where it has them together (a native String's
+    /// or Substring's: no copy).
+    public func send(_ text: some StringProtocol, deadline: Double) throws(Errno) {
+        let sent = text.utf8.withContiguousStorageIfAvailable { bytes in
             Result { () throws(Errno) in try send(UnsafeRawBufferPointer(bytes), deadline: deadline) }
-        }.get()
+        }
+        try (sent ?? Array(text.utf8).withUnsafeBytes { bytes in
+            Result { () throws(Errno) in try send(bytes, deadline: deadline) }
+        }).get()
     }
 
     /// Sends `bytes` whole (a String's own, not a copy of them), waiting for room until `deadline`.

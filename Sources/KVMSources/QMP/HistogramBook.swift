@@ -72,10 +72,7 @@ struct HistogramBook {
             // The guest's shapes changed: every slot's looked up again (not only those of
             // this answer: one missing from it would keep the old decision for good).
             for slot in guest.fields.indices {
-                let field = guest.fields[slot]
-                let shape = guestShapes[numbering.names[Int(numbering.fieldStatistic[Int(field)])]]
-                if let shape { makeSum(field, shape) }
-                guest.setShaped(slot, shape != nil)
+                decideShape(slot, of: &guest, statistic: numbering.fieldStatistic[Int(guest.fields[slot])], guestShapes, numbering)
             }
             guest.shapesChecked = true
         }
@@ -89,10 +86,8 @@ struct HistogramBook {
                     // the ones after it stay where they are).
                     slot = guest.slot(of: reading.field)
                     if slot == nil {
-                        let shape = guestShapes[numbering.names[Int(reading.statistic)]]
-                        if let shape { makeSum(reading.field, shape) }
                         slot = guest.add(reading.field)
-                        guest.setShaped(slot!, shape != nil)
+                        decideShape(slot!, of: &guest, statistic: reading.statistic, guestShapes, numbering)
                     }
                 }
                 guard let slot, guest.isShaped(slot) else { continue }
@@ -108,6 +103,15 @@ struct HistogramBook {
                 }
             }
         }
+    }
+
+    /// Whether the statistic of `guest`'s `slot` has a shape in `guestShapes`, noted on the
+    /// slot (its host sum made when it has).
+    private mutating func decideShape(_ slot: Int, of guest: inout GuestHistograms, statistic: Int32,
+                                      _ guestShapes: [String: Histogram], _ numbering: StatisticNumbering) {
+        let shape = guestShapes[numbering.names[Int(statistic)]]
+        if let shape { makeSum(guest.fields[slot], shape) }
+        guest.setShaped(slot, shape != nil)
     }
 
     /// The host's sum of `field` (empty at first), and the field known as one shown.

@@ -106,12 +106,7 @@ extension QMPSource {
     /// `ask`, given what this returned): a worker sends the next guest's before it reads this
     /// one's, so that answer is on its way meanwhile, not waited for.
     static func sendAhead(_ questions: String, over kept: QMPSession, deadline: Double) -> Result<Void, QMPSession.Failure> {
-        do throws(QMPSession.Failure) {
-            try kept.resume(questions: questions, deadline: deadline)
-            return .success(())
-        } catch {
-            return .failure(error)
-        }
+        Result { () throws(QMPSession.Failure) in try kept.resume(questions: questions, deadline: deadline) }
     }
 
     /// Reads the answers to a sample's questions (sent; `qmp_capabilities`' read by the

@@ -87,14 +87,8 @@ final class QMPSession: @unchecked Sendable {
     func resume(questions: String, deadline: Double) throws(Failure) {
         self.deadline = deadline
         socket.budget = UnixSocket.defaultBudget
-        var text = questions
-        let sent = text.withUTF8 { all in
-            let rest = all.firstIndex(of: 0x0A).map { $0 + 1 } ?? all.count
-            return Result { () throws(Errno) in
-                try socket.send(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[rest...])), deadline: deadline)
-            }
-        }
-        do throws(Errno) { try sent.get() } catch { throw Failure(error) }
+        let rest = questions.utf8.firstIndex(of: 0x0A).map { questions.utf8.index(after: $0) } ?? questions.endIndex
+        try send(text: questions[rest...])
     }
 
     /// Lets go of the buffer between samples (`UnixSocket.releaseBuffer`); false when more
@@ -139,7 +133,7 @@ final class QMPSession: @unchecked Sendable {
     func send(_ requests: [Request]) throws(Failure) { try send(text: Self.text(requests)) }
 
     /// Sends requests made by `text(_:)` in one write.
-    func send(text: String) throws(Failure) {
+    func send(text: some StringProtocol) throws(Failure) {
         do throws(Errno) { try socket.send(text, deadline: deadline) } catch {
             throw Failure(error)
         }

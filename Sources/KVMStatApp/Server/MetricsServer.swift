@@ -116,8 +116,7 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The bytes of `sample` in `rendering`, and whether they are gzipped (not when zlib
     /// failed); nil for a format not registered. `expectedSize`: the last sample's length in
-    /// `rendering`, when there was one (room made for about as much: 13.6 MB of text at 500
-    /// guests is not grown by doubling, the old and the new buffer both held while copied).
+    /// `rendering`, when there was one (the room made for it: `Format.batchBytes`).
     private func make(_ rendering: Rendering, of sample: Sample, expectedSize: Int = 0) -> (bytes: [UInt8], gzipped: Bool)? {
         guard let format = formats.format(named: rendering.format) else { return nil }
         if rendering.gzip, let stream = GzipStream(expectedSize: expectedSize) {
@@ -136,14 +135,7 @@ final class MetricsServer: @unchecked Sendable {
             }
         }
         // Plain, or zlib failed: the answer goes uncompressed.
-        let bytes = costing(\.renderCPU) {
-            guard !rendering.gzip, expectedSize > 0 else { return format.batchBytes(sample) }
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(expectedSize + expectedSize / 16)
-            format.batchBytes(sample) { bytes.append(contentsOf: $0) }
-            return bytes
-        }
-        return (bytes, false)
+        return (costing(\.renderCPU) { format.batchBytes(sample, expectedSize: expectedSize) }, false)
     }
 
     /// The gzip of `bytes` (nil when zlib failed), its CPU time noted.
